@@ -1,0 +1,41 @@
+# CryptoVault developer commands. `make run` and `make test` work on a fresh clone.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DATA_DIR ?= ./data
+export HOST PORT DATA_DIR
+
+.PHONY: run test lint schema schema-check bench install clean
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $$(tools/find-python) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(PY) -m cryptovault serve --host $(HOST) --port $(PORT)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check cryptovault tests bench
+	$(PY) -m ruff format --check cryptovault tests bench
+
+schema: install
+	$(PY) -m cryptovault export-schema > schema.graphql
+
+schema-check: install
+	@$(PY) -m cryptovault export-schema | diff -u schema.graphql - \
+		&& echo "schema.graphql is in sync" \
+		|| (echo "schema.graphql is stale: run 'make schema'" && exit 1)
+
+bench: install
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,3 @@
+from cryptovault.cli import main
+
+raise SystemExit(main())

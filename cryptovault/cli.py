@@ -1,0 +1,93 @@
+"""`cryptovault` command line: serve, db, export-schema."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptovault.config import ConfigError, Settings, load_settings
+from cryptovault.logs import configure_logging
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cryptovault.app import create_app
+
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        proxy_headers=True,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _db(settings: Settings, args: argparse.Namespace) -> int:
+    import logging
+
+    from cryptovault.db import EmbeddedServer
+
+    log = logging.getLogger("cryptovault.db")
+
+    async def run() -> None:
+        server = EmbeddedServer(Path(args.data_dir or settings.data_dir), args.host, args.port)
+        url = await server.start()
+        log.info("embedded store serving", extra={"url": url, "path": str(server.path)})
+        print(f"MONGODB_URL={url}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await server.close()
+
+    asyncio.run(run())
+    return 0
+
+
+def _export_schema(settings: Settings | None, args: argparse.Namespace) -> int:
+    from cryptovault.schema import schema_sdl
+
+    sys.stdout.write(schema_sdl())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cryptovault", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the API (HTTP and WebSocket)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.set_defaults(func=_serve)
+
+    db = sub.add_parser("db", help="run the embedded store as a standalone server")
+    db.add_argument("--host", default="127.0.0.1")
+    db.add_argument("--port", type=int, default=27017)
+    db.add_argument("--data-dir", default=None)
+    db.set_defaults(func=_db)
+
+    export = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export.set_defaults(func=_export_schema, needs_settings=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "needs_settings", True):
+        return args.func(None, args)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"cryptovault: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    return args.func(settings, args)

@@ -1,0 +1,31 @@
+"""Closed candles, one document per (symbol, interval, start)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pymongo
+from beanie import DecimalAnnotation, Document
+from pymongo import IndexModel
+
+
+class CandleDocument(Document):
+    id: str  # type: ignore[assignment]  # "<symbol>:<interval>:<start epoch>"
+    symbol: str
+    interval: str
+    start: datetime
+    open: DecimalAnnotation
+    high: DecimalAnnotation
+    low: DecimalAnnotation
+    close: DecimalAnnotation
+    volume: DecimalAnnotation
+    ticks: int
+
+    class Settings:
+        name = "candles"
+        indexes = [
+            IndexModel(
+                [("symbol", pymongo.ASCENDING), ("interval", pymongo.ASCENDING), ("start", pymongo.DESCENDING)],
+                name="symbol_interval_start",
+            )
+        ]

@@ -1,0 +1,1 @@
+"""Market data: the asset catalogue, price feeds, rolling statistics and candles."""

@@ -1,0 +1,224 @@
+"""The market service: every instance's view of the market. It consumes ticks from the
+event bus (whoever produced them), keeps the latest quote, rolling 24 h statistics and
+open candles in memory, and republishes to local subscribers through the hub. The
+leader also persists closed candles."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pymongo import UpdateOne
+
+from cryptovault.documents.candles import CandleDocument
+from cryptovault.errors import BadUserInput
+from cryptovault.events.bus import EventBus
+from cryptovault.events.hub import Hub
+from cryptovault.market.assets import ASSETS, Asset
+from cryptovault.market.candles import RETENTION, Candle, CandleBook, Interval
+from cryptovault.market.stats import MINUTES, DayStats, RollingStats
+from cryptovault.market.ticks import Tick
+
+log = logging.getLogger(__name__)
+
+TICKS_CHANNEL = "market.ticks"
+MAX_CANDLE_PAGE = 500
+
+
+def price_topic(symbol: str) -> str:
+    return f"price:{symbol}"
+
+
+def candle_topic(symbol: str, interval: Interval) -> str:
+    return f"candle:{symbol}:{interval.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The latest tick of an asset with its 24 h statistics."""
+
+    tick: Tick
+    day: DayStats | None
+
+    @property
+    def symbol(self) -> str:
+        return self.tick.symbol
+
+
+class MarketService:
+    def __init__(self, bus: EventBus, hub: Hub) -> None:
+        self.bus = bus
+        self.hub = hub
+        self.latest: dict[str, Tick] = {}
+        self.candles = CandleBook()
+        self.stats = RollingStats()
+        self.is_leader = False
+        self.ticks_received = 0
+        self._pending: list[Candle] = []
+        self._flush_wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        bus.subscribe(TICKS_CHANNEL, self._on_message)
+
+    # -- ingestion -------------------------------------------------------------------
+
+    async def publish_tick(self, tick: Tick) -> None:
+        """What a feed calls: put the tick on the bus for every instance."""
+        await self.bus.publish(TICKS_CHANNEL, tick.to_message())
+
+    async def _on_message(self, message: dict[str, Any]) -> None:
+        self.apply(Tick.from_message(message))
+
+    def apply(self, tick: Tick) -> None:
+        if tick.symbol not in ASSETS:
+            return
+        previous = self.latest.get(tick.symbol)
+        if previous is not None and tick.timestamp < previous.timestamp - timedelta(seconds=5):
+            return  # a stale tick (e.g. a replayed message) must not move the price back
+        self.ticks_received += 1
+        self.latest[tick.symbol] = tick
+        for candle in self.candles.apply(tick):
+            if candle.interval is Interval.ONE_MINUTE:
+                self.stats.add_closed_minute(candle)
+            if self.is_leader:
+                self._pending.append(candle)
+                self._flush_wakeup.set()
+            self.hub.publish(candle_topic(candle.symbol, candle.interval), candle)
+        self.hub.publish(price_topic(tick.symbol), self.quote(tick.symbol))
+        for interval in Interval:
+            current = self.candles.open_candle(tick.symbol, interval)
+            if current is not None:
+                self.hub.publish(candle_topic(tick.symbol, interval), current)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def quote(self, symbol: str) -> Quote | None:
+        tick = self.latest.get(symbol)
+        if tick is None:
+            return None
+        current = self.candles.open_candle(symbol, Interval.ONE_MINUTE)
+        return Quote(tick, self.stats.stats(symbol, current, datetime.now(UTC)))
+
+    def quotes(self, assets: Sequence[Asset]) -> list[Quote]:
+        return [q for a in assets if (q := self.quote(a.symbol)) is not None]
+
+    async def candle_page(
+        self, symbol: str, interval: Interval, first: int, before: datetime | None
+    ) -> tuple[list[Candle], bool]:
+        """Newest first: the open candle (when no cursor), then closed ones from the
+        store older than `before`. Returns the page and whether more exist."""
+        if not 1 <= first <= MAX_CANDLE_PAGE:
+            raise BadUserInput(f"first must be between 1 and {MAX_CANDLE_PAGE}", first=first)
+        page: list[Candle] = []
+        current = self.candles.open_candle(symbol, interval)
+        if before is None and current is not None:
+            page.append(current)
+            before = current.start
+        query: dict[str, Any] = {"symbol": symbol, "interval": interval.value}
+        if before is not None:
+            query["start"] = {"$lt": before}
+        docs = (
+            await CandleDocument.find(query)
+            .sort(-CandleDocument.start)  # type: ignore[operator]
+            .limit(first - len(page) + 1)
+            .to_list()
+        )
+        page.extend(_from_doc(d) for d in docs)
+        return page[:first], len(page) > first
+
+    # -- persistence (leader) --------------------------------------------------------
+
+    async def load_history(self) -> None:
+        """Seed 24 h statistics and the open candles from persisted minutes."""
+        now = datetime.now(UTC)
+        since = now - timedelta(minutes=MINUTES)
+        docs = await CandleDocument.find(
+            {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
+        ).sort(+CandleDocument.start).to_list()  # type: ignore[operator]
+        minutes = [_from_doc(d) for d in docs]
+        for candle in minutes:
+            self.stats.add_closed_minute(candle)
+        self.candles.seed(minutes, now)
+        log.info("market history loaded", extra={"minutes": len(minutes)})
+
+    def start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="candle-writer")
+
+    async def _write_loop(self) -> None:
+        last_prune = datetime.min.replace(tzinfo=UTC)
+        while True:
+            await self._flush_wakeup.wait()
+            self._flush_wakeup.clear()
+            await self.flush()
+            if datetime.now(UTC) - last_prune > timedelta(hours=1):
+                await self.prune()
+                last_prune = datetime.now(UTC)
+
+    async def flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        ops = [
+            UpdateOne({"_id": c.key}, {"$set": _to_fields(c)}, upsert=True) for c in batch
+        ]
+        try:
+            await CandleDocument.get_pymongo_collection().bulk_write(ops, ordered=False)
+        except Exception:
+            log.exception("candle flush failed; will retry", extra={"candles": len(batch)})
+            self._pending[:0] = batch
+            await asyncio.sleep(1)
+            self._flush_wakeup.set()
+
+    async def prune(self) -> None:
+        now = datetime.now(UTC)
+        for interval, keep in RETENTION.items():
+            if keep is not None:
+                await CandleDocument.get_pymongo_collection().delete_many(
+                    {"interval": interval.value, "start": {"$lt": now - keep}}
+                )
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        with contextlib.suppress(Exception):
+            await self.flush()
+
+
+def _to_fields(c: Candle) -> dict[str, Any]:
+    from bson import Decimal128
+
+    return {
+        "symbol": c.symbol,
+        "interval": c.interval.value,
+        "start": c.start,
+        "open": Decimal128(c.open),
+        "high": Decimal128(c.high),
+        "low": Decimal128(c.low),
+        "close": Decimal128(c.close),
+        "volume": Decimal128(c.volume),
+        "ticks": c.ticks,
+    }
+
+
+def _from_doc(d: CandleDocument) -> Candle:
+    start = d.start if d.start.tzinfo else d.start.replace(tzinfo=UTC)
+    return Candle(
+        symbol=d.symbol,
+        interval=Interval(d.interval),
+        start=start,
+        open=Decimal(d.open),
+        high=Decimal(d.high),
+        low=Decimal(d.low),
+        close=Decimal(d.close),
+        volume=Decimal(d.volume),
+        ticks=d.ticks,
+        closed=True,
+    )

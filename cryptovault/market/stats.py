@@ -1,0 +1,76 @@
+"""Rolling 24 h statistics per asset, computed from closed one-minute candles plus the
+open one, so memory is bounded (1,440 minutes per asset) whatever the tick rate."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from cryptovault.market.candles import Candle
+
+WINDOW = timedelta(hours=24)
+MINUTES = 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class DayStats:
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    volume: Decimal
+
+    def change(self, last: Decimal) -> Decimal:
+        return last - self.open
+
+    def change_percent(self, last: Decimal) -> Decimal:
+        if not self.open:
+            return Decimal(0)
+        return ((last - self.open) / self.open * 100).quantize(Decimal("0.01"))
+
+
+class RollingStats:
+    def __init__(self) -> None:
+        self._minutes: dict[str, deque[Candle]] = {}
+        # (symbol) -> (window start it was computed for, aggregate of closed minutes)
+        self._cache: dict[str, tuple[datetime, DayStats | None]] = {}
+
+    def add_closed_minute(self, candle: Candle) -> None:
+        minutes = self._minutes.setdefault(candle.symbol, deque(maxlen=MINUTES))
+        if minutes and candle.start <= minutes[-1].start:
+            return  # already have it (seeded from the store, or replayed)
+        minutes.append(candle)
+        self._cache.pop(candle.symbol, None)
+
+    def _closed_aggregate(self, symbol: str, since: datetime) -> DayStats | None:
+        cached = self._cache.get(symbol)
+        # Recompute at most once per minute: the window slides by whole minutes.
+        if cached is not None and since - cached[0] < timedelta(minutes=1):
+            return cached[1]
+        window = [c for c in self._minutes.get(symbol, ()) if c.start >= since]
+        result = None
+        if window:
+            result = DayStats(
+                open=window[0].open,
+                high=max(c.high for c in window),
+                low=min(c.low for c in window),
+                volume=sum((c.volume for c in window), Decimal(0)),
+            )
+        self._cache[symbol] = (since, result)
+        return result
+
+    def stats(self, symbol: str, current: Candle | None, now: datetime) -> DayStats | None:
+        closed = self._closed_aggregate(symbol, now - WINDOW)
+        if closed is None:
+            if current is None:
+                return None
+            return DayStats(current.open, current.high, current.low, current.volume)
+        if current is None:
+            return closed
+        return DayStats(
+            open=closed.open,
+            high=max(closed.high, current.high),
+            low=min(closed.low, current.low),
+            volume=closed.volume + current.volume,
+        )

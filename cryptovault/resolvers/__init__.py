@@ -1,0 +1,1 @@
+"""Resolvers: parse arguments, call domain code, map results to schema types."""

@@ -1,0 +1,115 @@
+"""Market data in the schema: assets, live prices, candles."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from decimal import Decimal
+
+import strawberry
+
+from cryptovault.market.candles import Interval
+from cryptovault.resolvers import market as resolve
+from cryptovault.schema.context import Info
+from cryptovault.schema.pagination import Connection
+
+CandleInterval = strawberry.enum(
+    Interval, name="CandleInterval", description="The time span of one candle."
+)
+
+
+@strawberry.type(description="The latest quote of an asset, with its rolling 24 h statistics.")
+class Price:
+    symbol: str
+    price: Decimal = strawberry.field(description="Last traded price in USD.")
+    bid: Decimal = strawberry.field(description="Best bid: what a market sell would get.")
+    ask: Decimal = strawberry.field(description="Best ask: what a market buy would pay.")
+    change24h: Decimal | None = strawberry.field(description="Price change over 24 hours (USD).")
+    change_percent24h: Decimal | None = strawberry.field(
+        description="Price change over 24 hours, in percent (two decimals)."
+    )
+    high24h: Decimal | None
+    low24h: Decimal | None
+    volume24h: Decimal | None = strawberry.field(description="Base units traded in 24 hours.")
+    timestamp: datetime = strawberry.field(description="When the price was observed.")
+
+
+@strawberry.type(description="A tradable crypto asset, quoted in USD.")
+class Asset:
+    symbol: str
+    name: str
+    precision: int = strawberry.field(description="Decimal places of a quantity.")
+    quantity_increment: Decimal = strawberry.field(
+        description="Quantities must be multiples of this."
+    )
+    price_increment: Decimal = strawberry.field(description="Prices must be multiples of this.")
+    min_size: Decimal = strawberry.field(description="Smallest order quantity.")
+    min_notional: Decimal = strawberry.field(description="Smallest order value in USD.")
+
+    @strawberry.field(description="The latest price; null until the first tick arrives.")
+    def price(self, info: Info) -> Price | None:
+        return resolve.price_of(info, self.symbol)
+
+
+@strawberry.type(description="Open, high, low, close and volume over one interval.")
+class Candle:
+    symbol: str
+    interval: CandleInterval
+    open_time: datetime
+    close_time: datetime
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    closed: bool = strawberry.field(description="False while the interval is still running.")
+
+
+CandleConnection = Connection[Candle]
+
+
+@strawberry.type
+class MarketQuery:
+    @strawberry.field(description="Every tradable asset.")
+    def assets(self, info: Info) -> list[Asset]:
+        return resolve.assets(info)
+
+    @strawberry.field(
+        description="One asset by symbol (case-insensitive); unknown symbols are BAD_USER_INPUT."
+    )
+    def asset(self, info: Info, symbol: str) -> Asset | None:
+        return resolve.asset(info, symbol)
+
+    @strawberry.field(description="Latest prices, for the given symbols or every asset.")
+    def prices(self, info: Info, symbols: list[str] | None = None) -> list[Price]:
+        return resolve.prices(info, symbols)
+
+    @strawberry.field(description="Candles for one asset, newest first (the open one first).")
+    async def candles(
+        self,
+        info: Info,
+        symbol: str,
+        interval: CandleInterval,
+        first: int | None = 100,
+        after: str | None = None,
+    ) -> Connection[Candle]:
+        return await resolve.candles(info, symbol, interval, first, after)
+
+
+@strawberry.type
+class MarketSubscription:
+    @strawberry.subscription(description="Live prices: one event per tick per symbol.")
+    async def prices(
+        self, info: Info, symbols: list[str] | None = None
+    ) -> AsyncGenerator[Price, None]:
+        async for price in resolve.price_stream(info, symbols):
+            yield price
+
+    @strawberry.subscription(
+        description="The open candle on every tick, then each candle once more when it closes."
+    )
+    async def candles(
+        self, info: Info, symbol: str, interval: CandleInterval
+    ) -> AsyncGenerator[Candle, None]:
+        async for candle in resolve.candle_stream(info, symbol, interval):
+            yield candle

@@ -1,0 +1,67 @@
+"""Relay connections: one helper for every paginated list. Cursors are opaque
+base64 strings that encode a position in a stable sort (e.g. a timestamp or id), so
+they stay valid while new data arrives."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import strawberry
+
+from cryptovault.errors import BadUserInput
+
+NodeT = TypeVar("NodeT")
+ItemT = TypeVar("ItemT")
+
+
+@strawberry.type(description="Where a page ends and whether another follows.")
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[NodeT]):
+    cursor: str
+    node: NodeT
+
+
+@strawberry.type
+class Connection(Generic[NodeT]):
+    edges: list[Edge[NodeT]]
+    page_info: PageInfo
+
+
+def encode_cursor(kind: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode()
+
+
+def decode_cursor(kind: str, cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadUserInput("Invalid cursor", cursor=cursor) from None
+    prefix, sep, value = raw.partition(":")
+    if prefix != kind or not sep or not value:
+        raise BadUserInput("Invalid cursor", cursor=cursor)
+    return value
+
+
+def check_page_size(first: int | None, default: int, maximum: int) -> int:
+    if first is None:
+        return default
+    if not 1 <= first <= maximum:
+        raise BadUserInput(f"first must be between 1 and {maximum}", first=first)
+    return first
+
+
+def build_edges(
+    items: Sequence[ItemT],
+    cursor_of: Callable[[ItemT], str],
+    to_node: Callable[[ItemT], NodeT],
+) -> tuple[list[Edge[NodeT]], str | None]:
+    edges = [Edge(cursor=cursor_of(i), node=to_node(i)) for i in items]
+    return edges, (edges[-1].cursor if edges else None)

@@ -1,0 +1,87 @@
+"""Everything the app builds once at start-up and hands to requests: the store, the
+event bus and hub, the market service and the feed leader."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from cryptovault.config import Settings
+from cryptovault.db import Store, open_store
+from cryptovault.events.bus import EventBus, MemoryBus, RedisBus
+from cryptovault.events.hub import Hub
+from cryptovault.events.lease import LocalLease, RedisLease
+from cryptovault.market.feeds import Feed, build_feed
+from cryptovault.market.leader import FeedLeader
+from cryptovault.market.service import MarketService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    redis: aioredis.Redis | None
+    bus: EventBus
+    hub: Hub
+    market: MarketService
+    leader: FeedLeader
+
+    async def close(self) -> None:
+        await self.leader.close()
+        await self.market.close()
+        await self.bus.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()
+        await self.store.close()
+
+
+async def start_services(settings: Settings, feed: Feed | None | str = "auto") -> Services:
+    store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
+    redis = None
+    try:
+        if settings.redis_url:
+            redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
+            await redis.ping()
+            bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
+            lease = RedisLease(redis, key=f"{settings.mongodb_db}:feed-lease")
+        else:
+            bus = MemoryBus()
+            lease = LocalLease()  # type: ignore[assignment]
+        hub = Hub()
+        market = MarketService(bus, hub)
+        await market.load_history()
+        await bus.start()
+        market.start_writer()
+        chosen = build_feed(settings) if feed == "auto" else feed
+        leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
+        leader.start()
+    except BaseException:
+        if redis is not None:
+            await redis.aclose()
+        await store.close()
+        raise
+    return Services(settings, store, redis, bus, hub, market, leader)
+
+
+async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
+    """Each dependency's state: "ok", or why it is not."""
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe) -> None:
+        try:
+            await asyncio.wait_for(probe(), timeout)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"unreachable: {type(exc).__name__}"
+
+    await check("store", services.store.ping)
+    if services.redis is not None:
+        await check("redis", services.redis.ping)
+    return checks
