@@ -17,12 +17,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse, process_result
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET, UnsetType
 
 from cryptovault import __version__
 from cryptovault.config import Settings
+from cryptovault.errors import DomainError
 from cryptovault.middleware import RequestIdMiddleware
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
+from cryptovault.schema.errors import map_error
 from cryptovault.services import Services, readiness, start_services
 
 log = logging.getLogger(__name__)
@@ -38,10 +44,35 @@ class GraphQLApp(GraphQL[Context, None]):
     async def get_context(  # type: ignore[override]
         self, request: Request | WebSocket, response: Response | None = None
     ) -> Context:
-        return Context(services=self._app.state.services, request=request, response=response)
+        services: Services = self._app.state.services
+        # HTTP: credentials from headers. WebSocket: from the connection_init payload,
+        # checked in on_ws_connect (the context is built before that message arrives).
+        viewer = None
+        if isinstance(request, Request):
+            viewer = await services.authenticator.authenticate(request)
+        return Context(services=services, request=request, response=response, viewer=viewer)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
+        try:
+            context.viewer = await context.services.authenticator.authenticate(
+                context.request, context.connection_params or {}
+            )
+        except DomainError as exc:
+            # Strawberry closes the socket with 4403.
+            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
+        return UNSET
 
     def encode_json(self, data: object) -> bytes:  # type: ignore[override]
         return orjson.dumps(data)
+
+    async def process_result(  # type: ignore[override]
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        # Errors raised while parsing with the parser cache bypass the schema
+        # extensions; map them here too (mapping an already mapped error is a no-op).
+        if result.errors:
+            result.errors = [map_error(e) for e in result.errors]
+        return process_result(result)
 
 
 async def health(request: Request) -> Response:
@@ -97,6 +128,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             ),
         ],
     )
+    if services is not None:
+        app.state.services = services  # usable without running the lifespan (tests)
     graphql = GraphQLApp(
         app,
         graphql_ide=None if settings.is_production else "graphiql",

@@ -18,6 +18,7 @@ from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.security.viewer import AnonymousAuthenticator, Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Services:
     hub: Hub
     market: MarketService
     leader: FeedLeader
+    authenticator: Authenticator
 
     async def close(self) -> None:
         await self.leader.close()
@@ -67,7 +69,7 @@ async def start_services(settings: Settings, feed: Feed | None | str = "auto") -
             await redis.aclose()
         await store.close()
         raise
-    return Services(settings, store, redis, bus, hub, market, leader)
+    return Services(settings, store, redis, bus, hub, market, leader, AnonymousAuthenticator())
 
 
 async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:

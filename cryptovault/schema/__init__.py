@@ -8,7 +8,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
-from cryptovault.schema.scalars import SCALAR_OVERRIDES
+from cryptovault.schema.scalars import SCALAR_MAP
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
@@ -25,14 +25,13 @@ def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         subscription=Subscription,
-        scalar_overrides=SCALAR_OVERRIDES,  # type: ignore[arg-type]
         extensions=[
             ErrorMapping,
             # Factories: a fresh extension per request; the caches are module-level.
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
         ],
-        config=StrawberryConfig(auto_camel_case=True),
+        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
     )
 
 

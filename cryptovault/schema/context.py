@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from cryptovault.security.viewer import Viewer
 from cryptovault.services import Services
 
 
@@ -18,6 +19,10 @@ class Context:
     services: Services
     request: Request | WebSocket
     response: Response | None = None
+    # The authenticated caller, or None for anonymous requests.
+    viewer: Viewer | None = None
+    # WebSocket only: the connection_init payload (set by Strawberry).
+    connection_params: dict[str, Any] | None = None
     # Free per-request state for extensions (cost, loaders, ...).
     state: dict[str, Any] = field(default_factory=dict)
 

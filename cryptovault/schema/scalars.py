@@ -39,7 +39,6 @@ def serialize_decimal(value: Decimal) -> str:
 
 
 DecimalScalar = strawberry.scalar(
-    Decimal,
     name="Decimal",
     description='An exact decimal number, sent and received as a string (e.g. "0.015").',
     serialize=serialize_decimal,
@@ -67,11 +66,10 @@ def parse_datetime(value: object) -> datetime:
 
 
 DateTimeScalar = strawberry.scalar(
-    datetime,
     name="DateTime",
     description="An ISO 8601 date-time in UTC, e.g. 2026-01-31T12:00:00Z.",
     serialize=serialize_datetime,
     parse_value=parse_datetime,
 )
 
-SCALAR_OVERRIDES = {Decimal: DecimalScalar, datetime: DateTimeScalar}
+SCALAR_MAP = {Decimal: DecimalScalar, datetime: DateTimeScalar}

@@ -1,0 +1,1 @@
+"""Identity and protection: who the caller is and what they may do."""
