@@ -17,8 +17,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http import GraphQLHTTPResponse, process_result
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -62,8 +62,9 @@ class GraphQLApp(GraphQL[Context, None]):
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
         return UNSET
 
-    def encode_json(self, data: object) -> bytes:  # type: ignore[override]
-        return orjson.dumps(data)
+    def encode_json(self, data: object) -> str:
+        # A str, not bytes: WebSocket protocols require text frames.
+        return orjson.dumps(data).decode()
 
     async def process_result(  # type: ignore[override]
         self, request: Request, result: ExecutionResult

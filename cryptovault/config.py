@@ -153,7 +153,9 @@ def load_settings(
     try:
         replay_speed = float(replay_speed_raw)
     except ValueError:
-        raise ConfigError(f"REPLAY_SPEED={replay_speed_raw!r} is invalid: expected a number") from None
+        raise ConfigError(
+            f"REPLAY_SPEED={replay_speed_raw!r} is invalid: expected a number"
+        ) from None
     if replay_speed <= 0:
         raise ConfigError("REPLAY_SPEED is invalid: expected a positive number")
 

@@ -44,8 +44,19 @@ class Services:
         await self.store.close()
 
 
-async def start_services(settings: Settings, feed: Feed | None | str = "auto") -> Services:
-    store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
+async def start_services(
+    settings: Settings,
+    feed: Feed | str | None = "auto",
+    event_listeners: list[object] | None = None,
+) -> Services:
+    """Start everything. `feed` overrides the configured feed (tests pass None or
+    their own); `event_listeners` are pymongo monitoring listeners."""
+    store = await open_store(
+        settings.mongodb_url,
+        settings.mongodb_db,
+        settings.data_dir,
+        event_listeners=event_listeners,
+    )
     redis = None
     try:
         if settings.redis_url:

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import redis as sync_redis
 import uvicorn
+from pymongo import monitoring
 
 from cryptovault.app import create_app
 from cryptovault.config import Settings
@@ -81,8 +82,14 @@ async def settings(store_server: EmbeddedServer) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    started = await start_services(settings, feed=None)
+def commands() -> CommandCounter:
+    """Counts the store commands of the module's services (call .reset() first)."""
+    return CommandCounter()
+
+
+@pytest.fixture(scope="module")
+async def services(settings: Settings, commands) -> AsyncIterator[Services]:
+    started = await start_services(settings, feed=None, event_listeners=[commands])
     yield started
     with contextlib.suppress(Exception):
         await started.store.client.drop_database(settings.mongodb_db)
@@ -164,4 +171,43 @@ async def live_url(app) -> AsyncIterator[str]:
 
 
 def tick(symbol: str, price: str, volume: str = "1", at: datetime | None = None) -> Tick:
-    return quote(ASSETS[symbol], Decimal(price), Decimal(volume), "test", timestamp=at or datetime.now(UTC))
+    return quote(
+        ASSETS[symbol], Decimal(price), Decimal(volume), "test", timestamp=at or datetime.now(UTC)
+    )
+
+
+class CommandCounter(monitoring.CommandListener):
+    """A pymongo command listener counting the store commands an operation sends."""
+
+    IGNORED = {"ping", "hello", "isMaster", "ismaster", "endSessions", "buildInfo"}
+
+    def __init__(self) -> None:
+        self.commands: list[str] = []
+
+    def started(self, event) -> None:
+        if event.command_name not in self.IGNORED:
+            self.commands.append(event.command_name)
+
+    def succeeded(self, event) -> None:
+        pass
+
+    def failed(self, event) -> None:
+        pass
+
+    def reset(self) -> None:
+        self.commands.clear()
+
+    @property
+    def count(self) -> int:
+        return len(self.commands)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI a skipped test is a failure: it hides a missing service."""
+    if os.environ.get("CI") != "true":
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped:
+        print(f"\nCI: {skipped} test(s) skipped; failing the run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

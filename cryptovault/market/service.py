@@ -63,6 +63,7 @@ class MarketService:
         self._pending: list[Candle] = []
         self._flush_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
         bus.subscribe(TICKS_CHANNEL, self._on_message)
 
     # -- ingestion -------------------------------------------------------------------
@@ -124,7 +125,7 @@ class MarketService:
             query["start"] = {"$lt": before}
         docs = (
             await CandleDocument.find(query)
-            .sort(-CandleDocument.start)  # type: ignore[operator]
+            .sort([("start", -1)])
             .limit(first - len(page) + 1)
             .to_list()
         )
@@ -137,9 +138,13 @@ class MarketService:
         """Seed 24 h statistics and the open candles from persisted minutes."""
         now = datetime.now(UTC)
         since = now - timedelta(minutes=MINUTES)
-        docs = await CandleDocument.find(
-            {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
-        ).sort(+CandleDocument.start).to_list()  # type: ignore[operator]
+        docs = (
+            await CandleDocument.find(
+                {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
+            )
+            .sort([("start", 1)])
+            .to_list()
+        )
         minutes = [_from_doc(d) for d in docs]
         for candle in minutes:
             self.stats.add_closed_minute(candle)
@@ -151,11 +156,11 @@ class MarketService:
 
     async def _write_loop(self) -> None:
         last_prune = datetime.min.replace(tzinfo=UTC)
-        while True:
+        while not self._closing:
             await self._flush_wakeup.wait()
             self._flush_wakeup.clear()
             await self.flush()
-            if datetime.now(UTC) - last_prune > timedelta(hours=1):
+            if not self._closing and datetime.now(UTC) - last_prune > timedelta(hours=1):
                 await self.prune()
                 last_prune = datetime.now(UTC)
 
@@ -163,14 +168,15 @@ class MarketService:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        ops = [
-            UpdateOne({"_id": c.key}, {"$set": _to_fields(c)}, upsert=True) for c in batch
-        ]
+        ops = [UpdateOne({"_id": c.key}, {"$set": _to_fields(c)}, upsert=True) for c in batch]
         try:
             await CandleDocument.get_pymongo_collection().bulk_write(ops, ordered=False)
-        except Exception:
-            log.exception("candle flush failed; will retry", extra={"candles": len(batch)})
+        except BaseException as exc:
+            # Upserts by deterministic id are idempotent: keep the batch for a retry.
             self._pending[:0] = batch
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("candle flush failed; will retry", extra={"candles": len(batch)})
             await asyncio.sleep(1)
             self._flush_wakeup.set()
 
@@ -182,14 +188,19 @@ class MarketService:
                     {"interval": interval.value, "start": {"$lt": now - keep}}
                 )
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop the writer after its current write (never cut a write in half), then
+        persist what is still pending."""
+        self._closing = True
+        self._flush_wakeup.set()
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(self._writer, timeout)
             self._writer = None
-        with contextlib.suppress(Exception):
-            await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except Exception:
+            log.exception("final candle flush failed", extra={"candles": len(self._pending)})
 
 
 def _to_fields(c: Candle) -> dict[str, Any]:

@@ -99,9 +99,7 @@ class MarketQuery:
 @strawberry.type
 class MarketSubscription:
     @strawberry.subscription(description="Live prices: one event per tick per symbol.")
-    async def prices(
-        self, info: Info, symbols: list[str] | None = None
-    ) -> AsyncGenerator[Price, None]:
+    async def prices(self, info: Info, symbols: list[str] | None = None) -> AsyncGenerator[Price]:
         async for price in resolve.price_stream(info, symbols):
             yield price
 
@@ -110,6 +108,6 @@ class MarketSubscription:
     )
     async def candles(
         self, info: Info, symbol: str, interval: CandleInterval
-    ) -> AsyncGenerator[Candle, None]:
+    ) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):
             yield candle

@@ -65,10 +65,7 @@ class CoinbaseTickerParser:
         previous = self._last_volume.get(asset.symbol)
         self._last_volume[asset.symbol] = volume_24h
         volume = volume_24h - previous if previous is not None and volume_24h > previous else 0
-        try:
-            ts = datetime.fromisoformat(str(timestamp).replace("Z", "+00:00")[:26] + "+00:00")
-        except ValueError:
-            ts = datetime.now(UTC)
+        ts = parse_timestamp(timestamp)
         return Tick(
             symbol=asset.symbol,
             price=asset.floor_price(price),
@@ -79,6 +76,21 @@ class CoinbaseTickerParser:
             source="coinbase",
             seq=int(seq) if isinstance(seq, int) else 0,
         )
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Coinbase sends RFC 3339 with up to nanoseconds ("...:37.167359596Z");
+    Python keeps microseconds."""
+    text = str(value or "").strip().removesuffix("Z")
+    head, dot, fraction = text.partition(".")
+    if dot:
+        digits = "".join(ch for ch in fraction if ch.isdigit())[:6]
+        head = f"{head}.{digits}" if digits else head
+    try:
+        parsed = datetime.fromisoformat(head)
+    except ValueError:
+        return datetime.now(UTC)
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def backoff_delays(base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None):
