@@ -25,6 +25,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         log_config=None,
         proxy_headers=True,
+        # The embedded store's wire server needs asyncio's Server.abort_clients(),
+        # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
+        loop="auto" if settings.mongodb_url else "asyncio",
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -1,0 +1,122 @@
+"""The command line as a user runs it: `cryptovault serve` with the embedded store
+streams simulated prices; `cryptovault db` serves one store to several instances;
+`cryptovault export-schema` prints the committed schema."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import orjson
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+
+from cryptovault.services import start_services
+from tests.conftest import free_port, make_settings
+
+ROOT = Path(__file__).parents[1]
+
+
+def spawn(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cryptovault", *args],
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def wait_http(url: str, timeout: float = 30) -> httpx.Response:
+    async with httpx.AsyncClient() as c:
+        for _ in range(int(timeout / 0.1)):
+            try:
+                return await c.get(url)
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise AssertionError(f"{url} did not answer")
+
+
+async def test_serve_with_embedded_store_streams_simulated_prices(tmp_path):
+    port = free_port()
+    proc = spawn(
+        "serve",
+        env={
+            "PORT": str(port),
+            "DATA_DIR": str(tmp_path / "data"),
+            "TICK_INTERVAL_MS": "100",
+            "ENVIRONMENT": "development",
+            "LOG_FORMAT": "json",
+        },
+        cwd=tmp_path,
+    )
+    try:
+        assert (await wait_http(f"http://127.0.0.1:{port}/health")).status_code == 200
+        ready = await wait_http(f"http://127.0.0.1:{port}/ready")
+        assert ready.json()["checks"] == {"store": "ok"}
+        transport = WebsocketsTransport(url=f"ws://127.0.0.1:{port}/graphql")
+        async with Client(transport=transport) as session:
+            seen = []
+            async with asyncio.timeout(10):
+                async for event in session.subscribe(
+                    gql('subscription { prices(symbols: ["BTC"]) { symbol price } }')
+                ):
+                    seen.append(event["prices"])
+                    if len(seen) == 3:
+                        break
+        assert [p["symbol"] for p in seen] == ["BTC"] * 3
+        # The embedded store's file and the development secret live in DATA_DIR.
+        assert (tmp_path / "data" / "cryptovault.sqlite3").exists()
+        assert (tmp_path / "data" / "jwt_secret").exists()
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    # uvicorn re-raises the signal it stopped on, so SIGTERM shows as -15.
+    assert proc.returncode in (0, -15), err[-2000:]
+    # Every log line is a JSON object, and the shutdown logged no error.
+    assert all(line.startswith("{") for line in err.splitlines() if line.strip())
+    lines = [orjson.loads(line) for line in err.splitlines() if line.strip()]
+    assert any(line["message"] == "cryptovault ready" for line in lines)
+    assert [line["message"] for line in lines if line["level"] == "ERROR"] == []
+
+
+async def test_db_command_serves_one_store_to_several_instances(tmp_path):
+    port = free_port()
+    proc = spawn("db", "--port", str(port), "--data-dir", str(tmp_path), env={}, cwd=tmp_path)
+    try:
+        line = await asyncio.to_thread(proc.stdout.readline)  # type: ignore[union-attr]
+        assert line.startswith("MONGODB_URL=mongodb://127.0.0.1:")
+        url = line.strip().split("=", 1)[1]
+        settings = make_settings(url)
+        a = await start_services(settings, feed=None)
+        try:
+            await a.store.db["shared"].insert_one({"_id": "x", "by": "a"})
+            b_client = __import__("pymongo").AsyncMongoClient(url)
+            doc = await b_client[settings.mongodb_db]["shared"].find_one({"_id": "x"})
+            await b_client.close()
+            assert doc == {"_id": "x", "by": "a"}
+        finally:
+            await a.store.db.client.drop_database(settings.mongodb_db)
+            await a.close()
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert (tmp_path / "cryptovault.sqlite3").exists()
+
+
+def test_export_schema_prints_the_committed_schema():
+    out = subprocess.run(
+        [sys.executable, "-m", "cryptovault", "export-schema"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out == (ROOT / "schema.graphql").read_text()
+    assert "type Query" in out and "type Subscription" in out
