@@ -25,6 +25,7 @@ test: install
 lint: install
 	$(PY) -m ruff check cryptovault tests $(wildcard bench)
 	$(PY) -m ruff format --check cryptovault tests $(wildcard bench)
+	$(PY) -m mypy cryptovault
 
 schema: install
 	$(PY) -m cryptovault export-schema > schema.graphql

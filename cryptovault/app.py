@@ -83,7 +83,7 @@ async def health(request: Request) -> Response:
 async def ready(request: Request) -> Response:
     checks = await readiness(request.app.state.services)
     failing = [name for name, state in checks.items() if state != "ok"]
-    body = {"status": "ok" if not failing else "unavailable", "checks": checks}
+    body: dict[str, object] = {"status": "ok" if failing == [] else "unavailable", "checks": checks}
     if failing:
         body["failing"] = failing
     return JSONResponse(body, status_code=503 if failing else 200)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from beanie import SortDirection
 from pymongo import UpdateOne
 
 from cryptovault.documents.candles import CandleDocument
@@ -125,7 +126,7 @@ class MarketService:
             query["start"] = {"$lt": before}
         docs = (
             await CandleDocument.find(query)
-            .sort([("start", -1)])
+            .sort([("start", SortDirection.DESCENDING)])
             .limit(first - len(page) + 1)
             .to_list()
         )
@@ -142,7 +143,7 @@ class MarketService:
             await CandleDocument.find(
                 {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
             )
-            .sort([("start", 1)])
+            .sort([("start", SortDirection.ASCENDING)])
             .to_list()
         )
         minutes = [_from_doc(d) for d in docs]

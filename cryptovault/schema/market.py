@@ -13,9 +13,8 @@ from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.pagination import Connection
 
-CandleInterval = strawberry.enum(
-    Interval, name="CandleInterval", description="The time span of one candle."
-)
+# Registers the domain enum with the schema under its API name.
+strawberry.enum(Interval, name="CandleInterval", description="The time span of one candle.")
 
 
 @strawberry.type(description="The latest quote of an asset, with its rolling 24 h statistics.")
@@ -54,7 +53,7 @@ class Asset:
 @strawberry.type(description="Open, high, low, close and volume over one interval.")
 class Candle:
     symbol: str
-    interval: CandleInterval
+    interval: Interval
     open_time: datetime
     close_time: datetime
     open: Decimal
@@ -89,7 +88,7 @@ class MarketQuery:
         self,
         info: Info,
         symbol: str,
-        interval: CandleInterval,
+        interval: Interval,
         first: int | None = 100,
         after: str | None = None,
     ) -> Connection[Candle]:
@@ -106,8 +105,6 @@ class MarketSubscription:
     @strawberry.subscription(
         description="The open candle on every tick, then each candle once more when it closes."
     )
-    async def candles(
-        self, info: Info, symbol: str, interval: CandleInterval
-    ) -> AsyncGenerator[Candle]:
+    async def candles(self, info: Info, symbol: str, interval: Interval) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):
             yield candle
