@@ -39,9 +39,7 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id_var.get()
-        line = (
-            f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
-        )
+        line = f"{self.formatTime(record)} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if rid:
             line += f" [request_id={rid}]"
         if record.exc_info:

@@ -67,12 +67,10 @@ async def test_unknown_symbol_and_empty_list_are_bad_user_input(gql):
 
 
 async def test_bad_interval_is_bad_user_input(gql):
-    body = await gql.execute(
-        '{ candles(symbol: "BTC", interval: TWO_MINUTES) { edges { cursor } } }'
-    )
+    body = await gql.execute('{ candles(symbol: "BTC", interval: TWO_MINUTES) { edges { cursor } } }')
     assert error_codes(body) == ["BAD_USER_INPUT"]
     body = await gql.execute(
-        'query($i: CandleInterval!) { candles(symbol: "BTC", interval: $i) { edges { cursor } } }',
+        "query($i: CandleInterval!) { candles(symbol: \"BTC\", interval: $i) { edges { cursor } } }",
         {"i": "1m"},
     )
     assert error_codes(body) == ["BAD_USER_INPUT"]
@@ -99,11 +97,7 @@ async def test_candles_page_newest_first_across_memory_and_store(services, gql):
         base = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
         for i, price in enumerate(["10.00", "11.00", "12.00", "13.00", "14.00"]):
             market.apply(tick("AVAX", price, "1", at=base + timedelta(minutes=i, seconds=1)))
-            market.apply(
-                tick(
-                    "AVAX", str(float(price) + 0.5), "1", at=base + timedelta(minutes=i, seconds=30)
-                )
-            )
+            market.apply(tick("AVAX", str(float(price) + 0.5), "1", at=base + timedelta(minutes=i, seconds=30)))
         market.apply(tick("AVAX", "15.00", "2", at=datetime.now(UTC)))
         await market.flush()
     finally:
@@ -120,9 +114,7 @@ async def test_candles_page_newest_first_across_memory_and_store(services, gql):
     assert opens == sorted(opens, reverse=True)
     assert page["pageInfo"]["hasNextPage"] is True
 
-    rest = (await gql.data(CANDLES, {"first": 10, "after": page["pageInfo"]["endCursor"]}))[
-        "candles"
-    ]
+    rest = (await gql.data(CANDLES, {"first": 10, "after": page["pageInfo"]["endCursor"]}))["candles"]
     assert [e["node"]["open"] for e in rest["edges"]] == ["12.00", "11.00", "10.00"]
     assert rest["pageInfo"]["hasNextPage"] is False
 

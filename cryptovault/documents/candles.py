@@ -25,11 +25,7 @@ class CandleDocument(Document):
         name = "candles"
         indexes = [
             IndexModel(
-                [
-                    ("symbol", pymongo.ASCENDING),
-                    ("interval", pymongo.ASCENDING),
-                    ("start", pymongo.DESCENDING),
-                ],
+                [("symbol", pymongo.ASCENDING), ("interval", pymongo.ASCENDING), ("start", pymongo.DESCENDING)],
                 name="symbol_interval_start",
             )
         ]

@@ -43,9 +43,7 @@ class MemoryBus:
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         # Round-trip through JSON so in-process delivery sees what Redis would carry.
-        await _dispatch(
-            self._handlers.get(channel, []), channel, orjson.loads(orjson.dumps(message))
-        )
+        await _dispatch(self._handlers.get(channel, []), channel, orjson.loads(orjson.dumps(message)))
 
     async def start(self) -> None:
         pass
@@ -92,9 +90,7 @@ class RedisBus:
                     try:
                         message = orjson.loads(item["data"])
                     except orjson.JSONDecodeError:
-                        log.warning(
-                            "bus: dropped a message that is not JSON", extra={"channel": name}
-                        )
+                        log.warning("bus: dropped a message that is not JSON", extra={"channel": name})
                         continue
                     await _dispatch(self._handlers.get(name, []), name, message)
             except asyncio.CancelledError:

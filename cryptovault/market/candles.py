@@ -91,9 +91,7 @@ class Candle:
         )
 
 
-def open_candle(
-    symbol: str, interval: Interval, start: datetime, price: Decimal, volume: Decimal
-) -> Candle:
+def open_candle(symbol: str, interval: Interval, start: datetime, price: Decimal, volume: Decimal) -> Candle:
     return Candle(symbol, interval, start, price, price, price, price, volume)
 
 
@@ -112,9 +110,7 @@ class CandleBook:
             if candle is None or start > candle.start:
                 if candle is not None:
                     closed.append(replace(candle, closed=True))
-                self.current[key] = open_candle(
-                    tick.symbol, interval, start, tick.price, tick.volume
-                )
+                self.current[key] = open_candle(tick.symbol, interval, start, tick.price, tick.volume)
             else:
                 # A late tick (start < candle.start) still counts towards the open candle.
                 self.current[key] = candle.add(tick.price, tick.volume)
@@ -133,9 +129,7 @@ class CandleBook:
                 key = (minute.symbol, interval)
                 candle = self.current.get(key)
                 if candle is None:
-                    self.current[key] = replace(
-                        minute, interval=interval, start=start, closed=False
-                    )
+                    self.current[key] = replace(minute, interval=interval, start=start, closed=False)
                 else:
                     self.current[key] = candle.merge(minute)
 

@@ -137,13 +137,9 @@ class MarketService:
         """Seed 24 h statistics and the open candles from persisted minutes."""
         now = datetime.now(UTC)
         since = now - timedelta(minutes=MINUTES)
-        docs = (
-            await CandleDocument.find(
-                {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
-            )
-            .sort(+CandleDocument.start)
-            .to_list()
-        )  # type: ignore[operator]
+        docs = await CandleDocument.find(
+            {"interval": Interval.ONE_MINUTE.value, "start": {"$gte": since}}
+        ).sort(+CandleDocument.start).to_list()  # type: ignore[operator]
         minutes = [_from_doc(d) for d in docs]
         for candle in minutes:
             self.stats.add_closed_minute(candle)
@@ -167,7 +163,9 @@ class MarketService:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        ops = [UpdateOne({"_id": c.key}, {"$set": _to_fields(c)}, upsert=True) for c in batch]
+        ops = [
+            UpdateOne({"_id": c.key}, {"$set": _to_fields(c)}, upsert=True) for c in batch
+        ]
         try:
             await CandleDocument.get_pymongo_collection().bulk_write(ops, ordered=False)
         except Exception:

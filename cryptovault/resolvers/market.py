@@ -116,7 +116,9 @@ async def price_stream(info: Info, symbols: list[str] | None) -> AsyncIterator[t
             yield to_price(quote)
 
 
-async def candle_stream(info: Info, symbol: str, interval: Interval) -> AsyncIterator[types.Candle]:
+async def candle_stream(
+    info: Info, symbol: str, interval: Interval
+) -> AsyncIterator[types.Candle]:
     a = get_asset(symbol)
     with info.context.services.hub.subscribe(candle_topic(a.symbol, interval), maxsize=16) as sub:
         async for candle in sub:

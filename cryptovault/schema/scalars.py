@@ -14,7 +14,7 @@ MAX_DIGITS = 40
 
 def parse_decimal(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError('Decimal values must be sent as strings, e.g. "0.015"')
+        raise ValueError("Decimal values must be sent as strings, e.g. \"0.015\"")
     text = str(value).strip()
     if len(text) > MAX_DIGITS + 2:
         raise ValueError(f"Decimal values are limited to {MAX_DIGITS} digits")
@@ -30,7 +30,7 @@ def parse_decimal(value: object) -> Decimal:
 def parse_decimal_literal(node: ValueNode, _variables: object = None) -> Decimal:
     if isinstance(node, (StringValueNode, IntValueNode)):
         return parse_decimal(node.value)
-    raise ValueError('Decimal values must be sent as strings, e.g. "0.015"')
+    raise ValueError("Decimal values must be sent as strings, e.g. \"0.015\"")
 
 
 def serialize_decimal(value: Decimal) -> str:
