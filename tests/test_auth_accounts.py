@@ -249,6 +249,8 @@ async def test_hashing_runs_in_worker_threads_at_most_n_at_once(monkeypatch):
     running, peak, threads = 0, 0, set()
     real = hasher._hash
     release = threading.Event()
+    loop = asyncio.get_running_loop()
+    two_running = asyncio.Event()
 
     def tracked(password: str) -> str:
         nonlocal running, peak
@@ -256,6 +258,8 @@ async def test_hashing_runs_in_worker_threads_at_most_n_at_once(monkeypatch):
             running += 1
             peak = max(peak, running)
             threads.add(threading.current_thread())
+            if running == 2:
+                loop.call_soon_threadsafe(two_running.set)
         release.wait(timeout=5)  # hold the slot until the test has seen the queue
         try:
             return real(password)
@@ -265,8 +269,7 @@ async def test_hashing_runs_in_worker_threads_at_most_n_at_once(monkeypatch):
 
     monkeypatch.setattr(hasher, "_hash", tracked)
     tasks = [asyncio.create_task(hasher.hash(f"password {i}")) for i in range(6)]
-    while running < 2:  # the loop stays free while threads hash
-        await asyncio.sleep(0.005)
+    await two_running.wait()  # the loop stays free while threads hash
     await asyncio.sleep(0.05)
     assert running == 2  # the other four wait for a slot
     release.set()
@@ -276,7 +279,7 @@ async def test_hashing_runs_in_worker_threads_at_most_n_at_once(monkeypatch):
 
 
 def test_the_production_argon2_profile_is_rfc_9106_low_memory():
-    assert RFC9106_LOW_MEMORY == Argon2Profile(time_cost=3, memory_kib=65536, parallelism=4)
+    assert Argon2Profile(time_cost=3, memory_kib=65536, parallelism=4) == RFC9106_LOW_MEMORY
     assert Argon2Profile.from_settings(Settings()) == RFC9106_LOW_MEMORY
     assert Argon2Profile.from_settings(load_settings({"ENVIRONMENT": "test"}, None)) == (
         RFC9106_LOW_MEMORY

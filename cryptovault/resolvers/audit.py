@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from strawberry.scalars import JSON
+
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.schema import audit as types
 from cryptovault.schema.pagination import (
@@ -37,7 +39,7 @@ def to_entry(doc: AuditEntryDocument) -> types.AuditEntry:
         ip=doc.ip,
         user_agent=doc.user_agent,
         request_id=doc.request_id,
-        details=doc.details,
+        details=JSON(doc.details),
     )
 
 

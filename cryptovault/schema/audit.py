@@ -75,6 +75,6 @@ class AuditSubscription:
         "reconnect with a fresh token.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def security_events(self, info: Info) -> AsyncGenerator[AuditEntry, None]:
+    async def security_events(self, info: Info) -> AsyncGenerator[AuditEntry]:
         async for entry in resolve.security_event_stream(info):
             yield entry

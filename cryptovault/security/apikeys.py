@@ -9,6 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
+from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.apikeys import ApiKeyDocument
@@ -117,7 +118,7 @@ class ApiKeys:
             query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": kid}}]
         found = (
             await ApiKeyDocument.find(query)
-            .sort([("created_at", -1), ("_id", -1)])
+            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
             .limit(first + 1)
             .to_list()
         )

@@ -10,6 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from beanie import SortDirection
+
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.common import now_ms
 from cryptovault.events.bus import EventBus
@@ -154,7 +156,7 @@ class AuditLog:
         query: dict[str, Any] = {"$and": clauses} if clauses else {}
         found = (
             await AuditEntryDocument.find(query)
-            .sort([("at", -1), ("_id", -1)])
+            .sort([("at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
             .limit(first + 1)
             .to_list()
         )

@@ -557,7 +557,7 @@ class IdentityService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def drain(self, timeout: float = 10.0) -> None:
+    async def drain(self, within: float = 10.0) -> None:
         """Wait for background work (reset mails) to finish; used at shutdown."""
         if self._background:
-            await asyncio.wait(set(self._background), timeout=timeout)
+            await asyncio.wait(set(self._background), timeout=within)

@@ -13,6 +13,8 @@ import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from beanie import SortDirection
+
 from cryptovault.documents.users import LoginAttemptDocument
 from cryptovault.errors import AccountLocked, RateLimited
 
@@ -89,7 +91,7 @@ class LoginThrottle:
     async def _failure_times(self, email: str, now: datetime) -> list[datetime]:
         found = (
             await LoginAttemptDocument.find({"email": email, "at": {"$gt": now - LOOKBACK}})
-            .sort([("at", -1)])
+            .sort([("at", SortDirection.DESCENDING)])
             .limit(200)
             .to_list()
         )
@@ -106,7 +108,7 @@ class LoginThrottle:
     async def _check_ip(self, ip: str, now: datetime) -> None:
         recent = (
             await LoginAttemptDocument.find({"ip": ip, "at": {"$gt": now - IP_WINDOW}})
-            .sort([("at", -1)])
+            .sort([("at", SortDirection.DESCENDING)])
             .limit(IP_MAX_FAILURES)
             .to_list()
         )

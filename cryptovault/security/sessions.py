@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from beanie import SortDirection
 from pymongo import ReturnDocument
 
 from cryptovault.documents.sessions import (
@@ -164,7 +165,7 @@ class SessionStore:
             query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": sid}}]
         found = (
             await SessionDocument.find(query)
-            .sort([("created_at", -1), ("_id", -1)])
+            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
             .limit(first + 1)
             .to_list()
         )

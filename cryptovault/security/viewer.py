@@ -6,13 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
 from cryptovault.errors import Unauthenticated
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +61,7 @@ class Authenticator(Protocol):
     ) -> Viewer | None: ...
 
 
-async def while_valid(viewer: Viewer, source: AsyncIterator[T]) -> AsyncIterator[T]:
+async def while_valid[T](viewer: Viewer, source: AsyncIterator[T]) -> AsyncIterator[T]:
     """Relay `source` until the viewer's credential expires, then end with
     UNAUTHENTICATED (reason TOKEN_EXPIRED), even while `source` is idle.
 
