@@ -121,17 +121,12 @@ class SessionStore:
             details={"session_revoked": bool(revoked)},
         )
 
-    async def get_active(self, session_id: str) -> SessionDocument | None:
-        session = await SessionDocument.get(session_id)
-        if session is None or session.revoked_at is not None:
-            return None
-        return session
-
-    async def touch(self, session: SessionDocument, now: datetime) -> None:
-        if now - _aware(session.last_used_at) < TOUCH_EVERY:
+    async def touch(self, session_id: str, last_used_at: datetime, now: datetime) -> None:
+        """Record use, at most once per TOUCH_EVERY per session."""
+        if now - _aware(last_used_at) < TOUCH_EVERY:
             return
         await SessionDocument.get_pymongo_collection().update_one(
-            {"_id": session.id, "last_used_at": {"$lt": now - TOUCH_EVERY}},
+            {"_id": session_id, "last_used_at": {"$lt": now - TOUCH_EVERY}},
             {"$set": {"last_used_at": now}},
         )
 
@@ -178,7 +173,8 @@ class SessionStore:
         )
 
     async def is_blacklisted(self, token_id: str) -> bool:
-        return await RevokedTokenDocument.get(token_id) is not None
+        collection = RevokedTokenDocument.get_pymongo_collection()
+        return await collection.find_one({"_id": token_id}, {"_id": 1}) is not None
 
 
 def _aware(moment: datetime) -> datetime:
