@@ -17,7 +17,11 @@ from pymongo.errors import DuplicateKeyError
 from cryptovault.config import Settings
 from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import RefreshTokenDocument
-from cryptovault.documents.users import PasswordResetDocument, UserDocument
+from cryptovault.documents.users import (
+    LoginAttemptDocument,
+    PasswordResetDocument,
+    UserDocument,
+)
 from cryptovault.errors import (
     BadUserInput,
     Conflict,
@@ -30,6 +34,7 @@ from cryptovault.security.lockout import LoginThrottle
 from cryptovault.security.mailer import Mail, Mailer
 from cryptovault.security.origin import SYSTEM, Origin
 from cryptovault.security.passwords import (
+    MAX_PASSWORD,
     Argon2Profile,
     PasswordHasher,
     check_new_password,
@@ -131,6 +136,10 @@ class IdentityService:
 
     async def login(self, email: str, password: str, otp: str | None, origin: Origin) -> SignIn:
         email = normalize_email(email)
+        if len(password) > MAX_PASSWORD:
+            # No account has such a password: refuse before spending Argon2 on it,
+            # the same way for every email.
+            raise Unauthenticated(BAD_CREDENTIALS)
         now = now_ms()
         attempt = await self.throttle.begin(email, origin.ip, now)
         user = await UserDocument.find_one({"email": email})
@@ -172,7 +181,7 @@ class IdentityService:
 
     async def _login_failed(
         self,
-        attempt: Any,
+        attempt: LoginAttemptDocument,
         email: str,
         user_id: str | None,
         reason: str,
