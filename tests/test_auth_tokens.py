@@ -347,3 +347,12 @@ async def test_revoke_other_sessions_keeps_only_the_current_one(gql):
 async def test_account_fields_need_authentication(gql):
     for query in (SESSIONS, "{ apiKeys { edges { cursor } } }", REVOKE_OTHERS):
         assert error_codes(await gql.execute(query)) == ["UNAUTHENTICATED"]
+
+
+async def test_refresh_works_while_a_stale_access_token_is_still_sent(gql, signed_in, services):
+    claims = claims_of(signed_in["accessToken"])
+    stale = services.identity.tokens.issue(
+        claims["sub"], "USER", claims["sid"], now=datetime.now(UTC) - timedelta(hours=1)
+    )
+    body = await gql.execute(REFRESH, {"r": signed_in["refreshToken"]}, headers=bearer(stale.token))
+    assert not body.get("errors"), body
