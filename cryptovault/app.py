@@ -25,6 +25,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from cryptovault import __version__
 from cryptovault.config import Settings
 from cryptovault.errors import DomainError
+from cryptovault.logs import user_id_var
 from cryptovault.middleware import RequestIdMiddleware
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
@@ -48,15 +49,30 @@ class GraphQLApp(GraphQL[Context, None]):
         # HTTP: credentials from headers. WebSocket: from the connection_init payload,
         # checked in on_ws_connect (the context is built before that message arrives).
         viewer = None
+        refused: DomainError | None = None
         if isinstance(request, Request):
-            viewer = await services.authenticator.authenticate(request)
-        return Context(services=services, request=request, response=response, viewer=viewer)
+            try:
+                viewer = await services.authenticator.authenticate(request)
+            except DomainError as exc:
+                # Public fields still answer; fields that need a viewer raise it.
+                refused = exc
+            if viewer is not None:
+                user_id_var.set(viewer.user_id)
+        return Context(
+            services=services,
+            request=request,
+            response=response,  # type: ignore[arg-type]
+            viewer=viewer,
+            auth_error=refused,
+        )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
         try:
             context.viewer = await context.services.authenticator.authenticate(
                 context.request, context.connection_params or {}
             )
+            if context.viewer is not None:
+                user_id_var.set(context.viewer.user_id)
         except DomainError as exc:
             # Strawberry closes the socket with 4403.
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
@@ -123,7 +139,13 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Request-ID"],
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "X-API-Key",
+                    "X-Request-ID",
+                    "X-CSRF-Protection",
+                ],
                 expose_headers=["X-Request-ID"],
                 allow_credentials="*" not in settings.cors_origins,
             ),

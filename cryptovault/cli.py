@@ -1,4 +1,4 @@
-"""`cryptovault` command line: serve, db, export-schema."""
+"""`cryptovault` command line: serve, db, export-schema, create-admin."""
 
 from __future__ import annotations
 
@@ -63,6 +63,52 @@ def _export_schema(settings: Settings | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str | None:
+    if args.password is not None:
+        return args.password
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if sys.stdin.isatty():
+        import getpass
+
+        first = getpass.getpass("Password (empty: promote an existing account only): ")
+        if first and getpass.getpass("Repeat: ") != first:
+            raise SystemExit("cryptovault: the passwords differ")
+        return first or None
+    return None
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.db import open_store
+    from cryptovault.errors import DomainError
+    from cryptovault.events.bus import MemoryBus
+    from cryptovault.events.hub import Hub
+    from cryptovault.security.audit import AuditLog
+    from cryptovault.security.identity import IdentityService
+    from cryptovault.security.mailer import LogMailer
+
+    password = _read_password(args)
+
+    async def run() -> int:
+        store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
+        try:
+            identity = IdentityService(settings, AuditLog(MemoryBus(), Hub()), LogMailer())
+            try:
+                user, created = await identity.create_admin(args.email, password)
+            except DomainError as exc:
+                print(f"cryptovault: {exc.message}", file=sys.stderr)
+                return 1
+        finally:
+            await store.close()
+        if created:
+            print(f"created admin {user.email} (id {user.id})")
+        else:
+            print(f"{user.email} is an admin (id {user.id}); its password is unchanged")
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cryptovault", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -77,6 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, default=27017)
     db.add_argument("--data-dir", default=None)
     db.set_defaults(func=_db)
+
+    admin = sub.add_parser(
+        "create-admin",
+        help="create an admin account, or promote an existing account to admin",
+        description="Create an admin account, or promote an existing one (its password "
+        "is then left unchanged). With the embedded store, stop `serve` first or point "
+        "MONGODB_URL at a shared `cryptovault db`.",
+    )
+    admin.add_argument("--email", required=True)
+    secret = admin.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="the new account's password (visible in ps)")
+    secret.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    admin.set_defaults(func=_create_admin)
 
     export = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(func=_export_schema, needs_settings=False)

@@ -13,7 +13,15 @@ from typing import Literal
 ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
+MAILERS = ("log", "smtp")
+SMTP_SECURITY = ("starttls", "ssl", "none")
 MIN_SECRET_LENGTH = 32
+
+
+def _new_fernet_key() -> str:
+    from cryptography.fernet import Fernet
+
+    return Fernet.generate_key().decode()
 
 
 class ConfigError(Exception):
@@ -38,10 +46,35 @@ class Settings:
     tick_interval_ms: int = 1000
     feed_seed: int | None = None
     replay_speed: float = 1.0
+    # Password hashing: Argon2id, RFC 9106 "second recommended" (low-memory) profile:
+    # t=3 passes, m=64 MiB, p=4 lanes. Each hash holds m of memory, so at most
+    # `password_hash_concurrency` run at once.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    password_hash_concurrency: int = 2
+    access_token_ttl_seconds: int = 900
+    refresh_token_ttl_days: int = 14
+    # Fernet key encrypting TOTP secrets at rest (a fresh one unless configured).
+    totp_encryption_key: str = field(default_factory=_new_fernet_key, repr=False)
+    mailer: Literal["log", "smtp"] = "log"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str = "CryptoVault <no-reply@localhost>"
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    # Link put in password reset mails; "{token}" is replaced by the reset token.
+    password_reset_url: str | None = None
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies carry `Secure` everywhere but local development over plain HTTP."""
+        return self.environment != "development"
 
 
 def read_env_file(path: Path) -> dict[str, str]:
@@ -99,6 +132,29 @@ def _secret_for_development(data_dir: Path) -> str:
     path.write_text(secret)
     path.chmod(0o600)
     return secret
+
+
+def _fernet_key_for_development(data_dir: Path) -> str:
+    """Like the JWT secret: generated once, kept in DATA_DIR (losing it would make
+    every enrolled TOTP secret unreadable)."""
+    path = data_dir / "totp_key"
+    if path.is_file():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = _new_fernet_key()
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def _valid_fernet_key(value: str) -> bool:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(value.encode())
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def load_settings(
@@ -159,6 +215,35 @@ def load_settings(
     if replay_speed <= 0:
         raise ConfigError("REPLAY_SPEED is invalid: expected a positive number")
 
+    totp_key = env.get("TOTP_ENCRYPTION_KEY", "").strip()
+    if totp_key and not _valid_fernet_key(totp_key):
+        raise ConfigError(
+            "TOTP_ENCRYPTION_KEY is invalid: expected a Fernet key (32 url-safe base64 bytes)"
+        )
+    if not totp_key:
+        if environment == "production":
+            raise ConfigError("TOTP_ENCRYPTION_KEY is required in production")
+        totp_key = (
+            _new_fernet_key() if environment == "test" else _fernet_key_for_development(data_dir)
+        )
+
+    argon2_parallelism = _int(env, "ARGON2_PARALLELISM", 4, 1, 64)
+    argon2_memory = _int(env, "ARGON2_MEMORY_KIB", 65536, 8, 4 * 1024 * 1024)
+    if argon2_memory < 8 * argon2_parallelism:
+        raise ConfigError("ARGON2_MEMORY_KIB is invalid: expected at least 8 x ARGON2_PARALLELISM")
+
+    mailer = _choice(env, "MAILER", "log", MAILERS)
+    smtp_host = _optional(env, "SMTP_HOST")
+    if mailer == "smtp" and not smtp_host:
+        raise ConfigError("SMTP_HOST is required when MAILER=smtp")
+    reset_url = _optional(env, "PASSWORD_RESET_URL")
+    if reset_url and (
+        "{token}" not in reset_url or not reset_url.startswith(("http://", "https://"))
+    ):
+        raise ConfigError(
+            "PASSWORD_RESET_URL is invalid: expected an http(s) URL containing {token}"
+        )
+
     return Settings(
         environment=environment,  # type: ignore[arg-type]
         host=env.get("HOST", "").strip() or "127.0.0.1",
@@ -176,4 +261,19 @@ def load_settings(
         tick_interval_ms=_int(env, "TICK_INTERVAL_MS", 1000, 10, 3_600_000),
         feed_seed=_int(env, "FEED_SEED", 0, 0, 2**32 - 1) if seed_raw else None,
         replay_speed=replay_speed,
+        argon2_time_cost=_int(env, "ARGON2_TIME_COST", 3, 1, 100),
+        argon2_memory_kib=argon2_memory,
+        argon2_parallelism=argon2_parallelism,
+        password_hash_concurrency=_int(env, "PASSWORD_HASH_CONCURRENCY", 2, 1, 64),
+        access_token_ttl_seconds=_int(env, "ACCESS_TOKEN_TTL_SECONDS", 900, 60, 3600),
+        refresh_token_ttl_days=_int(env, "REFRESH_TOKEN_TTL_DAYS", 14, 7, 30),
+        totp_encryption_key=totp_key,
+        mailer=mailer,  # type: ignore[arg-type]
+        smtp_host=smtp_host,
+        smtp_port=_int(env, "SMTP_PORT", 587, 1, 65535),
+        smtp_user=_optional(env, "SMTP_USER"),
+        smtp_password=_optional(env, "SMTP_PASSWORD"),
+        smtp_from=env.get("SMTP_FROM", "").strip() or "CryptoVault <no-reply@localhost>",
+        smtp_security=_choice(env, "SMTP_SECURITY", "starttls", SMTP_SECURITY),  # type: ignore[arg-type]
+        password_reset_url=reset_url,
     )

@@ -1,5 +1,6 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
-event bus and hub, the market service and the feed leader."""
+event bus and hub, the market service and the feed leader, identity (accounts,
+sessions, API keys, the authenticator) and the audit log."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
-from cryptovault.security.viewer import AnonymousAuthenticator, Authenticator
+from cryptovault.security.apikeys import ApiKeys
+from cryptovault.security.audit import AuditLog
+from cryptovault.security.authenticator import TokenAuthenticator
+from cryptovault.security.identity import IdentityService
+from cryptovault.security.mailer import LogMailer, build_mailer
+from cryptovault.security.viewer import Authenticator
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +39,12 @@ class Services:
     market: MarketService
     leader: FeedLeader
     authenticator: Authenticator
+    audit: AuditLog
+    identity: IdentityService
+    api_keys: ApiKeys
 
     async def close(self) -> None:
+        await self.identity.drain()
         await self.leader.close()
         await self.market.close()
         await self.bus.close()
@@ -68,6 +78,13 @@ async def start_services(
             bus = MemoryBus()
             lease = LocalLease()  # type: ignore[assignment]
         hub = Hub()
+        audit = AuditLog(bus, hub)
+        mailer = build_mailer(settings)
+        if settings.is_production and isinstance(mailer, LogMailer):
+            log.warning("MAILER=log in production: password reset mails only reach the log")
+        identity = IdentityService(settings, audit, mailer)
+        api_keys = ApiKeys(audit)
+        authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub)
         await market.load_history()
         await bus.start()
@@ -80,7 +97,19 @@ async def start_services(
             await redis.aclose()
         await store.close()
         raise
-    return Services(settings, store, redis, bus, hub, market, leader, AnonymousAuthenticator())
+    return Services(
+        settings,
+        store,
+        redis,
+        bus,
+        hub,
+        market,
+        leader,
+        authenticator,
+        audit,
+        identity,
+        api_keys,
+    )
 
 
 async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:

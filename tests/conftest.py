@@ -72,6 +72,11 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         jwt_secret="test-secret-" + "x" * 40,
         market_feed="none",
         log_format="console",
+        # A cheap Argon2 profile keeps sign-in tests fast; test_identity_config proves
+        # the production default is RFC 9106's.
+        argon2_time_cost=1,
+        argon2_memory_kib=256,
+        argon2_parallelism=1,
     )
     return replace(base, **overrides)
 
@@ -211,3 +216,68 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if skipped:
         print(f"\nCI: {skipped} test(s) skipped; failing the run")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- identity helpers ------------------------------------------------------------------
+
+PASSWORD = "correct horse battery staple"
+
+REGISTER = """mutation($input: RegisterInput!) {
+  register(input: $input) { accessToken refreshToken expiresAt refreshTokenExpiresAt
+    user { id email role twoFactorEnabled frozen createdAt } }
+}"""
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def sign_up(gql: GraphQLClient, email: str | None = None, password: str = PASSWORD) -> dict:
+    """Register a new account over GraphQL; returns the AuthPayload."""
+    email = email or f"user-{uuid.uuid4().hex[:10]}@example.com"
+    body = await gql.execute(REGISTER, {"input": {"email": email, "password": password}})
+    assert not body.get("errors"), body
+    return body["data"]["register"]
+
+
+@pytest.fixture
+async def user_gql(app) -> AsyncIterator[GraphQLClient]:
+    """A GraphQLClient signed in as a fresh user (`.headers` carries the bearer token;
+    `.payload` is the register AuthPayload)."""
+    transport = httpx.ASGITransport(app=app, client=("10.9.8.7", 5555))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        signed_in = GraphQLClient(http)
+        signed_in.payload = await sign_up(signed_in)  # type: ignore[attr-defined]
+        signed_in.headers.update(bearer(signed_in.payload["accessToken"]))  # type: ignore[attr-defined]
+        yield signed_in
+
+
+LOGIN = """mutation($input: LoginInput!) {
+  login(input: $input) { accessToken refreshToken expiresAt user { id email role } }
+}"""
+
+
+async def log_in(
+    gql: GraphQLClient, email: str, password: str = PASSWORD, otp: str | None = None
+) -> dict:
+    """The raw login response body (errors included)."""
+    return await gql.execute(LOGIN, {"input": {"email": email, "password": password, "otp": otp}})
+
+
+@pytest.fixture
+async def gql_at(app) -> AsyncIterator[Any]:
+    """Factory: a GraphQLClient whose requests come from the given (or a fresh) IP."""
+    opened: list[httpx.AsyncClient] = []
+
+    def make(ip: str | None = None) -> GraphQLClient:
+        if ip is None:
+            raw = uuid.uuid4().bytes
+            ip = f"10.{raw[0]}.{raw[1]}.{raw[2] or 1}"
+        transport = httpx.ASGITransport(app=app, client=(ip, 5555))
+        http = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+        opened.append(http)
+        return GraphQLClient(http)
+
+    yield make
+    for http in opened:
+        await http.aclose()

@@ -58,7 +58,12 @@ def test_invalid_values_name_the_variable(tmp_path, env, variable):
         load(env, tmp_path)
 
 
-PROD = {"ENVIRONMENT": "production", "MONGODB_URL": "mongodb://db:27017", "JWT_SECRET": GOOD_SECRET}
+PROD = {
+    "ENVIRONMENT": "production",
+    "MONGODB_URL": "mongodb://db:27017",
+    "JWT_SECRET": GOOD_SECRET,
+    "TOTP_ENCRYPTION_KEY": "m2V3ZC1uZXZlci11c2UtdGhpcy1rZXktaW4tcHJvZC0=",
+}
 
 
 @pytest.mark.parametrize(
@@ -68,6 +73,7 @@ PROD = {"ENVIRONMENT": "production", "MONGODB_URL": "mongodb://db:27017", "JWT_S
         ({"JWT_SECRET": "x" * 31}, "JWT_SECRET"),
         ({"JWT_SECRET": ""}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "https://app.example.com,*"}, "CORS_ORIGINS"),
+        ({"TOTP_ENCRYPTION_KEY": ""}, "TOTP_ENCRYPTION_KEY"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, override, variable):

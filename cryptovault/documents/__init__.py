@@ -1,6 +1,28 @@
 """Beanie document models. Every model the app stores is listed in DOCUMENT_MODELS so
 that `init_beanie` registers it and creates its indexes at start-up."""
 
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.candles import CandleDocument
+from cryptovault.documents.sessions import (
+    RefreshTokenDocument,
+    RevokedTokenDocument,
+    SessionDocument,
+)
+from cryptovault.documents.users import (
+    LoginAttemptDocument,
+    PasswordResetDocument,
+    UserDocument,
+)
 
-DOCUMENT_MODELS: list[type] = [CandleDocument]
+DOCUMENT_MODELS: list[type] = [
+    CandleDocument,
+    UserDocument,
+    LoginAttemptDocument,
+    PasswordResetDocument,
+    SessionDocument,
+    RefreshTokenDocument,
+    RevokedTokenDocument,
+    ApiKeyDocument,
+    AuditEntryDocument,
+]

@@ -6,24 +6,33 @@ import strawberry
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
+from cryptovault.schema.audit import AuditQuery, AuditSubscription
+from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.scalars import SCALAR_MAP
+from cryptovault.schema.users import UserQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
-class Query(MarketQuery):
+class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery):
+    pass
+
+
+@strawberry.type(description="Every change: sign-in and account management, trading, admin.")
+class Mutation(AuthMutation):
     pass
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription):
+class Subscription(MarketSubscription, AuditSubscription):
     pass
 
 
 def build_schema() -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
+        mutation=Mutation,
         subscription=Subscription,
         extensions=[
             ErrorMapping,

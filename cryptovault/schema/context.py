@@ -10,6 +10,8 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
+from cryptovault.errors import DomainError
+from cryptovault.security.origin import Origin
 from cryptovault.security.viewer import Viewer
 from cryptovault.services import Services
 
@@ -21,6 +23,9 @@ class Context:
     response: Response | None = None
     # The authenticated caller, or None for anonymous requests.
     viewer: Viewer | None = None
+    # Why the credentials sent were refused (bad or expired token, revoked key).
+    # Public fields still answer; fields that need a viewer raise this error.
+    auth_error: DomainError | None = None
     # WebSocket only: the connection_init payload (set by Strawberry).
     connection_params: dict[str, Any] | None = None
     # Free per-request state for extensions (cost, loaders, ...).
@@ -30,6 +35,17 @@ class Context:
     def client_ip(self) -> str:
         client = self.request.client
         return client.host if client else "unknown"
+
+    @property
+    def origin(self) -> Origin:
+        """Where the request came from, for sessions and audit entries."""
+        client = self.request.client
+        state = self.request.scope.get("state") or {}
+        return Origin(
+            ip=client.host if client else None,
+            user_agent=self.request.headers.get("user-agent"),
+            request_id=state.get("request_id"),
+        )
 
 
 Info = StrawberryInfo[Context, None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 import strawberry
@@ -48,6 +49,28 @@ def decode_cursor(kind: str, cursor: str) -> str:
     if prefix != kind or not sep or not value:
         raise BadUserInput("Invalid cursor", cursor=cursor)
     return value
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def encode_time_cursor(kind: str, at: datetime, item_id: str) -> str:
+    """A cursor for lists sorted by (timestamp, id), newest first: the timestamp in
+    milliseconds (the store's precision) and the id that breaks ties."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return encode_cursor(kind, f"{(at - _EPOCH) // _MS}:{item_id}")
+
+
+def decode_time_cursor(kind: str, cursor: str) -> tuple[datetime, str]:
+    """(timestamp, id) from `encode_time_cursor`; BAD_USER_INPUT if malformed. Query
+    the next page with {"$or": [{t: {"$lt": at}}, {t: at, "_id": {"$lt": id}}]}."""
+    raw = decode_cursor(kind, cursor)
+    ms, sep, item_id = raw.partition(":")
+    if not sep or not item_id or not ms.isdigit() or len(ms) > 15:
+        raise BadUserInput("Invalid cursor", cursor=cursor)
+    return _EPOCH + int(ms) * _MS, item_id
 
 
 def check_page_size(first: int | None, default: int, maximum: int) -> int:

@@ -13,9 +13,15 @@ from cryptovault.security.viewer import Viewer
 
 
 def require_viewer(info: Info) -> Viewer:
+    """The caller, or UNAUTHENTICATED: no credentials, refused credentials (with the
+    reason, e.g. TOKEN_EXPIRED), or a WebSocket whose token expired since connecting."""
+    refused = info.context.auth_error
+    if refused is not None:
+        raise type(refused)(refused.message, **refused.extensions)
     viewer = info.context.viewer
     if viewer is None:
         raise Unauthenticated("Authentication required")
+    viewer.check_not_expired()
     return viewer
 
 
@@ -28,10 +34,26 @@ class IsAuthenticated(BasePermission):
 
 
 class IsAdmin(BasePermission):
+    """An administrator signed in as such: API keys never carry admin rights, even
+    an admin's."""
+
     message = "Administrator role required"
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        if not require_viewer(info).is_admin:
+        viewer = require_viewer(info)
+        if not viewer.is_admin or viewer.is_api_key:
+            raise Forbidden(self.message)
+        return True
+
+
+class IsUserSession(BasePermission):
+    """Account management (password, 2FA, sessions, API keys) needs the user's own
+    session: an API key cannot widen or outlive itself."""
+
+    message = "This needs a user session: API keys cannot manage the account"
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        if require_viewer(info).is_api_key:
             raise Forbidden(self.message)
         return True
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from starlette.requests import HTTPConnection
+
+from cryptovault.errors import Unauthenticated
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +26,23 @@ class Viewer:
     # When the credential stops being valid (access token expiry); long-lived
     # connections must stop serving private data after it.
     expires_at: datetime | None = None
+    # The access token's id (`jti`), so logout can blacklist exactly this token.
+    token_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == "ADMIN"
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.api_key_id is not None
+
+    def expired(self, now: datetime | None = None) -> bool:
+        return self.expires_at is not None and (now or datetime.now(UTC)) >= self.expires_at
+
+    def check_not_expired(self) -> None:
+        if self.expired():
+            raise Unauthenticated("The access token has expired", reason="TOKEN_EXPIRED")
 
     def has_scope(self, scope: str) -> bool:
         return self.scopes is None or scope in self.scopes
@@ -45,10 +61,31 @@ class Authenticator(Protocol):
     ) -> Viewer | None: ...
 
 
-class AnonymousAuthenticator:
-    """Before identity is configured every caller is anonymous."""
+async def while_valid[T](viewer: Viewer, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """Relay `source` until the viewer's credential expires, then end with
+    UNAUTHENTICATED (reason TOKEN_EXPIRED), even while `source` is idle.
 
-    async def authenticate(
-        self, request: HTTPConnection, payload: Mapping[str, object] | None = None
-    ) -> Viewer | None:
-        return None
+    Every private subscription must wrap its event source with this: a WebSocket's
+    token is checked once, at connection_init, and the connection may outlive it.
+
+        async for event in while_valid(viewer, hub_subscription):
+            yield to_schema(event)
+    """
+    if viewer.expires_at is None:  # API keys do not expire
+        async for item in source:
+            yield item
+        return
+    iterator = aiter(source)
+    while True:
+        remaining = (viewer.expires_at - datetime.now(UTC)).total_seconds()
+        if remaining <= 0:
+            break
+        try:
+            async with asyncio.timeout(remaining):
+                item = await anext(iterator)
+        except TimeoutError:
+            break
+        except StopAsyncIteration:
+            return
+        yield item
+    raise Unauthenticated("The access token has expired", reason="TOKEN_EXPIRED")

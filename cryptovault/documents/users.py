@@ -1,0 +1,85 @@
+"""Accounts, failed login attempts and password reset tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pymongo
+from beanie import Document
+from pydantic import Field
+from pymongo import IndexModel
+
+from cryptovault.documents.common import new_id
+
+# Attempts older than the lockout window plus the lock are never read; TTL removal is
+# only housekeeping (it runs lazily on the embedded engine), decisions use timestamps.
+ATTEMPT_RETENTION_SECONDS = 3600
+
+
+class UserDocument(Document):
+    id: str = Field(default_factory=new_id)  # type: ignore[assignment]
+    email: str  # normalized: trimmed, lower-case
+    password_hash: str
+    role: str = "USER"  # "USER" | "ADMIN"
+    frozen: bool = False
+    frozen_reason: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    password_changed_at: datetime | None = None
+    last_login_at: datetime | None = None
+    last_reset_mail_at: datetime | None = None
+    # Two-factor authentication. Secrets are Fernet tokens (TOTP_ENCRYPTION_KEY);
+    # recovery codes are keyed hashes, each removed when used.
+    two_factor_enabled: bool = False
+    totp_secret: str | None = None
+    totp_pending_secret: str | None = None
+    totp_last_step: int | None = None
+    recovery_codes: list[str] = Field(default_factory=list)
+    pending_recovery_codes: list[str] = Field(default_factory=list)
+
+    class Settings:
+        name = "users"
+        indexes = [
+            IndexModel([("email", pymongo.ASCENDING)], unique=True, name="email_unique"),
+        ]
+
+
+class LoginAttemptDocument(Document):
+    """One failed login (or failed password confirmation)."""
+
+    id: str = Field(default_factory=new_id)  # type: ignore[assignment]
+    email: str
+    ip: str | None
+    at: datetime
+
+    class Settings:
+        name = "login_attempts"
+        indexes = [
+            IndexModel([("email", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="email_at"),
+            IndexModel([("ip", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="ip_at"),
+            IndexModel(
+                [("at", pymongo.ASCENDING)],
+                expireAfterSeconds=ATTEMPT_RETENTION_SECONDS,
+                name="at_ttl",
+            ),
+        ]
+
+
+class PasswordResetDocument(Document):
+    id: str  # type: ignore[assignment]  # SHA-256 of the token mailed to the user
+    user_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+    class Settings:
+        name = "password_resets"
+        indexes = [
+            IndexModel(
+                [("user_id", pymongo.ASCENDING), ("created_at", pymongo.DESCENDING)],
+                name="user_created",
+            ),
+            IndexModel(
+                [("expires_at", pymongo.ASCENDING)], expireAfterSeconds=0, name="expiry_ttl"
+            ),
+        ]

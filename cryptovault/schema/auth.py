@@ -1,0 +1,219 @@
+"""Sign-in, sessions, two-factor authentication and API keys in the schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+from cryptovault.resolvers import auth as resolve
+from cryptovault.schema.context import Info
+from cryptovault.schema.pagination import Connection
+from cryptovault.schema.permissions import IsAuthenticated, IsUserSession, NotFrozen
+from cryptovault.schema.users import User
+
+
+@strawberry.input(description="A new account.")
+class RegisterInput:
+    email: str
+    password: str = strawberry.field(
+        description="10 to 128 characters, not containing the email's local part."
+    )
+
+
+@strawberry.input(description="Credentials for `login`.")
+class LoginInput:
+    email: str
+    password: str
+    otp: str | None = strawberry.field(
+        default=None,
+        description="With two-factor authentication on: the current 6-digit code, or a "
+        "recovery code (each works once).",
+    )
+
+
+@strawberry.type(
+    description="A signed-in session. Send `accessToken` as `Authorization: Bearer ...`; "
+    "exchange `refreshToken` (once) for new tokens with `refreshToken` before `expiresAt`. "
+    "Over HTTP the refresh token is also set as an HttpOnly cookie for browsers."
+)
+class AuthPayload:
+    access_token: str = strawberry.field(description="A JWT valid for 15 minutes.")
+    refresh_token: str = strawberry.field(
+        description="Opaque; works once: each use returns a new one. Reusing a spent "
+        "refresh token revokes the whole session."
+    )
+    expires_at: datetime = strawberry.field(description="When the access token expires.")
+    refresh_token_expires_at: datetime
+    user: User
+
+
+@strawberry.type(description="A signed-in device: one login and its refreshes.")
+class Session:
+    id: strawberry.ID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime = strawberry.field(
+        description="When the session ends unless refreshed again."
+    )
+    ip: str | None
+    user_agent: str | None
+    current: bool = strawberry.field(description="True for the session making this request.")
+
+
+@strawberry.enum(description="What an API key may do (it acts as its owner within these).")
+class ApiKeyScope(Enum):
+    MARKET_READ = "market:read"
+    PORTFOLIO_READ = "portfolio:read"
+    TRADE = "trade"
+    SCHEMA_READ = "schema:read"
+
+
+@strawberry.type(description="A partner API key (the secret itself is never shown again).")
+class ApiKey:
+    id: strawberry.ID
+    name: str
+    prefix: str = strawberry.field(description="The key's public part: `cvk_<prefix>_...`.")
+    scopes: list[ApiKeyScope]
+    created_at: datetime
+    last_used_at: datetime | None = strawberry.field(description="Updated at most once a minute.")
+    revoked_at: datetime | None
+
+
+@strawberry.type(description="A new API key. `key` is shown only here, once: store it now.")
+class CreatedApiKey:
+    key: str = strawberry.field(description="Send as the `X-API-Key` header.")
+    api_key: ApiKey
+
+
+@strawberry.type(
+    description="Two-factor setup: add `secret` (or scan `otpauthUri`) in an authenticator "
+    "app, then call `confirmTwoFactor` with a code. Store the recovery codes: each signs "
+    "in once without the app. Shown only here."
+)
+class TwoFactorSetup:
+    secret: str
+    otpauth_uri: str
+    recovery_codes: list[str]
+
+
+@strawberry.type
+class AuthQuery:
+    @strawberry.field(
+        description="The viewer's signed-in sessions, newest first.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def sessions(
+        self, info: Info, first: int | None = 50, after: str | None = None
+    ) -> Connection[Session]:
+        return await resolve.sessions(info, first, after)
+
+    @strawberry.field(
+        description="The viewer's active API keys, newest first.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def api_keys(
+        self, info: Info, first: int | None = 50, after: str | None = None
+    ) -> Connection[ApiKey]:
+        return await resolve.api_keys(info, first, after)
+
+
+@strawberry.type
+class AuthMutation:
+    @strawberry.mutation(description="Create an account and sign in.")
+    async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
+        return await resolve.register(info, input)
+
+    @strawberry.mutation(
+        description="Sign in. Wrong email or password: UNAUTHENTICATED (the same either "
+        "way). 5 failures in 15 minutes: ACCOUNT_LOCKED for 15 minutes. With two-factor "
+        "on and no valid `otp`: TWO_FACTOR_REQUIRED."
+    )
+    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        return await resolve.login(info, input)
+
+    @strawberry.mutation(
+        description="Exchange a refresh token for new tokens. Without the argument the "
+        "HttpOnly cookie is used, and the request must carry the `X-CSRF-Protection` header."
+    )
+    async def refresh_token(self, info: Info, refresh_token: str | None = None) -> AuthPayload:
+        return await resolve.refresh(info, refresh_token)
+
+    @strawberry.mutation(
+        description="End the current session and revoke its access token. A browser whose "
+        "access token expired can log out with the refresh cookie (and X-CSRF-Protection)."
+    )
+    async def logout(self, info: Info) -> bool:
+        return await resolve.logout(info)
+
+    @strawberry.mutation(
+        description="Change the password; every other session is signed out.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def change_password(self, info: Info, current_password: str, new_password: str) -> bool:
+        return await resolve.change_password(info, current_password, new_password)
+
+    @strawberry.mutation(
+        description="Mail a single-use reset token (valid 30 minutes) if the account exists. "
+        "Always returns true: it does not reveal whether an account exists."
+    )
+    async def request_password_reset(self, info: Info, email: str) -> bool:
+        return await resolve.request_password_reset(info, email)
+
+    @strawberry.mutation(
+        description="Set a new password with a mailed reset token; every session is signed out."
+    )
+    async def reset_password(self, info: Info, token: str, new_password: str) -> bool:
+        return await resolve.reset_password(info, token, new_password)
+
+    @strawberry.mutation(
+        description="Sign out one of the viewer's sessions (NOT_FOUND for any other id).",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def revoke_session(self, info: Info, id: strawberry.ID) -> bool:
+        return await resolve.revoke_session(info, id)
+
+    @strawberry.mutation(
+        description="Sign out every session but this one; returns how many ended.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def revoke_other_sessions(self, info: Info) -> int:
+        return await resolve.revoke_other_sessions(info)
+
+    @strawberry.mutation(
+        description="Start two-factor setup (confirm it with `confirmTwoFactor`).",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def enable_two_factor(self, info: Info) -> TwoFactorSetup:
+        return await resolve.enable_two_factor(info)
+
+    @strawberry.mutation(
+        description="Turn two-factor authentication on with a current code from the app.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def confirm_two_factor(self, info: Info, code: str) -> User:
+        return await resolve.confirm_two_factor(info, code)
+
+    @strawberry.mutation(
+        description="Turn two-factor authentication off with a current code or a recovery code.",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def disable_two_factor(self, info: Info, code: str) -> User:
+        return await resolve.disable_two_factor(info, code)
+
+    @strawberry.mutation(
+        description="Create an API key for a partner integration (frozen accounts cannot).",
+        permission_classes=[IsAuthenticated, IsUserSession, NotFrozen],
+    )
+    async def create_api_key(
+        self, info: Info, name: str, scopes: list[ApiKeyScope]
+    ) -> CreatedApiKey:
+        return await resolve.create_api_key(info, name, scopes)
+
+    @strawberry.mutation(
+        description="Revoke one of the viewer's API keys (NOT_FOUND for any other id).",
+        permission_classes=[IsAuthenticated, IsUserSession],
+    )
+    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
+        return await resolve.revoke_api_key(info, id)

@@ -1,0 +1,41 @@
+"""Accounts in the schema: the `User` type and the `viewer` query."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+
+from cryptovault.resolvers import users as resolve
+from cryptovault.schema.context import Info
+
+
+@strawberry.enum(description="What an account may do: ADMIN adds the admin-only fields.")
+class Role(Enum):
+    USER = "USER"
+    ADMIN = "ADMIN"
+
+
+@strawberry.type(description="An account.")
+class User:
+    id: strawberry.ID
+    email: str = strawberry.field(description="Normalized: trimmed and lower-case.")
+    role: Role
+    two_factor_enabled: bool = strawberry.field(
+        description="True once a TOTP app is confirmed: login then needs `otp`."
+    )
+    frozen: bool = strawberry.field(
+        description="A frozen account can sign in and read, but not trade or create API keys."
+    )
+    created_at: datetime
+
+
+@strawberry.type
+class UserQuery:
+    @strawberry.field(
+        description="The caller: null for anonymous callers; UNAUTHENTICATED when the "
+        "credentials sent are refused (e.g. an expired access token)."
+    )
+    async def viewer(self, info: Info) -> User | None:
+        return await resolve.viewer(info)

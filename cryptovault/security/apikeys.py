@@ -1,0 +1,149 @@
+"""API keys for partners. A key is shown once: `cvk_<prefix>_<secret>`; the store keeps
+the public prefix (to find it) and a SHA-256 digest of the whole key. A key acts as
+its owner, limited to its scopes."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from beanie import SortDirection
+from pymongo.errors import DuplicateKeyError
+
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.common import now_ms
+from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from cryptovault.security.audit import AuditLog
+from cryptovault.security.origin import Origin
+from cryptovault.security.tokens import digest
+from cryptovault.security.viewer import Viewer
+
+SCOPES = ("market:read", "portfolio:read", "trade", "schema:read")
+KEY_MARK = "cvk_"
+PREFIX_LENGTH = 12
+MAX_KEY_LENGTH = 100
+MAX_NAME = 64
+MAX_ACTIVE_KEYS = 25
+TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _parse(raw: str) -> str | None:
+    """The prefix of a well-formed key, else None."""
+    if len(raw) > MAX_KEY_LENGTH or not raw.startswith(KEY_MARK):
+        return None
+    rest = raw[len(KEY_MARK) :]
+    prefix, sep, secret = (
+        rest[:PREFIX_LENGTH],
+        rest[PREFIX_LENGTH : PREFIX_LENGTH + 1],
+        rest[PREFIX_LENGTH + 1 :],
+    )
+    if sep != "_" or len(prefix) != PREFIX_LENGTH or not secret:
+        return None
+    return prefix
+
+
+class ApiKeys:
+    def __init__(self, audit: AuditLog) -> None:
+        self.audit = audit
+
+    async def create(
+        self, viewer: Viewer, name: str, scopes: list[str], origin: Origin
+    ) -> tuple[ApiKeyDocument, str]:
+        name = name.strip()
+        if not 1 <= len(name) <= MAX_NAME:
+            raise BadUserInput(f"Key names are 1 to {MAX_NAME} characters", field="name")
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown:
+            raise BadUserInput(f"Unknown scopes: {', '.join(unknown)}", field="scopes")
+        if not scopes:
+            raise BadUserInput("Give the key at least one scope", field="scopes")
+        active = await ApiKeyDocument.find({"user_id": viewer.user_id, "revoked_at": None}).count()
+        if active >= MAX_ACTIVE_KEYS:
+            raise Conflict(f"At most {MAX_ACTIVE_KEYS} active API keys; revoke one first")
+        ordered = [s for s in SCOPES if s in set(scopes)]
+        for _ in range(3):
+            prefix = secrets.token_hex(PREFIX_LENGTH // 2)
+            key = f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"
+            doc = ApiKeyDocument(
+                user_id=viewer.user_id,
+                name=name,
+                prefix=prefix,
+                secret_hash=digest(key),
+                scopes=ordered,
+                created_at=now_ms(),
+            )
+            try:
+                await doc.insert()
+            except DuplicateKeyError:  # a 48-bit prefix collision: draw again
+                continue
+            await self.audit.record(
+                "apikey.created",
+                actor=viewer,
+                target=f"apikey:{doc.id}",
+                origin=origin,
+                details={"name": name, "scopes": ordered, "prefix": prefix},
+            )
+            return doc, key
+        raise RuntimeError("could not draw a unique API key prefix")
+
+    async def revoke(self, viewer: Viewer, key_id: str, origin: Origin) -> ApiKeyDocument:
+        doc = await ApiKeyDocument.find_one({"_id": key_id, "user_id": viewer.user_id})
+        if doc is None:
+            raise NotFound("No such API key", id=key_id)
+        if doc.revoked_at is None:
+            now = now_ms()
+            result = await ApiKeyDocument.get_pymongo_collection().update_one(
+                {"_id": doc.id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+            )
+            if result.modified_count:
+                doc.revoked_at = now
+                await self.audit.record(
+                    "apikey.revoked",
+                    actor=viewer,
+                    target=f"apikey:{doc.id}",
+                    origin=origin,
+                    details={"name": doc.name, "prefix": doc.prefix},
+                )
+        return doc
+
+    async def page(
+        self, user_id: str, first: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[ApiKeyDocument], bool]:
+        """The user's active keys, newest first."""
+        query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
+        if after is not None:
+            at, kid = after
+            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": kid}}]
+        found = (
+            await ApiKeyDocument.find(query)
+            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
+            .limit(first + 1)
+            .to_list()
+        )
+        return found[:first], len(found) > first
+
+    async def authenticate(self, raw: str) -> ApiKeyDocument:
+        invalid = Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+        prefix = _parse(raw.strip())
+        if prefix is None:
+            raise invalid
+        doc = await ApiKeyDocument.find_one({"prefix": prefix})
+        if doc is None or not hmac.compare_digest(doc.secret_hash, digest(raw.strip())):
+            raise invalid
+        if doc.revoked_at is not None:
+            raise Unauthenticated("This API key has been revoked", reason="API_KEY_REVOKED")
+        return doc
+
+    async def touch(self, doc: ApiKeyDocument, now: datetime) -> None:
+        """Record use, at most once per TOUCH_EVERY per key."""
+        if doc.last_used_at is not None and now - doc.last_used_at < TOUCH_EVERY:
+            return
+        await ApiKeyDocument.get_pymongo_collection().update_one(
+            {
+                "_id": doc.id,
+                "$or": [{"last_used_at": None}, {"last_used_at": {"$lt": now - TOUCH_EVERY}}],
+            },
+            {"$set": {"last_used_at": now}},
+        )

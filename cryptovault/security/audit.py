@@ -1,0 +1,163 @@
+"""The audit log. `AuditLog.record(...)` is the one function every feature calls for a
+sensitive action (`services.audit.record(...)`); entries concerning a user are also
+pushed live to that user's `securityEvents` subscribers on every instance."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from beanie import SortDirection
+
+from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.documents.common import now_ms
+from cryptovault.events.bus import EventBus
+from cryptovault.events.hub import Hub
+from cryptovault.security.origin import Origin
+from cryptovault.security.viewer import Viewer
+
+log = logging.getLogger(__name__)
+
+SECURITY_CHANNEL = "security.events"
+MAX_PAGE = 200
+# Never stored in details, whatever a caller passes (compared without case, _ and -).
+SECRET_KEYS = frozenset(
+    {
+        "password",
+        "newpassword",
+        "currentpassword",
+        "passwordhash",
+        "token",
+        "accesstoken",
+        "refreshtoken",
+        "resettoken",
+        "otp",
+        "code",
+        "secret",
+        "totpsecret",
+        "key",
+        "apikey",
+        "recoverycode",
+        "recoverycodes",
+        "authorization",
+        "cookie",
+    }
+)
+
+
+def security_topic(user_id: str) -> str:
+    return f"security:{user_id}"
+
+
+def _is_secret(key: str) -> bool:
+    return key.lower().replace("_", "").replace("-", "") in SECRET_KEYS
+
+
+def clean_details(details: Mapping[str, Any]) -> dict[str, Any]:
+    """Storable, secret-free details: secret-looking keys dropped, Decimals as exact
+    strings, datetimes as ISO 8601, other unknown types as their text."""
+
+    def value(v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, datetime):
+            return v.isoformat().replace("+00:00", "Z")
+        if isinstance(v, Decimal):
+            return format(v, "f")
+        if isinstance(v, Mapping):
+            return clean_details(v)
+        if isinstance(v, (list, tuple, set, frozenset)):
+            return [value(i) for i in v]
+        return str(v)
+
+    return {str(k): value(v) for k, v in details.items() if not _is_secret(str(k))}
+
+
+class AuditLog:
+    def __init__(self, bus: EventBus, hub: Hub) -> None:
+        self.bus = bus
+        self.hub = hub
+        bus.subscribe(SECURITY_CHANNEL, self._on_event)
+
+    async def record(
+        self,
+        action: str,
+        *,
+        actor: Viewer | str | None = None,
+        user_id: str | None = None,
+        target: str | None = None,
+        origin: Origin | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> AuditEntryDocument:
+        """Write one entry and return it.
+
+        action:  dotted name, e.g. "order.placed", "order.canceled", "admin.balance_adjusted".
+        actor:   who acted: the request's Viewer, a user id, or None (anonymous/system).
+        user_id: the account concerned (defaults to the actor's): it sees the entry in
+                 its `securityEvents`.
+        target:  "<kind>:<id>" of the object acted on, e.g. "order:65f0c1...".
+        origin:  the request's Origin (ip, user agent, request id): `info.context.origin`.
+        details: small JSON-able facts; secret-looking keys (password, token, otp, code,
+                 key, ...) are dropped, Decimals stored as exact strings.
+        Raises on a store failure: an action that must be audited should not pass
+        silently unaudited."""
+        actor_id = actor.user_id if isinstance(actor, Viewer) else actor
+        entry = AuditEntryDocument(
+            # Millisecond precision: what the store keeps, so cursors match reads.
+            at=now_ms(),
+            action=action,
+            actor_id=actor_id,
+            actor_api_key_id=actor.api_key_id if isinstance(actor, Viewer) else None,
+            user_id=user_id if user_id is not None else actor_id,
+            target=target,
+            ip=origin.ip if origin else None,
+            user_agent=origin.user_agent if origin else None,
+            request_id=origin.request_id if origin else None,
+            details=clean_details(details or {}),
+        )
+        await entry.insert()
+        if entry.user_id is not None:
+            try:
+                await self.bus.publish(SECURITY_CHANNEL, entry.model_dump(mode="json"))
+            except Exception:
+                # The entry is stored; only the live notification is lost.
+                log.warning("could not publish a security event", exc_info=True)
+        return entry
+
+    async def _on_event(self, message: dict[str, Any]) -> None:
+        entry = AuditEntryDocument.model_validate(message)
+        if entry.user_id is not None:
+            self.hub.publish(security_topic(entry.user_id), entry)
+
+    async def page(
+        self,
+        first: int,
+        after: tuple[datetime, str] | None = None,
+        *,
+        user_id: str | None = None,
+        action: str | None = None,
+        own_user_id: str | None = None,
+    ) -> tuple[list[AuditEntryDocument], bool]:
+        """Newest first by (at, id). `user_id` matches entries where the user acted or
+        was concerned (admin filter); `own_user_id` only those concerning the user."""
+        clauses: list[dict[str, Any]] = []
+        if own_user_id is not None:
+            clauses.append({"user_id": own_user_id})
+        if user_id is not None:
+            clauses.append({"$or": [{"user_id": user_id}, {"actor_id": user_id}]})
+        if action is not None:
+            clauses.append({"action": action})
+        if after is not None:
+            at, entry_id = after
+            clauses.append({"$or": [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": entry_id}}]})
+        query: dict[str, Any] = {"$and": clauses} if clauses else {}
+        found = (
+            await AuditEntryDocument.find(query)
+            .sort([("at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
+            .limit(first + 1)
+            .to_list()
+        )
+        return found[:first], len(found) > first

@@ -1,0 +1,183 @@
+"""Sessions and refresh tokens. A login starts a session (a refresh-token family);
+each refresh rotates the token; presenting an already rotated token again means it
+was copied, so the whole family is revoked. Access tokens of a revoked session stop
+working at once (the authenticator checks the session), and `blacklist` refuses one
+access token by id until it expires."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from beanie import SortDirection
+from pymongo import ReturnDocument
+
+from cryptovault.documents.sessions import (
+    RefreshTokenDocument,
+    RevokedTokenDocument,
+    SessionDocument,
+)
+from cryptovault.errors import Unauthenticated
+from cryptovault.security.audit import AuditLog
+from cryptovault.security.origin import Origin
+from cryptovault.security.tokens import digest, new_secret
+
+# Writing "last used" on every request would double the store's write load.
+TOUCH_EVERY = timedelta(minutes=1)
+MAX_REFRESH_TOKEN = 512
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshGrant:
+    session: SessionDocument
+    refresh_token: str
+    expires_at: datetime
+
+
+class SessionStore:
+    def __init__(self, refresh_ttl: timedelta, audit: AuditLog) -> None:
+        self.refresh_ttl = refresh_ttl
+        self.audit = audit
+
+    async def start(self, user_id: str, origin: Origin, now: datetime) -> RefreshGrant:
+        session = SessionDocument(
+            user_id=user_id,
+            created_at=now,
+            last_used_at=now,
+            expires_at=now + self.refresh_ttl,
+            ip=origin.ip,
+            user_agent=origin.user_agent,
+        )
+        await session.insert()
+        return await self._grant(session, now)
+
+    async def _grant(self, session: SessionDocument, now: datetime) -> RefreshGrant:
+        token = new_secret()
+        expires = now + self.refresh_ttl
+        await RefreshTokenDocument(
+            id=digest(token),
+            session_id=session.id,
+            user_id=session.user_id,
+            issued_at=now,
+            expires_at=expires,
+        ).insert()
+        return RefreshGrant(session, token, expires)
+
+    async def rotate(self, refresh_token: str, origin: Origin, now: datetime) -> RefreshGrant:
+        """Exchange a refresh token for a new one (the old one is spent)."""
+        invalid = Unauthenticated("Invalid refresh token", reason="REFRESH_TOKEN_INVALID")
+        if not refresh_token or len(refresh_token) > MAX_REFRESH_TOKEN:
+            raise invalid
+        token_id = digest(refresh_token)
+        collection = RefreshTokenDocument.get_pymongo_collection()
+        # Atomic: of two concurrent uses of one token, exactly one wins.
+        spent = await collection.find_one_and_update(
+            {"_id": token_id, "rotated_at": None},
+            {"$set": {"rotated_at": now}},
+            return_document=ReturnDocument.BEFORE,
+        )
+        if spent is None:
+            known = await RefreshTokenDocument.get(token_id)
+            if known is None:
+                raise invalid
+            await self._reuse_detected(known, origin, now)
+            raise Unauthenticated(
+                "This refresh token was already used; the session has been revoked",
+                reason="REFRESH_TOKEN_REUSED",
+            )
+        if _aware(spent["expires_at"]) <= now:
+            raise Unauthenticated("The refresh token has expired", reason="REFRESH_TOKEN_EXPIRED")
+        session = await SessionDocument.get(spent["session_id"])
+        if session is None or session.revoked_at is not None:
+            raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
+        grant = await self._grant(session, now)
+        session.last_used_at = now
+        session.expires_at = grant.expires_at
+        session.ip = origin.ip or session.ip
+        session.user_agent = origin.user_agent or session.user_agent
+        await SessionDocument.find_one({"_id": session.id}).update(
+            {
+                "$set": {
+                    "last_used_at": now,
+                    "expires_at": grant.expires_at,
+                    "ip": session.ip,
+                    "user_agent": session.user_agent,
+                }
+            }
+        )
+        return RefreshGrant(session, grant.refresh_token, grant.expires_at)
+
+    async def _reuse_detected(
+        self, token: RefreshTokenDocument, origin: Origin, now: datetime
+    ) -> None:
+        revoked = await self._revoke({"_id": token.session_id}, now, "refresh_token_reuse")
+        await self.audit.record(
+            "auth.refresh_token.reused",
+            actor=None,
+            user_id=token.user_id,
+            target=f"session:{token.session_id}",
+            origin=origin,
+            details={"session_revoked": bool(revoked)},
+        )
+
+    async def touch(self, session_id: str, last_used_at: datetime, now: datetime) -> None:
+        """Record use, at most once per TOUCH_EVERY per session."""
+        if now - _aware(last_used_at) < TOUCH_EVERY:
+            return
+        await SessionDocument.get_pymongo_collection().update_one(
+            {"_id": session_id, "last_used_at": {"$lt": now - TOUCH_EVERY}},
+            {"$set": {"last_used_at": now}},
+        )
+
+    async def revoke(self, user_id: str, session_id: str, now: datetime, reason: str) -> bool:
+        """Revoke one of the user's sessions; False if the user has no such active
+        session (another user's id included)."""
+        return await self._revoke({"_id": session_id, "user_id": user_id}, now, reason) > 0
+
+    async def revoke_all(
+        self, user_id: str, now: datetime, reason: str, keep: str | None = None
+    ) -> int:
+        query: dict[str, Any] = {"user_id": user_id}
+        if keep is not None:
+            query["_id"] = {"$ne": keep}
+        return await self._revoke(query, now, reason)
+
+    async def _revoke(self, query: dict[str, Any], now: datetime, reason: str) -> int:
+        result = await SessionDocument.get_pymongo_collection().update_many(
+            {**query, "revoked_at": None},
+            {"$set": {"revoked_at": now, "revoked_reason": reason}},
+        )
+        return result.modified_count
+
+    async def page(
+        self, user_id: str, now: datetime, first: int, after: tuple[datetime, str] | None
+    ) -> tuple[list[SessionDocument], bool]:
+        """The user's live sessions, newest first."""
+        query: dict[str, Any] = {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}}
+        if after is not None:
+            at, sid = after
+            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": sid}}]
+        found = (
+            await SessionDocument.find(query)
+            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
+            .limit(first + 1)
+            .to_list()
+        )
+        return found[:first], len(found) > first
+
+    async def blacklist(self, token_id: str, user_id: str, expires_at: datetime) -> None:
+        doc = RevokedTokenDocument(id=token_id, user_id=user_id, expires_at=expires_at)
+        await RevokedTokenDocument.get_pymongo_collection().update_one(
+            {"_id": token_id}, {"$setOnInsert": doc.model_dump(by_alias=True)}, upsert=True
+        )
+
+    async def is_blacklisted(self, token_id: str) -> bool:
+        collection = RevokedTokenDocument.get_pymongo_collection()
+        return await collection.find_one({"_id": token_id}, {"_id": 1}) is not None
+
+
+def _aware(moment: datetime) -> datetime:
+    # The client is tz-aware; documents built in memory are too. Guard anyway: a naive
+    # value compared to an aware one raises.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

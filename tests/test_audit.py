@@ -1,0 +1,196 @@
+"""The audit log: admin-only `auditLog` (newest first, stable cursors, filters), the
+viewer's own `securityEvents`, secret-free details, and the create-admin command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.security.origin import Origin
+from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
+
+AUDIT = """query($first: Int, $after: String, $userId: ID, $action: String) {
+  auditLog(first: $first, after: $after, userId: $userId, action: $action) {
+    edges { cursor node { id at action actorId userId target ip userAgent requestId details } }
+    pageInfo { hasNextPage endCursor }
+  }
+}"""
+EVENTS = """query($first: Int, $after: String) {
+  securityEvents(first: $first, after: $after) {
+    edges { node { action userId ip details } } pageInfo { hasNextPage endCursor }
+  }
+}"""
+
+
+@pytest.fixture(scope="module")
+async def admin_token(app, services):
+    import httpx
+
+    from tests.conftest import GraphQLClient
+
+    email = f"root-{uuid.uuid4().hex[:8]}@example.com"
+    await services.identity.create_admin(email, PASSWORD)
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.1", 1))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        body = await log_in(GraphQLClient(http), email)
+    return body["data"]["login"]["accessToken"]
+
+
+async def test_the_audit_log_is_admin_only(gql, admin_token):
+    assert error_codes(await gql.execute(AUDIT)) == ["UNAUTHENTICATED"]
+    user = await sign_up(gql)
+    body = await gql.execute(AUDIT, headers=bearer(user["accessToken"]))
+    assert error_codes(body) == ["FORBIDDEN"] and body["data"] is None
+    assert (await gql.data(AUDIT, headers=bearer(admin_token)))["auditLog"]["edges"]
+
+
+async def test_entries_record_who_what_and_where(gql, admin_token):
+    email = f"where-{uuid.uuid4().hex[:8]}@example.com"
+    user = await sign_up(gql, email)
+    await gql.execute(
+        "mutation($i: LoginInput!) { login(input: $i) { accessToken } }",
+        {"i": {"email": email, "password": PASSWORD}},
+        headers={"User-Agent": "Browser/1.0", "X-Request-ID": "req-audit-1"},
+    )
+    page = await gql.data(
+        AUDIT,
+        {"userId": user["user"]["id"], "action": "auth.login.succeeded"},
+        headers=bearer(admin_token),
+    )
+    (entry,) = [e["node"] for e in page["auditLog"]["edges"]]
+    assert entry["actorId"] == entry["userId"] == user["user"]["id"]
+    assert entry["ip"] == "10.1.2.3" and entry["userAgent"] == "Browser/1.0"
+    assert entry["requestId"] == "req-audit-1"
+    assert entry["target"].startswith("session:")
+    assert entry["at"].endswith("Z")
+
+
+async def test_pages_are_newest_first_with_stable_cursors_on_equal_times(gql, admin_token):
+    at = datetime(2026, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    ids = []
+    for _ in range(5):
+        entry = AuditEntryDocument(at=at, action="test.tie")
+        await entry.insert()
+        ids.append(entry.id)
+    older = AuditEntryDocument(at=at.replace(second=1), action="test.tie")  # later time
+    await older.insert()
+    seen, after = [], None
+    while True:
+        page = (
+            await gql.data(
+                AUDIT,
+                {"first": 2, "after": after, "action": "test.tie"},
+                headers=bearer(admin_token),
+            )
+        )["auditLog"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert seen == [older.id, *sorted(ids, reverse=True)]
+    bad = await gql.execute(AUDIT, {"after": "nonsense"}, headers=bearer(admin_token))
+    assert error_codes(bad) == ["BAD_USER_INPUT"]
+
+
+async def test_the_user_filter_matches_actor_or_subject(gql, admin_token, services):
+    subject = await sign_up(gql)
+    sid = subject["user"]["id"]
+    await services.audit.record("test.by_admin", actor="some-admin", user_id=sid, origin=Origin())
+    page = await gql.data(AUDIT, {"userId": sid, "first": 50}, headers=bearer(admin_token))
+    actions = [e["node"]["action"] for e in page["auditLog"]["edges"]]
+    assert actions[0] == "test.by_admin" and "user.registered" in actions
+    page = await gql.data(AUDIT, {"userId": "some-admin"}, headers=bearer(admin_token))
+    assert [e["node"]["action"] for e in page["auditLog"]["edges"]] == ["test.by_admin"]
+
+
+async def test_security_events_show_only_the_viewers_own(gql_at):
+    gql = gql_at()
+    email = f"mine-{uuid.uuid4().hex[:8]}@example.com"
+    mine = await sign_up(gql, email)
+    other = await sign_up(gql)
+    await log_in(gql, email, "wrong password!")
+    events = (await gql.data(EVENTS, headers=bearer(mine["accessToken"])))["securityEvents"]
+    nodes = [e["node"] for e in events["edges"]]
+    assert [n["action"] for n in nodes] == ["auth.login.failed", "user.registered"]
+    assert {n["userId"] for n in nodes} == {mine["user"]["id"]}
+    assert nodes[0]["details"] == {"email": email, "reason": "bad_credentials"}
+    theirs = (await gql.data(EVENTS, headers=bearer(other["accessToken"])))["securityEvents"]
+    assert [e["node"]["action"] for e in theirs["edges"]] == ["user.registered"]
+
+
+async def test_details_never_keep_secrets(services):
+    entry = await services.audit.record(
+        "test.secrets",
+        actor=None,
+        user_id="u-secret",
+        details={
+            "password": "hunter22",
+            "newPassword": "x",
+            "otp": "123456",
+            "refresh_token": "r",
+            "api-key": "k",
+            "amount": Decimal("1.50"),
+            "nested": {"token": "t", "ok": 1},
+        },
+    )
+    stored = await AuditEntryDocument.get(entry.id)
+    assert stored.details == {"amount": "1.50", "nested": {"ok": 1}}
+
+
+# -- create-admin ------------------------------------------------------------------------
+
+
+async def run_cli(settings, tmp_path, *args: str) -> tuple[int, str, str]:
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "test",
+        "MONGODB_URL": settings.mongodb_url,
+        "MONGODB_DB": settings.mongodb_db,
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "256",
+        "ARGON2_PARALLELISM": "1",
+        "LOG_FORMAT": "console",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cryptovault",
+        *args,
+        cwd=tmp_path,
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_create_admin_creates_or_promotes(gql, settings, tmp_path):
+    email = f"boss-{uuid.uuid4().hex[:8]}@example.com"
+    code, out, _ = await run_cli(
+        settings, tmp_path, "create-admin", "--email", email, "--password", "an admin password"
+    )
+    assert code == 0 and "created admin" in out
+    login = await log_in(gql, email, "an admin password")
+    assert login["data"]["login"]["user"]["role"] == "ADMIN"
+
+    member = await sign_up(gql)
+    code, out, _ = await run_cli(
+        settings, tmp_path, "create-admin", "--email", member["user"]["email"]
+    )
+    assert code == 0 and "password is unchanged" in out
+    login = await log_in(gql, member["user"]["email"], PASSWORD)
+    assert login["data"]["login"]["user"]["role"] == "ADMIN"
+
+    code, _, err = await run_cli(
+        settings, tmp_path, "create-admin", "--email", "weak@example.com", "--password", "short"
+    )
+    assert code == 1 and "10 to 128" in err
