@@ -13,6 +13,7 @@ from typing import Literal
 ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
+PERSISTED_QUERY_MODES = ("apq", "only", "off")
 MIN_SECRET_LENGTH = 32
 
 
@@ -38,6 +39,32 @@ class Settings:
     tick_interval_ms: int = 1000
     feed_seed: int | None = None
     replay_speed: float = 1.0
+    # Protecting the API (README "Protecting the API"): query cost and budgets.
+    max_query_cost: int = 1000
+    cost_budget: int = 10_000
+    cost_budget_anonymous: int = 2000
+    cost_window_seconds: int = 60
+    # Shape limits, checked before any resolver runs.
+    max_query_depth: int = 10
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    max_directives_per_field: int = 4
+    max_root_fields: int = 20
+    max_batch_operations: int = 10
+    max_body_bytes: int = 100_000
+    request_timeout_seconds: float = 10.0
+    # Persisted queries: "apq" (automatic, any query may register), "only" (trusted
+    # documents from the manifest only) or "off".
+    persisted_queries: Literal["apq", "only", "off"] = "apq"
+    persisted_queries_manifest: Path | None = None
+    apq_cache_size: int = 10_000
+    # WebSocket limits.
+    ws_init_timeout_seconds: float = 10.0
+    ws_ping_interval_seconds: float = 15.0
+    ws_ping_timeout_seconds: float = 10.0
+    ws_max_message_bytes: int = 65_536
+    ws_max_subscriptions: int = 20
+    ws_max_connections_per_identity: int = 10
 
     @property
     def is_production(self) -> bool:
@@ -81,6 +108,19 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
         raise ConfigError(f"{name}={raw!r} is invalid: expected an integer") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is invalid: expected {lo}..{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is invalid: expected {lo:g}..{hi:g}")
     return value
 
 
@@ -153,9 +193,27 @@ def load_settings(
     try:
         replay_speed = float(replay_speed_raw)
     except ValueError:
-        raise ConfigError(f"REPLAY_SPEED={replay_speed_raw!r} is invalid: expected a number") from None
+        raise ConfigError(
+            f"REPLAY_SPEED={replay_speed_raw!r} is invalid: expected a number"
+        ) from None
     if replay_speed <= 0:
         raise ConfigError("REPLAY_SPEED is invalid: expected a positive number")
+
+    max_query_cost = _int(env, "MAX_QUERY_COST", 1000, 1, 1_000_000)
+    cost_budget = _int(env, "COST_BUDGET", 10_000, 1, 100_000_000)
+    cost_budget_anonymous = _int(env, "COST_BUDGET_ANONYMOUS", 2000, 1, 100_000_000)
+    if max_query_cost > min(cost_budget, cost_budget_anonymous):
+        # A query the budget can never pay for would be refused forever.
+        raise ConfigError(
+            "MAX_QUERY_COST is invalid: it must not exceed COST_BUDGET and COST_BUDGET_ANONYMOUS"
+        )
+    persisted = _choice(env, "PERSISTED_QUERIES", "apq", PERSISTED_QUERY_MODES)
+    manifest_raw = _optional(env, "PERSISTED_QUERIES_MANIFEST")
+    manifest = Path(manifest_raw) if manifest_raw else None
+    if manifest is not None and not manifest.is_file():
+        raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
+    if persisted == "only" and manifest is None:
+        raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -174,4 +232,27 @@ def load_settings(
         tick_interval_ms=_int(env, "TICK_INTERVAL_MS", 1000, 10, 3_600_000),
         feed_seed=_int(env, "FEED_SEED", 0, 0, 2**32 - 1) if seed_raw else None,
         replay_speed=replay_speed,
+        max_query_cost=max_query_cost,
+        cost_budget=cost_budget,
+        cost_budget_anonymous=cost_budget_anonymous,
+        cost_window_seconds=_int(env, "COST_WINDOW_SECONDS", 60, 1, 86_400),
+        max_query_depth=_int(env, "MAX_QUERY_DEPTH", 10, 1, 100),
+        max_aliases=_int(env, "MAX_ALIASES", 30, 0, 10_000),
+        max_tokens=_int(env, "MAX_TOKENS", 2000, 100, 1_000_000),
+        max_directives_per_field=_int(env, "MAX_DIRECTIVES_PER_FIELD", 4, 0, 100),
+        max_root_fields=_int(env, "MAX_ROOT_FIELDS", 20, 1, 1000),
+        max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, 0, 1000),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 100_000, 1024, 100_000_000),
+        request_timeout_seconds=_float(env, "REQUEST_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        persisted_queries=persisted,  # type: ignore[arg-type]
+        persisted_queries_manifest=manifest,
+        apq_cache_size=_int(env, "APQ_CACHE_SIZE", 10_000, 1, 10_000_000),
+        ws_init_timeout_seconds=_float(env, "WS_INIT_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        ws_ping_interval_seconds=_float(env, "WS_PING_INTERVAL_SECONDS", 15.0, 0.1, 3600),
+        ws_ping_timeout_seconds=_float(env, "WS_PING_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 65_536, 1024, 100_000_000),
+        ws_max_subscriptions=_int(env, "WS_MAX_SUBSCRIPTIONS", 20, 1, 10_000),
+        ws_max_connections_per_identity=_int(
+            env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
+        ),
     )

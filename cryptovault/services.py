@@ -18,6 +18,8 @@ from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.protection.limiter import Limiter
+from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.security.viewer import AnonymousAuthenticator, Authenticator
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,9 @@ class Services:
     market: MarketService
     leader: FeedLeader
     authenticator: Authenticator
+    # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
+    limiter: Limiter
+    persisted_queries: PersistedQueries
 
     async def close(self) -> None:
         await self.leader.close()
@@ -44,13 +49,17 @@ class Services:
         await self.store.close()
 
 
-async def start_services(settings: Settings, feed: Feed | None | str = "auto") -> Services:
+async def start_services(settings: Settings, feed: Feed | str | None = "auto") -> Services:
     store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
     redis = None
     try:
         if settings.redis_url:
             redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
             await redis.ping()
+        # Before anything starts running: a bad manifest stops the start-up here.
+        limiter = Limiter(settings, redis)
+        persisted = PersistedQueries.from_settings(settings, redis)
+        if redis is not None:
             bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
             lease = RedisLease(redis, key=f"{settings.mongodb_db}:feed-lease")
         else:
@@ -69,7 +78,18 @@ async def start_services(settings: Settings, feed: Feed | None | str = "auto") -
             await redis.aclose()
         await store.close()
         raise
-    return Services(settings, store, redis, bus, hub, market, leader, AnonymousAuthenticator())
+    return Services(
+        settings,
+        store,
+        redis,
+        bus,
+        hub,
+        market,
+        leader,
+        AnonymousAuthenticator(),
+        limiter=limiter,
+        persisted_queries=persisted,
+    )
 
 
 async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:

@@ -71,6 +71,9 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         jwt_secret="test-secret-" + "x" * 40,
         market_feed="none",
         log_format="console",
+        # Budgets no functional test reaches; tests of the limits set their own.
+        cost_budget=10_000_000,
+        cost_budget_anonymous=10_000_000,
     )
     return replace(base, **overrides)
 
