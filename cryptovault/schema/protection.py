@@ -94,12 +94,8 @@ class Validation(SchemaExtension):
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
         assert ec.graphql_document is not None
-        rules = (
-            *ec.validation_rules,
-            MaxIntrospectionDepthRule,
-            MaybeNullValidationRule,
-            OneOfInputValidationRule,
-        )
+        extra = (MaxIntrospectionDepthRule, MaybeNullValidationRule, OneOfInputValidationRule)
+        rules = (*ec.validation_rules, *(r for r in extra if r not in ec.validation_rules))
         ec.pre_execution_errors = _validate(
             ec.schema._schema, ec.graphql_document, rules, _hide_suggestions(ec.context)
         )
