@@ -11,7 +11,6 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -27,11 +26,12 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
-from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
+from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
 from cryptovault import __version__
@@ -284,21 +284,30 @@ class GraphQLApp(GraphQL[Context, None]):
         except DomainError as exc:
             error = GraphQLError(exc.message, extensions={"code": exc.code, **exc.extensions})
             return PreExecutionError(data=None, errors=[error])
+        # Subscriptions are served over WebSocket only; GET carries queries only.
+        allowed = {OperationType.QUERY}
+        if request_adapter.method == "POST":
+            allowed.add(OperationType.MUTATION)
         try:
-            return await super().execute_single(
-                request,
-                request_adapter,
-                sub_response,
-                context,
-                root_value,
-                replace(request_data, query=query),
+            return await self.schema.execute(
+                query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
             )
-        except HTTPException as exc:
-            if isinstance(exc.__cause__, InvalidOperationTypeError):
+        except InvalidOperationTypeError as exc:
+            if request_adapter.method == "GET":
                 raise HTTPException(
                     405, "Only queries may be sent with GET: send mutations with POST"
                 ) from exc
-            raise
+            raise HTTPException(400, "Subscriptions are served over WebSocket only") from exc
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc
 
     def encode_json(self, data: object) -> bytes:  # type: ignore[override]
         return orjson.dumps(data)
