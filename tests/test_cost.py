@@ -95,7 +95,9 @@ def test_lists_multiply_by_their_size():
 
 def test_connections_cost_their_page():
     # connection 1 + edges free + one node per item + pageInfo 1
-    query = "query($n: Int) { page(first: $n) { edges { cursor node { name } } pageInfo { hasNextPage } } }"
+    query = """query($n: Int) {
+      page(first: $n) { edges { cursor node { name } } pageInfo { hasNextPage } }
+    }"""
     assert analyze(query, {"n": 10}).cost == 1 + 10 + 1
     assert analyze(query, {}).cost == 1 + 50 + 1  # absent: the declared maximum
     assert analyze(query, {"n": 10_000}).cost == 1 + 50 + 1  # the resolver refuses more
@@ -129,7 +131,9 @@ def test_fragments_aliases_and_skip_are_expanded():
 
 
 def test_shape_is_measured():
-    stats = analyze("{ item { children { children { name @include(if: true) @skip(if: false) } } } }")
+    stats = analyze(
+        "{ item { children { children { name @include(if: true) @skip(if: false) } } } }"
+    )
     assert stats.depth == 4
     assert stats.directives == 2
     assert not stats.introspection
@@ -161,8 +165,13 @@ async def test_responses_report_requested_and_actual_cost(store_server, services
         assert throttle["currentlyAvailable"] == 10_000_000 - 2 * len(ASSETS)
         assert throttle["restoreRate"] == round(10_000_000 / 60, 2)
 
-        body = (await gql(client, '{ candles(symbol: "BTC", interval: ONE_MINUTE, first: 50) '
-                          "{ edges { node { open } } pageInfo { hasNextPage } } }")).json()
+        body = (
+            await gql(
+                client,
+                '{ candles(symbol: "BTC", interval: ONE_MINUTE, first: 50) '
+                "{ edges { node { open } } pageInfo { hasNextPage } } }",
+            )
+        ).json()
         assert body["extensions"]["cost"]["requestedQueryCost"] == 52
         assert body["extensions"]["cost"]["actualQueryCost"] == 2  # no candles yet
 

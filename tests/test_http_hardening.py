@@ -200,6 +200,7 @@ async def test_slow_operations_end_with_an_error(store_server, monkeypatch):
         running(store_server.url, request_timeout_seconds=0.2) as (app, services),
         http(app) as client,
     ):
+
         async def stuck(*args):
             await asyncio.sleep(30)
 
@@ -221,7 +222,9 @@ async def test_unexpected_errors_are_masked_with_an_error_id(client, app_pair, m
 
     monkeypatch.setattr(services.market, "candle_page", broken)
     body = (
-        await gql(client, '{ candles(symbol: "BTC", interval: ONE_MINUTE) { pageInfo { hasNextPage } } }')
+        await gql(
+            client, '{ candles(symbol: "BTC", interval: ONE_MINUTE) { pageInfo { hasNextPage } } }'
+        )
     ).json()
     error = body["errors"][0]
     assert error["message"] == "Internal server error"

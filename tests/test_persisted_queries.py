@@ -40,12 +40,16 @@ async def test_apq_registers_then_runs_by_hash_over_post_and_get(store_server):
 
 async def test_apq_rejects_a_hash_that_does_not_match(store_server):
     async with running(store_server.url) as (app, _), http(app) as client:
-        body = (await client.post("/graphql", json={"query": OTHER, "extensions": pq(QUERY)})).json()
+        body = (
+            await client.post("/graphql", json={"query": OTHER, "extensions": pq(QUERY)})
+        ).json()
         assert codes(body) == ["BAD_USER_INPUT"]
         miss = (await client.post("/graphql", json={"extensions": pq(QUERY)})).json()
         assert codes(miss) == ["PERSISTED_QUERY_NOT_FOUND"]
         for bad in ({"version": 2, "sha256Hash": "a" * 64}, {"version": 1, "sha256Hash": 5}, "x"):
-            body = (await client.post("/graphql", json={"extensions": {"persistedQuery": bad}})).json()
+            body = (
+                await client.post("/graphql", json={"extensions": {"persistedQuery": bad}})
+            ).json()
             assert codes(body) == ["BAD_USER_INPUT"]
 
 
@@ -123,7 +127,11 @@ def test_manifests_are_validated(tmp_path):
     with pytest.raises(ConfigError, match="PERSISTED_QUERIES"):
         load_settings({"PERSISTED_QUERIES": "sometimes"}, env_file=None)
     settings = load_settings(
-        {"PERSISTED_QUERIES": "only", "PERSISTED_QUERIES_MANIFEST": str(apollo), "DATA_DIR": str(tmp_path)},
+        {
+            "PERSISTED_QUERIES": "only",
+            "PERSISTED_QUERIES_MANIFEST": str(apollo),
+            "DATA_DIR": str(tmp_path),
+        },
         env_file=None,
     )
     assert settings.persisted_queries == "only"

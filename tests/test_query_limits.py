@@ -23,7 +23,7 @@ async def limited(store_server):
         max_batch_operations=2,
         max_body_bytes=2048,
     )
-    async with running(store_server.url, **overrides) as (app, services):
+    async with running(store_server.url, **overrides) as (app, _):
         yield app
 
 
@@ -83,7 +83,9 @@ async def test_directives_per_field_limit(client):
 async def test_root_field_limit(client):
     three = "{ assets { symbol } rateLimit { limit } prices { price } }"
     assert codes((await gql(client, three)).json()) == []
-    four = '{ assets { symbol } rateLimit { limit } prices { price } asset(symbol: "BTC") { name } }'
+    four = (
+        '{ assets { symbol } rateLimit { limit } prices { price } asset(symbol: "BTC") { name } }'
+    )
     assert refused((await gql(client, four)).json(), "rootFields")["actual"] == 4
 
 
@@ -170,7 +172,9 @@ async def test_no_field_suggestions_in_production(store_server, environment, sug
         body = (await gql(c, "{ assets { symbl } }")).json()
         assert codes(body) == ["BAD_USER_INPUT"]
         assert ("Did you mean" in body["errors"][0]["message"]) is suggests
-        query = 'query($i: CandleInterval!) { candles(symbol: "BTC", interval: $i) { pageInfo { hasNextPage } } }'
+        query = """query($i: CandleInterval!) {
+          candles(symbol: "BTC", interval: $i) { pageInfo { hasNextPage } }
+        }"""
         body = (await gql(c, query, {"i": "ONE_MINUTES"})).json()
         assert codes(body) == ["BAD_USER_INPUT"]
         assert ("Did you mean" in body["errors"][0]["message"]) is suggests

@@ -24,7 +24,7 @@ PRICES = 'subscription { prices(symbols: ["BTC"]) { price } }'
 
 @contextlib.asynccontextmanager
 async def server(store_url: str, **overrides: Any) -> AsyncIterator[tuple[str, Any]]:
-    async with running(store_url, **overrides) as (app, services), serve(app) as url:
+    async with running(store_url, **overrides) as (app, _), serve(app) as url:
         yield url, app
 
 
@@ -60,9 +60,11 @@ async def close_code(ws: ClientConnection) -> int | None:
 
 @pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
 async def test_sockets_without_connection_init_are_closed(store_server, protocol):
-    async with server(store_server.url, ws_init_timeout_seconds=0.2) as (url, _):
-        async with socket(url, protocol) as ws:
-            assert await close_code(ws) == 4408
+    async with (
+        server(store_server.url, ws_init_timeout_seconds=0.2) as (url, _),
+        socket(url, protocol) as ws,
+    ):
+        assert await close_code(ws) == 4408
 
 
 async def test_clients_that_stop_answering_pings_are_closed(store_server):
@@ -85,12 +87,14 @@ async def test_clients_that_stop_answering_pings_are_closed(store_server):
 
 
 async def test_messages_over_the_size_limit_close_the_socket(store_server):
-    async with server(store_server.url, ws_max_message_bytes=1024) as (url, _):
-        async with socket(url) as ws:
-            assert (await init(ws))["type"] == "connection_ack"
-            query = "{ rateLimit { limit } }" + " " * 2000
-            await send(ws, {"id": "1", "type": "subscribe", "payload": {"query": query}})
-            assert await close_code(ws) == 1009
+    async with (
+        server(store_server.url, ws_max_message_bytes=1024) as (url, _),
+        socket(url) as ws,
+    ):
+        assert (await init(ws))["type"] == "connection_ack"
+        query = "{ rateLimit { limit } }" + " " * 2000
+        await send(ws, {"id": "1", "type": "subscribe", "payload": {"query": query}})
+        assert await close_code(ws) == 1009
 
 
 async def test_origin_check(store_server):
@@ -109,7 +113,9 @@ async def test_connections_per_identity_are_capped(store_server):
         async with socket(url) as one, socket(url) as two, socket(url) as three:
             assert (await init(one, "test:u1"))["type"] == "connection_ack"
             assert (await init(two, "test:u1"))["type"] == "connection_ack"
-            await send(three, {"type": "connection_init", "payload": {"authorization": "Bearer test:u1"}})
+            await send(
+                three, {"type": "connection_init", "payload": {"authorization": "Bearer test:u1"}}
+            )
             assert await close_code(three) == 4429
             # Another identity has its own slots.
             async with socket(url) as other:
@@ -118,7 +124,10 @@ async def test_connections_per_identity_are_capped(store_server):
         # Closed sockets give their slot back (the server notices the close shortly).
         for _ in range(100):
             async with socket(url) as again:
-                await send(again, {"type": "connection_init", "payload": {"authorization": "Bearer test:u1"}})
+                await send(
+                    again,
+                    {"type": "connection_init", "payload": {"authorization": "Bearer test:u1"}},
+                )
                 with contextlib.suppress(ConnectionClosed):
                     if (await receive(again))["type"] == "connection_ack":
                         break
@@ -128,14 +137,13 @@ async def test_connections_per_identity_are_capped(store_server):
 
 
 async def test_live_subscriptions_per_connection_are_capped(store_server):
-    async with server(store_server.url, ws_max_subscriptions=2) as (url, _):
-        async with socket(url) as ws:
-            await init(ws)
-            for op_id in ("1", "2", "3"):
-                await send(ws, {"id": op_id, "type": "subscribe", "payload": {"query": PRICES}})
-            message = await receive(ws)
-            assert message["type"] == "error" and message["id"] == "3"
-            assert message["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
+    async with server(store_server.url, ws_max_subscriptions=2) as (url, _), socket(url) as ws:
+        await init(ws)
+        for op_id in ("1", "2", "3"):
+            await send(ws, {"id": op_id, "type": "subscribe", "payload": {"query": PRICES}})
+        message = await receive(ws)
+        assert message["type"] == "error" and message["id"] == "3"
+        assert message["payload"][0]["extensions"]["code"] == "RATE_LIMITED"
 
 
 async def test_starting_a_subscription_is_charged(store_server):
@@ -148,10 +156,14 @@ async def test_starting_a_subscription_is_charged(store_server):
                 await send(ws, {"id": op_id, "type": "subscribe", "payload": {"query": PRICES}})
             message = await receive(ws)
             assert message["id"] == "3"
-            errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+            errors = (
+                message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+            )
             assert errors[0]["extensions"]["code"] == "RATE_LIMITED"
         async with http(app, ip="127.0.0.1") as client:
-            body = (await client.post("/graphql", json={"query": "{ rateLimit { remaining } }"})).json()
+            body = (
+                await client.post("/graphql", json={"query": "{ rateLimit { remaining } }"})
+            ).json()
             assert body["data"]["rateLimit"]["remaining"] == 3
 
 

@@ -116,7 +116,7 @@ class MarketSubscription:
     @strawberry.subscription(description="Live prices: one event per tick per symbol.")
     async def prices(
         self, info: Info, symbols: list[str] | None = None
-    ) -> AsyncGenerator[Price]:
+    ) -> AsyncGenerator[Price, None]:
         async for price in resolve.price_stream(info, symbols):
             yield price
 
@@ -125,6 +125,6 @@ class MarketSubscription:
     )
     async def candles(
         self, info: Info, symbol: str, interval: CandleInterval
-    ) -> AsyncGenerator[Candle]:
+    ) -> AsyncGenerator[Candle, None]:
         async for candle in resolve.candle_stream(info, symbol, interval):
             yield candle

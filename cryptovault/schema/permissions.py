@@ -45,7 +45,7 @@ class NotFrozen(BasePermission):
         return True
 
 
-def HasScope(scope: str) -> type[BasePermission]:
+def HasScope(scope: str) -> type[BasePermission]:  # noqa: N802 - reads like a class
     """Permission for API keys: the key must carry `scope` (user sessions have all)."""
 
     class _HasScope(BasePermission):
