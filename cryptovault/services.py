@@ -49,7 +49,7 @@ class Services:
         await self.store.close()
 
 
-async def start_services(settings: Settings, feed: Feed | str | None = "auto") -> Services:
+async def start_services(settings: Settings, feed: Feed | None | str = "auto") -> Services:
     store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
     redis = None
     try:
