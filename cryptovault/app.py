@@ -332,7 +332,11 @@ class GraphQLApp(GraphQL[Context, None]):
     ) -> Response:
         media = sub_response.media_type or JSON
         items = response_data if isinstance(response_data, list) else [response_data]
-        errors = [e for item in items for e in item.get("errors") or ()]
+        errors: list[dict[str, Any]] = [
+            e  # type: ignore[misc]
+            for item in items
+            for e in item.get("errors") or ()
+        ]
         limited = [e for e in errors if (e.get("extensions") or {}).get("code") == "RATE_LIMITED"]
         status = 200
         if limited:

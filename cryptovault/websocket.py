@@ -182,9 +182,12 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
                 error = exc
             message = {**message, "payload": payload}
         if error is not None:
-            await self.send_message(
-                {"id": message["id"], "type": "error", "payload": [_error_payload(error)]}
-            )
+            error_message: Any = {
+                "id": message["id"],
+                "type": "error",
+                "payload": [_error_payload(error)],
+            }
+            await self.send_message(error_message)
             return
         await super().handle_subscribe(message)
 
@@ -243,8 +246,12 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
         try:
             await _resolve_document(self.context, payload)
         except DomainError as exc:
-            await self.send_message(
-                {"type": "error", "id": message["id"], "payload": _error_payload(exc)}  # type: ignore[typeddict-item]
-            )
+            error_message: Any = {
+                "type": "error",
+                "id": message["id"],
+                "payload": _error_payload(exc),
+            }
+            await self.send_message(error_message)
             return
-        await super().handle_start({**message, "payload": payload})
+        start: Any = {**message, "payload": payload}
+        await super().handle_start(start)

@@ -150,3 +150,27 @@ async def test_an_unreachable_limit_store_fails_open():
         await limiter.hit_auth("login", "1.1.1.1", "a@example.com")
     finally:
         await redis.aclose()
+
+
+def test_rate_limited_errors_from_resolvers_answer_429_with_retry_after():
+    # e.g. a login mutation calling services.limiter.hit_auth, which raises RateLimited.
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+
+    from cryptovault.app import GraphQLApp
+
+    view = GraphQLApp(Starlette(), make_settings("mongodb://unused"))
+    sub_response = Response()
+    sub_response.status_code = None  # type: ignore[assignment]
+    sub_response.media_type = "application/json"
+    error = {
+        "message": "Too many login attempts",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": 42},
+    }
+    response = view.create_response({"data": None, "errors": [error]}, sub_response)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "42"
+    ok = Response()
+    ok.status_code = None  # type: ignore[assignment]
+    ok.media_type = "application/json"
+    assert view.create_response({"data": {"x": 1}}, ok).status_code == 200

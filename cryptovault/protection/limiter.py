@@ -131,7 +131,7 @@ class Limiter:
                 settings.redis_url,
                 implementation="redispy",
                 key_prefix=f"{settings.mongodb_db}:limits",
-                connection_pool=redis.connection_pool,
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]
             )
         else:
             self.storage = MemoryStorage()

@@ -33,6 +33,7 @@ from graphql import (
     GraphQLNamedType,
     GraphQLSchema,
     InlineFragmentNode,
+    NamedTypeNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -340,6 +341,7 @@ class CostAnalyzer:
         stack = [selection_set]
         while stack:
             for selection in stack.pop().selections:
+                condition: NamedTypeNode | None
                 if self._skipped(selection):
                     continue
                 if isinstance(selection, FieldNode):
@@ -352,8 +354,10 @@ class CostAnalyzer:
                         continue
                     seen_fragments.add(name)
                     condition, inner = fragment.type_condition, fragment.selection_set
-                else:
+                elif isinstance(selection, InlineFragmentNode):
                     condition, inner = selection.type_condition, selection.selection_set
+                else:
+                    continue
                 if condition is None or self._applies(condition.name.value, parent):
                     stack.append(inner)
         return total

@@ -63,7 +63,7 @@ class Parsing(SchemaExtension):
         if ctx is not None:
             limit = ctx.services.settings.max_tokens
             # Strawberry's own parse (which reports syntax errors) uses these too.
-            self.execution_context.parse_options.update(
+            self.execution_context.parse_options.update(  # type: ignore[call-arg]
                 max_lexical_tokens=limit, max_comments=limit
             )
         yield
