@@ -58,6 +58,7 @@ from cryptovault.websocket import (
 log = logging.getLogger(__name__)
 
 
+_HOST = re.compile(r"^[A-Za-z0-9.\[\]:-]{1,255}$")
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 # Headers a browser client may read from a cross-origin response.
@@ -209,7 +210,12 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
-        return HTMLResponse(self._ide_html, headers={"Content-Security-Policy": self._ide_csp})
+        csp = self._ide_csp
+        host = request.headers.get("host", "")
+        if _HOST.match(host):
+            # Subscriptions: not every browser counts ws(s) to this host as 'self'.
+            csp = csp.replace("connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}")
+        return HTMLResponse(self._ide_html, headers={"Content-Security-Policy": csp})
 
     async def get_sub_response(self, request: Request) -> Response:  # type: ignore[override]
         sub_response = await super().get_sub_response(request)

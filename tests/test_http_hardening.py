@@ -77,7 +77,7 @@ async def test_graphiql_page_gets_the_csp_it_needs(client):
         assert f"'sha256-{digest}'" in scripts
     assert "'unsafe-inline'" not in csp["script-src"]
     assert "'unsafe-eval'" not in csp["script-src"]
-    assert csp["connect-src"] == "'self'"
+    assert csp["connect-src"] == "'self' ws://testserver wss://testserver"
     assert csp["frame-ancestors"] == "'none'"
     assert page.headers["x-frame-options"] == "DENY"
 
