@@ -10,8 +10,10 @@ DURATION seconds per mode, after a warm-up:
 - redis:  the Redis storage shared by instances (REDIS_URL, default
           redis://127.0.0.1:6379/15; skipped when unreachable).
 
-Reports requests/s, p50/p99 latency and the ratio to "off"; writes
-bench/out/limiter.json. Each mode runs twice, interleaved (the better run is kept). Bounded: about
+Reports requests/s, p50/p99 latency, the server's CPU time per request (the
+steadiest number on a shared machine) and the ratios to "off"; writes
+bench/out/limiter.json. Each mode runs --rounds times, in alternating order; the run with the least
+server CPU per request is kept. Bounded: about
 6 x (DURATION + 4) seconds.
 
     python -m bench.limiter [--duration 5] [--concurrency 16]
@@ -121,7 +123,17 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
     return status if b'"errors"' not in body else 500
 
 
-async def load(port: int, duration: float, concurrency: int) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux): overhead per request that does
+    not depend on what else the machine is doing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+async def load(port: int, pid: int, duration: float, concurrency: int) -> dict[str, float]:
     await wait_for_server(port)
     raw = request_bytes(port)
     latencies: list[float] = []
@@ -139,11 +151,23 @@ async def load(port: int, duration: float, concurrency: int) -> dict[str, float]
         finally:
             writer.close()
 
+    cpu: list[float | None] = []
+
+    async def sample_cpu(at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        cpu.append(cpu_seconds(pid))
+
     start = time.perf_counter()
     warm_until = start + 1.0
-    await asyncio.gather(*(worker(warm_until, warm_until + duration) for _ in range(concurrency)))
+    await asyncio.gather(
+        sample_cpu(warm_until),
+        sample_cpu(warm_until + duration),
+        *(worker(warm_until, warm_until + duration) for _ in range(concurrency)),
+    )
     latencies.sort()
+    server_cpu = cpu[1] - cpu[0] if None not in cpu else float("nan")  # type: ignore[operator]
     return {
+        "server_cpu_ms_per_request": server_cpu * 1000 / len(latencies),
         "requests": len(latencies),
         "errors": errors,
         "rps": len(latencies) / duration,
@@ -168,7 +192,7 @@ def measure(mode: str, duration: float, concurrency: int) -> dict[str, float]:
         cwd=Path(__file__).parent.parent,
     )
     try:
-        return asyncio.run(load(port, duration, concurrency))
+        return asyncio.run(load(port, child.pid, duration, concurrency))
     finally:
         child.terminate()
         try:
@@ -181,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--serve", choices=["off", "memory", "redis"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -192,26 +217,29 @@ def main(argv: list[str] | None = None) -> None:
     # Each mode twice, interleaved, keeping its better run: less noise from whatever
     # else the machine does.
     results: dict[str, dict[str, float]] = {}
-    for _ in range(2):
-        for mode in modes:
+    for round_ in range(args.rounds):
+        for mode in modes if round_ % 2 == 0 else reversed(modes):
             run = measure(mode, args.duration, args.concurrency)
-            if mode not in results or run["rps"] > results[mode]["rps"]:
+            best = results.get(mode)
+            if best is None or run["server_cpu_ms_per_request"] < best["server_cpu_ms_per_request"]:
                 results[mode] = run
     base = results["off"]
     print(
         f"\nlimiter overhead: {QUERY!r}, {args.concurrency} connections, {args.duration:g} s each"
     )
     print(
-        f"{'mode':<8}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
-        f"{'rps ratio':>11}{'p50 ratio':>11}"
+        f"{'mode':<8}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+        f"{'cpu ms/req':>11}{'cpu ratio':>10}{'rps ratio':>10}"
     )
     for mode, r in results.items():
+        r["cpu_ratio_vs_off"] = r["server_cpu_ms_per_request"] / base["server_cpu_ms_per_request"]
         r["rps_ratio_vs_off"] = base["rps"] / r["rps"]
-        r["p50_ratio_vs_off"] = r["p50_ms"] / base["p50_ms"]
         print(
-            f"{mode:<8}{r['rps']:>10.0f}{r['p50_ms']:>10.2f}{r['p99_ms']:>10.2f}"
-            f"{r['errors']:>8}{r['rps_ratio_vs_off']:>11.2f}{r['p50_ratio_vs_off']:>11.2f}"
+            f"{mode:<8}{r['rps']:>8.0f}{r['p50_ms']:>8.2f}{r['p99_ms']:>8.2f}{r['errors']:>7}"
+            f"{r['server_cpu_ms_per_request']:>11.3f}{r['cpu_ratio_vs_off']:>10.2f}"
+            f"{r['rps_ratio_vs_off']:>10.2f}"
         )
+    print("cpu: the server process's CPU time per request; ratios: mode / off")
     if "redis" not in results:
         print(f"redis: skipped ({REDIS_URL} unreachable)")
     OUT.mkdir(exist_ok=True)
