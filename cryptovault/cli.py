@@ -29,6 +29,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
         loop="auto" if settings.mongodb_url else "asyncio",
         timeout_graceful_shutdown=10,
+        # Protocol-level keep-alive (every WebSocket protocol) and the frame size
+        # limit; the app enforces the same message size and its own pings.
+        ws_max_size=settings.ws_max_message_bytes,
+        ws_ping_interval=settings.ws_ping_interval_seconds,
+        ws_ping_timeout=settings.ws_ping_timeout_seconds,
     )
     return 0
 

@@ -15,7 +15,12 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
 MAILERS = ("log", "smtp")
 SMTP_SECURITY = ("starttls", "ssl", "none")
+PERSISTED_QUERY_MODES = ("apq", "only", "off")
 MIN_SECRET_LENGTH = 32
+DEFAULT_AUTH_RATE_LIMITS = (
+    "login=20/minute:10/minute,register=10/hour:3/hour,"
+    "password_reset=10/hour:3/hour,two_factor=20/minute:5/minute"
+)
 
 
 def _new_fernet_key() -> str:
@@ -66,6 +71,34 @@ class Settings:
     smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
     # Link put in password reset mails; "{token}" is replaced by the reset token.
     password_reset_url: str | None = None
+    # Protecting the API (README "Protecting the API"): query cost and budgets.
+    max_query_cost: int = 1000
+    cost_budget: int = 10_000
+    cost_budget_anonymous: int = 2000
+    cost_window_seconds: int = 60
+    # Shape limits, checked before any resolver runs.
+    max_query_depth: int = 10
+    max_aliases: int = 30
+    max_tokens: int = 2000
+    max_directives_per_field: int = 4
+    max_root_fields: int = 20
+    max_batch_operations: int = 10
+    max_body_bytes: int = 100_000
+    request_timeout_seconds: float = 10.0
+    # Persisted queries: "apq" (automatic, any query may register), "only" (trusted
+    # documents from the manifest only) or "off".
+    persisted_queries: Literal["apq", "only", "off"] = "apq"
+    persisted_queries_manifest: Path | None = None
+    apq_cache_size: int = 10_000
+    # WebSocket limits.
+    ws_init_timeout_seconds: float = 10.0
+    ws_ping_interval_seconds: float = 15.0
+    ws_ping_timeout_seconds: float = 10.0
+    ws_max_message_bytes: int = 65_536
+    ws_max_subscriptions: int = 20
+    ws_max_connections_per_identity: int = 10
+    # Sensitive auth calls: attempts per client IP and per account (limits notation).
+    auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
 
     @property
     def is_production(self) -> bool:
@@ -114,6 +147,19 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
         raise ConfigError(f"{name}={raw!r} is invalid: expected an integer") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is invalid: expected {lo}..{hi}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is invalid: expected {lo:g}..{hi:g}")
     return value
 
 
@@ -243,6 +289,28 @@ def load_settings(
         raise ConfigError(
             "PASSWORD_RESET_URL is invalid: expected an http(s) URL containing {token}"
         )
+    max_query_cost = _int(env, "MAX_QUERY_COST", 1000, 1, 1_000_000)
+    cost_budget = _int(env, "COST_BUDGET", 10_000, 1, 100_000_000)
+    cost_budget_anonymous = _int(env, "COST_BUDGET_ANONYMOUS", 2000, 1, 100_000_000)
+    if max_query_cost > min(cost_budget, cost_budget_anonymous):
+        # A query the budget can never pay for would be refused forever.
+        raise ConfigError(
+            "MAX_QUERY_COST is invalid: it must not exceed COST_BUDGET and COST_BUDGET_ANONYMOUS"
+        )
+    persisted = _choice(env, "PERSISTED_QUERIES", "apq", PERSISTED_QUERY_MODES)
+    manifest_raw = _optional(env, "PERSISTED_QUERIES_MANIFEST")
+    manifest = Path(manifest_raw) if manifest_raw else None
+    if manifest is not None and not manifest.is_file():
+        raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
+    if persisted == "only" and manifest is None:
+        raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
+    auth_limits = env.get("AUTH_RATE_LIMITS", "").strip() or DEFAULT_AUTH_RATE_LIMITS
+    try:
+        from cryptovault.protection.limiter import parse_auth_limits
+
+        parse_auth_limits(auth_limits)
+    except ValueError as exc:
+        raise ConfigError(f"AUTH_RATE_LIMITS is invalid: {exc}") from None
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -276,4 +344,28 @@ def load_settings(
         smtp_from=env.get("SMTP_FROM", "").strip() or "CryptoVault <no-reply@localhost>",
         smtp_security=_choice(env, "SMTP_SECURITY", "starttls", SMTP_SECURITY),  # type: ignore[arg-type]
         password_reset_url=reset_url,
+        max_query_cost=max_query_cost,
+        cost_budget=cost_budget,
+        cost_budget_anonymous=cost_budget_anonymous,
+        cost_window_seconds=_int(env, "COST_WINDOW_SECONDS", 60, 1, 86_400),
+        max_query_depth=_int(env, "MAX_QUERY_DEPTH", 10, 1, 100),
+        max_aliases=_int(env, "MAX_ALIASES", 30, 0, 10_000),
+        max_tokens=_int(env, "MAX_TOKENS", 2000, 100, 1_000_000),
+        max_directives_per_field=_int(env, "MAX_DIRECTIVES_PER_FIELD", 4, 0, 100),
+        max_root_fields=_int(env, "MAX_ROOT_FIELDS", 20, 1, 1000),
+        max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, 0, 1000),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 100_000, 1024, 100_000_000),
+        request_timeout_seconds=_float(env, "REQUEST_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        persisted_queries=persisted,  # type: ignore[arg-type]
+        persisted_queries_manifest=manifest,
+        apq_cache_size=_int(env, "APQ_CACHE_SIZE", 10_000, 1, 10_000_000),
+        ws_init_timeout_seconds=_float(env, "WS_INIT_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        ws_ping_interval_seconds=_float(env, "WS_PING_INTERVAL_SECONDS", 15.0, 0.1, 3600),
+        ws_ping_timeout_seconds=_float(env, "WS_PING_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
+        ws_max_message_bytes=_int(env, "WS_MAX_MESSAGE_BYTES", 65_536, 1024, 100_000_000),
+        ws_max_subscriptions=_int(env, "WS_MAX_SUBSCRIPTIONS", 20, 1, 10_000),
+        ws_max_connections_per_identity=_int(
+            env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
+        ),
+        auth_rate_limits=auth_limits,
     )

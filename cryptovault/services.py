@@ -19,6 +19,8 @@ from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.protection.limiter import Limiter
+from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
@@ -42,6 +44,9 @@ class Services:
     audit: AuditLog
     identity: IdentityService
     api_keys: ApiKeys
+    # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
+    limiter: Limiter
+    persisted_queries: PersistedQueries
 
     async def close(self) -> None:
         await self.identity.drain()
@@ -72,6 +77,10 @@ async def start_services(
         if settings.redis_url:
             redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
             await redis.ping()
+        # Before anything starts running: a bad manifest stops the start-up here.
+        limiter = Limiter(settings, redis)
+        persisted = PersistedQueries.from_settings(settings, redis)
+        if redis is not None:
             bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
             lease = RedisLease(redis, key=f"{settings.mongodb_db}:feed-lease")
         else:
@@ -109,6 +118,8 @@ async def start_services(
         audit,
         identity,
         api_keys,
+        limiter=limiter,
+        persisted_queries=persisted,
     )
 
 

@@ -64,6 +64,12 @@ async def store_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     await server.close()
 
 
+LAX_AUTH_LIMITS = ",".join(
+    f"{kind}=100000/minute:100000/minute"
+    for kind in ("login", "register", "password_reset", "two_factor")
+)
+
+
 def make_settings(store_url: str, **overrides: Any) -> Settings:
     base = Settings(
         environment="test",
@@ -77,6 +83,10 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         argon2_time_cost=1,
         argon2_memory_kib=256,
         argon2_parallelism=1,
+        # Budgets no functional test reaches; tests of the limits set their own.
+        cost_budget=10_000_000,
+        cost_budget_anonymous=10_000_000,
+        auth_rate_limits=LAX_AUTH_LIMITS,
     )
     return replace(base, **overrides)
 

@@ -93,7 +93,7 @@ async def test_an_oversized_password_is_refused_without_hashing(gql_at, verify_c
     await sign_up(gql, email)
     verify_calls.clear()
     for address in (email, new_email("nobody")):
-        body = await log_in(gql, address, "x" * 100_000)
+        body = await log_in(gql, address, "x" * 20_000)
         assert error_codes(body) == ["UNAUTHENTICATED"]
         assert body["errors"][0]["message"] == "Invalid email or password"
     assert verify_calls == []

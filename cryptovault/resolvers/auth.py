@@ -124,12 +124,19 @@ def _cookie_refresh_token(info: Info) -> str | None:
 # -- mutations -------------------------------------------------------------------------
 
 
+async def _limit(info: Info, kind: str, account: str | None) -> None:
+    """Per-IP and per-account attempt limits, checked before any password hashing."""
+    await info.context.services.limiter.hit_auth(kind, info.context.client_ip, account)
+
+
 async def register(info: Info, data: types.RegisterInput) -> types.AuthPayload:
+    await _limit(info, "register", data.email)
     identity = info.context.services.identity
     return to_payload(info, await identity.register(data.email, data.password, info.context.origin))
 
 
 async def login(info: Info, data: types.LoginInput) -> types.AuthPayload:
+    await _limit(info, "login", data.email)
     identity = info.context.services.identity
     signed_in = await identity.login(data.email, data.password, data.otp, info.context.origin)
     return to_payload(info, signed_in)
@@ -176,11 +183,13 @@ async def change_password(info: Info, current: str, new: str) -> bool:
 
 
 async def request_password_reset(info: Info, email: str) -> bool:
+    await _limit(info, "password_reset", email)
     await info.context.services.identity.request_password_reset(email, info.context.origin)
     return True
 
 
 async def reset_password(info: Info, token: str, new_password: str) -> bool:
+    await _limit(info, "password_reset", None)
     await info.context.services.identity.reset_password(token, new_password, info.context.origin)
     return True
 
@@ -206,12 +215,14 @@ async def enable_two_factor(info: Info) -> types.TwoFactorSetup:
 
 async def confirm_two_factor(info: Info, code: str) -> types.User:
     viewer = require_viewer(info)
+    await _limit(info, "two_factor", viewer.user_id)
     identity = info.context.services.identity
     return to_user(await identity.confirm_two_factor(viewer, code, info.context.origin))
 
 
 async def disable_two_factor(info: Info, code: str) -> types.User:
     viewer = require_viewer(info)
+    await _limit(info, "two_factor", viewer.user_id)
     identity = info.context.services.identity
     return to_user(await identity.disable_two_factor(viewer, code, info.context.origin))
 

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import strawberry
-from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
+from cryptovault.schema.protection import (
+    HidingSuggestionsExecutor,
+    Parsing,
+    Protection,
+    Validation,
+)
+from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
 from cryptovault.schema.users import UserQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
-class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery):
+class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery):
     pass
 
 
@@ -29,18 +35,23 @@ class Subscription(MarketSubscription, AuditSubscription):
     pass
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(max_batch_operations: int = 0) -> strawberry.Schema:
+    """`max_batch_operations` > 0 accepts JSON arrays of up to that many operations."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[
-            ErrorMapping,
-            # Factories: a fresh extension per request; the caches are module-level.
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-        ],
-        config=StrawberryConfig(auto_camel_case=True, scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
+        # Classes: a fresh extension per operation; the parse and validation caches
+        # are module-level. Order matters: errors are mapped last, on the way out.
+        extensions=[ErrorMapping, Parsing, Validation, Protection],
+        execution_context_class=HidingSuggestionsExecutor,
+        config=StrawberryConfig(
+            auto_camel_case=True,
+            scalar_map=SCALAR_MAP,  # type: ignore[arg-type]
+            batching_config=(
+                {"max_operations": max_batch_operations} if max_batch_operations > 0 else None
+            ),
+        ),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.extensions import MaskErrors
 
 from cryptovault.errors import DomainError
@@ -31,6 +31,15 @@ def map_error(error: GraphQLError) -> GraphQLError:
         return original
     if error.extensions and error.extensions.get("code"):
         return error
+    if isinstance(error, GraphQLSyntaxError) and error.message.endswith("Parsing aborted."):
+        # The parser's limits (MAX_TOKENS, nesting): the document is too big to parse.
+        return GraphQLError(
+            error.message.removeprefix("Syntax Error: "),
+            nodes=error.nodes,
+            source=error.source,
+            positions=error.positions,
+            extensions={"code": "QUERY_TOO_COMPLEX", "limit": "tokens"},
+        )
     if error.path is None:
         # Raised before execution: bad syntax, an unknown field, a bad variable.
         return GraphQLError(

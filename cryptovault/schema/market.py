@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import strawberry
 
+from cryptovault.market.assets import ASSETS
 from cryptovault.market.candles import Interval
+from cryptovault.market.service import MAX_CANDLE_PAGE
 from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
+from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
 
 # Registers the domain enum with the schema under its API name.
@@ -67,9 +71,14 @@ class Candle:
 CandleConnection = Connection[Candle]
 
 
+def _symbols_count(args: Mapping[str, Any]) -> int:
+    symbols = args.get("symbols")
+    return len(symbols) if isinstance(symbols, list) else len(ASSETS)
+
+
 @strawberry.type
 class MarketQuery:
-    @strawberry.field(description="Every tradable asset.")
+    @strawberry.field(description="Every tradable asset.", metadata=cost(list_size=len(ASSETS)))
     def assets(self, info: Info) -> list[Asset]:
         return resolve.assets(info)
 
@@ -79,11 +88,17 @@ class MarketQuery:
     def asset(self, info: Info, symbol: str) -> Asset | None:
         return resolve.asset(info, symbol)
 
-    @strawberry.field(description="Latest prices, for the given symbols or every asset.")
+    @strawberry.field(
+        description="Latest prices, for the given symbols or every asset.",
+        metadata=cost(list_size=_symbols_count),
+    )
     def prices(self, info: Info, symbols: list[str] | None = None) -> list[Price]:
         return resolve.prices(info, symbols)
 
-    @strawberry.field(description="Candles for one asset, newest first (the open one first).")
+    @strawberry.field(
+        description="Candles for one asset, newest first (the open one first).",
+        metadata=cost(max_page=MAX_CANDLE_PAGE),
+    )
     async def candles(
         self,
         info: Info,

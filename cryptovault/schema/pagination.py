@@ -13,6 +13,7 @@ from typing import Generic, TypeVar
 import strawberry
 
 from cryptovault.errors import BadUserInput
+from cryptovault.schema.cost import cost
 
 NodeT = TypeVar("NodeT")
 ItemT = TypeVar("ItemT")
@@ -32,7 +33,9 @@ class Edge(Generic[NodeT]):
 
 @strawberry.type
 class Connection(Generic[NodeT]):
-    edges: list[Edge[NodeT]]
+    # As many as the page of the paginated field above (its first/last); an edge is
+    # a free wrapper, its node costs.
+    edges: list[Edge[NodeT]] = strawberry.field(metadata=cost(0, page_items=True))
     page_info: PageInfo
 
 

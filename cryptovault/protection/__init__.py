@@ -1,0 +1,2 @@
+"""Protecting the API: cost budgets, login/register limits, connection caps and
+persisted queries. Plain Python, no GraphQL or HTTP here."""

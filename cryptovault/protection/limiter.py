@@ -1,0 +1,229 @@
+"""Rate limits, held by `limits` in memory or in Redis (shared by every instance).
+
+- Cost budgets: each identity (user, API key, or client IP when anonymous) may spend
+  `budget` cost points per `window` seconds. The sliding window counter strategy keeps
+  two counters per identity whatever the cost, and never charges a refused hit (the
+  fixed window strategy does).
+- Auth limits: login, register, password reset and two-factor attempts, per client IP
+  and per account (moving window: exact, and the numbers are small).
+- WebSocket connection slots per identity (this instance).
+
+When the store is unreachable the limiter fails open (and logs): an outage of Redis
+must not take the API down with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from limits import RateLimitItem, RateLimitItemPerSecond, parse
+from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
+
+from cryptovault.config import Settings
+from cryptovault.errors import BadUserInput, RateLimited
+
+log = logging.getLogger(__name__)
+
+AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
+
+
+def parse_auth_limits(spec: str) -> dict[str, tuple[RateLimitItem, RateLimitItem]]:
+    """`kind=<per IP>:<per account>,...` with `limits` notation, e.g.
+    `login=20/minute:10/minute`. Raises ValueError naming what is wrong."""
+    result: dict[str, tuple[RateLimitItem, RateLimitItem]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, pair = part.partition("=")
+        per_ip, sep2, per_account = pair.partition(":")
+        if not sep or not sep2 or kind.strip() not in AUTH_KINDS:
+            raise ValueError(f"expected kind=<per ip>:<per account> with kind in {AUTH_KINDS}")
+        items = []
+        for text in (per_ip, per_account):
+            item = parse(text.strip())
+            items.append(type(item)(item.amount, item.multiples, namespace="auth"))
+        result[kind.strip()] = (items[0], items[1])
+    missing = set(AUTH_KINDS) - set(result)
+    if missing:
+        raise ValueError(f"missing limits for {sorted(missing)}")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """An identity's cost budget after (or without) charging an operation."""
+
+    limit: int
+    remaining: int
+    cost: int
+    window_seconds: int
+    # Seconds until the budget is full again.
+    reset_in: float
+    # Seconds until `cost` could be spent (0 when it was).
+    retry_after: float = 0.0
+    allowed: bool = True
+
+    @property
+    def restore_rate(self) -> float:
+        """Points restored per second."""
+        return self.limit / self.window_seconds
+
+    @property
+    def reset_at(self) -> float:
+        return time.time() + self.reset_in
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    previous: int
+    previous_ttl: float
+    current: int
+    current_ttl: float
+
+    def used(self, window: int) -> float:
+        return self.previous * self.previous_ttl / window + self.current
+
+
+def _status(limit: int, window: int, counts: _Counts, cost: int, allowed: bool) -> BudgetStatus:
+    used = counts.used(window)
+    if counts.current:
+        reset_in = counts.current_ttl
+    elif counts.previous:
+        reset_in = counts.previous_ttl
+    else:
+        reset_in = 0.0
+    retry = 0.0 if allowed else _seconds_until_available(limit, window, counts, cost)
+    return BudgetStatus(
+        limit=limit,
+        remaining=max(0, limit - math.floor(used)),
+        cost=cost if allowed else 0,
+        window_seconds=window,
+        reset_in=max(0.0, reset_in),
+        retry_after=retry,
+        allowed=allowed,
+    )
+
+
+def _seconds_until_available(limit: int, window: int, counts: _Counts, cost: int) -> float:
+    """When the weighted count falls to `limit - cost`: the previous window's weight
+    decays linearly until the current window ends; then the current becomes previous."""
+    need = limit - cost
+    window_ends_in = max(0.0, counts.current_ttl - window)
+    if counts.current > need:
+        return window_ends_in + window * (1 - max(need, 0) / counts.current)
+    if counts.previous == 0:
+        return 0.0
+    t = counts.previous_ttl - (need - counts.current) * window / counts.previous
+    return max(0.0, min(t, window_ends_in))
+
+
+class Limiter:
+    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+        self.auth_limits = parse_auth_limits(settings.auth_rate_limits)
+        if redis is not None and settings.redis_url:
+            self.storage: MemoryStorage | RedisStorage = RedisStorage(
+                settings.redis_url,
+                implementation="redispy",
+                key_prefix=f"{settings.mongodb_db}:limits",
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type]
+            )
+        else:
+            self.storage = MemoryStorage()
+        self.budgets = SlidingWindowCounterRateLimiter(self.storage)
+        self.attempts = MovingWindowRateLimiter(self.storage)
+        self.window = settings.cost_window_seconds
+        self.budget_identified = RateLimitItemPerSecond(
+            settings.cost_budget, settings.cost_window_seconds, namespace="cost"
+        )
+        self.budget_anonymous = RateLimitItemPerSecond(
+            settings.cost_budget_anonymous, settings.cost_window_seconds, namespace="cost"
+        )
+        self.max_connections = settings.ws_max_connections_per_identity
+        self._connections: Counter[str] = Counter()
+        self._last_failure_log = 0.0
+
+    def _budget_item(self, key: str) -> RateLimitItem:
+        return self.budget_anonymous if key.startswith("ip:") else self.budget_identified
+
+    async def _counts(self, item: RateLimitItem, key: str) -> _Counts:
+        raw = await self.storage.get_sliding_window(item.key_for(key), item.get_expiry())
+        return _Counts(int(raw[0]), float(raw[1]), int(raw[2]), float(raw[3]))
+
+    async def spend(self, key: str, cost: int) -> BudgetStatus:
+        """Charge `cost` points to `key` (see `identity_key`); the status says whether
+        it was allowed. Cost 0 only reads the budget."""
+        item = self._budget_item(key)
+        try:
+            counts = await self._counts(item, key)
+            allowed = cost <= 0 or await self.budgets.hit(item, key, cost=cost)
+        except Exception:
+            self._storage_failed()
+            return self._unknown(item, cost)
+        if allowed and cost > 0:
+            # One round trip fewer than reading the window again.
+            # A first hit opens a window that lives two window lengths (as limits does).
+            ttl = counts.current_ttl if counts.current_ttl > 0 else 2.0 * self.window
+            counts = _Counts(counts.previous, counts.previous_ttl, counts.current + cost, ttl)
+        return _status(item.amount, self.window, counts, max(cost, 0), allowed)
+
+    async def peek(self, key: str) -> BudgetStatus:
+        return await self.spend(key, 0)
+
+    async def reset(self, key: str) -> None:
+        await self.budgets.clear(self._budget_item(key), key)
+
+    def _unknown(self, item: RateLimitItem, cost: int) -> BudgetStatus:
+        return BudgetStatus(item.amount, item.amount, cost, self.window, 0.0)
+
+    def _storage_failed(self) -> None:
+        now = time.monotonic()
+        if now - self._last_failure_log > 10:
+            self._last_failure_log = now
+            log.error("rate limit store unreachable: limits are not enforced", exc_info=True)
+
+    async def hit_auth(self, kind: str, ip: str, account: str | None = None) -> None:
+        """Count one `kind` attempt ("login", "register", "password_reset",
+        "two_factor") from `ip` for `account` (an email or user id); raise RateLimited
+        (with `retryAfter` seconds) when either limit is exhausted. Call it before the
+        expensive work (password hashing), for failed and successful attempts alike."""
+        if kind not in self.auth_limits:
+            raise BadUserInput(f"Unknown rate limit kind {kind!r}")
+        per_ip, per_account = self.auth_limits[kind]
+        checks = [(per_ip, f"{kind}/ip/{ip}", "ip")]
+        if account:
+            checks.append((per_account, f"{kind}/account/{account.strip().lower()}", "account"))
+        for item, key, scope in checks:
+            try:
+                allowed = await self.attempts.hit(item, key)
+                if allowed:
+                    continue
+                stats = await self.attempts.get_window_stats(item, key)
+            except Exception:
+                self._storage_failed()
+                return
+            retry = max(1, math.ceil(stats.reset_time - time.time()))
+            raise RateLimited(
+                f"Too many {kind.replace('_', ' ')} attempts; retry in {retry} s",
+                retryAfter=retry,
+                scope=scope,
+            )
+
+    def acquire_connection(self, key: str) -> bool:
+        """Take a WebSocket slot for `key` on this instance; False when the identity
+        already holds the maximum."""
+        if self._connections[key] >= self.max_connections:
+            return False
+        self._connections[key] += 1
+        return True
+
+    def release_connection(self, key: str) -> None:
+        self._connections[key] -= 1
+        if self._connections[key] <= 0:
+            del self._connections[key]
+
+    def connections(self, key: str) -> int:
+        return self._connections[key]

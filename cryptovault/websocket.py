@@ -1,0 +1,257 @@
+"""WebSocket hardening on top of Strawberry's protocol handlers.
+
+Close codes (README "Protecting the API"):
+- 4400 malformed message, 4401 subscribe before connection_ack, 4403 credentials
+  refused, 4408 no connection_init in time, 4409 duplicate operation id,
+  4429 too many connections for this identity or a second connection_init,
+  4499 no pong to the server's ping in time (graphql-transport-ws),
+  1009 message larger than WS_MAX_MESSAGE_BYTES, 1008 handshake from an origin that
+  is not allowed (answered 403 before the socket opens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from json import JSONDecodeError
+from typing import Any
+
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+
+from cryptovault.errors import DomainError, RateLimited
+from cryptovault.schema.context import Context
+
+log = logging.getLogger(__name__)
+
+CLOSE_INVALID = 4400
+CLOSE_INIT_TIMEOUT = 4408
+CLOSE_TOO_MANY = 4429
+CLOSE_NO_PONG = 4499
+CLOSE_TOO_BIG = 1009
+
+
+class TooManyConnections(Exception):
+    """The identity already holds WS_MAX_CONNECTIONS_PER_IDENTITY sockets here."""
+
+
+class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
+    """Refuses messages over WS_MAX_MESSAGE_BYTES (uvicorn's ws_max_size is set to the
+    same value when served by `cryptovault serve`; this also holds behind any server)."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object]:
+        limit = self.view.settings.ws_max_message_bytes  # type: ignore[attr-defined]
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    text = await self.ws.receive_text()
+                except KeyError as exc:
+                    raise NonTextMessageReceived from exc
+                if len(text) > limit:
+                    await self.close(CLOSE_TOO_BIG, "Message too big")
+                    return
+                try:
+                    yield self.view.decode_json(text)
+                except JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
+
+
+def _error_payload(exc: DomainError) -> dict[str, Any]:
+    return {"message": exc.message, "extensions": {"code": exc.code, **exc.extensions}}
+
+
+def _valid_operation(message: Mapping[str, Any]) -> bool:
+    payload = message.get("payload")
+    return (
+        isinstance(message.get("id"), str)
+        and isinstance(payload, dict)
+        and isinstance(payload.get("query", ""), (str, type(None)))
+        and isinstance(payload.get("variables") or {}, dict)
+        and isinstance(payload.get("extensions") or {}, dict)
+        and isinstance(payload.get("operationName") or "", str)
+    )
+
+
+async def _resolve_document(context: Context, payload: dict[str, Any]) -> None:
+    """Persisted queries (and trusted documents) over WebSocket too."""
+    persisted = context.services.persisted_queries
+    payload["query"] = await persisted.resolve(payload.get("query"), payload.get("extensions"))
+    if not payload["query"]:
+        from cryptovault.errors import BadUserInput
+
+        raise BadUserInput("No GraphQL query found in the message")
+
+
+class _ConnectionSlot:
+    """Mixin: holds the identity's connection slot for the socket's lifetime."""
+
+    context: Context
+
+    def _release_slot(self) -> None:
+        key = self.context.state.pop("ws_slot", None)
+        if key is not None:
+            self.context.services.limiter.release_connection(key)
+
+
+class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws, plus: server pings (a client that does not answer in time
+    is closed with 4499), connection caps, persisted queries, message checks."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pong = asyncio.Event()
+        self._pinger: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        try:
+            await super().handle()
+        finally:
+            if self._pinger is not None:
+                self._pinger.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._pinger
+            self._release_slot()
+
+    async def handle_message(self, message: Any) -> None:  # type: ignore[override]
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.handle_invalid_message("Messages must be JSON objects with a type")
+            return
+        await super().handle_message(message)  # type: ignore[arg-type]
+
+    async def handle_connection_init(self, message: Any) -> None:  # type: ignore[override]
+        try:
+            await super().handle_connection_init(message)
+        except TooManyConnections:
+            await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
+            return
+        if self.connection_acknowledged and self._pinger is None:
+            self._pinger = asyncio.create_task(self._keep_alive())
+
+    async def handle_pong(self, message: Any) -> None:  # type: ignore[override]
+        self._pong.set()
+
+    async def _keep_alive(self) -> None:
+        settings = self.context.services.settings
+        try:
+            while True:
+                await asyncio.sleep(settings.ws_ping_interval_seconds)
+                self._pong.clear()
+                await self.send_message({"type": "ping"})
+                try:
+                    await asyncio.wait_for(self._pong.wait(), settings.ws_ping_timeout_seconds)
+                except TimeoutError:
+                    await self.websocket.close(CLOSE_NO_PONG, "No pong received in time")
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the socket went away while pinging
+            return
+
+    async def handle_subscribe(self, message: Any) -> None:  # type: ignore[override]
+        if not self.connection_acknowledged:
+            await super().handle_subscribe(message)
+            return
+        if not _valid_operation(message):
+            await self.handle_invalid_message("Invalid subscribe message")
+            return
+        error: DomainError | None = None
+        limit = self.max_subscriptions_per_connection
+        if (
+            message["id"] not in self.operations
+            and limit is not None
+            and len(self.operations) >= limit
+        ):
+            error = RateLimited(
+                f"At most {limit} operations may run at once on one connection", maximum=limit
+            )
+        else:
+            payload = dict(message["payload"])
+            try:
+                await _resolve_document(self.context, payload)
+            except DomainError as exc:
+                error = exc
+            message = {**message, "payload": payload}
+        if error is not None:
+            error_message: Any = {
+                "id": message["id"],
+                "type": "error",
+                "payload": [_error_payload(error)],
+            }
+            await self.send_message(error_message)
+            return
+        await super().handle_subscribe(message)
+
+
+class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
+    """graphql-ws (legacy): the same caps and checks; keep-alive is the protocol's
+    `ka` message (it has no pong: dead peers are found by the server's protocol-level
+    pings)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_timeout: asyncio.Task[None] | None = None
+
+    async def handle(self) -> None:
+        self._init_timeout = asyncio.create_task(self._close_without_init())
+        try:
+            await super().handle()
+        finally:
+            self._init_timeout.cancel()
+            with contextlib.suppress(BaseException):
+                await self._init_timeout
+            self._release_slot()
+
+    async def _close_without_init(self) -> None:
+        await asyncio.sleep(self.context.services.settings.ws_init_timeout_seconds)
+        if not self.connection_acknowledged:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_message(self, message: Any) -> None:  # type: ignore[override]
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            await self.websocket.close(CLOSE_INVALID, "Messages must be JSON objects with a type")
+            return
+        if message["type"] in ("start", "stop") and not isinstance(message.get("id"), str):
+            await self.websocket.close(CLOSE_INVALID, "Operation messages need a string id")
+            return
+        await super().handle_message(message)  # type: ignore[arg-type]
+
+    async def handle_connection_init(self, message: Any) -> None:  # type: ignore[override]
+        if self.connection_acknowledged:
+            await self.websocket.close(CLOSE_TOO_MANY, "Too many initialisation requests")
+            return
+        try:
+            await super().handle_connection_init(message)
+        except TooManyConnections:
+            await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
+
+    async def handle_start(self, message: Any) -> None:  # type: ignore[override]
+        if not self.connection_acknowledged:
+            await super().handle_start(message)
+            return
+        if not _valid_operation(message):
+            await self.websocket.close(CLOSE_INVALID, "Invalid start message")
+            return
+        payload = dict(message["payload"])
+        try:
+            await _resolve_document(self.context, payload)
+        except DomainError as exc:
+            error_message: Any = {
+                "type": "error",
+                "id": message["id"],
+                "payload": _error_payload(exc),
+            }
+            await self.send_message(error_message)
+            return
+        start: Any = {**message, "payload": payload}
+        await super().handle_start(start)

@@ -1,0 +1,250 @@
+"""GraphQL over HTTP, security headers, CORS, request timeouts and masked errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import re
+
+import pytest
+
+from cryptovault.app import graphiql_csp, negotiate
+from cryptovault.config import ConfigError, load_settings
+from tests.harness import codes, gql, http, running
+
+QUERY = "{ rateLimit { limit } }"
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+@pytest.fixture(scope="module")
+async def app_pair(store_server):
+    async with (
+        running(store_server.url, cors_origins=("https://app.example.com",)) as (dev, _),
+        running(store_server.url, environment="production") as (prod, _),
+    ):
+        yield dev, prod
+
+
+@pytest.fixture
+async def client(app_pair):
+    async with http(app_pair[0]) as c:
+        yield c
+
+
+async def test_security_headers_on_every_response(app_pair):
+    dev, prod = app_pair
+    async with http(dev) as c, http(prod) as p:
+        for response in (
+            await c.get("/health"),
+            await gql(c, QUERY),
+            await c.post("/graphql", content=b"{", headers={"Content-Type": "application/json"}),
+            await c.get("/nope"),
+        ):
+            for name, value in SECURITY_HEADERS.items():
+                assert response.headers[name] == value, (response.url, name)
+            assert "camera=()" in response.headers["permissions-policy"]
+            csp = response.headers["content-security-policy"]
+            assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+            assert response.headers["cache-control"] == "no-store"
+            assert "strict-transport-security" not in response.headers
+        production = await gql(p, QUERY)
+        assert production.headers["strict-transport-security"].startswith("max-age=63072000")
+        assert (await p.get("/health")).headers["strict-transport-security"]
+
+
+async def test_graphiql_page_gets_the_csp_it_needs(client):
+    page = await client.get("/graphql", headers={"Accept": "text/html"})
+    assert page.status_code == 200
+    html = page.text
+    csp = dict(
+        part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";")
+    )
+    scripts = csp["script-src"].split()
+    # Every external script and stylesheet comes from an allowed origin ...
+    for url in re.findall(r'(?:src|href)="(https://[^"]+)"', html):
+        origin = "/".join(url.split("/")[:3])
+        assert origin in scripts and origin in csp["style-src"], url
+    # ... the inline script runs by hash, nothing else inline does.
+    inline = re.findall(r"<script>(.*?)</script>", html, re.S)
+    assert inline
+    for script in inline:
+        digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+        assert f"'sha256-{digest}'" in scripts
+    assert "'unsafe-inline'" not in csp["script-src"]
+    assert "'unsafe-eval'" not in csp["script-src"]
+    assert csp["connect-src"] == "'self' ws://testserver wss://testserver"
+    assert csp["frame-ancestors"] == "'none'"
+    assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_graphiql_csp_follows_the_page():
+    html = '<script src="https://cdn.example/x.js"></script><script>go()</script>'
+    csp = graphiql_csp(html)
+    assert "https://cdn.example" in csp
+    digest = base64.b64encode(hashlib.sha256(b"go()").digest()).decode()
+    assert f"'sha256-{digest}'" in csp
+
+
+async def test_no_graphiql_in_production(app_pair):
+    async with http(app_pair[1]) as p:
+        response = await p.get("/graphql", headers={"Accept": "text/html"})
+        assert response.status_code == 404
+        assert codes(response.json()) == ["NOT_FOUND"]
+
+
+async def test_graphql_response_json_when_accepted(client):
+    accept = {"Accept": "application/graphql-response+json, application/json;q=0.9"}
+    ok = await gql(client, QUERY, headers=accept)
+    assert ok.status_code == 200
+    assert ok.headers["content-type"] == "application/graphql-response+json"
+    # A request error (nothing executed) has no data and a 4xx status ...
+    invalid = await gql(client, "{ nope }", headers=accept)
+    assert invalid.status_code == 400
+    assert "data" not in invalid.json()
+    assert codes(invalid.json()) == ["BAD_USER_INPUT"]
+    # ... while plain application/json keeps 200 for GraphQL errors.
+    legacy = await gql(client, "{ nope }")
+    assert legacy.status_code == 200
+    assert legacy.headers["content-type"] == "application/json"
+    assert codes(legacy.json()) == ["BAD_USER_INPUT"]
+    # A field error during execution is still a 200 with data.
+    field_error = await gql(client, '{ asset(symbol: "NOPE") { name } }', headers=accept)
+    assert field_error.status_code == 200
+    assert field_error.json()["data"] == {"asset": None}
+
+
+def test_accept_negotiation():
+    assert negotiate(None) == "application/json"
+    assert negotiate("*/*") == "application/json"
+    assert negotiate("application/*") == "application/json"
+    assert negotiate("application/graphql-response+json") == "application/graphql-response+json"
+    assert negotiate("application/graphql-response+json;q=0, application/json") == (
+        "application/json"
+    )
+    assert negotiate("text/csv") is None
+
+
+async def test_unacceptable_accept_is_406(client):
+    response = await gql(client, QUERY, headers={"Accept": "text/csv"})
+    assert response.status_code == 406
+    assert codes(response.json()) == ["BAD_USER_INPUT"]
+
+
+async def test_only_queries_over_get(client):
+    ok = await client.get("/graphql", params={"query": QUERY})
+    assert ok.status_code == 200
+    assert ok.json()["data"]["rateLimit"]["limit"] == 10_000_000
+    refused = await client.get(
+        "/graphql", params={"query": 'subscription { prices(symbols: ["BTC"]) { price } }'}
+    )
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "POST"
+    assert codes(refused.json()) == ["BAD_USER_INPUT"]
+    over_post = await gql(client, 'subscription { prices(symbols: ["BTC"]) { price } }')
+    assert over_post.status_code == 400
+    assert "WebSocket" in over_post.json()["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"query=%7B+rateLimit+%7B+limit+%7D+%7D"),
+        ("text/plain", b'{"query": "{ rateLimit { limit } }"}'),
+        ("multipart/form-data; boundary=x", b"--x--"),
+        ("application/graphql", b"{ rateLimit { limit } }"),
+        (None, b'{"query": "{ rateLimit { limit } }"}'),
+    ],
+)
+async def test_post_requires_a_json_content_type(client, content_type, body):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post("/graphql", content=body, headers=headers)
+    assert response.status_code == 415
+    assert codes(response.json()) == ["BAD_USER_INPUT"]
+
+
+@pytest.mark.parametrize(
+    "body", [b"{", b"42", b'"query"', b"null", b'{"query": 5}', b'{"variables": [1]}', b"\xff"]
+)
+async def test_malformed_bodies_are_400_with_a_code(client, body):
+    response = await client.post(
+        "/graphql", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert codes(response.json()) == ["BAD_USER_INPUT"]
+
+
+async def test_cors_only_for_allowed_origins(client):
+    allowed = await gql(client, QUERY, headers={"Origin": "https://app.example.com"})
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example.com"
+    exposed = allowed.headers["access-control-expose-headers"].lower()
+    assert "retry-after" in exposed and "x-ratelimit-remaining" in exposed
+    other = await gql(client, QUERY, headers={"Origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers
+    preflight = await client.options(
+        "/graphql",
+        headers={
+            "Origin": "https://evil.example.com",
+            "Access-Control-Request-Method": "POST",
+        },
+    )
+    assert preflight.status_code == 400
+
+
+async def test_slow_operations_end_with_an_error(store_server, monkeypatch):
+    async with (
+        running(store_server.url, request_timeout_seconds=0.2) as (app, services),
+        http(app) as client,
+    ):
+
+        async def stuck(*args):
+            await asyncio.sleep(30)
+
+        monkeypatch.setattr(services.market, "candle_page", stuck)
+        response = await gql(
+            client, '{ candles(symbol: "BTC", interval: ONE_MINUTE) { pageInfo { hasNextPage } } }'
+        )
+        assert response.status_code == 504
+        error = response.json()["errors"][0]
+        assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+        assert re.fullmatch(r"[0-9a-f]{32}", error["extensions"]["errorId"])
+
+
+async def test_unexpected_errors_are_masked_with_an_error_id(client, app_pair, monkeypatch, caplog):
+    services = app_pair[0].state.services
+
+    async def broken(*args):
+        raise RuntimeError("mongodb://admin:secret@db/ at /srv/cryptovault/market/service.py")
+
+    monkeypatch.setattr(services.market, "candle_page", broken)
+    body = (
+        await gql(
+            client, '{ candles(symbol: "BTC", interval: ONE_MINUTE) { pageInfo { hasNextPage } } }'
+        )
+    ).json()
+    error = body["errors"][0]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "secret" not in str(body) and "Traceback" not in str(body) and ".py" not in str(body)
+    logged = [r for r in caplog.records if getattr(r, "error_id", None)]
+    assert logged and logged[-1].error_id == error["extensions"]["errorId"]
+
+
+def test_protection_settings_are_validated(tmp_path):
+    base = {"DATA_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError, match="MAX_QUERY_COST"):
+        load_settings({**base, "MAX_QUERY_COST": "5000", "COST_BUDGET_ANONYMOUS": "100"}, None)
+    with pytest.raises(ConfigError, match="REQUEST_TIMEOUT_SECONDS"):
+        load_settings({**base, "REQUEST_TIMEOUT_SECONDS": "soon"}, None)
+    with pytest.raises(ConfigError, match="MAX_QUERY_DEPTH"):
+        load_settings({**base, "MAX_QUERY_DEPTH": "0"}, None)
+    settings = load_settings(
+        {**base, "COST_BUDGET": "500", "MAX_QUERY_COST": "400", "WS_PING_INTERVAL_SECONDS": "2.5"},
+        None,
+    )
+    assert (settings.cost_budget, settings.max_query_cost) == (500, 400)
+    assert settings.ws_ping_interval_seconds == 2.5

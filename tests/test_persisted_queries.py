@@ -1,0 +1,137 @@
+"""Automatic persisted queries (Apollo's protocol) and trusted documents."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from cryptovault.config import ConfigError, load_settings
+from cryptovault.protection.persisted import load_manifest, sha256_hex
+from tests.conftest import REDIS_URL
+from tests.harness import codes, http, running
+
+QUERY = "{ rateLimit { limit } }"
+OTHER = "{ assets { symbol } }"
+
+
+def pq(query: str) -> dict:
+    return {"persistedQuery": {"version": 1, "sha256Hash": sha256_hex(query)}}
+
+
+async def test_apq_registers_then_runs_by_hash_over_post_and_get(store_server):
+    async with running(store_server.url) as (app, _), http(app) as client:
+        miss = (await client.post("/graphql", json={"extensions": pq(QUERY)})).json()
+        assert codes(miss) == ["PERSISTED_QUERY_NOT_FOUND"]
+        assert miss["errors"][0]["message"] == "PersistedQueryNotFound"
+
+        registered = await client.post("/graphql", json={"query": QUERY, "extensions": pq(QUERY)})
+        assert registered.json()["data"]["rateLimit"]["limit"] == 10_000_000
+
+        by_hash = await client.post("/graphql", json={"extensions": pq(QUERY)})
+        assert by_hash.json()["data"]["rateLimit"]["limit"] == 10_000_000
+
+        params = {"extensions": json.dumps(pq(QUERY))}
+        got = await client.get("/graphql", params=params, headers={"Accept": "*/*"})
+        assert got.status_code == 200
+        assert got.json()["data"]["rateLimit"]["limit"] == 10_000_000
+
+
+async def test_apq_rejects_a_hash_that_does_not_match(store_server):
+    async with running(store_server.url) as (app, _), http(app) as client:
+        body = (
+            await client.post("/graphql", json={"query": OTHER, "extensions": pq(QUERY)})
+        ).json()
+        assert codes(body) == ["BAD_USER_INPUT"]
+        miss = (await client.post("/graphql", json={"extensions": pq(QUERY)})).json()
+        assert codes(miss) == ["PERSISTED_QUERY_NOT_FOUND"]
+        for bad in ({"version": 2, "sha256Hash": "a" * 64}, {"version": 1, "sha256Hash": 5}, "x"):
+            body = (
+                await client.post("/graphql", json={"extensions": {"persistedQuery": bad}})
+            ).json()
+            assert codes(body) == ["BAD_USER_INPUT"]
+
+
+async def test_the_apq_store_is_bounded(store_server):
+    async with running(store_server.url, apq_cache_size=2) as (app, services), http(app) as c:
+        queries = [QUERY, OTHER, "{ prices { symbol } }"]
+        for query in queries:
+            await c.post("/graphql", json={"query": query, "extensions": pq(query)})
+        assert len(services.persisted_queries.store) == 2  # type: ignore[arg-type]
+        first = (await c.post("/graphql", json={"extensions": pq(QUERY)})).json()
+        assert codes(first) == ["PERSISTED_QUERY_NOT_FOUND"]
+        last = (await c.post("/graphql", json={"extensions": pq(queries[2])})).json()
+        assert codes(last) == []
+
+
+@pytest.mark.redis
+async def test_apq_in_redis_is_shared_by_every_instance(store_server):
+    shared = {"redis_url": REDIS_URL, "mongodb_db": f"test_{uuid.uuid4().hex[:12]}"}
+    async with (
+        running(store_server.url, **shared) as (one, _),
+        running(store_server.url, **shared) as (two, _),
+        http(one) as a,
+        http(two) as b,
+    ):
+        await a.post("/graphql", json={"query": QUERY, "extensions": pq(QUERY)})
+        body = (await b.post("/graphql", json={"extensions": pq(QUERY)})).json()
+        assert body["data"]["rateLimit"]["limit"] == 10_000_000
+
+
+@pytest.fixture
+def manifest(tmp_path):
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps({sha256_hex(QUERY): QUERY, "custom-id-1": OTHER}))
+    return path
+
+
+async def test_trusted_documents_only(store_server, manifest):
+    overrides = {"persisted_queries": "only", "persisted_queries_manifest": manifest}
+    async with running(store_server.url, **overrides) as (app, _), http(app) as client:
+        by_hash = (await client.post("/graphql", json={"extensions": pq(QUERY)})).json()
+        assert by_hash["data"]["rateLimit"]["limit"] == 10_000_000
+        custom = {"persistedQuery": {"version": 1, "sha256Hash": "custom-id-1"}}
+        by_id = (await client.post("/graphql", json={"extensions": custom})).json()
+        assert len(by_id["data"]["assets"]) >= 10
+        # The full text of a manifest document is accepted too.
+        assert codes((await client.post("/graphql", json={"query": QUERY})).json()) == []
+
+        other = "{ prices { symbol } }"
+        assert codes((await client.post("/graphql", json={"query": other})).json()) == ["FORBIDDEN"]
+        register = {"query": other, "extensions": pq(other)}
+        assert codes((await client.post("/graphql", json=register)).json()) == ["FORBIDDEN"]
+        unknown = (await client.post("/graphql", json={"extensions": pq(other)})).json()
+        assert codes(unknown) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+def test_manifests_are_validated(tmp_path):
+    apollo = tmp_path / "apollo.json"
+    apollo.write_text(
+        json.dumps(
+            {
+                "format": "apollo-persisted-query-manifest",
+                "version": 1,
+                "operations": [{"id": "abc", "name": "Q", "type": "query", "body": QUERY}],
+            }
+        )
+    )
+    assert load_manifest(apollo) == {"abc": QUERY}
+    broken = tmp_path / "broken.json"
+    for content in ("{", "[1, 2]", '{"a": 1}'):
+        broken.write_text(content)
+        with pytest.raises(ConfigError, match="PERSISTED_QUERIES_MANIFEST"):
+            load_manifest(broken)
+    with pytest.raises(ConfigError, match="PERSISTED_QUERIES_MANIFEST"):
+        load_settings({"PERSISTED_QUERIES": "only"}, env_file=None)
+    with pytest.raises(ConfigError, match="PERSISTED_QUERIES"):
+        load_settings({"PERSISTED_QUERIES": "sometimes"}, env_file=None)
+    settings = load_settings(
+        {
+            "PERSISTED_QUERIES": "only",
+            "PERSISTED_QUERIES_MANIFEST": str(apollo),
+            "DATA_DIR": str(tmp_path),
+        },
+        env_file=None,
+    )
+    assert settings.persisted_queries == "only"

@@ -1,0 +1,211 @@
+"""Cost budgets per identity, their headers and the 429; login/register limits."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from cryptovault.config import DEFAULT_AUTH_RATE_LIMITS
+from cryptovault.errors import BadUserInput, RateLimited
+from cryptovault.market.assets import ASSETS
+from cryptovault.protection.limiter import Limiter
+from tests.auth import bearer
+from tests.conftest import REDIS_URL, make_settings
+from tests.harness import codes, gql, http, running
+
+ASSETS_QUERY = "{ assets { symbol } }"  # costs one point per asset
+COST = len(ASSETS)
+RATE_LIMIT = "{ rateLimit { limit remaining cost resetAt windowSeconds } }"
+
+
+async def test_budget_headers_429_and_a_free_rate_limit_query(store_server):
+    budget = 3 * COST + 5
+    async with (
+        running(store_server.url, cost_budget_anonymous=budget, max_query_cost=COST) as (app, _),
+        http(app) as client,
+    ):
+        for spent in range(1, 4):
+            response = await gql(client, ASSETS_QUERY)
+            assert response.status_code == 200, response.text
+            remaining = budget - spent * COST
+            h = response.headers
+            assert h["RateLimit-Policy"] == f'"cost";q={budget};w=60'
+            assert h["RateLimit"].startswith(f'"cost";r={remaining};t=')
+            assert 0 < int(h["RateLimit"].rsplit("t=", 1)[1]) <= 120
+            assert h["X-RateLimit-Limit"] == str(budget)
+            assert h["X-RateLimit-Remaining"] == str(remaining)
+            assert time.time() < int(h["X-RateLimit-Reset"]) <= time.time() + 121
+            assert "Retry-After" not in h
+
+        refused = await gql(client, ASSETS_QUERY)
+        assert refused.status_code == 429
+        body = refused.json()
+        assert codes(body) == ["RATE_LIMITED"]
+        retry = int(refused.headers["Retry-After"])
+        assert 1 <= retry <= 120
+        assert body["errors"][0]["extensions"]["retryAfter"] == retry
+        assert body["errors"][0]["extensions"]["cost"] == COST
+        assert refused.headers["X-RateLimit-Remaining"] == "5"
+        assert body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 5
+
+        # Refused operations are not charged, and reading the budget is free.
+        for _ in range(2):
+            status = (await gql(client, RATE_LIMIT)).json()["data"]["rateLimit"]
+            assert status["limit"] == budget
+            assert status["remaining"] == 5
+            assert status["cost"] == 0
+            assert status["windowSeconds"] == 60
+
+
+async def test_rate_limit_in_a_query_reports_the_budget_after_its_charge(store_server):
+    async with running(store_server.url) as (app, _), http(app) as client:
+        body = (await gql(client, "{ assets { symbol } rateLimit { remaining cost } }")).json()
+        assert body["data"]["rateLimit"] == {"remaining": 10_000_000 - COST, "cost": COST}
+
+
+async def test_each_identity_has_its_own_budget(store_server):
+    async with (
+        running(
+            store_server.url, cost_budget=2 * COST, cost_budget_anonymous=COST, max_query_cost=COST
+        ) as (app, _),
+        http(app, ip="10.0.0.1") as first_ip,
+        http(app, ip="10.0.0.2") as second_ip,
+    ):
+        assert (await gql(first_ip, ASSETS_QUERY)).status_code == 200
+        assert (await gql(first_ip, ASSETS_QUERY)).status_code == 429
+        assert (await gql(second_ip, ASSETS_QUERY)).status_code == 200
+
+        # A user spends their own (larger) budget wherever they call from; an API key
+        # of the same user has a budget of its own.
+        user = bearer("u1")
+        for _ in range(2):
+            ok = await gql(first_ip, ASSETS_QUERY, headers=user)
+            assert ok.status_code == 200
+            assert ok.headers["X-RateLimit-Limit"] == str(2 * COST)
+        assert (await gql(second_ip, ASSETS_QUERY, headers=user)).status_code == 429
+        key = bearer("u1", "market:read")
+        assert (await gql(second_ip, ASSETS_QUERY, headers=key)).status_code == 200
+
+
+@pytest.mark.redis
+async def test_redis_budgets_are_shared_by_every_instance(store_server):
+    shared = {"redis_url": REDIS_URL, "mongodb_db": f"test_{uuid.uuid4().hex[:12]}"}
+    limits = {"cost_budget_anonymous": 2 * COST, "max_query_cost": COST}
+    async with (
+        running(store_server.url, **shared, **limits) as (one, _),
+        running(store_server.url, **shared, **limits) as (two, _),
+        http(one) as a,
+        http(two) as b,
+    ):
+        assert (await gql(a, ASSETS_QUERY)).headers["X-RateLimit-Remaining"] == str(COST)
+        assert (await gql(b, ASSETS_QUERY)).headers["X-RateLimit-Remaining"] == "0"
+        assert (await gql(a, ASSETS_QUERY)).status_code == 429
+
+
+@pytest.mark.parametrize("backend", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_auth_attempts_are_limited_per_account_and_per_ip(backend):
+    settings = make_settings(
+        "mongodb://unused",
+        redis_url=REDIS_URL if backend == "redis" else None,
+        auth_rate_limits=DEFAULT_AUTH_RATE_LIMITS,
+    )
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(REDIS_URL) if backend == "redis" else None
+    try:
+        limiter = Limiter(settings, redis)
+        per_ip, per_account = limiter.auth_limits["login"]
+        for _ in range(per_account.amount):
+            await limiter.hit_auth("login", "1.1.1.1", "Ann@Example.com")
+        with pytest.raises(RateLimited) as refused:
+            await limiter.hit_auth("login", "2.2.2.2", " ann@example.com")
+        assert refused.value.extensions["scope"] == "account"
+        assert 1 <= refused.value.extensions["retryAfter"] <= 60
+
+        # Other accounts from the same IP count towards the IP's limit.
+        for i in range(per_ip.amount - per_account.amount):
+            await limiter.hit_auth("login", "1.1.1.1", f"user{i}@example.com")
+        with pytest.raises(RateLimited) as refused:
+            await limiter.hit_auth("login", "1.1.1.1", "new@example.com")
+        assert refused.value.extensions["scope"] == "ip"
+        # Registration is limited separately.
+        await limiter.hit_auth("register", "1.1.1.1", "new@example.com")
+        with pytest.raises(BadUserInput):
+            await limiter.hit_auth("nope", "1.1.1.1")
+    finally:
+        if redis is not None:
+            await redis.aclose()
+
+
+async def test_an_unreachable_limit_store_fails_open():
+    settings = make_settings(
+        "mongodb://unused", redis_url="redis://127.0.0.1:1/0", cost_budget=5, max_query_cost=5
+    )
+    import redis.asyncio as aioredis
+
+    redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=0.2)
+    try:
+        limiter = Limiter(settings, redis)
+        status = await limiter.spend("user:x", 5)
+        assert status.allowed
+        await limiter.hit_auth("login", "1.1.1.1", "a@example.com")
+    finally:
+        await redis.aclose()
+
+
+def test_rate_limited_errors_from_resolvers_answer_429_with_retry_after():
+    # e.g. a login mutation calling services.limiter.hit_auth, which raises RateLimited.
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+
+    from cryptovault.app import GraphQLApp
+
+    view = GraphQLApp(Starlette(), make_settings("mongodb://unused"))
+    sub_response = Response()
+    sub_response.status_code = None  # type: ignore[assignment]
+    sub_response.media_type = "application/json"
+    error = {
+        "message": "Too many login attempts",
+        "extensions": {"code": "RATE_LIMITED", "retryAfter": 42},
+    }
+    response = view.create_response({"data": None, "errors": [error]}, sub_response)
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "42"
+    ok = Response()
+    ok.status_code = None  # type: ignore[assignment]
+    ok.media_type = "application/json"
+    assert view.create_response({"data": {"x": 1}}, ok).status_code == 200
+
+
+async def test_sign_in_mutations_are_limited_per_account_and_ip(store_server):
+    from tests.harness import codes, gql, http, running
+
+    register = "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }"
+    login = "mutation($i: LoginInput!) { login(input: $i) { accessToken } }"
+    async with running(store_server.url, auth_rate_limits=DEFAULT_AUTH_RATE_LIMITS) as (app, _):
+        async with http(app, ip="10.50.0.1") as client:
+            email = "limited@example.com"
+            creds = {"email": email, "password": "correct horse battery"}
+            first = await gql(client, register, {"i": creds})
+            assert codes(first.json()) == []
+            # Two more tries for the same account (taken), then the account limit.
+            for _ in range(2):
+                assert codes((await gql(client, register, {"i": creds})).json()) == ["CONFLICT"]
+            refused = await gql(client, register, {"i": creds})
+            assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+            assert codes(refused.json()) == ["RATE_LIMITED"]
+            # Logins: 10 a minute per account, successful ones included, and the
+            # limit is checked before the password.
+            for _ in range(10):
+                assert codes((await gql(client, login, {"i": creds})).json()) == []
+            refused = await gql(client, login, {"i": creds})
+            assert codes(refused.json()) == ["RATE_LIMITED"]
+        async with http(app, ip="10.50.0.2") as other:
+            # Another address is not affected by the first one's IP limit, but the
+            # account limit follows the account.
+            body = (await gql(other, login, {"i": creds})).json()
+            assert codes(body) == ["RATE_LIMITED"]
+            other_creds = {"email": "someone@example.com", "password": "correct horse battery"}
+            assert codes((await gql(other, register, {"i": other_creds})).json()) == []
