@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -99,10 +100,21 @@ class Settings:
     ws_max_connections_per_identity: int = 10
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
+    # When set, admin fields answer only requests from these addresses/networks.
+    admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
 
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    def admin_ip_allowed(self, ip: str) -> bool:
+        if not self.admin_allowed_ips:
+            return True
+        try:
+            address = ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.admin_allowed_ips)
 
     @property
     def secure_cookies(self) -> bool:
@@ -304,6 +316,14 @@ def load_settings(
         raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
     if persisted == "only" and manifest is None:
         raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
+    admin_ips = []
+    for entry in filter(None, (e.strip() for e in env.get("ADMIN_ALLOWED_IPS", "").split(","))):
+        try:
+            admin_ips.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"ADMIN_ALLOWED_IPS entry {entry!r} is invalid: expected an IP or CIDR"
+            ) from None
     auth_limits = env.get("AUTH_RATE_LIMITS", "").strip() or DEFAULT_AUTH_RATE_LIMITS
     try:
         from cryptovault.protection.limiter import parse_auth_limits
@@ -368,4 +388,5 @@ def load_settings(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
         auth_rate_limits=auth_limits,
+        admin_allowed_ips=tuple(admin_ips),
     )

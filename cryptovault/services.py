@@ -11,9 +11,11 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
+from cryptovault.admin.service import AdminService
 from cryptovault.config import Settings
 from cryptovault.db import Store, open_store
 from cryptovault.events.bus import EventBus, MemoryBus, RedisBus
+from cryptovault.events.counters import HourlyCounters
 from cryptovault.events.hub import Hub
 from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
@@ -46,6 +48,7 @@ class Services:
     api_keys: ApiKeys
     # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
     limiter: Limiter
+    admin: AdminService
     persisted_queries: PersistedQueries
 
     async def close(self) -> None:
@@ -78,7 +81,8 @@ async def start_services(
             redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
             await redis.ping()
         # Before anything starts running: a bad manifest stops the start-up here.
-        limiter = Limiter(settings, redis)
+        counters = HourlyCounters(redis, prefix=f"{settings.mongodb_db}:counters:")
+        limiter = Limiter(settings, redis, counters)
         persisted = PersistedQueries.from_settings(settings, redis)
         if redis is not None:
             bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
@@ -120,6 +124,7 @@ async def start_services(
         api_keys,
         limiter=limiter,
         persisted_queries=persisted,
+        admin=AdminService(identity, audit, limiter, counters, hub),
     )
 
 

@@ -27,8 +27,11 @@ from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterR
 
 from cryptovault.config import Settings
 from cryptovault.errors import BadUserInput, RateLimited
+from cryptovault.events.counters import HourlyCounters
 
 log = logging.getLogger(__name__)
+
+REJECTIONS = "rate_limit_rejections"
 
 AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
 
@@ -122,8 +125,15 @@ def _seconds_until_available(limit: int, window: int, counts: _Counts, cost: int
 
 
 class Limiter:
-    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis | None = None,
+        counters: HourlyCounters | None = None,
+    ) -> None:
         self.auth_limits = parse_auth_limits(settings.auth_rate_limits)
+        # Rejections over the last 24 h, for the admin `stats`.
+        self.counters = counters or HourlyCounters()
         if redis is not None and settings.redis_url:
             self.storage: MemoryStorage | RedisStorage = RedisStorage(
                 settings.redis_url,
@@ -163,6 +173,8 @@ class Limiter:
         except Exception:
             self._storage_failed()
             return self._unknown(item, cost)
+        if not allowed:
+            await self.counters.incr(REJECTIONS)
         if allowed and cost > 0:
             # One round trip fewer than reading the window again.
             # A first hit opens a window that lives two window lengths (as limits does).
@@ -206,6 +218,7 @@ class Limiter:
                 self._storage_failed()
                 return
             retry = max(1, math.ceil(stats.reset_time - time.time()))
+            await self.counters.incr(REJECTIONS)
             raise RateLimited(
                 f"Too many {kind.replace('_', ' ')} attempts; retry in {retry} s",
                 retryAfter=retry,
@@ -227,3 +240,7 @@ class Limiter:
 
     def connections(self, key: str) -> int:
         return self._connections[key]
+
+    def total_connections(self) -> int:
+        """Open WebSocket connections on this instance."""
+        return sum(self._connections.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
+from cryptovault.schema.admin import AdminMutation, AdminQuery
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
@@ -21,12 +22,12 @@ from cryptovault.schema.users import UserQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
-class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery):
+class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, AdminQuery):
     pass
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation):
+class Mutation(AuthMutation, AdminMutation):
     pass
 
 
