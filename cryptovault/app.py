@@ -25,7 +25,11 @@ from strawberry.types.unset import UNSET, UnsetType
 from cryptovault import __version__
 from cryptovault.config import Settings
 from cryptovault.errors import DomainError
+from cryptovault.lifecycle import WebSocketTracking
+from cryptovault.logs import user_id_var
 from cryptovault.middleware import RequestIdMiddleware
+from cryptovault.observability.metrics import metrics_endpoint
+from cryptovault.observability.sentry import flush_sentry, init_sentry
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
@@ -50,6 +54,8 @@ class GraphQLApp(GraphQL[Context, None]):
         viewer = None
         if isinstance(request, Request):
             viewer = await services.authenticator.authenticate(request)
+            if viewer is not None:
+                user_id_var.set(viewer.user_id)
         return Context(services=services, request=request, response=response, viewer=viewer)
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
@@ -57,6 +63,8 @@ class GraphQLApp(GraphQL[Context, None]):
             context.viewer = await context.services.authenticator.authenticate(
                 context.request, context.connection_params or {}
             )
+            if context.viewer is not None:
+                user_id_var.set(context.viewer.user_id)
         except DomainError as exc:
             # Strawberry closes the socket with 4403.
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
@@ -92,6 +100,8 @@ async def ready(request: Request) -> Response:
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """Build the app. Pass `services` to share already-started services (tests);
     otherwise the lifespan starts them from `settings` and closes them on shutdown."""
+    # Before the schema is built: Sentry's Strawberry integration hooks its creation.
+    init_sentry(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -113,12 +123,20 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         try:
             yield
         finally:
+            # Under `cryptovault serve` the sockets are already closed with 1001
+            # (lifecycle.GracefulServer); other servers get here with them open.
+            await started.websockets.close_all(timeout=settings.shutdown_timeout_seconds)
             await started.close()
+            log.info("cryptovault stopped")
+            flush_sentry()
+            for handler in logging.getLogger().handlers:
+                handler.flush()
 
     app = Starlette(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
+            Middleware(WebSocketTracking),
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
@@ -140,6 +158,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         [
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ]

@@ -14,6 +14,7 @@ ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
 MIN_SECRET_LENGTH = 32
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -38,6 +39,17 @@ class Settings:
     tick_interval_ms: int = 1000
     feed_seed: int | None = None
     replay_speed: float = 1.0
+    # Operations (README "Operations and observability").
+    metrics_token: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    sentry_traces_sample_rate: float = 0.0
+    sentry_profiles_sample_rate: float = 0.0
+    shutdown_timeout_seconds: float = 10.0
+    migrate_on_start: bool = False
+    audit_retention_days: int = 365
+    login_attempt_retention_days: int = 90
+    retention_sweep_minutes: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -82,6 +94,30 @@ def _int(env: Mapping[str, str], name: str, default: int, lo: int, hi: int) -> i
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is invalid: expected {lo}..{hi}")
     return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a number") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is invalid: expected {lo:g}..{hi:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is invalid: expected true or false")
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -159,6 +195,10 @@ def load_settings(
     if replay_speed <= 0:
         raise ConfigError("REPLAY_SPEED is invalid: expected a positive number")
 
+    metrics_token = _optional(env, "METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
+
     return Settings(
         environment=environment,  # type: ignore[arg-type]
         host=env.get("HOST", "").strip() or "127.0.0.1",
@@ -176,4 +216,16 @@ def load_settings(
         tick_interval_ms=_int(env, "TICK_INTERVAL_MS", 1000, 10, 3_600_000),
         feed_seed=_int(env, "FEED_SEED", 0, 0, 2**32 - 1) if seed_raw else None,
         replay_speed=replay_speed,
+        metrics_token=metrics_token,
+        sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
+        sentry_release=_optional(env, "SENTRY_RELEASE"),
+        sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        sentry_profiles_sample_rate=_float(env, "SENTRY_PROFILES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        shutdown_timeout_seconds=_float(env, "SHUTDOWN_TIMEOUT_SECONDS", 10.0, 0.5, 600),
+        # Outside production the schema follows the code by itself; production runs
+        # `cryptovault migrate` as a deploy step (docker-compose.yml does).
+        migrate_on_start=_bool(env, "MIGRATE_ON_START", environment != "production"),
+        audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 365, 1, 36500),
+        login_attempt_retention_days=_int(env, "LOGIN_ATTEMPT_RETENTION_DAYS", 90, 1, 36500),
+        retention_sweep_minutes=_int(env, "RETENTION_SWEEP_MINUTES", 60, 1, 10080),
     )

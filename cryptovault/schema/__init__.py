@@ -8,6 +8,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
+from cryptovault.schema.metrics import OperationMetrics
 from cryptovault.schema.scalars import SCALAR_MAP
 
 
@@ -26,6 +27,8 @@ def build_schema() -> strawberry.Schema:
         query=Query,
         subscription=Subscription,
         extensions=[
+            # First: its exit hooks run last, after ErrorMapping has set the codes.
+            OperationMetrics,
             ErrorMapping,
             # Factories: a fresh extension per request; the caches are module-level.
             lambda: ParserCache(maxsize=1024),
