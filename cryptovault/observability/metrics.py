@@ -13,16 +13,17 @@ from __future__ import annotations
 import hmac
 import threading
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
+    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     Info,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -35,6 +36,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cryptovault import __version__
+
+# No `_created` series: they double the series count and no rule here uses them.
+disable_created_metrics()
 
 if TYPE_CHECKING:
     from cryptovault.lifecycle import WebSocketRegistry
@@ -359,25 +363,29 @@ class StoreCommandMetrics(monitoring.CommandListener):
         self.metrics.store_command_failures.labels(name).inc()
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    """`GET /metrics`: Prometheus text format. With METRICS_TOKEN set, only for
+def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: Prometheus text format. With a token (METRICS_TOKEN), only for
     `Authorization: Bearer <token>`."""
     from cryptovault.services import Services, readiness
 
-    services: Services = request.app.state.services
-    token = services.settings.metrics_token
-    if token is not None:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), token.encode()
-        ):
-            return Response(
-                "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
-                status_code=401,
-                media_type="text/plain",
-                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-            )
-    # One dependency check per scrape keeps `cryptovault_dependency_up` current for
-    # the readiness alert (Prometheus cannot read /ready's JSON).
-    await readiness(services)
-    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    expected = token.encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return Response(
+                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                    status_code=401,
+                    media_type="text/plain",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        services: Services = request.app.state.services
+        # One dependency check per scrape keeps `cryptovault_dependency_up` current
+        # for the readiness alert (Prometheus cannot read /ready's JSON).
+        await readiness(services)
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    return endpoint

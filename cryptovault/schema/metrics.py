@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from graphql import FieldNode, OperationDefinitionNode
+from graphql import FieldNode, GraphQLError, OperationDefinitionNode
 from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
 from strawberry.types import StreamExecutionResult
 
 from cryptovault.observability.metrics import ANONYMOUS, INVALID, Metrics
+from cryptovault.schema.errors import map_error
 
 UNKNOWN = "unknown"
 
@@ -31,8 +32,14 @@ class OperationMetrics(SchemaExtension):
         self._streamed = False
         self._field: str | None = None
         self._operation: tuple[str, str] | None = None
+        self._escaped: Exception | None = None
         try:
             yield
+        except Exception as exc:
+            # E.g. a syntax error raised by the parser cache's hook: Strawberry turns
+            # it into the response's error after the operation hooks have exited.
+            self._escaped = exc
+            raise
         finally:
             self._finish(time.perf_counter() - start)
 
@@ -63,7 +70,9 @@ class OperationMetrics(SchemaExtension):
             else:
                 # A subscription that never started has no meaningful duration.
                 metrics.observe_operation(name, kind, None if kind == "subscription" else seconds)
-            if not self._streamed:
+            if self._escaped is not None:
+                metrics.observe_errors(name, [_escaped_code(self._escaped)])
+            elif not self._streamed:
                 metrics.observe_errors(name, _codes(self.execution_context.result))
         context = self.execution_context.context
         request = getattr(context, "request", None)
@@ -110,6 +119,14 @@ def _root_field(definition: OperationDefinitionNode | None) -> str | None:
         if isinstance(selection, FieldNode):
             return selection.name.value
     return None
+
+
+def _escaped_code(exc: Exception) -> str:
+    error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+    if error.path is not None:
+        return "INTERNAL_SERVER_ERROR"
+    # Side-effect free for errors without a path (only resolver errors are logged).
+    return str((map_error(error).extensions or {}).get("code") or UNKNOWN)
 
 
 def _codes(result: Any) -> list[str]:
