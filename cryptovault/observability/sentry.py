@@ -162,7 +162,8 @@ def init_sentry(settings: Settings, transport: Any = None) -> bool:
         release=settings.sentry_release or f"cryptovault@{__version__}",
         traces_sample_rate=settings.sentry_traces_sample_rate,
         profiles_sample_rate=settings.sentry_profiles_sample_rate,
-        send_default_pii=False,
+        # Neither `send_default_pii` nor `data_collection`: the SDK then sends no
+        # personal data (no IP address, cookies, bodies or GraphQL documents).
         max_request_body_size="never",
         include_local_variables=False,
         before_send=before_send,  # type: ignore[arg-type]
