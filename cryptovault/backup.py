@@ -163,7 +163,8 @@ def _documents(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _batches(path: Path, size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    collection, batch = "", []
+    collection = ""
+    batch: list[dict[str, Any]] = []
     for name, doc in _documents(path):
         if batch and (name != collection or len(batch) >= size):
             yield collection, batch

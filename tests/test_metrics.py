@@ -182,45 +182,47 @@ async def test_live_subscriptions_and_websockets_are_gauged(live_url, client, se
             value(samples, "cryptovault_subscriptions_active", field="candles"),
         )
 
+    async def subscribe(ws, id: str) -> None:
+        query = 'subscription Live { candles(symbol: "DOT", interval: ONE_MINUTE) { close } }'
+        await ws.send(json.dumps({"id": id, "type": "subscribe", "payload": {"query": query}}))
+
+    async def next_event(ws) -> dict:
+        # Keep ticking until the subscription (which may start after a tick) delivers.
+        async with asyncio.timeout(10):
+            while True:
+                await services.market.publish_tick(tick("DOT", "7.10"))
+                try:
+                    return json.loads(await asyncio.wait_for(ws.recv(), 0.05))
+                except TimeoutError:
+                    continue
+
     assert await gauges() == (0, 0)
     async with websockets.connect(
         f"ws://{live_url}/graphql", subprotocols=["graphql-transport-ws"]
     ) as ws:
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(
-            json.dumps(
-                {
-                    "id": "c1",
-                    "type": "subscribe",
-                    "payload": {
-                        "query": 'subscription Live { candles(symbol: "DOT", interval: ONE_MINUTE) '
-                        "{ close } }"
-                    },
-                }
-            )
-        )
-        # The subscription is running once it delivers an event.
-        for _ in range(100):
-            await services.market.publish_tick(tick("DOT", "7.10"))
-            try:
-                message = json.loads(await asyncio.wait_for(ws.recv(), 0.05))
-                break
-            except TimeoutError:
-                continue
-        assert message["type"] == "next"
+        await subscribe(ws, "c1")
+        assert (await next_event(ws))["type"] == "next"
         assert await gauges() == (1, 1)
         assert services.websockets.count == 1 and services.metrics.active_subscriptions == 1
+        # Completed by the client: the gauge goes down, the socket stays.
         await ws.send(json.dumps({"id": "c1", "type": "complete"}))
         await until(lambda: services.metrics.active_subscriptions == 0)
         assert await gauges() == (1, 0)
+        # Running when the client goes away: counted down too.
+        await subscribe(ws, "c2")
+        assert (await next_event(ws))["id"] == "c2"
+        assert await gauges() == (1, 1)
     await until(lambda: services.websockets.count == 0)
+    await until(lambda: services.metrics.active_subscriptions == 0)
     assert await gauges() == (0, 0)
     samples = await scrape(client)
     assert (
         value(samples, "cryptovault_graphql_requests_total", operation="Live", type="subscription")
-        == 1
+        == 2
     )
+    assert value(samples, "cryptovault_websocket_connections_opened_total") >= 1
 
 
 class Lines(logging.Handler):
