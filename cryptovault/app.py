@@ -29,7 +29,7 @@ from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import RequestIdMiddleware
 from cryptovault.observability.metrics import metrics_endpoint
-from cryptovault.observability.sentry import flush_sentry, init_sentry
+from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
@@ -154,6 +154,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         graphql_ide=None if settings.is_production else "graphiql",
         allow_queries_via_get=True,
     )
+    without_field_spans(graphql.schema)
     app.router.routes.extend(
         [
             Route("/health", health, methods=["GET"]),

@@ -134,11 +134,20 @@ async def test_client_errors_produce_no_event(sentry, sentry_client):
     assert transport.events == []
 
 
-def test_the_strawberry_integration_is_the_sync_one(sentry, settings, services):
+def test_the_strawberry_integration_is_the_sync_one_without_a_per_field_hook(
+    sentry, settings, services
+):
     _, sentry_settings = sentry
     app = create_app(sentry_settings, services=services)
     graphql = next(r for r in app.routes if getattr(r, "path", "") == "/graphql").app
-    assert SentrySyncExtension in graphql.schema.extensions
+    (sentry_extension,) = [
+        e
+        for e in graphql.schema.extensions
+        if isinstance(e, type) and issubclass(e, SentrySyncExtension)
+    ]
+    # Operation spans stay; wrapping every field resolver (traced or not) goes.
+    assert sentry_extension.on_operation is SentrySyncExtension.on_operation
+    assert not sentry_extension._implements_resolve()
 
 
 def test_auth_mutations_lose_their_whole_graphql_payload():
