@@ -23,8 +23,8 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(PY) -m ruff check cryptovault tests bench
-	$(PY) -m ruff format --check cryptovault tests bench
+	$(PY) -m ruff check cryptovault tests $(wildcard bench)
+	$(PY) -m ruff format --check cryptovault tests $(wildcard bench)
 
 schema: install
 	$(PY) -m cryptovault export-schema > schema.graphql
