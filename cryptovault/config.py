@@ -30,6 +30,9 @@ def _new_fernet_key() -> str:
     return Fernet.generate_key().decode()
 
 
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
@@ -102,6 +105,17 @@ class Settings:
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
     # When set, admin fields answer only requests from these addresses/networks.
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Operations (README "Operations and observability").
+    metrics_token: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    sentry_traces_sample_rate: float = 0.0
+    sentry_profiles_sample_rate: float = 0.0
+    shutdown_timeout_seconds: float = 10.0
+    migrate_on_start: bool = False
+    audit_retention_days: int = 365
+    login_attempt_retention_days: int = 1
+    retention_sweep_minutes: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -173,6 +187,17 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is invalid: expected {lo:g}..{hi:g}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is invalid: expected true or false")
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -331,6 +356,9 @@ def load_settings(
         parse_auth_limits(auth_limits)
     except ValueError as exc:
         raise ConfigError(f"AUTH_RATE_LIMITS is invalid: {exc}") from None
+    metrics_token = _optional(env, "METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -389,4 +417,16 @@ def load_settings(
         ),
         auth_rate_limits=auth_limits,
         admin_allowed_ips=tuple(admin_ips),
+        metrics_token=metrics_token,
+        sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
+        sentry_release=_optional(env, "SENTRY_RELEASE"),
+        sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        sentry_profiles_sample_rate=_float(env, "SENTRY_PROFILES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        shutdown_timeout_seconds=_float(env, "SHUTDOWN_TIMEOUT_SECONDS", 10.0, 0.5, 600),
+        # Outside production the schema follows the code by itself; production runs
+        # `cryptovault migrate` as a deploy step (docker-compose.yml does).
+        migrate_on_start=_bool(env, "MIGRATE_ON_START", environment != "production"),
+        audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 365, 1, 36500),
+        login_attempt_retention_days=_int(env, "LOGIN_ATTEMPT_RETENTION_DAYS", 1, 1, 36500),
+        retention_sweep_minutes=_int(env, "RETENTION_SWEEP_MINUTES", 60, 1, 10080),
     )

@@ -1,13 +1,15 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
 event bus and hub, the market service and the feed leader, identity (accounts,
-sessions, API keys, the authenticator) and the audit log."""
+sessions, API keys, the authenticator), the audit log, protection (limits, persisted
+queries), admin, metrics, the WebSocket registry and the retention job."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import redis.asyncio as aioredis
 
@@ -18,11 +20,14 @@ from cryptovault.events.bus import EventBus, MemoryBus, RedisBus
 from cryptovault.events.counters import HourlyCounters
 from cryptovault.events.hub import Hub
 from cryptovault.events.lease import LocalLease, RedisLease
+from cryptovault.lifecycle import WebSocketRegistry
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.observability.metrics import Metrics
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
+from cryptovault.retention import Retention
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
@@ -50,8 +55,14 @@ class Services:
     limiter: Limiter
     admin: AdminService
     persisted_queries: PersistedQueries
+    # Operations: Prometheus metrics, live WebSocket connections, data retention.
+    metrics: Metrics = field(default_factory=Metrics)
+    websockets: WebSocketRegistry = field(default_factory=WebSocketRegistry)
+    retention: Retention | None = None
 
     async def close(self) -> None:
+        if self.retention is not None:
+            await self.retention.close()
         await self.identity.drain()
         await self.leader.close()
         await self.market.close()
@@ -69,14 +80,17 @@ async def start_services(
 ) -> Services:
     """Start everything. `feed` overrides the configured feed (tests pass None or
     their own); `event_listeners` are pymongo monitoring listeners."""
+    metrics = Metrics(settings.environment)
     store = await open_store(
         settings.mongodb_url,
         settings.mongodb_db,
         settings.data_dir,
-        event_listeners=event_listeners,
+        event_listeners=[*(event_listeners or []), metrics.store_listener()],
     )
     redis = None
     try:
+        if settings.migrate_on_start:
+            await _migrate_on_start(store)
         if settings.redis_url:
             redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
             await redis.ping()
@@ -98,13 +112,28 @@ async def start_services(
         identity = IdentityService(settings, audit, mailer)
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
-        market = MarketService(bus, hub)
+        market = MarketService(bus, hub, metrics)
         await market.load_history()
         await bus.start()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
         leader.start()
+        websockets = WebSocketRegistry(metrics)
+        metrics.watch(market=market, leader=leader, websockets=websockets)
+        # One instance sweeps: the holder of the feed lease.
+        retention = Retention(
+            store.db,
+            timedelta(minutes=settings.retention_sweep_minutes),
+            is_active=lambda: market.is_leader,
+            metrics=metrics,
+        )
+        retention.register("audit_log", "at", timedelta(days=settings.audit_retention_days))
+        # Lock decisions read 15 minutes of attempts; failures stay in the audit log.
+        retention.register(
+            "login_attempts", "at", timedelta(days=settings.login_attempt_retention_days)
+        )
+        retention.start()
     except BaseException:
         if redis is not None:
             await redis.aclose()
@@ -124,8 +153,33 @@ async def start_services(
         api_keys,
         limiter=limiter,
         persisted_queries=persisted,
-        admin=AdminService(identity, audit, limiter, counters, hub),
+        admin=AdminService(
+            identity,
+            audit,
+            limiter,
+            counters,
+            live=lambda: (websockets.count, metrics.active_subscriptions),
+        ),
+        metrics=metrics,
+        websockets=websockets,
+        retention=retention,
     )
+
+
+async def _migrate_on_start(store: Store) -> None:
+    from cryptovault.migrations import MigrationError, migrate
+
+    try:
+        ran = await migrate(store.db)
+    except MigrationError as exc:
+        # Another instance is migrating, or the store is ahead of this code: serve
+        # anyway (every migration keeps older data readable) and say so.
+        log.warning("migrations not applied at start-up", extra={"reason": str(exc)})
+        return
+    if ran:
+        log.info(
+            "migrations applied at start-up", extra={"migrations": [s.migration.id for s in ran]}
+        )
 
 
 async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
@@ -142,4 +196,5 @@ async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
     await check("store", services.store.ping)
     if services.redis is not None:
         await check("redis", services.redis.ping)
+    services.metrics.dependencies_checked(checks)
     return checks

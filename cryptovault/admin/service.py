@@ -14,7 +14,6 @@ from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, NotFound
 from cryptovault.events.counters import HourlyCounters
-from cryptovault.events.hub import Hub
 from cryptovault.protection.limiter import REJECTIONS, Limiter
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.identity import IdentityService
@@ -45,13 +44,14 @@ class AdminService:
         audit: AuditLog,
         limiter: Limiter,
         counters: HourlyCounters,
-        hub: Hub,
+        live: Callable[[], tuple[int, int]],
     ) -> None:
         self.identity = identity
         self.audit = audit
         self.limiter = limiter
         self.counters = counters
-        self.hub = hub
+        # (open WebSocket connections, running subscriptions) on this instance.
+        self.live = live
         # Run after a user is frozen (the trading engine cancels their open orders).
         self.freeze_hooks: list[FreezeHook] = []
 
@@ -129,6 +129,6 @@ class AdminService:
             signups_24h=await UserDocument.find({"created_at": {"$gte": since}}).count(),
             failed_logins_24h=failed,
             rate_limit_rejections_24h=await self.counters.last_24h(REJECTIONS),
-            websocket_connections=self.limiter.total_connections(),
-            active_subscriptions=self.hub.subscriber_count(),
+            websocket_connections=self.live()[0],
+            active_subscriptions=self.live()[1],
         )

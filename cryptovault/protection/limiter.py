@@ -240,7 +240,3 @@ class Limiter:
 
     def connections(self, key: str) -> int:
         return self._connections[key]
-
-    def total_connections(self) -> int:
-        """Open WebSocket connections on this instance."""
-        return sum(self._connections.values())

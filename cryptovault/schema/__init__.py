@@ -10,6 +10,7 @@ from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
+from cryptovault.schema.metrics import OperationMetrics
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
     Parsing,
@@ -43,8 +44,9 @@ def build_schema(max_batch_operations: int = 0) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         # Classes: a fresh extension per operation; the parse and validation caches
-        # are module-level. Order matters: errors are mapped last, on the way out.
-        extensions=[ErrorMapping, Parsing, Validation, Protection],
+        # are module-level. Order matters: errors are mapped last, on the way out,
+        # and metrics (first) see the mapped codes.
+        extensions=[OperationMetrics, ErrorMapping, Parsing, Validation, Protection],
         execution_context_class=HidingSuggestionsExecutor,
         config=StrawberryConfig(
             auto_camel_case=True,
