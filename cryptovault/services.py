@@ -96,7 +96,7 @@ async def start_services(
             await redis.ping()
         # Before anything starts running: a bad manifest stops the start-up here.
         counters = HourlyCounters(redis, prefix=f"{settings.mongodb_db}:counters:")
-        limiter = Limiter(settings, redis, counters)
+        limiter = Limiter(settings, redis, counters, metrics)
         persisted = PersistedQueries.from_settings(settings, redis)
         if redis is not None:
             bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
@@ -109,7 +109,7 @@ async def start_services(
         mailer = build_mailer(settings)
         if settings.is_production and isinstance(mailer, LogMailer):
             log.warning("MAILER=log in production: password reset mails only reach the log")
-        identity = IdentityService(settings, audit, mailer)
+        identity = IdentityService(settings, audit, mailer, metrics=metrics)
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub, metrics)

@@ -276,3 +276,25 @@ async def test_access_line_names_the_operation_the_user_and_the_duration(
     assert (graphql["operation"], graphql["operation_type"]) == ("Assets", "query")
     assert graphql["status"] == 200 and graphql["duration_ms"] > 0
     assert "operation" not in health and "user_id" not in health
+
+
+async def test_failed_logins_and_rate_limit_rejections_move_the_counters(client, gql, services):
+    from tests.conftest import log_in, sign_up
+
+    before = await scrape(client)
+    email = (await sign_up(gql))["user"]["email"]
+    await log_in(gql, email, "not the password at all")
+    await log_in(gql, "nobody-here@example.com", "not the password at all")
+    budget = services.settings.cost_budget
+    assert (await services.limiter.spend("user:metrics-probe", budget)).allowed
+    assert not (await services.limiter.spend("user:metrics-probe", 1)).allowed
+    # A cost larger than the whole budget is refused, not a crash.
+    assert not (await services.limiter.spend("user:metrics-probe-2", budget + 1)).allowed
+    after = await scrape(client)
+    name = "cryptovault_failed_logins_total"
+    assert (
+        value(after, name, reason="bad_credentials")
+        == value(before, name, reason="bad_credentials") + 2
+    )
+    rejections = "cryptovault_rate_limit_rejections_total"
+    assert value(after, rejections, limit="cost") == value(before, rejections, limit="cost") + 2
