@@ -1,5 +1,5 @@
-"""`cryptovault` command line: serve, db, migrate, backup, restore, export-schema,
-create-admin."""
+"""`cryptovault` command line: serve, db, migrate, backup, restore, reconcile,
+export-schema, create-admin."""
 
 from __future__ import annotations
 
@@ -84,6 +84,24 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
         version = max(await applied(db), default=0)
         print(f"store {settings.mongodb_db} at version {version} (latest {len(migrations)})")
         return 0
+
+    return _with_store(settings, work)
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.trading.reconcile import reconcile
+
+    async def work(db: Any) -> int:
+        report = await reconcile(db)
+        for asset, total in report.trial_balance.items():
+            print(f"trial balance {asset:<6} {total}")
+        for problem in report.discrepancies:
+            print(f"DISCREPANCY {problem}")
+        print(
+            f"{'ok' if report.ok else 'NOT RECONCILED'}: {report.checked_balances} balances, "
+            f"{report.checked_orders} open orders, {len(report.discrepancies)} discrepancies"
+        )
+        return 0 if report.ok else 1
 
     return _with_store(settings, work)
 
@@ -272,6 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--drop", action="store_true", help="drop the backup's collections before loading"
     )
     restore.set_defaults(func=_restore)
+
+    check = sub.add_parser(
+        "reconcile",
+        help="check the books: trial balance, balances vs. ledger, holds vs. open orders",
+        description="Exit 0 when everything reconciles, 1 with the discrepancies listed.",
+    )
+    check.set_defaults(func=_reconcile)
 
     export = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(func=_export_schema, needs_settings=False)

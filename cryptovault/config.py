@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
@@ -103,6 +104,14 @@ class Settings:
     ws_max_connections_per_identity: int = 10
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
+    # Paper trading.
+    starting_balance_usd: Decimal = Decimal("10000")
+    maker_fee_rate: Decimal = Decimal("0.001")
+    taker_fee_rate: Decimal = Decimal("0.002")
+    # A market buy holds ask x (1 + this) per unit, so a moving price still fills.
+    market_slippage: Decimal = Decimal("0.01")
+    # Simulated liquidity at the best bid/ask per tick, in USD.
+    top_of_book_usd: Decimal = Decimal("250000")
     # When set, admin fields answer only requests from these addresses/networks.
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     # Operations (README "Operations and observability").
@@ -198,6 +207,17 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"{name}={raw!r} is invalid: expected true or false")
+
+
+def _decimal(env: Mapping[str, str], name: str, default: str, lo: str, hi: str) -> Decimal:
+    raw = env.get(name, "").strip() or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a decimal number") from None
+    if not value.is_finite() or not Decimal(lo) <= value <= Decimal(hi):
+        raise ConfigError(f"{name}={raw} is invalid: expected {lo}..{hi}")
+    return value
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -349,6 +369,16 @@ def load_settings(
             raise ConfigError(
                 f"ADMIN_ALLOWED_IPS entry {entry!r} is invalid: expected an IP or CIDR"
             ) from None
+    trading = {
+        name: _decimal(env, name, default, lo, hi)
+        for name, default, lo, hi in (
+            ("STARTING_BALANCE_USD", "10000", "0", "1000000000"),
+            ("MAKER_FEE_RATE", "0.001", "0", "0.1"),
+            ("TAKER_FEE_RATE", "0.002", "0", "0.1"),
+            ("MARKET_SLIPPAGE", "0.01", "0", "0.5"),
+            ("TOP_OF_BOOK_USD", "250000", "1", "1000000000000"),
+        )
+    }
     auth_limits = env.get("AUTH_RATE_LIMITS", "").strip() or DEFAULT_AUTH_RATE_LIMITS
     try:
         from cryptovault.protection.limiter import parse_auth_limits
@@ -417,6 +447,11 @@ def load_settings(
         ),
         auth_rate_limits=auth_limits,
         admin_allowed_ips=tuple(admin_ips),
+        starting_balance_usd=trading["STARTING_BALANCE_USD"],
+        maker_fee_rate=trading["MAKER_FEE_RATE"],
+        taker_fee_rate=trading["TAKER_FEE_RATE"],
+        market_slippage=trading["MARKET_SLIPPAGE"],
+        top_of_book_usd=trading["TOP_OF_BOOK_USD"],
         metrics_token=metrics_token,
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
         sentry_release=_optional(env, "SENTRY_RELEASE"),

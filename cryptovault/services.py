@@ -34,6 +34,7 @@ from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import LogMailer, build_mailer
 from cryptovault.security.viewer import Authenticator
+from cryptovault.trading.engine import TradingEngine
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Services:
     # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
     limiter: Limiter
     admin: AdminService
+    trading: TradingEngine
     persisted_queries: PersistedQueries
     # Operations: Prometheus metrics, live WebSocket connections, data retention.
     metrics: Metrics = field(default_factory=Metrics)
@@ -64,6 +66,7 @@ class Services:
         if self.retention is not None:
             await self.retention.close()
         await self.identity.drain()
+        await self.trading.close()
         await self.leader.close()
         await self.market.close()
         await self.bus.close()
@@ -113,8 +116,10 @@ async def start_services(
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub, metrics)
+        trading = TradingEngine(settings, market, bus, hub, audit, metrics)
         await market.load_history()
         await bus.start()
+        trading.start()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
@@ -139,6 +144,17 @@ async def start_services(
             await redis.aclose()
         await store.close()
         raise
+    admin = AdminService(
+        identity,
+        audit,
+        limiter,
+        counters,
+        live=lambda: (websockets.count, metrics.active_subscriptions),
+    )
+    # Freezing an account cancels its open orders and releases their holds.
+    admin.freeze_hooks.append(
+        lambda user_id, actor, origin: trading.cancel_all(user_id, actor, origin)
+    )
     return Services(
         settings,
         store,
@@ -153,13 +169,8 @@ async def start_services(
         api_keys,
         limiter=limiter,
         persisted_queries=persisted,
-        admin=AdminService(
-            identity,
-            audit,
-            limiter,
-            counters,
-            live=lambda: (websockets.count, metrics.active_subscriptions),
-        ),
+        admin=admin,
+        trading=trading,
         metrics=metrics,
         websockets=websockets,
         retention=retention,

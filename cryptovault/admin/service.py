@@ -23,7 +23,7 @@ from cryptovault.security.viewer import Viewer
 MAX_SEARCH = 100
 DAY = timedelta(hours=24)
 
-FreezeHook = Callable[[str, Viewer, Origin], Awaitable[None]]
+FreezeHook = Callable[[str, Viewer, Origin], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,12 @@ from cryptovault.documents.sessions import (
     RevokedTokenDocument,
     SessionDocument,
 )
+from cryptovault.documents.trading import (
+    BalanceDocument,
+    LedgerEntryDocument,
+    OrderDocument,
+    TradeDocument,
+)
 from cryptovault.documents.users import (
     LoginAttemptDocument,
     PasswordResetDocument,
@@ -25,4 +31,8 @@ DOCUMENT_MODELS: list[type] = [
     RevokedTokenDocument,
     ApiKeyDocument,
     AuditEntryDocument,
+    BalanceDocument,
+    LedgerEntryDocument,
+    OrderDocument,
+    TradeDocument,
 ]

@@ -19,21 +19,24 @@ from cryptovault.schema.protection import (
 )
 from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
+from cryptovault.schema.trading import TradingMutation, TradingQuery, TradingSubscription
 from cryptovault.schema.users import UserQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
-class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, AdminQuery):
+class Query(
+    MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, AdminQuery, TradingQuery
+):
     pass
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation, AdminMutation):
+class Mutation(AuthMutation, TradingMutation, AdminMutation):
     pass
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription, AuditSubscription):
+class Subscription(MarketSubscription, TradingSubscription, AuditSubscription):
     pass
 
 
