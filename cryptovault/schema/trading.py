@@ -80,7 +80,7 @@ class Balance:
 
 @strawberry.type(description="The viewer's paper trading account.")
 class Account:
-    balances: list[Balance]
+    balances: list[Balance] = strawberry.field(metadata=cost(list_size=11))
 
 
 @strawberry.type(
@@ -110,7 +110,10 @@ class Trade:
     liquidity: Liquidity
     created_at: datetime
 
-    @strawberry.field(description="The ledger entries this fill wrote.")
+    @strawberry.field(
+        description="The viewer's ledger entries of this fill (its legs in their account).",
+        metadata=cost(list_size=3),
+    )
     async def ledger_entries(self, info: Info) -> list[LedgerEntry]:
         return await resolve.entries_of_trade(info, str(self.id))
 
@@ -144,11 +147,13 @@ class Order:
     held_asset: str
     held_amount: Decimal = strawberry.field(description="Still reserved for this order.")
     reject_reason: str | None
-    history: list[OrderEvent]
+    history: list[OrderEvent] = strawberry.field(metadata=cost(list_size=5))
     created_at: datetime
     updated_at: datetime
 
-    @strawberry.field(description="The fills of this order, oldest first.")
+    @strawberry.field(
+        description="The fills of this order, oldest first.", metadata=cost(list_size=10)
+    )
     async def trades(self, info: Info) -> list[Trade]:
         return await resolve.trades_of_order(info, str(self.id))
 
@@ -193,7 +198,8 @@ class AssetTotal:
 class Reconciliation:
     ok: bool
     trial_balance: list[AssetTotal] = strawberry.field(
-        description="The sum of every ledger entry per asset: always zero."
+        description="The sum of every ledger entry per asset: always zero.",
+        metadata=cost(list_size=11),
     )
     discrepancies: list[str]
     checked_balances: int

@@ -87,28 +87,33 @@ class Ledger:
             }
         ]
         query = {"_id": bid, "applied.id": {"$ne": op_id}, **guard}
-        for _ in range(2):
+        current: dict[str, Any] | None = None
+        for _ in range(3):
             done = await self.collection.find_one_and_update(
                 query, update, return_document=ReturnDocument.AFTER
             )
             if done is not None:
                 return done["applied"][-1]["after"].to_decimal(), None
             current = await self.collection.find_one({"_id": bid})
-            if current is not None:
+            if current is None:
+                # First movement of this account and asset: open the balance, retry.
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.collection.insert_one(
+                        {
+                            "_id": bid,
+                            "account": account,
+                            "asset": asset,
+                            "available": _d128(Decimal(0)),
+                            "held": _d128(Decimal(0)),
+                            "applied": [],
+                        }
+                    )
+            elif self._applied_after(current, op_id) is not None or guard:
+                # Applied before, or the guard refused it (the caller tells which).
                 return None, current
-            # First movement of this account and asset: open the balance, then retry.
-            with contextlib.suppress(DuplicateKeyError):
-                await self.collection.insert_one(
-                    {
-                        "_id": bid,
-                        "account": account,
-                        "asset": asset,
-                        "available": _d128(Decimal(0)),
-                        "held": _d128(Decimal(0)),
-                        "applied": [],
-                    }
-                )
-        return None, await self.collection.find_one({"_id": bid})
+            # Else the balance was created by a concurrent first movement after our
+            # update looked for it: try again.
+        return None, current
 
     @staticmethod
     def _applied_after(current: dict[str, Any] | None, op_id: str) -> Decimal | None:
