@@ -42,7 +42,7 @@ ORDERS_CHANNEL = "orders"
 OPEN_STATUSES = ("OPEN", "PARTIALLY_FILLED")
 TERMINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED")
 CENT = Decimal("0.01")
-STALE_PENDING = timedelta(seconds=10)
+STALE_PENDING = timedelta(seconds=5)
 
 
 def orders_topic(user_id: str) -> str:
@@ -109,6 +109,7 @@ class TradingEngine:
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._pending_ticks: dict[str, Tick] = {}
         self._workers: set[asyncio.Task[None]] = set()
+        self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
         bus.subscribe(ORDERS_CHANNEL, self._on_order_event)
         bus.subscribe(TICKS_CHANNEL, self._on_tick)
@@ -598,7 +599,7 @@ class TradingEngine:
     async def _on_tick(self, message: dict[str, Any]) -> None:
         """Queue the tick for matching without holding up the bus: each symbol keeps
         only its latest unprocessed tick, matched by one worker at a time."""
-        if not self.market.is_leader:
+        if not self.market.is_leader or self._closing:
             return
         tick = Tick.from_message(message)
         first = tick.symbol not in self._pending_ticks
@@ -683,7 +684,7 @@ class TradingEngine:
 
     async def _sweep_loop(self) -> None:
         first = True
-        while True:
+        while not self._closing:
             if self.market.is_leader or first:
                 try:
                     found = await self.recover()
@@ -696,14 +697,18 @@ class TradingEngine:
                 first = False
             await asyncio.sleep(1.0)
 
-    async def close(self) -> None:
-        for worker in list(self._workers):
-            worker.cancel()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+    async def close(self, timeout: float = 5.0) -> None:
+        """Stop matching; let fills in progress finish (a cut fill would wait for the
+        next start's recovery), then stop the sweeper."""
+        self._closing = True
+        self._pending_ticks.clear()
+        tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        self._sweeper = None
 
     # -- events ----------------------------------------------------------------------
 

@@ -48,7 +48,14 @@ async def reconcile(db: AsyncDatabase) -> Report:
 
     reserved: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     async for order in db["orders"].find({"status": {"$in": list(OPEN)}}):
-        reserved[(order["user_id"], order["hold_asset"])] += _d(order.get("hold_remaining"))
+        key = (order["user_id"], order["hold_asset"])
+        if order["status"] == "PENDING":
+            # Being placed: it reserves only once its hold went through.
+            balance = await db["balances"].find_one({"_id": f"{key[0]}:{key[1]}"})
+            applied = {a["id"] for a in (balance or {}).get("applied", [])}
+            if f"hold:{order['_id']}" not in applied:
+                continue
+        reserved[key] += _d(order.get("hold_remaining"))
         report.checked_orders += 1
     async for order in db["orders"].find({"pending_fill": {"$ne": None}}, {"_id": 1}):
         report.discrepancies.append(f"order {order['_id']} has an unfinished fill")
