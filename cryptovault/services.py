@@ -33,6 +33,7 @@ from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import LogMailer, build_mailer
+from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
 
@@ -56,6 +57,7 @@ class Services:
     limiter: Limiter
     admin: AdminService
     trading: TradingEngine
+    privacy: Privacy
     persisted_queries: PersistedQueries
     # Operations: Prometheus metrics, live WebSocket connections, data retention.
     metrics: Metrics = field(default_factory=Metrics)
@@ -171,6 +173,7 @@ async def start_services(
         persisted_queries=persisted,
         admin=admin,
         trading=trading,
+        privacy=Privacy(identity, audit, trading),
         metrics=metrics,
         websockets=websockets,
         retention=retention,

@@ -11,6 +11,7 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
     Parsing,
@@ -31,7 +32,7 @@ class Query(
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation, TradingMutation, AdminMutation):
+class Mutation(AuthMutation, TradingMutation, PrivacyMutation, AdminMutation):
     pass
 
 
