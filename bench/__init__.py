@@ -1,1 +1,2 @@
-"""Benchmarks: `python -m bench` runs them all, `python -m bench.<name>` one."""
+"""Benchmarks, each scenario against its floor: `python -m bench` (or `make bench`)
+runs them all, `python -m bench --quick` a smaller version. Results: bench/RESULTS.md."""

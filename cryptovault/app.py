@@ -52,6 +52,8 @@ from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
 from cryptovault.schema.protection import identity_key
 from cryptovault.services import Services, readiness, start_services
+from cryptovault.subscriptions.groups import SubscriptionGroups
+from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
 from cryptovault.websocket import (
     LegacyWSHandler,
     LimitedWebSocketAdapter,
@@ -133,12 +135,22 @@ def _check_operation(item: object) -> None:
             raise HTTPException(400, f"The request's `{key}` has the wrong type")
 
 
+class AppTransportWSHandler(GroupedTransportWSHandler, TransportWSHandler):
+    """graphql-transport-ws: the protections, then grouped execution."""
+
+
+class AppLegacyWSHandler(GroupedLegacyWSHandler, LegacyWSHandler):
+    """graphql-ws (legacy): the protections, then grouped execution."""
+
+
 class GraphQLApp(GraphQL[Context, None]):
     """Strawberry's ASGI view with our context, orjson encoding and the HTTP and
     WebSocket protections (README "Protecting the API")."""
 
-    graphql_transport_ws_handler_class = TransportWSHandler
-    graphql_ws_handler_class = LegacyWSHandler
+    # Protections and grouped subscription execution (README "Protecting the API",
+    # "Subscriptions at scale"), beneath Strawberry's protocol handlers.
+    graphql_transport_ws_handler_class = AppTransportWSHandler
+    graphql_ws_handler_class = AppLegacyWSHandler
     websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
 
     def __init__(self, app: Starlette, settings: Settings) -> None:
@@ -156,6 +168,12 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         self._app = app
         self.settings = settings
+        # None in "naive" mode: Strawberry runs each subscriber's stream itself.
+        self.subscription_groups = (
+            SubscriptionGroups(self.schema, settings.subscription_send_queue)  # type: ignore[misc,return-value,arg-type]
+            if settings.subscription_mode == "grouped"
+            else None
+        )
         self._ide_html = self.graphql_ide_html if self.graphql_ide else ""
         self._ide_csp = graphiql_csp(self._ide_html) if self._ide_html else ""
 
@@ -416,6 +434,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             return
         started = await start_services(settings)
         app.state.services = started
+        if app.state.subscription_groups is not None:
+            app.state.subscription_groups.metrics = started.metrics
         log.info(
             "cryptovault ready",
             extra={
@@ -464,6 +484,10 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         app.state.services = services  # usable without running the lifespan (tests)
     graphql = GraphQLApp(app, settings)
     without_field_spans(graphql.schema)
+    # The view's subscription groups, for metrics and tests.
+    app.state.subscription_groups = graphql.subscription_groups
+    if graphql.subscription_groups is not None and services is not None:
+        graphql.subscription_groups.metrics = services.metrics
     app.router.routes.extend(
         [
             Route("/health", health, methods=["GET"]),

@@ -38,6 +38,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_max_size=settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
+        # Compression is per socket: it would undo "serialize once" for subscriptions
+        # (bench/RESULTS.md: +80% CPU per frame, 2x memory per socket).
+        ws_per_message_deflate=settings.ws_per_message_deflate,
     )
     # SIGTERM: stop accepting, close WebSockets with 1001, let requests finish.
     server = GracefulServer(config, websockets_timeout=min(5.0, settings.shutdown_timeout_seconds))

@@ -60,7 +60,9 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            # WebSocket frames pass straight through: a wrapper would cost every frame
+            # of every subscription, for a header only HTTP responses carry.
+            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
         finally:
             if scope["type"] == "http":
                 seconds = time.perf_counter() - start

@@ -128,13 +128,14 @@ class MarketService:
         query: dict[str, Any] = {"symbol": symbol, "interval": interval.value}
         if before is not None:
             query["start"] = {"$lt": before}
-        docs = (
-            await CandleDocument.find(query)
-            .sort([("start", SortDirection.DESCENDING)])
-            .limit(first - len(page) + 1)
-            .to_list()
+        limit = first - len(page) + 1
+        # Raw documents: a page is read-only, and validating it into Beanie models
+        # took a quarter of a 100-candle query's CPU. batch_size: the whole page in
+        # the first reply (MongoDB's first batch is otherwise 101): one round trip.
+        cursor = CandleDocument.get_pymongo_collection().find(
+            query, sort=[("start", -1)], limit=limit, batch_size=limit
         )
-        page.extend(_from_doc(d) for d in docs)
+        page.extend([_from_raw(d) async for d in cursor])
         return page[:first], len(page) > first
 
     # -- persistence (leader) --------------------------------------------------------
@@ -225,6 +226,22 @@ def _to_fields(c: Candle) -> dict[str, Any]:
         "volume": Decimal128(c.volume),
         "ticks": c.ticks,
     }
+
+
+def _from_raw(d: dict[str, Any]) -> Candle:
+    start = d["start"] if d["start"].tzinfo else d["start"].replace(tzinfo=UTC)
+    return Candle(
+        symbol=d["symbol"],
+        interval=Interval(d["interval"]),
+        start=start,
+        open=d["open"].to_decimal(),
+        high=d["high"].to_decimal(),
+        low=d["low"].to_decimal(),
+        close=d["close"].to_decimal(),
+        volume=d["volume"].to_decimal(),
+        ticks=d["ticks"],
+        closed=True,
+    )
 
 
 def _from_doc(d: CandleDocument) -> Candle:

@@ -11,6 +11,7 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.ping import PingQuery
 from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
@@ -26,7 +27,14 @@ from cryptovault.schema.users import UserQuery
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
 class Query(
-    MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, AdminQuery, TradingQuery
+    MarketQuery,
+    UserQuery,
+    AuthQuery,
+    AuditQuery,
+    RateLimitQuery,
+    AdminQuery,
+    TradingQuery,
+    PingQuery,
 ):
     pass
 

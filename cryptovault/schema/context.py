@@ -33,7 +33,7 @@ class Context:
 
     @property
     def client_ip(self) -> str:
-        client = self.request.client
+        client = self.request.client if self.request is not None else None
         return client.host if client else "unknown"
 
     @property

@@ -16,6 +16,7 @@ from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
+from cryptovault.subscriptions.policy import shared_stream
 
 # Registers the domain enum with the schema under its API name.
 strawberry.enum(Interval, name="CandleInterval", description="The time span of one candle.")
@@ -112,13 +113,20 @@ class MarketQuery:
 
 @strawberry.type
 class MarketSubscription:
-    @strawberry.subscription(description="Live prices: one event per tick per symbol.")
+    # Market streams are the same for every caller: one execution per event for all
+    # subscribers; a slow reader gets the newest price per symbol (and the newest state
+    # of each candle), not a backlog.
+    @strawberry.subscription(
+        description="Live prices: one event per tick per symbol.",
+        metadata=shared_stream(coalesce_by=lambda price: price.symbol),
+    )
     async def prices(self, info: Info, symbols: list[str] | None = None) -> AsyncGenerator[Price]:
         async for price in resolve.price_stream(info, symbols):
             yield price
 
     @strawberry.subscription(
-        description="The open candle on every tick, then each candle once more when it closes."
+        description="The open candle on every tick, then each candle once more when it closes.",
+        metadata=shared_stream(coalesce_by=lambda candle: (candle.symbol, candle.open_time)),
     )
     async def candles(self, info: Info, symbol: str, interval: Interval) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):

@@ -220,8 +220,11 @@ class Protection(SchemaExtension):
             self.analyzer is not None
             and self.analyzer.operation.operation == OperationType.SUBSCRIPTION
         )
-        # A subscription reports its (start) cost with its first event only.
-        self.reported = is_subscription
+        if is_subscription:
+            # Events are executed once per group of subscribers and the same bytes go
+            # to each (README "Subscriptions at scale"): no per-viewer budget in them.
+            # Starting a subscription is still charged.
+            return {}
         ctx = _context(ec.context)
         status = self.status
         if status is None and ctx is not None:

@@ -1,0 +1,145 @@
+"""Strawberry's two WebSocket protocol handlers with grouped subscriptions beneath.
+
+Everything a client sees of the protocols stays Strawberry's (connection_init/ack,
+ping/pong, subscribe/start, complete/stop, errors, close codes, limits); only how a
+subscription operation produces its events changes: instead of running its own
+stream, it joins a group (groups.py). Queries and mutations over a socket, and every
+operation in "naive" mode (`view.subscription_groups` is None), run exactly as
+Strawberry runs them.
+
+Every frame of a connection goes through its Outbox (ordered, never blocking the
+fan-out; slow readers are closed with 1013: outbox.py).
+
+Subclasses that add their own behaviour (limits, keep-alive) put these mixins where
+they would put Strawberry's base handler:
+    class TransportWSHandler(MyLimits, GroupedTransportWSHandler): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+    _OperationStreamClosed,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+
+from cryptovault.subscriptions.groups import (
+    LEGACY_WS,
+    NOT_A_SUBSCRIPTION,
+    TRANSPORT_WS,
+    Failed,
+    Rejected,
+    SubscriptionGroups,
+)
+from cryptovault.subscriptions.outbox import Outbox
+
+
+class _Grouped:
+    """What both protocol handlers share: the groups and the connection's outbox."""
+
+    view: Any
+    websocket: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        groups: SubscriptionGroups | None = getattr(self.view, "subscription_groups", None)
+        self.groups = groups
+        self.outbox: Outbox | None = None
+        if groups is not None:
+            self.outbox = Outbox(
+                self.websocket.ws.send_text, self.websocket.close, groups.send_queue
+            )
+
+    async def send_message(self, message: Any) -> None:
+        if self.outbox is None:
+            await super().send_message(message)  # type: ignore[misc]
+            return
+        self.outbox.push(orjson.dumps(message).decode())
+
+
+class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
+    """graphql-transport-ws."""
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        groups, outbox = self.groups, self.outbox
+        if groups is None or outbox is None:
+            await super().run_operation(operation)
+            return
+        try:
+            outcome = await groups.prepare(
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+                self.context,
+                outbox,
+            )
+            if outcome is NOT_A_SUBSCRIPTION:
+                await super().run_operation(operation)
+                return
+            if isinstance(outcome, Rejected):
+                await self._handle_pre_execution_error(operation, outcome.result)  # type: ignore[arg-type]
+                return
+            if isinstance(outcome, Failed):
+                await operation.send_next(outcome.result)
+            else:
+                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)  # type: ignore[arg-type]
+                try:
+                    await member.wait()
+                finally:
+                    groups.leave(member)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except _OperationStreamClosed:
+            return
+        except Exception as error:
+            # As Strawberry: log, end the operation for the client, re-raise.
+            await self.handle_task_exception(error)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
+
+
+class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
+    """graphql-ws (the legacy subscriptions-transport-ws protocol)."""
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        groups, outbox = self.groups, self.outbox
+        if groups is None or outbox is None:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        try:
+            outcome = await groups.prepare(query, variables, operation_name, self.context, outbox)
+            if outcome is NOT_A_SUBSCRIPTION:
+                # Strawberry answers that only subscriptions are served here.
+                await super().handle_async_results(operation_id, query, operation_name, variables)
+                return
+            if isinstance(outcome, Rejected):
+                assert outcome.result.errors
+                error = outcome.result.errors[0].formatted
+                await self.send_message({"type": "error", "id": operation_id, "payload": error})
+                return
+            if isinstance(outcome, Failed):
+                await self.send_data_message(outcome.result, operation_id)
+            else:
+                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)  # type: ignore[arg-type]
+                try:
+                    await member.wait()
+                finally:
+                    groups.leave(member)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:
+            # `stop` (or the connection closing): the protocol confirms with complete.
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)

@@ -1,0 +1,149 @@
+"""One socket's send queue: every frame of a WebSocket connection goes through it, in
+order, written by at most one task at a time.
+
+Fan-out must never wait for a slow client. `push()` does not block: when the queue is
+idle it starts an eager task, which writes at once (a writable socket takes the frame
+synchronously, so the common case costs no extra event-loop round trip); when the
+socket is busy the frame waits in the queue. Frames of latest-value streams carry a
+coalescing key: an unsent frame with the same key is replaced in place, so a slow
+client gets the newest price rather than a backlog of stale ones. Other frames count
+against `max_frames`; beyond it the client is too far behind and is closed with
+`CLOSE_TOO_SLOW`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# 1013 "Try Again Later" (RFC 6455 registry): the server dropped the connection
+# because of a temporary condition; here, the client reads slower than events come.
+CLOSE_TOO_SLOW = 1013
+CLOSE_TOO_SLOW_REASON = "Client too slow: send queue overflow"
+
+
+class _Entry:
+    __slots__ = ("frame", "key", "owner")
+
+    def __init__(self, frame: str, key: Hashable | None, owner: Any) -> None:
+        self.frame = frame
+        self.key = key
+        # The subscription this frame belongs to (None for connection messages);
+        # frames of a subscription that ended meanwhile are skipped.
+        self.owner = owner
+
+
+class Outbox:
+    __slots__ = (
+        "_close",
+        "_closing",
+        "_latest",
+        "_loop",
+        "_plain",
+        "_queue",
+        "_send_text",
+        "_task",
+        "closed",
+        "coalesced",
+        "max_frames",
+    )
+
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        close: Callable[[int, str], Awaitable[None]],
+        max_frames: int,
+    ) -> None:
+        self._send_text = send_text
+        self._close = close
+        self.max_frames = max_frames
+        self._loop = asyncio.get_running_loop()
+        # Created when a frame first has to wait (most sockets never need one).
+        self._queue: deque[_Entry] | None = None
+        self._latest: dict[Hashable, _Entry] = {}
+        self._plain = 0  # queued frames without a coalescing key
+        self._task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        self.closed = False
+        self.coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._queue) if self._queue is not None else 0
+
+    def push(self, frame: str, key: Hashable | None = None, owner: Any = None) -> None:
+        if self.closed:
+            return
+        if self._task is None and not self._queue:
+            # Idle socket (the common case): write now, nothing to queue or coalesce.
+            task = asyncio.Task(self._flush(frame), loop=self._loop, eager_start=True)
+            if not task.done():
+                self._task = task
+            return
+        if key is not None:
+            waiting = self._latest.get(key)
+            if waiting is not None:
+                waiting.frame = frame
+                self.coalesced += 1
+                return
+        elif self._plain >= self.max_frames:
+            self._overflow()
+            return
+        entry = _Entry(frame, key, owner)
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(entry)
+        if key is None:
+            self._plain += 1
+        else:
+            self._latest[key] = entry
+        if self._task is None:
+            task = asyncio.Task(self._flush(), loop=self._loop, eager_start=True)
+            if not task.done():
+                self._task = task
+
+    async def _flush(self, first: str | None = None) -> None:
+        try:
+            if first is not None:
+                await self._send_text(first)
+            while queue := self._queue:
+                entry = queue.popleft()
+                if entry.key is None:
+                    self._plain -= 1
+                else:
+                    del self._latest[entry.key]
+                owner = entry.owner
+                if owner is not None and owner.left:
+                    continue
+                await self._send_text(entry.frame)
+        except Exception:
+            # The peer went away: the connection's reader sees the disconnect and
+            # ends its subscriptions; nothing more can be written.
+            self._discard()
+        finally:
+            self._task = None
+
+    def _discard(self) -> None:
+        self.closed = True
+        self._queue = None
+        self._latest.clear()
+        self._plain = 0
+
+    def _overflow(self) -> None:
+        log.warning(
+            "closing a WebSocket that reads too slowly",
+            extra={"queued": len(self), "close_code": CLOSE_TOO_SLOW},
+        )
+        self._discard()
+        task = asyncio.Task(self._close_quietly(), loop=self._loop, eager_start=True)
+        if not task.done():
+            self._closing = task
+
+    async def _close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._close(CLOSE_TOO_SLOW, CLOSE_TOO_SLOW_REASON)
