@@ -100,10 +100,7 @@ class Prepared:
 class Member:
     """One subscription of one socket, inside a group."""
 
-    # The root field counted in the metrics' live subscriptions while it lives.
-    metrics_field: str | None = None
-
-    __slots__ = ("ended", "extensions", "group", "head", "left", "outbox")
+    __slots__ = ("ended", "extensions", "group", "head", "left", "metrics_field", "outbox")
 
     def __init__(
         self, outbox: Outbox, operation_id: str, protocol: int, extensions: dict[str, Any]
@@ -117,6 +114,8 @@ class Member:
         # still waiting in the socket's queue are skipped.
         self.left = False
         self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # The root field counted in the metrics' live subscriptions while it lives.
+        self.metrics_field: str | None = None
 
     async def wait(self) -> None:
         """Until the group's source ends (its final frames are queued by then)."""
