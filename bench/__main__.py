@@ -1,4 +1,5 @@
-from bench import limiter
+from bench import alerts, limiter
 
 if __name__ == "__main__":
+    alerts.main([])
     limiter.main()

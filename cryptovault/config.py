@@ -99,6 +99,9 @@ class Settings:
     ws_max_connections_per_identity: int = 10
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
+    # Portfolio: active price alerts per user, symbols per watchlist.
+    alerts_max_active: int = 100
+    watchlist_max_symbols: int = 50
 
     @property
     def is_production(self) -> bool:
@@ -368,4 +371,6 @@ def load_settings(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
         auth_rate_limits=auth_limits,
+        alerts_max_active=_int(env, "ALERTS_MAX_ACTIVE", 100, 1, 100_000),
+        watchlist_max_symbols=_int(env, "WATCHLIST_MAX_SYMBOLS", 50, 1, 1000),
     )

@@ -1,6 +1,6 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
 event bus and hub, the market service and the feed leader, identity (accounts,
-sessions, API keys, the authenticator) and the audit log."""
+sessions, API keys, the authenticator), the audit log, watchlists and price alerts."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from cryptovault.events.lease import LocalLease, RedisLease
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.portfolio.alerts import PriceAlerts
+from cryptovault.portfolio.watchlist import Watchlists
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.security.apikeys import ApiKeys
@@ -47,10 +49,13 @@ class Services:
     # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
     limiter: Limiter
     persisted_queries: PersistedQueries
+    watchlists: Watchlists
+    alerts: PriceAlerts
 
     async def close(self) -> None:
         await self.identity.drain()
         await self.leader.close()
+        await self.alerts.close()
         await self.market.close()
         await self.bus.close()
         if self.redis is not None:
@@ -95,8 +100,13 @@ async def start_services(
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub)
+        # Listens to the bus and the market's ticks: built before the bus starts.
+        alerts = PriceAlerts(bus, hub, market, settings.alerts_max_active)
+        watchlists = Watchlists(settings.watchlist_max_symbols)
         await market.load_history()
         await bus.start()
+        # After the bus starts: alert changes made while loading are not missed.
+        await alerts.resync()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
@@ -120,6 +130,8 @@ async def start_services(
         api_keys,
         limiter=limiter,
         persisted_queries=persisted,
+        watchlists=watchlists,
+        alerts=alerts,
     )
 
 

@@ -1,6 +1,7 @@
 """Beanie document models. Every model the app stores is listed in DOCUMENT_MODELS so
 that `init_beanie` registers it and creates its indexes at start-up."""
 
+from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.candles import CandleDocument
@@ -14,6 +15,7 @@ from cryptovault.documents.users import (
     PasswordResetDocument,
     UserDocument,
 )
+from cryptovault.documents.watchlists import WatchlistDocument
 
 DOCUMENT_MODELS: list[type] = [
     CandleDocument,
@@ -25,4 +27,7 @@ DOCUMENT_MODELS: list[type] = [
     RevokedTokenDocument,
     ApiKeyDocument,
     AuditEntryDocument,
+    WatchlistDocument,
+    PriceAlertDocument,
+    AlertQuotaDocument,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
+from cryptovault.schema.alerts import AlertMutation, AlertQuery, AlertSubscription
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
@@ -18,20 +19,23 @@ from cryptovault.schema.protection import (
 from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
 from cryptovault.schema.users import UserQuery
+from cryptovault.schema.watchlists import WatchlistMutation, WatchlistQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
-class Query(MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery):
+class Query(
+    MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, WatchlistQuery, AlertQuery
+):
     pass
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation):
+class Mutation(AuthMutation, WatchlistMutation, AlertMutation):
     pass
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription, AuditSubscription):
+class Subscription(MarketSubscription, AuditSubscription, AlertSubscription):
     pass
 
 
