@@ -121,6 +121,7 @@ class PriceAlerts:
         self._synced_at = float("-inf")
         self._was_follower = False
         self._resync_task: asyncio.Task[None] | None = None
+        self._resync_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         bus.subscribe(ALERTS_CHANNEL, self._on_event)
         market.add_tick_listener(self.on_tick)
@@ -130,6 +131,10 @@ class PriceAlerts:
     async def resync(self) -> None:
         """Load every active alert from the store into a fresh index and swap it in.
         Changes that arrive while loading are applied to both, so none is lost."""
+        async with self._resync_lock:
+            await self._load()
+
+    async def _load(self) -> None:
         self._replay = []
         try:
             cursor = PriceAlertDocument.get_pymongo_collection().find(
