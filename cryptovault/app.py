@@ -37,6 +37,7 @@ from strawberry.types.unset import UNSET, UnsetType
 from cryptovault import __version__
 from cryptovault.config import Settings
 from cryptovault.errors import DomainError
+from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import (
     BodySizeLimitMiddleware,
@@ -44,6 +45,8 @@ from cryptovault.middleware import (
     SecurityHeadersMiddleware,
     error_response,
 )
+from cryptovault.observability.metrics import metrics_endpoint
+from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
@@ -402,6 +405,8 @@ async def ready(request: Request) -> Response:
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """Build the app. Pass `services` to share already-started services (tests);
     otherwise the lifespan starts them from `settings` and closes them on shutdown."""
+    # Before the schema is built: Sentry's Strawberry integration hooks its creation.
+    init_sentry(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -423,13 +428,21 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         try:
             yield
         finally:
+            # Under `cryptovault serve` the sockets are already closed with 1001
+            # (lifecycle.GracefulServer); other servers get here with them open.
+            await started.websockets.close_all(timeout=settings.shutdown_timeout_seconds)
             await started.close()
+            log.info("cryptovault stopped")
+            flush_sentry()
+            for handler in logging.getLogger().handlers:
+                handler.flush()
 
     app = Starlette(
         lifespan=lifespan,
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware, production=settings.is_production),
+            Middleware(WebSocketTracking),
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
@@ -450,10 +463,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     if services is not None:
         app.state.services = services  # usable without running the lifespan (tests)
     graphql = GraphQLApp(app, settings)
+    without_field_spans(graphql.schema)
     app.router.routes.extend(
         [
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
+            Route("/metrics", metrics_endpoint(settings.metrics_token), methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ]

@@ -1,4 +1,5 @@
-"""`cryptovault` command line: serve, db, export-schema, create-admin."""
+"""`cryptovault` command line: serve, db, migrate, backup, restore, reconcile,
+export-schema, create-admin."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import argparse
 import asyncio
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptovault.config import ConfigError, Settings, load_settings
 from cryptovault.logs import configure_logging
@@ -17,9 +19,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
     from cryptovault.app import create_app
+    from cryptovault.lifecycle import GracefulServer
 
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=args.host or settings.host,
         port=args.port or settings.port,
@@ -28,14 +31,121 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         # The embedded store's wire server needs asyncio's Server.abort_clients(),
         # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
         loop="auto" if settings.mongodb_url else "asyncio",
-        timeout_graceful_shutdown=10,
+        # In-flight HTTP requests get this long after SIGTERM.
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
         # Protocol-level keep-alive (every WebSocket protocol) and the frame size
         # limit; the app enforces the same message size and its own pings.
         ws_max_size=settings.ws_max_message_bytes,
         ws_ping_interval=settings.ws_ping_interval_seconds,
         ws_ping_timeout=settings.ws_ping_timeout_seconds,
     )
-    return 0
+    # SIGTERM: stop accepting, close WebSockets with 1001, let requests finish.
+    server = GracefulServer(config, websockets_timeout=min(5.0, settings.shutdown_timeout_seconds))
+    server.run()
+    return 0 if server.started else 3
+
+
+def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run `work(db)` against the configured store (raw documents: no models)."""
+    from cryptovault.db import open_store
+
+    async def run() -> int:
+        store = await open_store(
+            settings.mongodb_url, settings.mongodb_db, settings.data_dir, init_models=False
+        )
+        try:
+            return await work(store.db)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.migrations import MigrationError, applied, discover, migrate
+
+    async def work(db: Any) -> int:
+        migrations = discover()
+        if args.status:
+            done = await applied(db)
+            for m in migrations:
+                state = (
+                    done[m.version]["applied_at"].isoformat() if m.version in done else "pending"
+                )
+                print(f"{m.id:<32} {state:<34} {m.description}")
+            return 0
+        try:
+            steps = await migrate(db, args.to, steps_down=args.down, migrations=migrations)
+        except MigrationError as exc:
+            print(f"cryptovault migrate: {exc}", file=sys.stderr)
+            return 1
+        for step in steps:
+            print(f"{step.direction:<4} {step.migration.id} ({step.duration_ms:.0f} ms)")
+        version = max(await applied(db), default=0)
+        print(f"store {settings.mongodb_db} at version {version} (latest {len(migrations)})")
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.trading.reconcile import reconcile
+
+    async def work(db: Any) -> int:
+        report = await reconcile(db)
+        for asset, total in report.trial_balance.items():
+            print(f"trial balance {asset:<6} {total}")
+        for problem in report.discrepancies:
+            print(f"DISCREPANCY {problem}")
+        print(
+            f"{'ok' if report.ok else 'NOT RECONCILED'}: {report.checked_balances} balances, "
+            f"{report.checked_orders} open orders, {len(report.discrepancies)} discrepancies"
+        )
+        return 0 if report.ok else 1
+
+    return _with_store(settings, work)
+
+
+def _backup(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.backup import BackupError, backup
+
+    async def work(db: Any) -> int:
+        try:
+            summary = await backup(db, Path(args.out))
+        except (BackupError, OSError) as exc:
+            print(f"cryptovault backup: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"backed up {summary.documents} documents from {len(summary.counts)} collections "
+            f"of {summary.database} to {summary.path}"
+        )
+        return 0
+
+    return _with_store(settings, work)
+
+
+def _restore(settings: Settings, args: argparse.Namespace) -> int:
+    from cryptovault.backup import BackupError, read_header, restore
+
+    try:
+        header = read_header(Path(args.file))
+    except (BackupError, OSError) as exc:
+        print(f"cryptovault restore: {exc}", file=sys.stderr)
+        return 1
+
+    async def work(db: Any) -> int:
+        try:
+            summary = await restore(db, Path(args.file), drop=args.drop)
+        except (BackupError, OSError) as exc:
+            print(f"cryptovault restore: {exc}", file=sys.stderr)
+            return 1
+        print(
+            f"restored {summary.documents} documents into {len(summary.counts)} collections "
+            f"of {summary.database} (backup of {header['database']} taken {header['created_at']})"
+        )
+        return 0
+
+    return _with_store(settings, work)
 
 
 def _db(settings: Settings, args: argparse.Namespace) -> int:
@@ -143,6 +253,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
     admin.set_defaults(func=_create_admin)
+
+    migrate = sub.add_parser(
+        "migrate",
+        help="apply (or roll back) store migrations",
+        description="Without options: apply every pending migration. With the embedded "
+        "store, stop `serve` first or point MONGODB_URL at a shared `cryptovault db`.",
+    )
+    target = migrate.add_mutually_exclusive_group()
+    target.add_argument(
+        "--to", type=int, default=None, metavar="N", help="migrate up or down to version N"
+    )
+    target.add_argument(
+        "--down", type=int, default=None, metavar="N", help="roll back the last N migrations"
+    )
+    target.add_argument("--status", action="store_true", help="list migrations and their state")
+    migrate.set_defaults(func=_migrate)
+
+    backup = sub.add_parser(
+        "backup",
+        help="write every collection to a compressed Extended JSON lines file",
+        description="Write every collection of MONGODB_DB to FILE (gzip, Extended JSON "
+        "lines, mode 0600). Not a point-in-time snapshot while the app writes.",
+    )
+    backup.add_argument("--out", required=True, metavar="FILE")
+    backup.set_defaults(func=_backup)
+
+    restore = sub.add_parser(
+        "restore",
+        help="load a backup file into MONGODB_DB",
+        description="Load FILE into MONGODB_DB. Refuses collections that already hold "
+        "documents unless --drop (which drops them first). Stop `serve` first.",
+    )
+    restore.add_argument("file", metavar="FILE")
+    restore.add_argument(
+        "--drop", action="store_true", help="drop the backup's collections before loading"
+    )
+    restore.set_defaults(func=_restore)
+
+    check = sub.add_parser(
+        "reconcile",
+        help="check the books: trial balance, balances vs. ledger, holds vs. open orders",
+        description="Exit 0 when everything reconciles, 1 with the discrepancies listed.",
+    )
+    check.set_defaults(func=_reconcile)
 
     export = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(func=_export_schema, needs_settings=False)

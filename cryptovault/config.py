@@ -7,6 +7,8 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +29,9 @@ def _new_fernet_key() -> str:
     from cryptography.fernet import Fernet
 
     return Fernet.generate_key().decode()
+
+
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -99,6 +104,27 @@ class Settings:
     ws_max_connections_per_identity: int = 10
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
+    # Paper trading.
+    starting_balance_usd: Decimal = Decimal("10000")
+    maker_fee_rate: Decimal = Decimal("0.001")
+    taker_fee_rate: Decimal = Decimal("0.002")
+    # A market buy holds ask x (1 + this) per unit, so a moving price still fills.
+    market_slippage: Decimal = Decimal("0.01")
+    # Simulated liquidity at the best bid/ask per tick, in USD.
+    top_of_book_usd: Decimal = Decimal("250000")
+    # When set, admin fields answer only requests from these addresses/networks.
+    admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Operations (README "Operations and observability").
+    metrics_token: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    sentry_traces_sample_rate: float = 0.0
+    sentry_profiles_sample_rate: float = 0.0
+    shutdown_timeout_seconds: float = 10.0
+    migrate_on_start: bool = False
+    audit_retention_days: int = 365
+    login_attempt_retention_days: int = 1
+    retention_sweep_minutes: int = 60
     # Portfolio: active price alerts per user, symbols per watchlist.
     alerts_max_active: int = 100
     watchlist_max_symbols: int = 50
@@ -106,6 +132,15 @@ class Settings:
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    def admin_ip_allowed(self, ip: str) -> bool:
+        if not self.admin_allowed_ips:
+            return True
+        try:
+            address = ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.admin_allowed_ips)
 
     @property
     def secure_cookies(self) -> bool:
@@ -163,6 +198,28 @@ def _float(env: Mapping[str, str], name: str, default: float, lo: float, hi: flo
         raise ConfigError(f"{name}={raw!r} is invalid: expected a number") from None
     if not lo <= value <= hi:
         raise ConfigError(f"{name}={value} is invalid: expected {lo:g}..{hi:g}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is invalid: expected true or false")
+
+
+def _decimal(env: Mapping[str, str], name: str, default: str, lo: str, hi: str) -> Decimal:
+    raw = env.get(name, "").strip() or default
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise ConfigError(f"{name}={raw!r} is invalid: expected a decimal number") from None
+    if not value.is_finite() or not Decimal(lo) <= value <= Decimal(hi):
+        raise ConfigError(f"{name}={raw} is invalid: expected {lo}..{hi}")
     return value
 
 
@@ -307,6 +364,24 @@ def load_settings(
         raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
     if persisted == "only" and manifest is None:
         raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
+    admin_ips = []
+    for entry in filter(None, (e.strip() for e in env.get("ADMIN_ALLOWED_IPS", "").split(","))):
+        try:
+            admin_ips.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"ADMIN_ALLOWED_IPS entry {entry!r} is invalid: expected an IP or CIDR"
+            ) from None
+    trading = {
+        name: _decimal(env, name, default, lo, hi)
+        for name, default, lo, hi in (
+            ("STARTING_BALANCE_USD", "10000", "0", "1000000000"),
+            ("MAKER_FEE_RATE", "0.001", "0", "0.1"),
+            ("TAKER_FEE_RATE", "0.002", "0", "0.1"),
+            ("MARKET_SLIPPAGE", "0.01", "0", "0.5"),
+            ("TOP_OF_BOOK_USD", "250000", "1", "1000000000000"),
+        )
+    }
     auth_limits = env.get("AUTH_RATE_LIMITS", "").strip() or DEFAULT_AUTH_RATE_LIMITS
     try:
         from cryptovault.protection.limiter import parse_auth_limits
@@ -314,6 +389,9 @@ def load_settings(
         parse_auth_limits(auth_limits)
     except ValueError as exc:
         raise ConfigError(f"AUTH_RATE_LIMITS is invalid: {exc}") from None
+    metrics_token = _optional(env, "METRICS_TOKEN")
+    if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -371,6 +449,24 @@ def load_settings(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
         auth_rate_limits=auth_limits,
+        admin_allowed_ips=tuple(admin_ips),
+        starting_balance_usd=trading["STARTING_BALANCE_USD"],
+        maker_fee_rate=trading["MAKER_FEE_RATE"],
+        taker_fee_rate=trading["TAKER_FEE_RATE"],
+        market_slippage=trading["MARKET_SLIPPAGE"],
+        top_of_book_usd=trading["TOP_OF_BOOK_USD"],
+        metrics_token=metrics_token,
+        sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
+        sentry_release=_optional(env, "SENTRY_RELEASE"),
+        sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        sentry_profiles_sample_rate=_float(env, "SENTRY_PROFILES_SAMPLE_RATE", 0.0, 0.0, 1.0),
+        shutdown_timeout_seconds=_float(env, "SHUTDOWN_TIMEOUT_SECONDS", 10.0, 0.5, 600),
+        # Outside production the schema follows the code by itself; production runs
+        # `cryptovault migrate` as a deploy step (docker-compose.yml does).
+        migrate_on_start=_bool(env, "MIGRATE_ON_START", environment != "production"),
+        audit_retention_days=_int(env, "AUDIT_RETENTION_DAYS", 365, 1, 36500),
+        login_attempt_retention_days=_int(env, "LOGIN_ATTEMPT_RETENTION_DAYS", 1, 1, 36500),
+        retention_sweep_minutes=_int(env, "RETENTION_SWEEP_MINUTES", 60, 1, 10080),
         alerts_max_active=_int(env, "ALERTS_MAX_ACTIVE", 100, 1, 100_000),
         watchlist_max_symbols=_int(env, "WATCHLIST_MAX_SYMBOLS", 50, 1, 1000),
     )

@@ -39,7 +39,16 @@ class EmbeddedServer:
         return self.url
 
     async def close(self) -> None:
-        await self._server.close()
+        try:
+            await self._server.close()
+        except Exception as exc:
+            # mongoeco's engine can report "database is locked" from a housekeeping
+            # thread while disconnecting under load; every write was committed before.
+            log.warning("embedded store closed with a cleanup error", extra={"error": repr(exc)})
+
+
+async def init_models_and_indexes(db: AsyncDatabase) -> None:
+    await init_beanie(database=db, document_models=DOCUMENT_MODELS)
 
 
 @dataclass
@@ -63,9 +72,11 @@ async def open_store(
     data_dir: Path,
     *,
     event_listeners: list[object] | None = None,
+    init_models: bool = True,
 ) -> Store:
     """Connect (starting the embedded engine when no URL is given) and init Beanie,
-    which also creates every document's indexes."""
+    which also creates every document's indexes. Tools that work on raw documents
+    (migrate, backup, restore) pass `init_models=False`."""
     embedded = None
     if url is None:
         embedded = EmbeddedServer(data_dir)
@@ -79,7 +90,8 @@ async def open_store(
     )
     db = client[db_name]
     try:
-        await init_beanie(database=db, document_models=DOCUMENT_MODELS)
+        if init_models:
+            await init_models_and_indexes(db)
     except BaseException:
         await client.close()
         if embedded is not None:

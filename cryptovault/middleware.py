@@ -1,6 +1,7 @@
 """ASGI middleware: a request id on every request (taken from X-Request-ID or made
 up), echoed in the response and bound to every log line; one access log line per
-HTTP request; security headers; the request body size limit."""
+HTTP request (with the GraphQL operation names, and the user id when known) and its
+Prometheus metrics; security headers; the request body size limit."""
 
 from __future__ import annotations
 
@@ -8,15 +9,24 @@ import logging
 import re
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptovault.logs import request_id_var, user_id_var
 
+if TYPE_CHECKING:
+    from cryptovault.observability.metrics import Metrics
+
 log = logging.getLogger("cryptovault.access")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _metrics(scope: Scope) -> Metrics | None:
+    services = getattr(getattr(scope.get("app"), "state", None), "services", None)
+    return getattr(services, "metrics", None)
 
 
 class RequestIdMiddleware:
@@ -53,16 +63,23 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             if scope["type"] == "http":
-                log.info(
-                    "request",
-                    extra={
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "client": (scope.get("client") or ("", 0))[0],
-                    },
-                )
+                seconds = time.perf_counter() - start
+                fields: dict[str, object] = {
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": (scope.get("client") or ("", 0))[0],
+                }
+                # Left by the OperationMetrics schema extension (several in a batch).
+                operations = scope["state"].get("graphql_operations")
+                if operations:
+                    fields["operation"] = ",".join(name for name, _ in operations)
+                    fields["operation_type"] = ",".join(kind for _, kind in operations)
+                log.info("request", extra=fields)
+                metrics = _metrics(scope)
+                if metrics is not None:
+                    metrics.observe_http(scope["method"], scope["path"], status, seconds)
             request_id_var.reset(token)
             user_id_var.reset(user_token)
 

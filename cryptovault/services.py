@@ -1,34 +1,43 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
 event bus and hub, the market service and the feed leader, identity (accounts,
-sessions, API keys, the authenticator), the audit log, watchlists and price alerts."""
+sessions, API keys, the authenticator), the audit log, protection (limits, persisted
+queries), admin, trading, watchlists and price alerts, metrics, the WebSocket registry
+and the retention job."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import redis.asyncio as aioredis
 
+from cryptovault.admin.service import AdminService
 from cryptovault.config import Settings
 from cryptovault.db import Store, open_store
 from cryptovault.events.bus import EventBus, MemoryBus, RedisBus
+from cryptovault.events.counters import HourlyCounters
 from cryptovault.events.hub import Hub
 from cryptovault.events.lease import LocalLease, RedisLease
+from cryptovault.lifecycle import WebSocketRegistry
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
+from cryptovault.observability.metrics import Metrics
 from cryptovault.portfolio.alerts import PriceAlerts
 from cryptovault.portfolio.watchlist import Watchlists
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
+from cryptovault.retention import Retention
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import LogMailer, build_mailer
 from cryptovault.security.viewer import Authenticator
+from cryptovault.trading.engine import TradingEngine
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +57,21 @@ class Services:
     api_keys: ApiKeys
     # Cost budgets, auth attempt limits, WebSocket slots (README "Protecting the API").
     limiter: Limiter
+    admin: AdminService
+    trading: TradingEngine
     persisted_queries: PersistedQueries
     watchlists: Watchlists
     alerts: PriceAlerts
+    # Operations: Prometheus metrics, live WebSocket connections, data retention.
+    metrics: Metrics = field(default_factory=Metrics)
+    websockets: WebSocketRegistry = field(default_factory=WebSocketRegistry)
+    retention: Retention | None = None
 
     async def close(self) -> None:
+        if self.retention is not None:
+            await self.retention.close()
         await self.identity.drain()
+        await self.trading.close()
         await self.leader.close()
         await self.alerts.close()
         await self.market.close()
@@ -71,19 +89,23 @@ async def start_services(
 ) -> Services:
     """Start everything. `feed` overrides the configured feed (tests pass None or
     their own); `event_listeners` are pymongo monitoring listeners."""
+    metrics = Metrics(settings.environment)
     store = await open_store(
         settings.mongodb_url,
         settings.mongodb_db,
         settings.data_dir,
-        event_listeners=event_listeners,
+        event_listeners=[*(event_listeners or []), metrics.store_listener()],
     )
     redis = None
     try:
+        if settings.migrate_on_start:
+            await _migrate_on_start(store)
         if settings.redis_url:
             redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=5)
             await redis.ping()
         # Before anything starts running: a bad manifest stops the start-up here.
-        limiter = Limiter(settings, redis)
+        counters = HourlyCounters(redis, prefix=f"{settings.mongodb_db}:counters:")
+        limiter = Limiter(settings, redis, counters, metrics)
         persisted = PersistedQueries.from_settings(settings, redis)
         if redis is not None:
             bus: EventBus = RedisBus(redis, prefix=f"{settings.mongodb_db}:")
@@ -96,10 +118,11 @@ async def start_services(
         mailer = build_mailer(settings)
         if settings.is_production and isinstance(mailer, LogMailer):
             log.warning("MAILER=log in production: password reset mails only reach the log")
-        identity = IdentityService(settings, audit, mailer)
+        identity = IdentityService(settings, audit, mailer, metrics=metrics)
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
-        market = MarketService(bus, hub)
+        market = MarketService(bus, hub, metrics)
+        trading = TradingEngine(settings, market, bus, hub, audit, metrics)
         # Listens to the bus and the market's ticks: built before the bus starts.
         alerts = PriceAlerts(bus, hub, market, settings.alerts_max_active)
         watchlists = Watchlists(settings.watchlist_max_symbols)
@@ -107,15 +130,42 @@ async def start_services(
         await bus.start()
         # After the bus starts: alert changes made while loading are not missed.
         await alerts.resync()
+        trading.start()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
         leader.start()
+        websockets = WebSocketRegistry(metrics)
+        metrics.watch(market=market, leader=leader, websockets=websockets)
+        # One instance sweeps: the holder of the feed lease.
+        retention = Retention(
+            store.db,
+            timedelta(minutes=settings.retention_sweep_minutes),
+            is_active=lambda: market.is_leader,
+            metrics=metrics,
+        )
+        retention.register("audit_log", "at", timedelta(days=settings.audit_retention_days))
+        # Lock decisions read 15 minutes of attempts; failures stay in the audit log.
+        retention.register(
+            "login_attempts", "at", timedelta(days=settings.login_attempt_retention_days)
+        )
+        retention.start()
     except BaseException:
         if redis is not None:
             await redis.aclose()
         await store.close()
         raise
+    admin = AdminService(
+        identity,
+        audit,
+        limiter,
+        counters,
+        live=lambda: (websockets.count, metrics.active_subscriptions),
+    )
+    # Freezing an account cancels its open orders and releases their holds.
+    admin.freeze_hooks.append(
+        lambda user_id, actor, origin: trading.cancel_all(user_id, actor, origin)
+    )
     return Services(
         settings,
         store,
@@ -132,7 +182,28 @@ async def start_services(
         persisted_queries=persisted,
         watchlists=watchlists,
         alerts=alerts,
+        admin=admin,
+        trading=trading,
+        metrics=metrics,
+        websockets=websockets,
+        retention=retention,
     )
+
+
+async def _migrate_on_start(store: Store) -> None:
+    from cryptovault.migrations import MigrationError, migrate
+
+    try:
+        ran = await migrate(store.db)
+    except MigrationError as exc:
+        # Another instance is migrating, or the store is ahead of this code: serve
+        # anyway (every migration keeps older data readable) and say so.
+        log.warning("migrations not applied at start-up", extra={"reason": str(exc)})
+        return
+    if ran:
+        log.info(
+            "migrations applied at start-up", extra={"migrations": [s.migration.id for s in ran]}
+        )
 
 
 async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
@@ -149,4 +220,5 @@ async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
     await check("store", services.store.ping)
     if services.redis is not None:
         await check("redis", services.redis.ping)
+    services.metrics.dependencies_checked(checks)
     return checks

@@ -198,10 +198,18 @@ class CommandCounter(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[str] = []
+        # (command name, collection) of each command, e.g. ("find", "orders").
+        self.targets: list[tuple[str, str | None]] = []
 
     def started(self, event) -> None:
         if event.command_name not in self.IGNORED:
             self.commands.append(event.command_name)
+            target = event.command.get(event.command_name)
+            self.targets.append((event.command_name, target if isinstance(target, str) else None))
+
+    def on(self, *collections: str) -> list[str]:
+        """The names of the commands sent to these collections, in order."""
+        return [name for name, target in self.targets if target in collections]
 
     def succeeded(self, event) -> None:
         pass
@@ -211,6 +219,7 @@ class CommandCounter(monitoring.CommandListener):
 
     def reset(self) -> None:
         self.commands.clear()
+        self.targets.clear()
 
     @property
     def count(self) -> int:

@@ -184,7 +184,14 @@ async def test_a_frozen_user_can_sign_in_and_read_but_not_create_keys(gql, servi
 
 
 def info_for(viewer: Viewer) -> SimpleNamespace:
-    return SimpleNamespace(context=SimpleNamespace(viewer=viewer, auth_error=None))
+    from cryptovault.config import Settings
+
+    services = SimpleNamespace(settings=Settings())
+    return SimpleNamespace(
+        context=SimpleNamespace(
+            viewer=viewer, auth_error=None, services=services, client_ip="10.0.0.1"
+        )
+    )
 
 
 def test_has_scope_limits_keys_and_not_user_sessions():

@@ -10,6 +10,12 @@ from cryptovault.documents.sessions import (
     RevokedTokenDocument,
     SessionDocument,
 )
+from cryptovault.documents.trading import (
+    BalanceDocument,
+    LedgerEntryDocument,
+    OrderDocument,
+    TradeDocument,
+)
 from cryptovault.documents.users import (
     LoginAttemptDocument,
     PasswordResetDocument,
@@ -27,6 +33,10 @@ DOCUMENT_MODELS: list[type] = [
     RevokedTokenDocument,
     ApiKeyDocument,
     AuditEntryDocument,
+    BalanceDocument,
+    LedgerEntryDocument,
+    OrderDocument,
+    TradeDocument,
     WatchlistDocument,
     PriceAlertDocument,
     AlertQuotaDocument,

@@ -20,6 +20,9 @@ class CandleDocument(Document):
     close: DecimalAnnotation
     volume: DecimalAnnotation
     ticks: int
+    # When the interval closes (start + interval). None only on candles stored before
+    # migration 0001, which backfills it.
+    end: datetime | None = None
 
     class Settings:
         name = "candles"
@@ -31,5 +34,10 @@ class CandleDocument(Document):
                     ("start", pymongo.DESCENDING),
                 ],
                 name="symbol_interval_start",
-            )
+            ),
+            # Retention (MarketService.prune); migration 0001 creates it too.
+            IndexModel(
+                [("interval", pymongo.ASCENDING), ("end", pymongo.ASCENDING)],
+                name="interval_end",
+            ),
         ]

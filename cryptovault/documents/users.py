@@ -11,9 +11,8 @@ from pymongo import IndexModel
 
 from cryptovault.documents.common import new_id
 
-# Attempts older than the lockout window plus the lock are never read; TTL removal is
-# only housekeeping (it runs lazily on the embedded engine), decisions use timestamps.
-ATTEMPT_RETENTION_SECONDS = 3600
+# Old attempts are deleted by the retention sweep (LOGIN_ATTEMPT_RETENTION_DAYS);
+# lock decisions only ever read the last 15 minutes, by timestamp.
 
 
 class UserDocument(Document):
@@ -57,11 +56,7 @@ class LoginAttemptDocument(Document):
         indexes = [
             IndexModel([("email", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="email_at"),
             IndexModel([("ip", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="ip_at"),
-            IndexModel(
-                [("at", pymongo.ASCENDING)],
-                expireAfterSeconds=ATTEMPT_RETENTION_SECONDS,
-                name="at_ttl",
-            ),
+            IndexModel([("at", pymongo.ASCENDING)], name="at"),
         ]
 
 

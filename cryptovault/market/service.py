@@ -25,6 +25,7 @@ from cryptovault.market.assets import ASSETS, Asset
 from cryptovault.market.candles import RETENTION, Candle, CandleBook, Interval
 from cryptovault.market.stats import MINUTES, DayStats, RollingStats
 from cryptovault.market.ticks import Tick
+from cryptovault.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,10 @@ class Quote:
 
 
 class MarketService:
-    def __init__(self, bus: EventBus, hub: Hub) -> None:
+    def __init__(self, bus: EventBus, hub: Hub, metrics: Metrics | None = None) -> None:
         self.bus = bus
         self.hub = hub
+        self.metrics = metrics
         self.latest: dict[str, Tick] = {}
         self.candles = CandleBook()
         self.stats = RollingStats()
@@ -82,6 +84,8 @@ class MarketService:
     async def publish_tick(self, tick: Tick) -> None:
         """What a feed calls: put the tick on the bus for every instance."""
         await self.bus.publish(TICKS_CHANNEL, tick.to_message())
+        if self.metrics is not None:
+            self.metrics.tick_ingested(tick.source)
 
     async def _on_message(self, message: dict[str, Any]) -> None:
         self.apply(Tick.from_message(message))
@@ -200,8 +204,10 @@ class MarketService:
         now = datetime.now(UTC)
         for interval, keep in RETENTION.items():
             if keep is not None:
+                # By close time: a candle goes once its whole interval is past
+                # retention (candles stored before migration 0001 get `end` there).
                 await CandleDocument.get_pymongo_collection().delete_many(
-                    {"interval": interval.value, "start": {"$lt": now - keep}}
+                    {"interval": interval.value, "end": {"$lt": now - keep}}
                 )
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -226,6 +232,7 @@ def _to_fields(c: Candle) -> dict[str, Any]:
         "symbol": c.symbol,
         "interval": c.interval.value,
         "start": c.start,
+        "end": c.end,
         "open": Decimal128(c.open),
         "high": Decimal128(c.high),
         "low": Decimal128(c.low),

@@ -27,8 +27,12 @@ from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterR
 
 from cryptovault.config import Settings
 from cryptovault.errors import BadUserInput, RateLimited
+from cryptovault.events.counters import HourlyCounters
+from cryptovault.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+REJECTIONS = "rate_limit_rejections"
 
 AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
 
@@ -113,6 +117,8 @@ def _seconds_until_available(limit: int, window: int, counts: _Counts, cost: int
     decays linearly until the current window ends; then the current becomes previous."""
     need = limit - cost
     window_ends_in = max(0.0, counts.current_ttl - window)
+    if need < 0:
+        return float(window)  # costs more than the whole budget: it never fits
     if counts.current > need:
         return window_ends_in + window * (1 - max(need, 0) / counts.current)
     if counts.previous == 0:
@@ -122,8 +128,17 @@ def _seconds_until_available(limit: int, window: int, counts: _Counts, cost: int
 
 
 class Limiter:
-    def __init__(self, settings: Settings, redis: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis | None = None,
+        counters: HourlyCounters | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.auth_limits = parse_auth_limits(settings.auth_rate_limits)
+        # Rejections over the last 24 h, for the admin `stats`.
+        self.counters = counters or HourlyCounters()
+        self.metrics = metrics
         if redis is not None and settings.redis_url:
             self.storage: MemoryStorage | RedisStorage = RedisStorage(
                 settings.redis_url,
@@ -163,6 +178,8 @@ class Limiter:
         except Exception:
             self._storage_failed()
             return self._unknown(item, cost)
+        if not allowed:
+            await self._rejected("cost")
         if allowed and cost > 0:
             # One round trip fewer than reading the window again.
             # A first hit opens a window that lives two window lengths (as limits does).
@@ -206,11 +223,17 @@ class Limiter:
                 self._storage_failed()
                 return
             retry = max(1, math.ceil(stats.reset_time - time.time()))
+            await self._rejected("auth")
             raise RateLimited(
                 f"Too many {kind.replace('_', ' ')} attempts; retry in {retry} s",
                 retryAfter=retry,
                 scope=scope,
             )
+
+    async def _rejected(self, limit: str) -> None:
+        await self.counters.incr(REJECTIONS)
+        if self.metrics is not None:
+            self.metrics.rate_limited(limit)
 
     def acquire_connection(self, key: str) -> bool:
         """Take a WebSocket slot for `key` on this instance; False when the identity

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from strawberry.scalars import JSON
 
 from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.errors import BadUserInput
 from cryptovault.schema import audit as types
 from cryptovault.schema.pagination import (
     Connection,
@@ -49,12 +51,20 @@ def _connection(found: list[AuditEntryDocument], more: bool) -> Connection[types
 
 
 async def audit_log(
-    info: Info, first: int | None, after: str | None, user_id: str | None, action: str | None
+    info: Info,
+    first: int | None,
+    after: str | None,
+    user_id: str | None,
+    action: str | None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Connection[types.AuditEntry]:
     size = check_page_size(first, 50, MAX_PAGE)
     position = decode_time_cursor(CURSOR, after) if after is not None else None
+    if since is not None and until is not None and since >= until:
+        raise BadUserInput("`from` must be before `to`", field="from")
     found, more = await info.context.services.audit.page(
-        size, position, user_id=user_id, action=action
+        size, position, user_id=user_id, action=action, since=since, until=until
     )
     return _connection(found, more)
 

@@ -19,7 +19,9 @@ def to_user(doc: UserDocument) -> types.User:
         role=types.Role(doc.role),
         two_factor_enabled=doc.two_factor_enabled,
         frozen=doc.frozen,
+        frozen_reason=doc.frozen_reason,
         created_at=doc.created_at,
+        last_login_at=doc.last_login_at,
     )
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
+from cryptovault.schema.admin import AdminMutation, AdminQuery
 from cryptovault.schema.alerts import AlertMutation, AlertQuery, AlertSubscription
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
+from cryptovault.schema.metrics import OperationMetrics
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
     Parsing,
@@ -18,24 +20,33 @@ from cryptovault.schema.protection import (
 )
 from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
+from cryptovault.schema.trading import TradingMutation, TradingQuery, TradingSubscription
 from cryptovault.schema.users import UserQuery
 from cryptovault.schema.watchlists import WatchlistMutation, WatchlistQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
 class Query(
-    MarketQuery, UserQuery, AuthQuery, AuditQuery, RateLimitQuery, WatchlistQuery, AlertQuery
+    MarketQuery,
+    UserQuery,
+    AuthQuery,
+    AuditQuery,
+    RateLimitQuery,
+    AdminQuery,
+    TradingQuery,
+    WatchlistQuery,
+    AlertQuery,
 ):
     pass
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation, WatchlistMutation, AlertMutation):
+class Mutation(AuthMutation, TradingMutation, AdminMutation, WatchlistMutation, AlertMutation):
     pass
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription, AuditSubscription, AlertSubscription):
+class Subscription(MarketSubscription, TradingSubscription, AuditSubscription, AlertSubscription):
     pass
 
 
@@ -46,8 +57,9 @@ def build_schema(max_batch_operations: int = 0) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         # Classes: a fresh extension per operation; the parse and validation caches
-        # are module-level. Order matters: errors are mapped last, on the way out.
-        extensions=[ErrorMapping, Parsing, Validation, Protection],
+        # are module-level. Order matters: errors are mapped last, on the way out,
+        # and metrics (first) see the mapped codes.
+        extensions=[OperationMetrics, ErrorMapping, Parsing, Validation, Protection],
         execution_context_class=HidingSuggestionsExecutor,
         config=StrawberryConfig(
             auto_camel_case=True,

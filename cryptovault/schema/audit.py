@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 from strawberry.scalars import JSON
@@ -42,8 +43,9 @@ class AuditEntry:
 @strawberry.type
 class AuditQuery:
     @strawberry.field(
-        description="Admin only: every audit entry, newest first. `userId` matches entries "
-        "where the user acted or was concerned; `action` is an exact action name.",
+        description="Admin only: every audit entry, newest first (by the entry's `at`). "
+        "`userId` matches entries where the user acted or was concerned; `action` is an "
+        "exact action name; `from` (inclusive) and `to` (exclusive) bound `at`.",
         permission_classes=[IsAdmin],
     )
     async def audit_log(
@@ -53,8 +55,10 @@ class AuditQuery:
         after: str | None = None,
         user_id: strawberry.ID | None = None,
         action: str | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
     ) -> Connection[AuditEntry]:
-        return await resolve.audit_log(info, first, after, user_id, action)
+        return await resolve.audit_log(info, first, after, user_id, action, from_, to)
 
     @strawberry.field(
         description="The viewer's own security events (sign-ins, failures, password and "

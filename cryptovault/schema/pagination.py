@@ -37,6 +37,10 @@ class Connection(Generic[NodeT]):
     # a free wrapper, its node costs.
     edges: list[Edge[NodeT]] = strawberry.field(metadata=cost(0, page_items=True))
     page_info: PageInfo
+    total_count: int | None = strawberry.field(
+        default=None,
+        description="How many items match in all pages, where cheap to know; else null.",
+    )
 
 
 def encode_cursor(kind: str, value: str) -> str:

@@ -43,6 +43,8 @@ class IsAdmin(BasePermission):
         viewer = require_viewer(info)
         if not viewer.is_admin or viewer.is_api_key:
             raise Forbidden(self.message)
+        if not info.context.services.settings.admin_ip_allowed(info.context.client_ip):
+            raise Forbidden("Admin access is not allowed from this address")
         return True
 
 

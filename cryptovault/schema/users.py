@@ -28,7 +28,13 @@ class User:
     frozen: bool = strawberry.field(
         description="A frozen account can sign in and read, but not trade or create API keys."
     )
+    frozen_reason: str | None = strawberry.field(
+        default=None, description="Why the account was frozen (set by an administrator)."
+    )
     created_at: datetime
+    last_login_at: datetime | None = strawberry.field(
+        default=None, description="The last successful sign-in."
+    )
 
 
 @strawberry.type

@@ -140,6 +140,8 @@ class AuditLog:
         user_id: str | None = None,
         action: str | None = None,
         own_user_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> tuple[list[AuditEntryDocument], bool]:
         """Newest first by (at, id). `user_id` matches entries where the user acted or
         was concerned (admin filter); `own_user_id` only those concerning the user."""
@@ -150,6 +152,10 @@ class AuditLog:
             clauses.append({"$or": [{"user_id": user_id}, {"actor_id": user_id}]})
         if action is not None:
             clauses.append({"action": action})
+        if since is not None:
+            clauses.append({"at": {"$gte": since}})
+        if until is not None:
+            clauses.append({"at": {"$lt": until}})
         if after is not None:
             at, entry_id = after
             clauses.append({"$or": [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": entry_id}}]})

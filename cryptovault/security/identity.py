@@ -29,6 +29,7 @@ from cryptovault.errors import (
     TwoFactorRequired,
     Unauthenticated,
 )
+from cryptovault.observability.metrics import Metrics
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.lockout import LoginThrottle
 from cryptovault.security.mailer import Mail, Mailer
@@ -80,8 +81,10 @@ class IdentityService:
         audit: AuditLog,
         mailer: Mailer,
         hasher: PasswordHasher | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.audit = audit
         self.mailer = mailer
         self.hasher = hasher or PasswordHasher(
@@ -189,6 +192,8 @@ class IdentityService:
         now: datetime,
     ) -> None:
         locked_until = await self.throttle.failed(attempt, now)
+        if self.metrics is not None:
+            self.metrics.login_failed(reason)
         await self.audit.record(
             "auth.login.failed",
             actor=None,

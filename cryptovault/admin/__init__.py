@@ -1,0 +1,1 @@
+"""Admin oversight: users, freezes, sessions, system statistics."""

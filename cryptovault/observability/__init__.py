@@ -1,0 +1,1 @@
+"""Operations side channels: Prometheus metrics and Sentry error reporting."""

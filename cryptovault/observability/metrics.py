@@ -1,0 +1,391 @@
+"""Prometheus metrics, one registry per app (several apps in one process, as in the
+tests, never share or collide), served at `/metrics`.
+
+Label values are bounded: operation names come from parsed documents (never raw
+query text) and every free-form label keeps at most a fixed number of distinct
+values; later newcomers are counted under "other". Counters that other features
+increment (orders, logins, rate limits) are registered here with their label sets so
+that dashboards and alert rules can rely on the names before the first event.
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_PLAIN_0_0_4,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from pymongo import monitoring
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cryptovault import __version__
+
+# No `_created` series: they double the series count and no rule here uses them.
+disable_created_metrics()
+
+if TYPE_CHECKING:
+    from cryptovault.lifecycle import WebSocketRegistry
+    from cryptovault.market.leader import FeedLeader
+    from cryptovault.market.service import MarketService
+
+# Seconds. The top buckets matter: the p99 > 5 s alert needs a bucket at 5 and above.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+
+OTHER = "other"
+ANONYMOUS = "anonymous"  # an operation without a name
+INVALID = "invalid"  # a document that did not parse: no operation to name
+MAX_OPERATIONS = 100
+MAX_LABEL_VALUES = 30
+MAX_LABEL_LENGTH = 64
+
+HTTP_ROUTES = frozenset({"/graphql", "/health", "/ready", "/metrics"})
+HTTP_METHODS = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
+ORDER_SIDES = ("BUY", "SELL")
+ORDER_TYPES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT")
+
+
+class BoundedLabel:
+    """Admits at most `limit` distinct values (each at most MAX_LABEL_LENGTH
+    characters); further values map to "other", so a client inventing operation
+    names cannot grow the number of series without bound."""
+
+    def __init__(self, limit: int, preset: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._seen: set[str] = set(preset)
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if not value:
+            return OTHER
+        value = value[:MAX_LABEL_LENGTH]
+        if value in self._seen:
+            return value
+        with self._lock:
+            if len(self._seen) >= self.limit:
+                return OTHER
+            self._seen.add(value)
+        return value
+
+
+class _Callbacks(Collector):
+    """Values read from live objects at scrape time (no bookkeeping on hot paths)."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], Iterator[Metric]]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for source in self.sources:
+            yield from source()
+
+
+class Metrics:
+    """Every metric of one app. Attribute names are the Python handles; the
+    Prometheus names are in README "Operations and observability"."""
+
+    def __init__(self, environment: str = "development") -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.operation_label = BoundedLabel(MAX_OPERATIONS, preset=(ANONYMOUS, INVALID))
+        self._labels: dict[str, BoundedLabel] = {}
+        self._live_subscriptions: Tally[str] = Tally()
+
+        Info("cryptovault_build", "Version and environment of this instance.", registry=r).info(
+            {"version": __version__, "environment": environment}
+        )
+        self.http_requests = Counter(
+            "cryptovault_http_requests",
+            "HTTP requests by method, route and status code.",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "cryptovault_http_request_duration_seconds",
+            "HTTP request duration (until the response is sent).",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.graphql_requests = Counter(
+            "cryptovault_graphql_requests",
+            "GraphQL operations by operation name and type (query, mutation, "
+            "subscription); a subscription counts once, when it starts.",
+            ["operation", "type"],
+            registry=r,
+        )
+        self.graphql_duration = Histogram(
+            "cryptovault_graphql_request_duration_seconds",
+            "GraphQL query and mutation execution time, parsing included.",
+            ["operation", "type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.graphql_errors = Counter(
+            "cryptovault_graphql_errors",
+            "GraphQL errors by operation and extensions.code (subscription events too).",
+            ["operation", "code"],
+            registry=r,
+        )
+        self.websocket_connections = Gauge(
+            "cryptovault_websocket_connections",
+            "Open WebSocket connections on this instance.",
+            registry=r,
+        )
+        self.websocket_connections_opened = Counter(
+            "cryptovault_websocket_connections_opened",
+            "WebSocket connections accepted.",
+            registry=r,
+        )
+        self.subscriptions = Gauge(
+            "cryptovault_subscriptions_active",
+            "Running GraphQL subscriptions by root field.",
+            ["field"],
+            registry=r,
+        )
+        self.ticks_ingested = Counter(
+            "cryptovault_ticks_ingested",
+            "Price ticks taken from a feed and published to the bus (feed leader only).",
+            ["feed"],
+            registry=r,
+        )
+        self.store_commands = Histogram(
+            "cryptovault_store_command_duration_seconds",
+            "Store (MongoDB wire protocol) command round trips by command name.",
+            ["command"],
+            buckets=STORE_BUCKETS,
+            registry=r,
+        )
+        self.store_command_failures = Counter(
+            "cryptovault_store_command_failures",
+            "Store commands that failed, by command name.",
+            ["command"],
+            registry=r,
+        )
+        self.dependency_up = Gauge(
+            "cryptovault_dependency_up",
+            "1 when a dependency (store, redis) answered its last check, else 0.",
+            ["dependency"],
+            registry=r,
+        )
+        self.retention_deleted = Counter(
+            "cryptovault_retention_deleted",
+            "Documents deleted by the retention job, by collection.",
+            ["collection"],
+            registry=r,
+        )
+        # Incremented by trading, identity and API protection.
+        self.orders_placed = Counter(
+            "cryptovault_orders_placed",
+            "Orders accepted, by side and type.",
+            ["side", "type"],
+            registry=r,
+        )
+        self.orders_filled = Counter(
+            "cryptovault_orders_filled",
+            "Orders that became completely filled, by side.",
+            ["side"],
+            registry=r,
+        )
+        self.rate_limit_rejections = Counter(
+            "cryptovault_rate_limit_rejections",
+            "Requests refused by a rate limit or budget, by limit.",
+            ["limit"],
+            registry=r,
+        )
+        self.failed_logins = Counter(
+            "cryptovault_failed_logins",
+            "Failed sign-in attempts, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        # Series that exist from the start read 0 instead of missing.
+        for side in ORDER_SIDES:
+            self.orders_filled.labels(side)
+            for kind in ORDER_TYPES:
+                self.orders_placed.labels(side, kind)
+        self._callbacks = _Callbacks()
+        r.register(self._callbacks)
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+
+    # -- for other features ----------------------------------------------------------
+
+    def order_placed(self, side: str, type: str) -> None:
+        self.orders_placed.labels(self._bounded("side", side), self._bounded("type", type)).inc()
+
+    def order_filled(self, side: str) -> None:
+        self.orders_filled.labels(self._bounded("side", side)).inc()
+
+    def rate_limited(self, limit: str) -> None:
+        """`limit`: which limit refused the request, e.g. "cost", "auth", "connections"."""
+        self.rate_limit_rejections.labels(self._bounded("limit", limit)).inc()
+
+    def login_failed(self, reason: str) -> None:
+        """`reason`: e.g. "bad_credentials", "locked", "bad_otp"."""
+        self.failed_logins.labels(self._bounded("reason", reason)).inc()
+
+    # -- recorded by this package ----------------------------------------------------
+
+    def observe_http(self, method: str, path: str, status: int, seconds: float) -> None:
+        method = method if method in HTTP_METHODS else OTHER
+        route = path if path in HTTP_ROUTES else OTHER
+        self.http_requests.labels(method, route, str(status)).inc()
+        self.http_duration.labels(method, route).observe(seconds)
+
+    def observe_operation(self, operation: str, type: str, seconds: float | None) -> None:
+        self.graphql_requests.labels(operation, type).inc()
+        if seconds is not None:
+            self.graphql_duration.labels(operation, type).observe(seconds)
+
+    def observe_errors(self, operation: str, codes: Iterable[str]) -> None:
+        for code in codes:
+            self.graphql_errors.labels(operation, self._bounded("code", code)).inc()
+
+    def subscription_started(self, field: str) -> None:
+        field = self._bounded("field", field)
+        self._live_subscriptions[field] += 1
+        self.subscriptions.labels(field).inc()
+
+    def subscription_ended(self, field: str) -> None:
+        field = self._bounded("field", field)
+        self._live_subscriptions[field] -= 1
+        self.subscriptions.labels(field).dec()
+
+    def tick_ingested(self, feed: str) -> None:
+        self.ticks_ingested.labels(self._bounded("feed", feed)).inc()
+
+    def retention_swept(self, collection: str, deleted: int) -> None:
+        self.retention_deleted.labels(self._bounded("collection", collection)).inc(deleted)
+
+    def dependencies_checked(self, checks: dict[str, str]) -> None:
+        for name, state in checks.items():
+            self.dependency_up.labels(self._bounded("dependency", name)).set(
+                1 if state == "ok" else 0
+            )
+
+    @property
+    def active_subscriptions(self) -> int:
+        """Running subscriptions on this instance (the admin `stats` reads it)."""
+        return sum(self._live_subscriptions.values())
+
+    def subscriptions_by_field(self) -> dict[str, int]:
+        return {f: n for f, n in self._live_subscriptions.items() if n > 0}
+
+    # -- wiring ----------------------------------------------------------------------
+
+    def watch(
+        self,
+        market: MarketService | None = None,
+        leader: FeedLeader | None = None,
+        websockets: WebSocketRegistry | None = None,
+    ) -> None:
+        """Read these objects' live state at every scrape."""
+        if websockets is not None:
+            self.websocket_connections.set_function(lambda: websockets.count)
+        if market is not None:
+
+            def market_state() -> Iterator[Metric]:
+                received = CounterMetricFamily(
+                    "cryptovault_ticks_received",
+                    "Price ticks applied by this instance (from the bus, any feed).",
+                )
+                received.add_metric([], market.ticks_received)
+                yield received
+                last = GaugeMetricFamily(
+                    "cryptovault_market_last_tick_timestamp_seconds",
+                    "Unix time of the newest tick this instance applied (0: none yet).",
+                )
+                stamps = [t.timestamp.timestamp() for t in list(market.latest.values())]
+                last.add_metric([], max(stamps, default=0.0))
+                yield last
+
+            self._callbacks.sources.append(market_state)
+        if leader is not None:
+
+            def leadership() -> Iterator[Metric]:
+                gauge = GaugeMetricFamily(
+                    "cryptovault_feed_leader",
+                    "1 on the instance that holds the feed lease and runs the feed.",
+                )
+                gauge.add_metric([], 1 if leader.market.is_leader else 0)
+                yield gauge
+
+            self._callbacks.sources.append(leadership)
+
+    def store_listener(self) -> StoreCommandMetrics:
+        return StoreCommandMetrics(self)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _bounded(self, label: str, value: str) -> str:
+        bounded = self._labels.get(label)
+        if bounded is None:
+            bounded = self._labels.setdefault(label, BoundedLabel(MAX_LABEL_VALUES))
+        return bounded(value)
+
+
+class StoreCommandMetrics(monitoring.CommandListener):
+    """pymongo command monitoring: the latency of every store round trip."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.command = BoundedLabel(60)
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        pass
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self.metrics.store_commands.labels(self.command(event.command_name)).observe(
+            event.duration_micros / 1_000_000
+        )
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        name = self.command(event.command_name)
+        self.metrics.store_commands.labels(name).observe(event.duration_micros / 1_000_000)
+        self.metrics.store_command_failures.labels(name).inc()
+
+
+def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: Prometheus text format. With a token (METRICS_TOKEN), only for
+    `Authorization: Bearer <token>`."""
+    from cryptovault.services import Services, readiness
+
+    expected = token.encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return Response(
+                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                    status_code=401,
+                    media_type="text/plain",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        services: Services = request.app.state.services
+        # One dependency check per scrape keeps `cryptovault_dependency_up` current
+        # for the readiness alert (Prometheus cannot read /ready's JSON).
+        await readiness(services)
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    return endpoint

@@ -1,0 +1,74 @@
+"""Admin views and actions: accounts, freezes, sessions, system statistics. Every
+field needs the ADMIN role in a user session (never an API key) and, when
+ADMIN_ALLOWED_IPS is set, a request from one of those addresses."""
+
+from __future__ import annotations
+
+import strawberry
+
+from cryptovault.resolvers import admin as resolve
+from cryptovault.schema.context import Info
+from cryptovault.schema.pagination import Connection
+from cryptovault.schema.permissions import IsAdmin
+from cryptovault.schema.users import User
+
+
+@strawberry.type(description="System-wide figures for operators. 24h = the last 24 hours.")
+class SystemStats:
+    users: int
+    active_users24h: int = strawberry.field(description="Accounts that signed in.")
+    signups24h: int
+    failed_logins24h: int
+    rate_limit_rejections24h: int = strawberry.field(
+        description="Requests refused for an exhausted budget or attempt limit (all "
+        "instances with Redis; this instance without)."
+    )
+    websocket_connections: int = strawberry.field(description="Open on this instance.")
+    active_subscriptions: int = strawberry.field(description="Live on this instance.")
+
+
+@strawberry.type
+class AdminQuery:
+    @strawberry.field(
+        description="Accounts, newest first; `search` matches part of the email.",
+        permission_classes=[IsAdmin],
+    )
+    async def users(
+        self,
+        info: Info,
+        first: int | None = 50,
+        after: str | None = None,
+        search: str | None = None,
+    ) -> Connection[User]:
+        return await resolve.users(info, first, after, search)
+
+    @strawberry.field(description="One account by id.", permission_classes=[IsAdmin])
+    async def user(self, info: Info, id: strawberry.ID) -> User:
+        return await resolve.user(info, str(id))
+
+    @strawberry.field(description="System statistics.", permission_classes=[IsAdmin])
+    async def stats(self, info: Info) -> SystemStats:
+        return await resolve.stats(info)
+
+
+@strawberry.type
+class AdminMutation:
+    @strawberry.mutation(
+        description="Freeze an account: it can sign in and read, but not trade or create "
+        "API keys; its open orders are canceled and their holds released. Audited.",
+        permission_classes=[IsAdmin],
+    )
+    async def freeze_user(self, info: Info, id: strawberry.ID, reason: str) -> User:
+        return await resolve.set_frozen(info, str(id), True, reason)
+
+    @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=[IsAdmin])
+    async def unfreeze_user(self, info: Info, id: strawberry.ID) -> User:
+        return await resolve.set_frozen(info, str(id), False, None)
+
+    @strawberry.mutation(
+        description="Sign an account out everywhere: revokes all its sessions (refresh "
+        "tokens). Returns how many were revoked. Audited.",
+        permission_classes=[IsAdmin],
+    )
+    async def revoke_user_sessions(self, info: Info, id: strawberry.ID) -> int:
+        return await resolve.revoke_user_sessions(info, str(id))

@@ -1,0 +1,109 @@
+"""Two app instances on one store and one Redis: concurrent orders through both
+spend each dollar once; order updates reach the viewer's subscription."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import httpx
+import pytest
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+
+from cryptovault.app import create_app
+from cryptovault.services import start_services
+from cryptovault.trading.reconcile import reconcile
+from tests.conftest import REDIS_URL, GraphQLClient, bearer, error_codes, serve, sign_up, tick
+
+PLACE = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }"
+
+
+@pytest.mark.redis
+async def test_concurrent_buys_through_two_instances_spend_each_dollar_once(settings):
+    from dataclasses import replace
+
+    shared = replace(settings, redis_url=REDIS_URL)
+    a = await start_services(shared, feed=None)
+    b = await start_services(shared, feed=None)
+    try:
+        for s in (a, b):
+            s.market.apply(tick("ETH", "2000.00"))
+        clients = []
+        for s in (a, b):
+            transport = httpx.ASGITransport(
+                app=create_app(shared, services=s), client=("10.7.0.1", 1)
+            )
+            clients.append(
+                GraphQLClient(httpx.AsyncClient(transport=transport, base_url="http://t"))
+            )
+        token = (await sign_up(clients[0]))["accessToken"]
+        for c in clients:
+            c.headers.update(bearer(token))
+        order = {"symbol": "ETH", "side": "BUY", "type": "MARKET", "quantity": "0.45"}
+        bodies = await asyncio.gather(
+            *(clients[n % 2].execute(PLACE, {"i": order}) for n in range(60))
+        )
+        filled = [b for b in bodies if not b.get("errors")]
+        assert {tuple(error_codes(b)) for b in bodies if b.get("errors")} == {
+            ("INSUFFICIENT_FUNDS",)
+        }
+        assert len(filled) in (10, 11)
+        account = await clients[1].data("{ account { balances { asset available held } } }")
+        got = {x["asset"]: x for x in account["account"]["balances"]}
+        assert Decimal(got["USD"]["available"]) >= 0 and Decimal(got["USD"]["held"]) == 0
+        assert Decimal(got["ETH"]["available"]) == Decimal("0.45") * len(filled)
+        report = await reconcile(a.store.db)
+        assert report.ok, report.discrepancies
+        for c in clients:
+            await c.http.aclose()
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_order_updates_stream_the_viewers_orders(app, services, user_gql, gql_at):
+    services.market.apply(tick("BTC", "100.00"))
+    other = gql_at()
+    other.headers.update(bearer((await sign_up(other))["accessToken"]))
+    async with serve(app) as url:
+        transport = WebsocketsTransport(
+            url=f"ws://{url}/graphql",
+            init_payload={"authorization": f"Bearer {user_gql.payload['accessToken']}"},
+        )
+        async with Client(transport=transport) as session:
+            seen: list[dict] = []
+
+            async def listen() -> None:
+                async for event in session.subscribe(
+                    gql("subscription { orderUpdates { id status filledQuantity } }")
+                ):
+                    seen.append(event["orderUpdates"])
+                    if event["orderUpdates"]["status"] == "CANCELED":
+                        return
+
+            task = asyncio.create_task(listen())
+            await asyncio.sleep(0.3)
+            # Someone else's order never shows up in this stream.
+            await other.data(
+                PLACE, {"i": {"symbol": "BTC", "side": "BUY", "type": "MARKET", "quantity": "0.1"}}
+            )
+            mine = await user_gql.data(
+                PLACE,
+                {
+                    "i": {
+                        "symbol": "BTC",
+                        "side": "BUY",
+                        "type": "LIMIT",
+                        "quantity": "1",
+                        "limitPrice": "50.00",
+                    }
+                },
+            )
+            await user_gql.data(
+                "mutation($id: ID!) { cancelOrder(id: $id) { id } }",
+                {"id": mine["placeOrder"]["id"]},
+            )
+            await asyncio.wait_for(task, 5)
+    assert {e["id"] for e in seen} == {mine["placeOrder"]["id"]}
+    assert [e["status"] for e in seen] == ["OPEN", "CANCELED"]
