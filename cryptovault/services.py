@@ -36,6 +36,7 @@ from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import LogMailer, build_mailer
+from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
 
@@ -59,6 +60,7 @@ class Services:
     limiter: Limiter
     admin: AdminService
     trading: TradingEngine
+    privacy: Privacy
     persisted_queries: PersistedQueries
     watchlists: Watchlists
     alerts: PriceAlerts
@@ -184,6 +186,7 @@ async def start_services(
         alerts=alerts,
         admin=admin,
         trading=trading,
+        privacy=Privacy(identity, audit, trading, watchlists, alerts),
         metrics=metrics,
         websockets=websockets,
         retention=retention,

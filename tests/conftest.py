@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import socket
 import uuid
@@ -87,6 +88,9 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         cost_budget=10_000_000,
         cost_budget_anonymous=10_000_000,
         auth_rate_limits=LAX_AUTH_LIMITS,
+        # A loaded CI machine must not turn slow functional tests into timeouts;
+        # the timeout's own tests set theirs.
+        request_timeout_seconds=120.0,
     )
     return replace(base, **overrides)
 
@@ -191,6 +195,9 @@ def tick(symbol: str, price: str, volume: str = "1", at: datetime | None = None)
     )
 
 
+_COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
+
+
 class CommandCounter(monitoring.CommandListener):
     """A pymongo command listener counting the store commands an operation sends."""
 
@@ -200,8 +207,11 @@ class CommandCounter(monitoring.CommandListener):
         self.commands: list[str] = []
         # (command name, collection) of each command, e.g. ("find", "orders").
         self.targets: list[tuple[str, str | None]] = []
+        self._scoped = False
 
     def started(self, event) -> None:
+        if self._scoped and not _COUNTING.get():
+            return  # a background task's command (a sweep, a writer), not the request's
         if event.command_name not in self.IGNORED:
             self.commands.append(event.command_name)
             target = event.command.get(event.command_name)
@@ -210,6 +220,12 @@ class CommandCounter(monitoring.CommandListener):
     def on(self, *collections: str) -> list[str]:
         """The names of the commands sent to these collections, in order."""
         return [name for name, target in self.targets if target in collections]
+
+    def only_this_task(self) -> None:
+        """From now on count only commands sent from the calling task and the tasks
+        it starts, not from background loops started earlier."""
+        self._scoped = True
+        _COUNTING.set(True)
 
     def succeeded(self, event) -> None:
         pass

@@ -16,10 +16,10 @@ from websockets.asyncio.client import connect
 
 from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
 from cryptovault.documents.common import new_id
+from cryptovault.documents.watchlists import WatchlistDocument
 from cryptovault.errors import Conflict
 from cryptovault.portfolio.alert_index import AlertCondition
-from cryptovault.services import start_services
-from tests.conftest import REDIS_URL, bearer, error_codes, make_settings, sign_up, tick
+from tests.conftest import PASSWORD, bearer, error_codes, make_settings, sign_up, tick
 
 MAX_ACTIVE = 5
 CREATE = """mutation($input: CreatePriceAlertInput!) {
@@ -353,41 +353,18 @@ async def test_a_new_leader_reloads_alerts_it_missed(services):
     assert (await PriceAlertDocument.get(doc.id)).status == "TRIGGERED"
 
 
-@pytest.mark.redis
-async def test_two_instances_share_alert_changes_and_fire_each_alert_once(store_server):
-    settings = make_settings(store_server.url, redis_url=REDIS_URL)
-    a = await start_services(settings, feed=None)
-    b = await start_services(settings, feed=None)
-    try:
-        async with asyncio.timeout(WAIT):
-            while not (a.market.is_leader or b.market.is_leader):
-                await asyncio.sleep(0.02)
-        assert a.market.is_leader != b.market.is_leader
-        follower = b if a.market.is_leader else a
-        user_id = new_id()
-        # Created through the follower: the leader learns it from the bus.
-        alert = await follower.alerts.create(user_id, "BTC", AlertCondition.ABOVE, Decimal(200000))
-        gone = await follower.alerts.create(user_id, "BTC", AlertCondition.ABOVE, Decimal(190000))
-        async with asyncio.timeout(WAIT):
-            while not all(alert.id in s.alerts.index for s in (a, b)):
-                await asyncio.sleep(0.02)
-        await follower.alerts.delete(user_id, gone.id)
-        async with asyncio.timeout(WAIT):
-            while any(gone.id in s.alerts.index for s in (a, b)):
-                await asyncio.sleep(0.02)
-        subs = [s.hub.subscribe(f"alerts:{user_id}") for s in (a, b)]
-        await follower.market.publish_tick(tick("BTC", "200000.00"))
-        await follower.market.publish_tick(tick("BTC", "200001.00"))
-        # Each instance's subscribers hear it once.
-        events = [await asyncio.wait_for(sub.queue.get(), WAIT) for sub in subs]
-        assert [e.id for e in events] == [alert.id, alert.id]
-        await a.alerts.drain()
-        await b.alerts.drain()
-        assert a.alerts.fired + b.alerts.fired == 1
-        assert follower.alerts.fired == 0
-        assert all(alert.id not in s.alerts.index for s in (a, b))
-        assert all(sub.queue.empty() for sub in subs)
-        assert (await PriceAlertDocument.get(alert.id)).status == "TRIGGERED"
-    finally:
-        await a.close()
-        await b.close()
+async def test_export_includes_and_account_deletion_erases_watchlist_and_alerts(user_gql, services):
+    user_id = user_gql.payload["user"]["id"]
+    await user_gql.data('mutation { addToWatchlist(symbol: "BTC") { symbols } }')
+    kept = await create(user_gql, "BTC", "ABOVE", "900000")
+    data = (await user_gql.data("mutation { exportMyData }"))["exportMyData"]
+    assert [w["symbols"] for w in data["watchlists"]] == [["BTC"]]
+    assert [a["_id"] for a in data["price_alerts"]] == [kept["id"]]
+    deleted = await user_gql.data(
+        "mutation($p: String!) { deleteMyAccount(password: $p) }", {"p": PASSWORD}
+    )
+    assert deleted["deleteMyAccount"] is True
+    assert await WatchlistDocument.get(user_id) is None
+    assert await PriceAlertDocument.find({"user_id": user_id}).count() == 0
+    assert await AlertQuotaDocument.get(user_id) is None
+    assert kept["id"] not in services.alerts.index

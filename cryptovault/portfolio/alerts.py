@@ -254,8 +254,8 @@ class PriceAlerts:
             watch = watch_of(PriceAlertDocument.model_validate(message["alert"]))
             self._change(lambda index: index.add(watch))
         elif op == "deleted":
-            alert_id = str(message["id"])
-            self._change(lambda index: index.remove(alert_id))
+            ids = [str(i) for i in message["ids"]]
+            self._change(lambda index: [index.remove(i) for i in ids])
         elif op == "triggered":
             doc = PriceAlertDocument.model_validate(message["alert"])
             self._change(lambda index: index.remove(doc.id))
@@ -314,8 +314,19 @@ class PriceAlerts:
         if doc.status == AlertStatus.ACTIVE:
             await self._release(user_id, [doc.id])
         self._change(lambda index: index.remove(alert_id))
-        await self._publish({"op": "deleted", "id": alert_id})
+        await self._publish({"op": "deleted", "ids": [alert_id]})
         return doc
+
+    async def forget_user(self, user_id: str) -> None:
+        """Erase every alert of the user and their slots (account deletion); every
+        instance drops them from its index."""
+        alerts = PriceAlertDocument.get_pymongo_collection()
+        ids = [str(i) for i in await alerts.distinct("_id", {"user_id": user_id})]
+        await alerts.delete_many({"user_id": user_id})
+        await AlertQuotaDocument.get_pymongo_collection().delete_one({"_id": user_id})
+        if ids:
+            self._change(lambda index: [index.remove(i) for i in ids])
+            await self._publish({"op": "deleted", "ids": ids})
 
     async def page(
         self,

@@ -59,7 +59,11 @@ class Watchlists:
                     "symbols": {"$ne": asset.symbol},
                     f"symbols.{self.max_symbols - 1}": {"$exists": False},
                 },
-                {"$push": {"symbols": asset.symbol}, "$set": {"updated_at": now_ms()}},
+                {
+                    "$push": {"symbols": asset.symbol},
+                    "$set": {"updated_at": now_ms()},
+                    "$setOnInsert": {"user_id": user_id},
+                },
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
@@ -83,3 +87,7 @@ class Watchlists:
             return_document=ReturnDocument.AFTER,
         )
         return _view(raw) if raw is not None else await self.get(user_id)
+
+    async def forget_user(self, user_id: str) -> None:
+        """Erase the user's watchlist (account deletion)."""
+        await self._collection().delete_one({"_id": user_id})

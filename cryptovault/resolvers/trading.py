@@ -3,8 +3,9 @@ Lists load related data through per-request DataLoaders."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -249,6 +250,21 @@ async def reconciliation(info: Info) -> types.Reconciliation:
 # -- mutations -------------------------------------------------------------------------
 
 
+async def _to_completion[T](work: Coroutine[Any, Any, T]) -> T:
+    """Run a money operation to its end even if the request is canceled (a timeout, a
+    client gone): cutting it half-way would leave work for the recovery sweep."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _running.add(task)
+        task.add_done_callback(_running.discard)
+        raise
+
+
+_running: set[asyncio.Future[Any]] = set()
+
+
 async def place_order(info: Info, data: types.PlaceOrderInput) -> types.Order:
     viewer = require_viewer(info)
     request = OrderRequest(
@@ -263,14 +279,18 @@ async def place_order(info: Info, data: types.PlaceOrderInput) -> types.Order:
         expires_at=data.expires_at,
         client_order_id=data.client_order_id,
     )
-    doc = await info.context.services.trading.place(viewer, request, info.context.origin)
+    doc = await _to_completion(
+        info.context.services.trading.place(viewer, request, info.context.origin)
+    )
     return to_order(doc)
 
 
 async def cancel_order(info: Info, order_id: str) -> types.Order:
     viewer = require_viewer(info)
     return to_order(
-        await info.context.services.trading.cancel(viewer, order_id, info.context.origin)
+        await _to_completion(
+            info.context.services.trading.cancel(viewer, order_id, info.context.origin)
+        )
     )
 
 
@@ -280,8 +300,10 @@ async def adjust_balance(info: Info, data: types.AdjustBalanceInput) -> types.Ba
     user_id = str(data.user_id)
     await services.admin.get_user(user_id)  # NOT_FOUND for unknown users
     asset = data.asset.strip().upper()
-    await services.trading.adjust_balance(
-        viewer, user_id, asset, data.amount, data.reason, info.context.origin
+    await _to_completion(
+        services.trading.adjust_balance(
+            viewer, user_id, asset, data.amount, data.reason, info.context.origin
+        )
     )
     asset = USD if asset == USD else get_asset(asset).symbol
     doc = await BalanceDocument.get(f"{user_id}:{asset}")

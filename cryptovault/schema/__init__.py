@@ -12,6 +12,7 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
     Parsing,
@@ -41,7 +42,9 @@ class Query(
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation, TradingMutation, AdminMutation, WatchlistMutation, AlertMutation):
+class Mutation(
+    AuthMutation, TradingMutation, PrivacyMutation, AdminMutation, WatchlistMutation, AlertMutation
+):
     pass
 
 
