@@ -128,6 +128,8 @@ class Settings:
     # Portfolio: active price alerts per user, symbols per watchlist.
     alerts_max_active: int = 100
     watchlist_max_symbols: int = 50
+    # Portfolio history: a snapshot of every account this often (and after each trade).
+    snapshot_interval_minutes: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -469,4 +471,5 @@ def load_settings(
         retention_sweep_minutes=_int(env, "RETENTION_SWEEP_MINUTES", 60, 1, 10080),
         alerts_max_active=_int(env, "ALERTS_MAX_ACTIVE", 100, 1, 100_000),
         watchlist_max_symbols=_int(env, "WATCHLIST_MAX_SYMBOLS", 50, 1, 1000),
+        snapshot_interval_minutes=_int(env, "SNAPSHOT_INTERVAL_MINUTES", 60, 1, 1440),
     )

@@ -17,15 +17,14 @@ from cryptovault.portfolio.performance import (
 def test_weighted_average_cost_and_realized_pnl_net_of_fees():
     # Buy 1 BTC at 100 (fee 0.10), buy 1 at 200 (fee 0.20), sell 1 at 300 (fee 0.30).
     btc = Position()
-    btc.buy(D(1), D(100), D("0.10"))
-    btc.buy(D(1), D(200), D("0.20"))
+    btc.buy(D(1), D("100.10"))
+    btc.buy(D(1), D("200.20"))
     assert btc.cost == D("300.30") and btc.average_cost == D("150.15")
-    btc.sell(D(1), D(300), D("0.30"))
+    btc.sell(D(1), D("299.70"))
     # 300 - 0.30 - 150.15
     assert btc.realized_pnl == D("149.55")
     assert btc.quantity == D(1) and btc.cost == D("150.15") and btc.average_cost == D("150.15")
     assert btc.unrealized_pnl(D(250)) == D("99.85")
-    assert btc.fees == D("0.60") and btc.trades == 3
     btc.sell(D(1), D(100))
     assert btc.quantity == 0 and btc.cost == 0 and btc.average_cost is None
     assert btc.realized_pnl == D("149.55") + D(100) - D("150.15")
@@ -33,10 +32,21 @@ def test_weighted_average_cost_and_realized_pnl_net_of_fees():
 
 def test_a_partial_sell_keeps_the_average_cost():
     eth = Position()
-    eth.buy(D(3), D(10), D("0.30"))
-    eth.sell(D(1), D(12), D(0))
+    eth.buy(D(3), D("30.30"))
+    eth.sell(D(1), D(12))
     assert eth.average_cost == D("10.1")
     assert eth.realized_pnl == D("1.9")
+
+
+def test_units_without_a_price_have_no_cost_and_removed_units_take_their_cost():
+    sol = Position()
+    sol.buy(D(2), D(200))
+    sol.credit(D(2))  # an admin credit
+    assert sol.quantity == 4 and sol.average_cost == D(50)
+    sol.debit(D(1))  # an admin debit: no P&L
+    assert sol.cost == D(150) and sol.realized_pnl == 0
+    sol.sell(D(5), D(500))  # more than known: all the cost goes
+    assert sol.quantity == 0 and sol.cost == 0 and sol.realized_pnl == D(350)
 
 
 def test_a_deposit_in_the_middle_of_the_range_is_not_return():

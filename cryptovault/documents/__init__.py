@@ -5,6 +5,7 @@ from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.candles import CandleDocument
+from cryptovault.documents.portfolio import PortfolioBookDocument, PortfolioSnapshotDocument
 from cryptovault.documents.sessions import (
     RefreshTokenDocument,
     RevokedTokenDocument,
@@ -40,4 +41,6 @@ DOCUMENT_MODELS: list[type] = [
     WatchlistDocument,
     PriceAlertDocument,
     AlertQuotaDocument,
+    PortfolioBookDocument,
+    PortfolioSnapshotDocument,
 ]

@@ -4,10 +4,10 @@ figure is a Decimal; nothing is rounded until it is shown (see `usd`).
 
 Formulas (README "Portfolio, watchlists and alerts"):
 
-- buy q at p with fee f (USD):   quantity += q; cost += q*p + f
-- sell q at p with fee f (USD):  basis = cost * q / quantity
-                                 realized += q*p - f - basis
-                                 cost -= basis; quantity -= q
+- buy q, paying P (USD, fee included):      quantity += q; cost += P
+- sell q, receiving R (USD, net of the fee):  basis = cost * q / quantity
+                                              realized += R - basis
+                                              cost -= basis; quantity -= q
 - average cost = cost / quantity
 - unrealized = quantity * bid - cost
 - time-weighted return over valuations V0..Vn with cumulative external flows C0..Cn
@@ -45,34 +45,40 @@ def percent(part: Decimal, whole: Decimal) -> Decimal | None:
 
 @dataclass(slots=True)
 class Position:
-    """One asset's holding built from its trades, at weighted average cost."""
+    """One asset's holding at weighted average cost, from the cash each movement
+    actually moved (fees and rounding included)."""
 
     quantity: Decimal = ZERO
     cost: Decimal = ZERO  # cost basis of `quantity`, fees included (USD)
     realized_pnl: Decimal = ZERO  # from sells, net of their fees (USD)
-    fees: Decimal = ZERO  # every fee paid on this asset (USD)
-    trades: int = 0
 
-    def buy(self, quantity: Decimal, price: Decimal, fee: Decimal = ZERO) -> None:
-        if quantity <= 0:
-            raise ValueError("a buy needs a positive quantity")
+    def buy(self, quantity: Decimal, paid: Decimal) -> None:
+        """`paid`: the USD that left the account, fee included."""
         self.quantity += quantity
-        self.cost += quantity * price + fee
-        self.fees += fee
-        self.trades += 1
+        self.cost += paid
 
-    def sell(self, quantity: Decimal, price: Decimal, fee: Decimal = ZERO) -> None:
-        if quantity <= 0:
-            raise ValueError("a sell needs a positive quantity")
-        # Selling all of it (or more than the trades bought, e.g. after an admin credit
-        # of the asset: that part has no known cost, a basis of zero) takes all the cost.
-        whole = quantity >= self.quantity
-        basis = self.cost if whole else self.cost * quantity / self.quantity
-        self.realized_pnl += quantity * price - fee - basis
+    def sell(self, quantity: Decimal, received: Decimal) -> None:
+        """`received`: the USD that arrived, net of the fee."""
+        basis = self._basis(quantity)
+        self.realized_pnl += received - basis
         self.cost -= basis
         self.quantity = max(self.quantity - quantity, ZERO)
-        self.fees += fee
-        self.trades += 1
+
+    def credit(self, quantity: Decimal) -> None:
+        """Units received without a price (an admin adjustment): a zero cost."""
+        self.quantity += quantity
+
+    def debit(self, quantity: Decimal) -> None:
+        """Units removed without a sale (an admin adjustment): they take their share
+        of the cost with them, no P&L."""
+        self.cost -= self._basis(quantity)
+        self.quantity = max(self.quantity - quantity, ZERO)
+
+    def _basis(self, quantity: Decimal) -> Decimal:
+        # Taking all of it (or more: units without a known cost) takes all the cost.
+        if quantity >= self.quantity:
+            return self.cost
+        return self.cost * quantity / self.quantity
 
     @property
     def average_cost(self) -> Decimal | None:

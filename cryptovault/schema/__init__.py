@@ -12,6 +12,7 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
 from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
@@ -37,6 +38,7 @@ class Query(
     TradingQuery,
     WatchlistQuery,
     AlertQuery,
+    PortfolioQuery,
 ):
     pass
 
@@ -49,7 +51,13 @@ class Mutation(
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription, TradingSubscription, AuditSubscription, AlertSubscription):
+class Subscription(
+    MarketSubscription,
+    TradingSubscription,
+    AuditSubscription,
+    AlertSubscription,
+    PortfolioSubscription,
+):
     pass
 
 
