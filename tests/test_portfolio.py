@@ -120,6 +120,8 @@ async def test_a_deposit_in_the_middle_of_the_range_is_not_return(user_gql, serv
         {"user_id": user_id, "reason": "trade"}
     ).count()
     assert trade_points == 1
+    exported = (await user_gql.data("mutation { exportMyData }"))["exportMyData"]
+    assert len(exported["portfolio_snapshots"]) >= trade_points + 3  # 3 taken here
 
 
 async def test_history_points_are_thinned_and_ranges_checked(user_gql, services):

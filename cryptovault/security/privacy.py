@@ -41,6 +41,7 @@ EXPORTED = {
     "audit_log": "user_id",
     "watchlists": "user_id",
     "price_alerts": "user_id",
+    "portfolio_snapshots": "user_id",
 }
 
 
