@@ -40,6 +40,7 @@ def teammates(quick: bool, results: dict[str, Any]) -> None:
     for name, argv in (
         ("orders", ["--quick"] if quick else []),
         ("limiter", ["--duration", "2", "--rounds", "1"] if quick else []),
+        ("alerts", []),
     ):
         try:
             module = importlib.import_module(f"bench.{name}")

@@ -136,6 +136,11 @@ class Settings:
     # permessage-deflate for WebSocket clients that offer it (browsers do). Off: each
     # socket would compress every frame itself (+80% CPU per frame, 2x memory).
     ws_per_message_deflate: bool = False
+    # Portfolio: active price alerts per user, symbols per watchlist.
+    alerts_max_active: int = 100
+    watchlist_max_symbols: int = 50
+    # Portfolio history: a snapshot of every account this often (and after each trade).
+    snapshot_interval_minutes: int = 60
 
     @property
     def is_production(self) -> bool:
@@ -480,4 +485,7 @@ def load_settings(
         ),
         subscription_send_queue=_int(env, "SUBSCRIPTION_SEND_QUEUE", 1000, 1, 1_000_000),
         ws_per_message_deflate=_bool(env, "WS_PER_MESSAGE_DEFLATE", False),
+        alerts_max_active=_int(env, "ALERTS_MAX_ACTIVE", 100, 1, 100_000),
+        watchlist_max_symbols=_int(env, "WATCHLIST_MAX_SYMBOLS", 50, 1, 1000),
+        snapshot_interval_minutes=_int(env, "SNAPSHOT_INTERVAL_MINUTES", 60, 1, 1440),
     )

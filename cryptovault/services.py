@@ -1,7 +1,8 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
 event bus and hub, the market service and the feed leader, identity (accounts,
 sessions, API keys, the authenticator), the audit log, protection (limits, persisted
-queries), admin, metrics, the WebSocket registry and the retention job."""
+queries), admin, trading, watchlists, price alerts and the portfolio, metrics, the WebSocket registry
+and the retention job."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
 from cryptovault.market.service import MarketService
 from cryptovault.observability.metrics import Metrics
+from cryptovault.portfolio.alerts import PriceAlerts
+from cryptovault.portfolio.service import PortfolioService
+from cryptovault.portfolio.watchlist import Watchlists
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.retention import Retention
@@ -59,6 +63,9 @@ class Services:
     trading: TradingEngine
     privacy: Privacy
     persisted_queries: PersistedQueries
+    watchlists: Watchlists
+    alerts: PriceAlerts
+    portfolio: PortfolioService
     # Operations: Prometheus metrics, live WebSocket connections, data retention.
     metrics: Metrics = field(default_factory=Metrics)
     websockets: WebSocketRegistry = field(default_factory=WebSocketRegistry)
@@ -70,6 +77,8 @@ class Services:
         await self.identity.drain()
         await self.trading.close()
         await self.leader.close()
+        await self.alerts.close()
+        await self.portfolio.close()
         await self.market.close()
         await self.bus.close()
         if self.redis is not None:
@@ -119,9 +128,16 @@ async def start_services(
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub, metrics)
         trading = TradingEngine(settings, market, bus, hub, audit, metrics)
+        # Listens to the bus and the market's ticks: built before the bus starts.
+        alerts = PriceAlerts(bus, hub, market, settings.alerts_max_active)
+        watchlists = Watchlists(settings.watchlist_max_symbols)
+        portfolio = PortfolioService(settings, market, trading, bus, hub)
         await market.load_history()
         await bus.start()
+        # After the bus starts: alert changes made while loading are not missed.
+        await alerts.resync()
         trading.start()
+        portfolio.start()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
@@ -171,9 +187,12 @@ async def start_services(
         api_keys,
         limiter=limiter,
         persisted_queries=persisted,
+        watchlists=watchlists,
+        alerts=alerts,
+        portfolio=portfolio,
         admin=admin,
         trading=trading,
-        privacy=Privacy(identity, audit, trading),
+        privacy=Privacy(identity, audit, trading, watchlists, alerts),
         metrics=metrics,
         websockets=websockets,
         retention=retention,

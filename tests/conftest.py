@@ -207,6 +207,8 @@ class CommandCounter(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.commands: list[str] = []
+        # (command name, collection) of each command, e.g. ("find", "orders").
+        self.targets: list[tuple[str, str | None]] = []
         self._scoped = False
 
     def started(self, event) -> None:
@@ -214,6 +216,12 @@ class CommandCounter(monitoring.CommandListener):
             return  # a background task's command (a sweep, a writer), not the request's
         if event.command_name not in self.IGNORED:
             self.commands.append(event.command_name)
+            target = event.command.get(event.command_name)
+            self.targets.append((event.command_name, target if isinstance(target, str) else None))
+
+    def on(self, *collections: str) -> list[str]:
+        """The names of the commands sent to these collections, in order."""
+        return [name for name, target in self.targets if target in collections]
 
     def only_this_task(self) -> None:
         """From now on count only commands sent from the calling task and the tasks
@@ -229,6 +237,7 @@ class CommandCounter(monitoring.CommandListener):
 
     def reset(self) -> None:
         self.commands.clear()
+        self.targets.clear()
 
     @property
     def count(self) -> int:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -21,13 +22,16 @@ from tests.conftest import free_port, make_settings
 ROOT = Path(__file__).parents[1]
 
 
-def spawn(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Popen:
+def spawn(
+    *args: str, env: dict[str, str], cwd: Path, stderr: Any = subprocess.PIPE
+) -> subprocess.Popen:
+    """`python -m cryptovault <args>` as a real process (stdout piped)."""
     return subprocess.Popen(
         [sys.executable, "-m", "cryptovault", *args],
         env={**os.environ, **env},
         cwd=cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
         text=True,
     )
 

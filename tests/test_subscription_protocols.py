@@ -6,9 +6,9 @@ several subscriptions per socket, unsubscribing, errors."""
 from __future__ import annotations
 
 import asyncio
-import re
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta

@@ -16,28 +16,19 @@ import httpx
 from pymongo import AsyncMongoClient
 
 from tests.conftest import PASSWORD, free_port
+from tests.test_cli import spawn, wait_http
 
 
-def spawn(args: list[str], env: dict[str, str], cwd) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cryptovault", *args],
-        env={**os.environ, **env},
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=open(os.environ.get("CRASH_LOG", os.devnull), "a"),
-        text=True,
-    )
+def start(args: list[str], env: dict[str, str], cwd) -> subprocess.Popen:
+    # CRASH_LOG=<file> keeps the servers' logs for debugging.
+    return spawn(*args, env=env, cwd=cwd, stderr=open(os.environ.get("CRASH_LOG", os.devnull), "a"))
 
 
 async def wait_ready(url: str) -> None:
-    async with httpx.AsyncClient() as c:
-        for _ in range(300):
-            try:
-                if (await c.get(f"{url}/ready")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
+    for _ in range(300):
+        if (await wait_http(f"{url}/ready")).status_code == 200:
+            return
+        await asyncio.sleep(0.1)
     raise AssertionError("server did not become ready")
 
 
@@ -46,7 +37,7 @@ PLACE = "mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }"
 
 async def test_a_killed_server_leaves_reconciled_books_after_restart(tmp_path):
     store_port = free_port()
-    store = spawn(
+    store = start(
         ["db", "--port", str(store_port), "--data-dir", str(tmp_path / "store")], {}, tmp_path
     )
     line = await asyncio.to_thread(store.stdout.readline)  # type: ignore[union-attr]
@@ -66,7 +57,7 @@ async def test_a_killed_server_leaves_reconciled_books_after_restart(tmp_path):
         "TOP_OF_BOOK_USD": "2000",  # small: orders fill over several ticks
     }
     url = f"http://127.0.0.1:{port}"
-    server = spawn(["serve"], env, tmp_path)
+    server = start(["serve"], env, tmp_path)
     try:
         await wait_ready(url)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -119,7 +110,7 @@ async def test_a_killed_server_leaves_reconciled_books_after_restart(tmp_path):
             server.wait(timeout=10)
             await asyncio.gather(*tasks)
 
-        server = spawn(["serve"], env, tmp_path)
+        server = start(["serve"], env, tmp_path)
         await wait_ready(url)
         # Orders cut before their hold are settled once 5 s old; meanwhile ticks match.
         await asyncio.sleep(6)

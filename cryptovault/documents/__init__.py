@@ -1,9 +1,11 @@
 """Beanie document models. Every model the app stores is listed in DOCUMENT_MODELS so
 that `init_beanie` registers it and creates its indexes at start-up."""
 
+from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.candles import CandleDocument
+from cryptovault.documents.portfolio import PortfolioBookDocument, PortfolioSnapshotDocument
 from cryptovault.documents.sessions import (
     RefreshTokenDocument,
     RevokedTokenDocument,
@@ -20,6 +22,7 @@ from cryptovault.documents.users import (
     PasswordResetDocument,
     UserDocument,
 )
+from cryptovault.documents.watchlists import WatchlistDocument
 
 DOCUMENT_MODELS: list[type] = [
     CandleDocument,
@@ -35,4 +38,9 @@ DOCUMENT_MODELS: list[type] = [
     LedgerEntryDocument,
     OrderDocument,
     TradeDocument,
+    WatchlistDocument,
+    PriceAlertDocument,
+    AlertQuotaDocument,
+    PortfolioBookDocument,
+    PortfolioSnapshotDocument,
 ]

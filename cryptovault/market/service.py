@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 TICKS_CHANNEL = "market.ticks"
 MAX_CANDLE_PAGE = 500
+
+# Called with every accepted tick, after the quote is updated (e.g. price alerts).
+TickListener = Callable[[Tick], None]
 
 
 def price_topic(symbol: str) -> str:
@@ -67,7 +70,14 @@ class MarketService:
         self._flush_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
+        self._tick_listeners: list[TickListener] = []
         bus.subscribe(TICKS_CHANNEL, self._on_message)
+
+    def add_tick_listener(self, listener: TickListener) -> None:
+        """Call `listener(tick)` for every tick this instance accepts (known symbol,
+        not stale), once `quote(symbol)` reflects it. Listeners run on the tick path:
+        they must be quick and not block; a failing listener is logged, not fatal."""
+        self._tick_listeners.append(listener)
 
     # -- ingestion -------------------------------------------------------------------
 
@@ -100,6 +110,11 @@ class MarketService:
             current = self.candles.open_candle(tick.symbol, interval)
             if current is not None:
                 self.hub.publish(candle_topic(tick.symbol, interval), current)
+        for listener in self._tick_listeners:
+            try:
+                listener(tick)
+            except Exception:
+                log.exception("tick listener failed", extra={"symbol": tick.symbol})
 
     # -- reads -----------------------------------------------------------------------
 

@@ -6,12 +6,14 @@ import strawberry
 from strawberry.schema.config import StrawberryConfig
 
 from cryptovault.schema.admin import AdminMutation, AdminQuery
+from cryptovault.schema.alerts import AlertMutation, AlertQuery, AlertSubscription
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
 from cryptovault.schema.ping import PingQuery
+from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
 from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import (
     HidingSuggestionsExecutor,
@@ -23,6 +25,7 @@ from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
 from cryptovault.schema.trading import TradingMutation, TradingQuery, TradingSubscription
 from cryptovault.schema.users import UserQuery
+from cryptovault.schema.watchlists import WatchlistMutation, WatchlistQuery
 
 
 @strawberry.type(description="Every read: market data, the viewer's data, admin views.")
@@ -35,17 +38,28 @@ class Query(
     AdminQuery,
     TradingQuery,
     PingQuery,
+    WatchlistQuery,
+    AlertQuery,
+    PortfolioQuery,
 ):
     pass
 
 
 @strawberry.type(description="Every change: sign-in and account management, trading, admin.")
-class Mutation(AuthMutation, TradingMutation, PrivacyMutation, AdminMutation):
+class Mutation(
+    AuthMutation, TradingMutation, PrivacyMutation, AdminMutation, WatchlistMutation, AlertMutation
+):
     pass
 
 
 @strawberry.type(description="Live streams over WebSocket (graphql-transport-ws or graphql-ws).")
-class Subscription(MarketSubscription, TradingSubscription, AuditSubscription):
+class Subscription(
+    MarketSubscription,
+    TradingSubscription,
+    AuditSubscription,
+    AlertSubscription,
+    PortfolioSubscription,
+):
     pass
 
 

@@ -66,6 +66,7 @@ class Session:
 class ApiKeyScope(Enum):
     MARKET_READ = "market:read"
     PORTFOLIO_READ = "portfolio:read"
+    PORTFOLIO_WRITE = "portfolio:write"  # watchlist and price alerts
     TRADE = "trade"
     SCHEMA_READ = "schema:read"
 

@@ -20,7 +20,7 @@ from cryptovault.security.origin import Origin
 from cryptovault.security.tokens import digest
 from cryptovault.security.viewer import Viewer
 
-SCOPES = ("market:read", "portfolio:read", "trade", "schema:read")
+SCOPES = ("market:read", "portfolio:read", "portfolio:write", "trade", "schema:read")
 KEY_MARK = "cvk_"
 PREFIX_LENGTH = 12
 MAX_KEY_LENGTH = 100

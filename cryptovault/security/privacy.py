@@ -12,6 +12,8 @@ from bson import json_util
 from cryptovault.documents.common import now_ms
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import NotFound, Unauthenticated
+from cryptovault.portfolio.alerts import PriceAlerts
+from cryptovault.portfolio.watchlist import Watchlists
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.origin import Origin
@@ -39,6 +41,7 @@ EXPORTED = {
     "audit_log": "user_id",
     "watchlists": "user_id",
     "price_alerts": "user_id",
+    "portfolio_snapshots": "user_id",
 }
 
 
@@ -47,10 +50,19 @@ def _clean(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class Privacy:
-    def __init__(self, identity: IdentityService, audit: AuditLog, trading: TradingEngine) -> None:
+    def __init__(
+        self,
+        identity: IdentityService,
+        audit: AuditLog,
+        trading: TradingEngine,
+        watchlists: Watchlists,
+        alerts: PriceAlerts,
+    ) -> None:
         self.identity = identity
         self.audit = audit
         self.trading = trading
+        self.watchlists = watchlists
+        self.alerts = alerts
 
     async def export(self, viewer: Viewer, origin: Origin) -> dict[str, Any]:
         """Everything stored about the viewer, as JSON-ready data (Decimals and dates
@@ -117,8 +129,8 @@ class Privacy:
             {"$or": [{"user_id": viewer.user_id}, {"actor_id": viewer.user_id}]},
             {"$set": {"ip": None, "user_agent": None, "details.email": None}},
         )
-        for collection in ("watchlists", "price_alerts"):
-            await db[collection].delete_many({"user_id": viewer.user_id})
+        await self.watchlists.forget_user(viewer.user_id)
+        await self.alerts.forget_user(viewer.user_id)
         await self.audit.record(
             "user.deleted", actor=None, user_id=viewer.user_id, target=f"user:{viewer.user_id}"
         )

@@ -1,0 +1,113 @@
+"""Price alerts in the schema: create, list, delete, and the live `alerts` stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from decimal import Decimal
+
+import strawberry
+
+from cryptovault.portfolio.alert_index import AlertCondition
+from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
+from cryptovault.resolvers import alerts as resolve
+from cryptovault.schema.context import Info
+from cryptovault.schema.cost import cost
+from cryptovault.schema.pagination import Connection
+from cryptovault.schema.permissions import HasScope, IsAuthenticated
+
+# Register the domain enums with the schema under their API names.
+strawberry.enum(
+    AlertCondition,
+    name="AlertCondition",
+    description="When a price alert fires. ABOVE: the last price is at or above `value`. "
+    "BELOW: at or below `value`. PERCENT_CHANGE_24H: `value` is a signed percentage; "
+    "positive fires when the 24 h change is at or above it, negative when at or below it "
+    "(e.g. 5 = up 5 %, -5 = down 5 %).",
+)
+strawberry.enum(
+    AlertStatus,
+    name="AlertStatus",
+    description="ACTIVE until a tick meets the condition, then TRIGGERED (once, for good).",
+)
+
+
+@strawberry.input(description="A new price alert.")
+class CreatePriceAlertInput:
+    symbol: str = strawberry.field(description='An asset symbol, e.g. "BTC".')
+    condition: AlertCondition
+    value: Decimal = strawberry.field(
+        description="ABOVE/BELOW: a USD price, a positive multiple of the asset's "
+        "`priceIncrement`. PERCENT_CHANGE_24H: a non-zero percentage with at most 2 "
+        "decimals, above -100."
+    )
+
+
+@strawberry.type(description="A condition on an asset's price that notifies the viewer once.")
+class PriceAlert:
+    id: strawberry.ID
+    symbol: str
+    condition: AlertCondition
+    value: Decimal
+    status: AlertStatus
+    created_at: datetime
+    triggered_at: datetime | None = strawberry.field(
+        description="When the tick that met the condition was observed."
+    )
+    triggered_price: Decimal | None = strawberry.field(description="That tick's last price (USD).")
+    triggered_change_percent24h: Decimal | None = strawberry.field(
+        description="The 24 h change (percent) at that tick, when known."
+    )
+
+
+@strawberry.type
+class AlertQuery:
+    @strawberry.field(
+        description="The viewer's price alerts, newest first; `status` and `symbol` filter "
+        "them. API keys: `portfolio:read`.",
+        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        metadata=cost(max_page=MAX_PAGE),
+    )
+    async def price_alerts(
+        self,
+        info: Info,
+        first: int | None = 50,
+        after: str | None = None,
+        status: list[AlertStatus] | None = None,
+        symbol: str | None = None,
+    ) -> Connection[PriceAlert]:
+        return await resolve.price_alerts(info, first, after, status, symbol)
+
+
+@strawberry.type
+class AlertMutation:
+    @strawberry.mutation(
+        description="Create a price alert. BAD_USER_INPUT for an unknown symbol, a bad "
+        "value, or a condition the market already meets (it would fire at once); CONFLICT "
+        "beyond ALERTS_MAX_ACTIVE (100 by default) active alerts. API keys: "
+        "`portfolio:write`.",
+        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+    )
+    async def create_price_alert(self, info: Info, input: CreatePriceAlertInput) -> PriceAlert:
+        return await resolve.create(info, input)
+
+    @strawberry.mutation(
+        description="Delete one of the viewer's alerts (active or triggered) and return it; "
+        "NOT_FOUND for any other id. API keys: `portfolio:write`.",
+        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+    )
+    async def delete_price_alert(self, info: Info, id: strawberry.ID) -> PriceAlert:
+        return await resolve.delete(info, id)
+
+
+@strawberry.type
+class AlertSubscription:
+    @strawberry.subscription(
+        description="The viewer's price alerts as they fire (each once). Ends with "
+        "UNAUTHENTICATED when the access token expires: reconnect with a fresh token. "
+        "API keys: `portfolio:read`.",
+        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+    )
+    async def alerts(self, info: Info) -> AsyncGenerator[PriceAlert]:
+        async for alert in resolve.alert_stream(info):
+            yield alert

@@ -1,0 +1,180 @@
+"""The viewer's portfolio in the schema: valuation, P&L, holdings (with the trades that
+built them), performance history, and the live `portfolio` subscription."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.permission import BasePermission
+
+from cryptovault.market.assets import ASSETS
+from cryptovault.portfolio.service import MAX_POINTS, HistoryRange
+from cryptovault.resolvers import portfolio as resolve
+from cryptovault.schema.context import Info
+from cryptovault.schema.cost import cost
+from cryptovault.schema.pagination import Connection
+from cryptovault.schema.permissions import HasScope, IsAuthenticated
+from cryptovault.schema.trading import MAX_PAGE, Trade
+
+strawberry.enum(
+    HistoryRange,
+    name="HistoryRange",
+    description="A period ending now: the last 24 hours, 7 days, 30 days, 365 days, or "
+    "everything since the first snapshot.",
+)
+
+
+@strawberry.type(description="One asset held, valued at the current bid.")
+class Holding:
+    asset: str
+    quantity: Decimal = strawberry.field(description="available + held.")
+    available: Decimal
+    held: Decimal = strawberry.field(description="Reserved by open sell orders.")
+    average_cost: Decimal | None = strawberry.field(
+        description="Weighted average cost per unit, fees included (USD); null when the "
+        "units came without a price (an admin credit)."
+    )
+    cost_basis: Decimal = strawberry.field(description="What the units held cost (USD).")
+    price: Decimal | None = strawberry.field(
+        description="The bid used to value the holding; null until the asset has a price."
+    )
+    market_value: Decimal | None = strawberry.field(description="quantity x bid (USD).")
+    unrealized_pnl: Decimal | None = strawberry.field(description="marketValue - costBasis.")
+    unrealized_pnl_percent: Decimal | None = strawberry.field(
+        description="unrealizedPnl / costBasis x 100; null without a cost."
+    )
+    allocation_percent: Decimal | None = strawberry.field(
+        description="marketValue / totalValue x 100."
+    )
+    day_change: Decimal | None = strawberry.field(
+        description="quantity x the last price's change over 24 hours (USD)."
+    )
+    user_id: strawberry.Private[str]
+
+    @strawberry.field(
+        description="The viewer's trades of this asset, newest first: the fills that built "
+        "the holding, each with its ledger entries.",
+        metadata=cost(max_page=MAX_PAGE),
+    )
+    async def trades(
+        self, info: Info, first: int | None = 20, after: str | None = None
+    ) -> Connection[Trade]:
+        return await resolve.holding_trades(info, self.asset, first, after)
+
+
+@strawberry.type(description="The portfolio's value at one moment.")
+class PortfolioPoint:
+    at: datetime
+    value: Decimal = strawberry.field(description="Total value (USD).")
+    net_flows: Decimal = strawberry.field(
+        description="Deposits and adjustments received up to then (USD, cumulative)."
+    )
+
+
+def _points_size(args: Mapping[str, Any]) -> int:
+    limit = args.get("limit")
+    return limit if isinstance(limit, int) and 0 < limit <= MAX_POINTS else 100
+
+
+@strawberry.type(
+    description="Performance over a period, from snapshots taken every "
+    "SNAPSHOT_INTERVAL_MINUTES and after every trade, plus the live value."
+)
+class PortfolioHistory:
+    start: datetime = strawberry.field(name="from")
+    end: datetime = strawberry.field(name="to")
+    start_value: Decimal | None = strawberry.field(
+        description="The value the period starts from (the last snapshot at or before `from`, "
+        "else the first in the period)."
+    )
+    end_value: Decimal | None
+    net_flows: Decimal = strawberry.field(
+        description="Deposits and adjustments within the period (USD): not return."
+    )
+    profit: Decimal | None = strawberry.field(description="endValue - startValue - netFlows (USD).")
+    time_weighted_return: Decimal | None = strawberry.field(
+        description="Percent, deposits and adjustments excluded: the product over "
+        "consecutive points of (value - flows in between) / previous value, minus 1."
+    )
+    all_points: strawberry.Private[list[PortfolioPoint]]
+
+    @strawberry.field(
+        description=f"The points, oldest first, evenly thinned to `limit` (1 to {MAX_POINTS}).",
+        metadata=cost(list_size=_points_size),
+    )
+    def points(self, limit: int = 100) -> list[PortfolioPoint]:
+        return resolve.sample_points(self.all_points, limit)
+
+
+@strawberry.type(
+    description="The viewer's portfolio, valued now at the bid: what the holdings would "
+    "fetch. USD figures to the cent."
+)
+class Portfolio:
+    total_value: Decimal = strawberry.field(description="cash + the holdings' marketValue.")
+    cash: Decimal = strawberry.field(description="USD, available + held.")
+    cash_available: Decimal
+    holdings: list[Holding] = strawberry.field(
+        description="Assets held (quantity > 0), by symbol.",
+        metadata=cost(list_size=len(ASSETS)),
+    )
+    realized_pnl: Decimal = strawberry.field(
+        description="Gains and losses of every sell, net of fees, against the average cost."
+    )
+    unrealized_pnl: Decimal = strawberry.field(description="Sum of the holdings' unrealizedPnl.")
+    day_change: Decimal = strawberry.field(
+        description="What the current holdings gained or lost over 24 hours (USD)."
+    )
+    day_change_percent: Decimal | None = strawberry.field(
+        description="dayChange / (totalValue - dayChange) x 100."
+    )
+    net_deposits: Decimal = strawberry.field(
+        description="Deposits and admin adjustments received (USD), the starting balance "
+        "included: totalValue - netDeposits is what trading made or lost."
+    )
+    complete: bool = strawberry.field(
+        description="False while a holding has no price yet (it is then left out of totals)."
+    )
+    valued_at: datetime
+    user_id: strawberry.Private[str]
+
+    @strawberry.field(
+        description="Performance over `range` (DAY by default) or between `from` and `to`."
+    )
+    async def history(
+        self,
+        info: Info,
+        range: HistoryRange | None = None,
+        start: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        end: Annotated[datetime | None, strawberry.argument(name="to")] = None,
+    ) -> PortfolioHistory:
+        return await resolve.history(info, range, start, end)
+
+
+READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
+
+
+@strawberry.type
+class PortfolioQuery:
+    @strawberry.field(
+        description="The viewer's portfolio (API keys: `portfolio:read`).", permission_classes=READ
+    )
+    async def portfolio(self, info: Info) -> Portfolio:
+        return await resolve.portfolio(info)
+
+
+@strawberry.type
+class PortfolioSubscription:
+    @strawberry.subscription(
+        description="The viewer's live portfolio: now, then again when a held asset's price "
+        "moves or a trade lands, at most once a second. Ends with UNAUTHENTICATED when the "
+        "access token expires.",
+        permission_classes=READ,
+    )
+    async def portfolio(self, info: Info) -> AsyncGenerator[Portfolio]:
+        async for value in resolve.portfolio_stream(info):
+            yield value
