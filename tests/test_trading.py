@@ -431,3 +431,38 @@ async def test_the_orders_list_costs_the_same_store_commands_for_3_or_20_orders(
         return commands.count
 
     assert await count_for(3) == await count_for(20)
+
+
+async def test_the_recovery_sweep_leaves_fresh_fills_alone_and_finishes_stale_ones(
+    user_gql, services
+):
+    """A fill claimed a moment ago belongs to the request or tick completing it; only
+    one left alone for 5 s (a crash) is the sweep's to finish, once."""
+    from bson import Decimal128
+
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="90.00"
+    )
+    assert order["status"] == "OPEN"
+    orders = OrderDocument.get_pymongo_collection()
+    claim = {
+        "n": 0,
+        "quantity": Decimal128("1"),
+        "price": Decimal128("90.00"),
+        "fee": Decimal128("0.09"),
+        "liquidity": "MAKER",
+        "at": datetime.now(UTC),
+    }
+    await orders.update_one({"_id": order["id"]}, {"$set": {"pending_fill": claim}})
+
+    assert (await services.trading.recover())["fills"] == 0
+    assert (await orders.find_one({"_id": order["id"]}))["pending_fill"] is not None
+
+    stale = {**claim, "at": datetime.now(UTC) - timedelta(seconds=6)}
+    await orders.update_one({"_id": order["id"]}, {"$set": {"pending_fill": stale}})
+    assert (await services.trading.recover())["fills"] == 1
+    assert (await services.trading.recover())["fills"] == 0
+    done = (await user_gql.data(ORDER, {"id": order["id"]}))["order"]
+    assert done["status"] == "FILLED" and done["heldAmount"] == "0"
+    assert [(t["price"], t["quantity"]) for t in done["trades"]] == [("90.00", "1")]
+    await books_are_clean(services)

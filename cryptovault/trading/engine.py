@@ -655,10 +655,12 @@ class TradingEngine:
         """Finish or roll back what a crash cut short: claimed fills, orders stuck
         before their hold, holds of closed orders not yet released."""
         counts = {"fills": 0, "pending": 0, "holds": 0}
-        async for doc in self.orders.find({"pending_fill": {"$ne": None}}):
+        # Only what has been left alone for STALE_PENDING: younger claims, orders and
+        # holds are still in the hands of the request (or tick) that made them.
+        stale = now_ms() - STALE_PENDING
+        async for doc in self.orders.find({"pending_fill.at": {"$lt": stale}}):
             await self.complete_fill(doc)
             counts["fills"] += 1
-        stale = now_ms() - STALE_PENDING
         async for doc in self.orders.find({"status": "PENDING", "created_at": {"$lt": stale}}):
             balance = await self.ledger.collection.find_one(
                 {"_id": f"{doc['user_id']}:{doc['hold_asset']}"}
@@ -672,7 +674,11 @@ class TradingEngine:
                 await self._transition(doc["_id"], ("PENDING",), "REJECTED", "interrupted")
             counts["pending"] += 1
         async for doc in self.orders.find(
-            {"status": {"$in": list(TERMINAL)}, "hold_remaining": {"$gt": Decimal128(Decimal(0))}}
+            {
+                "status": {"$in": list(TERMINAL)},
+                "hold_remaining": {"$gt": Decimal128(Decimal(0))},
+                "updated_at": {"$lt": stale},
+            }
         ):
             if doc["status"] != "REJECTED":
                 await self._release_hold(doc)
