@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from bench.common import child, cpu_seconds, free_port, percentile
+from bench.common import UNLIMITED, child, cpu_seconds, free_port, percentile
 from bench.loadgen import closed_loop, http_connection, post
 
 QUERIES = {
@@ -127,6 +127,7 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
             "DATA_DIR": tempfile.mkdtemp(prefix="bench-inproc-"),
             "MARKET_FEED": "none",
             "LOG_LEVEL": "WARNING",
+            **UNLIMITED,
         },
         env_file=None,
     )

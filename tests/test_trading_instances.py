@@ -107,3 +107,64 @@ async def test_order_updates_stream_the_viewers_orders(app, services, user_gql, 
             await asyncio.wait_for(task, 5)
     assert {e["id"] for e in seen} == {mine["placeOrder"]["id"]}
     assert [e["status"] for e in seen] == ["OPEN", "CANCELED"]
+
+
+@pytest.mark.redis
+async def test_an_order_placed_on_one_instance_streams_to_its_owner_on_another(settings):
+    """Instance A takes the orders; the owner's `orderUpdates` runs on instance B:
+    the events cross through Redis, and only the owner's reach the owner."""
+    from dataclasses import replace
+
+    shared = replace(settings, redis_url=REDIS_URL)
+    a = await start_services(shared, feed=None)
+    b = await start_services(shared, feed=None)
+    clients: list[GraphQLClient] = []
+    try:
+        for s in (a, b):
+            s.market.apply(tick("BTC", "100.00"))
+        for ip in ("10.7.1.1", "10.7.1.2"):
+            transport = httpx.ASGITransport(app=create_app(shared, services=a), client=(ip, 1))
+            clients.append(
+                GraphQLClient(httpx.AsyncClient(transport=transport, base_url="http://t"))
+            )
+        owner, other = clients
+        token = (await sign_up(owner))["accessToken"]
+        owner.headers.update(bearer(token))
+        other.headers.update(bearer((await sign_up(other))["accessToken"]))
+        async with serve(create_app(shared, services=b)) as url:
+            transport = WebsocketsTransport(
+                url=f"ws://{url}/graphql", init_payload={"authorization": f"Bearer {token}"}
+            )
+            async with Client(transport=transport) as session:
+                seen: list[dict] = []
+
+                async def listen() -> None:
+                    async for event in session.subscribe(
+                        gql("subscription { orderUpdates { id status } }")
+                    ):
+                        seen.append(event["orderUpdates"])
+                        if event["orderUpdates"]["status"] == "CANCELED":
+                            return
+
+                task = asyncio.create_task(listen())
+                await asyncio.sleep(0.3)
+                await other.data(
+                    PLACE,
+                    {"i": {"symbol": "BTC", "side": "BUY", "type": "MARKET", "quantity": "0.1"}},
+                )
+                limit = {
+                    "symbol": "BTC",
+                    "side": "BUY",
+                    "type": "LIMIT",
+                    "quantity": "1",
+                    "limitPrice": "50.00",
+                }
+                mine = (await owner.data(PLACE, {"i": limit}))["placeOrder"]["id"]
+                await owner.data("mutation($id: ID!) { cancelOrder(id: $id) { id } }", {"id": mine})
+                await asyncio.wait_for(task, 10)
+        assert [(e["id"], e["status"]) for e in seen] == [(mine, "OPEN"), (mine, "CANCELED")]
+    finally:
+        for c in clients:
+            await c.http.aclose()
+        await a.close()
+        await b.close()
