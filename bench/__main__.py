@@ -5,7 +5,10 @@ bench/RESULTS.md is the committed copy of a full run with its analysis."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import sys
 import time
 from typing import Any
 
@@ -47,8 +50,26 @@ def teammates(quick: bool, results: dict[str, Any]) -> None:
         except ModuleNotFoundError:
             continue
         print(f"\n== {name}", flush=True)
-        module.main(argv)
-        results[name] = f"see bench/out/{name}.json"
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(Tee(sys.stdout, captured)):
+            module.main(argv)
+        results[name] = captured.getvalue()
+
+
+class Tee(io.TextIOBase):
+    """Prints as usual and keeps a copy (a teammate bench's figures, for the report)."""
+
+    def __init__(self, *streams: Any) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
 
 
 def main() -> None:

@@ -159,7 +159,15 @@ def markdown(results: dict[str, Any]) -> str:
         out += ["", "### HTTP queries", "", *http_table(results["http"])]
     if results.get("in_process"):
         out += ["", "### In-process execution", "", *in_process_table(results["in_process"])]
-    for name in ("orders", "limiter"):
+    titles = {
+        "orders": "placeOrder on the embedded store",
+        "limiter": "Limiter overhead",
+        "alerts": "Price alert check per tick",
+    }
+    for name, title in titles.items():
         if name in results:
-            out += ["", f"### {name}", "", "```", str(results[name]), "```"]
+            text = str(results[name]).strip()
+            # The orders bench prints a markdown table; the others aligned text.
+            body = [text] if text.startswith("|") else ["```", text, "```"]
+            out += ["", f"### {title}", "", *body]
     return "\n".join(out) + "\n"

@@ -14,7 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Mapping
+import weakref
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from json import JSONDecodeError
 from typing import Any
 
@@ -103,23 +104,82 @@ class _ConnectionSlot:
             self.context.services.limiter.release_connection(key)
 
 
+class KeepAlive:
+    """Server pings for every acknowledged graphql-transport-ws socket of one event
+    loop (and one interval/timeout pair), from one task: a task per socket would cost
+    each idle subscriber ~2 KB more. Each socket is pinged `interval` seconds after
+    its last ping (or its ack); one that has not answered `timeout` seconds after a
+    ping is closed with 4499. The task ends with the last socket."""
+
+    _instances: weakref.WeakKeyDictionary[
+        asyncio.AbstractEventLoop, dict[tuple[float, float], KeepAlive]
+    ] = weakref.WeakKeyDictionary()
+
+    def __init__(self, interval: float, timeout: float) -> None:
+        self.interval = interval
+        self.timeout = timeout
+        # How often sockets are checked: the deadlines are met within a quarter.
+        self.period = max(0.01, min(1.0, interval / 4, timeout / 4))
+        self.sockets: dict[TransportWSHandler, None] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._sends: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def of(cls, interval: float, timeout: float) -> KeepAlive:
+        loop = asyncio.get_running_loop()
+        by_settings = cls._instances.setdefault(loop, {})
+        keep_alive = by_settings.get((interval, timeout))
+        if keep_alive is None:
+            keep_alive = by_settings[(interval, timeout)] = cls(interval, timeout)
+        return keep_alive
+
+    def add(self, socket: TransportWSHandler) -> None:
+        socket.next_ping = asyncio.get_running_loop().time() + self.interval
+        socket.pong_deadline = None
+        self.sockets[socket] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="ws-keep-alive")
+
+    def discard(self, socket: TransportWSHandler) -> None:
+        self.sockets.pop(socket, None)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.sockets:
+            await asyncio.sleep(self.period)
+            now = loop.time()
+            for socket in list(self.sockets):
+                if socket.pong_deadline is not None:
+                    if now >= socket.pong_deadline:
+                        self.discard(socket)
+                        self._spawn(socket.close_without_pong())
+                elif now >= socket.next_ping:
+                    socket.next_ping = now + self.interval
+                    socket.pong_deadline = now + self.timeout
+                    self._spawn(socket.ping())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._sends.add(task)
+        task.add_done_callback(self._sends.discard)
+
+
 class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws, plus: server pings (a client that does not answer in time
     is closed with 4499), connection caps, persisted queries, message checks."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pong = asyncio.Event()
-        self._pinger: asyncio.Task[None] | None = None
+        self._keep_alive: KeepAlive | None = None
+        self.next_ping = 0.0  # loop time; set by KeepAlive
+        self.pong_deadline: float | None = None  # a ping is unanswered until then
 
     async def handle(self) -> None:
         try:
             await super().handle()
         finally:
-            if self._pinger is not None:
-                self._pinger.cancel()
-                with contextlib.suppress(BaseException):
-                    await self._pinger
+            if self._keep_alive is not None:
+                self._keep_alive.discard(self)
             self._release_slot()
 
     async def handle_message(self, message: Any) -> None:  # type: ignore[override]
@@ -134,28 +194,23 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         except TooManyConnections:
             await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
             return
-        if self.connection_acknowledged and self._pinger is None:
-            self._pinger = asyncio.create_task(self._keep_alive())
+        if self.connection_acknowledged and self._keep_alive is None:
+            settings = self.context.services.settings
+            self._keep_alive = KeepAlive.of(
+                settings.ws_ping_interval_seconds, settings.ws_ping_timeout_seconds
+            )
+            self._keep_alive.add(self)
 
     async def handle_pong(self, message: Any) -> None:  # type: ignore[override]
-        self._pong.set()
+        self.pong_deadline = None
 
-    async def _keep_alive(self) -> None:
-        settings = self.context.services.settings
-        try:
-            while True:
-                await asyncio.sleep(settings.ws_ping_interval_seconds)
-                self._pong.clear()
-                await self.send_message({"type": "ping"})
-                try:
-                    await asyncio.wait_for(self._pong.wait(), settings.ws_ping_timeout_seconds)
-                except TimeoutError:
-                    await self.websocket.close(CLOSE_NO_PONG, "No pong received in time")
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the socket went away while pinging
-            return
+    async def ping(self) -> None:
+        with contextlib.suppress(Exception):  # the socket went away meanwhile
+            await self.send_message({"type": "ping"})
+
+    async def close_without_pong(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.websocket.close(CLOSE_NO_PONG, "No pong received in time")
 
     async def handle_subscribe(self, message: Any) -> None:  # type: ignore[override]
         if not self.connection_acknowledged:

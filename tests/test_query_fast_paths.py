@@ -46,6 +46,7 @@ async def stored_candles(services) -> None:
 async def test_a_candles_page_is_one_store_query_whatever_its_size(
     gql, commands, stored_candles, first
 ):
+    commands.only_this_task()  # not the trading sweep's reads meanwhile
     commands.reset()
     data = await gql.data(CANDLES, {"first": first})
     assert len(data["candles"]["edges"]) == first
