@@ -205,3 +205,21 @@ async def test_operations_over_the_maximum_are_refused_before_any_resolver(
         small = await gql(c, query.replace("300", "100"))
         assert codes(small.json()) == []
         assert len(calls) == 2
+
+
+async def test_the_same_document_is_charged_by_its_variables_every_time(store_server, services):
+    """The static analysis is cached per document and variables: a hot query is
+    analysed once, and the page size in a variable still sets each request's cost."""
+    page = (
+        'query($n: Int!) { candles(symbol: "BTC", interval: ONE_MINUTE, first: $n) '
+        "{ edges { node { open } } } }"
+    )
+    async with running(store_server.url) as (app, _), http(app) as client:
+        costs = []
+        for n in (10, 50, 10, 50):
+            body = (await gql(client, page, {"n": n})).json()
+            costs.append(body["extensions"]["cost"]["requestedQueryCost"])
+        assert costs == [11, 51, 11, 51]
+        for _ in range(2):  # scalars only: each returned item costs 1, nothing more
+            body = (await gql(client, "{ assets { symbol name } }")).json()
+            assert body["extensions"]["cost"]["actualQueryCost"] == len(ASSETS)

@@ -137,6 +137,9 @@ class CostAnalyzer:
             d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
         }
         self._memo: dict[tuple[str, int | None], Stats] = {}
+        # Selection sets (by id) that select only scalar fields: an item of such a
+        # selection costs nothing beyond itself, whatever it returned.
+        self._flat: dict[int, bool] = {}
         self._visiting: set[str] = set()
         root = schema.get_root_type(operation.operation)
         assert root is not None, "validated documents only"
@@ -391,11 +394,31 @@ class CostAnalyzer:
         if value is None:
             return own if root else 0
         items = value if isinstance(value, list) else [value]
+        selection = node.selection_set
+        if selection is None or self._scalars_only(selection, named):
+            return own * sum(1 for item in items if item is not None)
         total = 0
         for item in items:
             if item is None:
                 continue
             total += own
-            if node.selection_set is not None and isinstance(item, Mapping):
-                total += self._actual(node.selection_set, named, item)
+            if isinstance(item, Mapping):
+                total += self._actual(selection, named, item)
         return total
+
+    def _scalars_only(self, selection_set: SelectionSetNode, parent: GraphQLNamedType) -> bool:
+        """True when every selection is a plain scalar field of `parent` (no fragment,
+        no object, no field with its own cost): its items' children cost 0."""
+        flat = self._flat.get(id(selection_set))
+        if flat is None:
+            fields = getattr(parent, "fields", {})
+            flat = is_object_type(parent) and all(
+                isinstance(selection, FieldNode)
+                and selection.selection_set is None
+                and (definition := fields.get(selection.name.value)) is not None
+                and not is_composite_type(get_named_type(definition.type))
+                and _meta(definition) is None
+                for selection in selection_set.selections
+            )
+            self._flat[id(selection_set)] = flat
+        return flat

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import orjson
 from graphql import (
     DocumentNode,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
     OperationType,
     get_operation_ast,
     parse,
@@ -37,7 +40,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from cryptovault.errors import Forbidden, QueryTooComplex, RateLimited
 from cryptovault.protection.limiter import BudgetStatus
 from cryptovault.schema.context import Context
-from cryptovault.schema.cost import CostAnalyzer
+from cryptovault.schema.cost import Analysis, CostAnalyzer
 
 INTROSPECTION_SCOPE = "schema:read"
 CACHE_SIZE = 1024
@@ -50,6 +53,47 @@ def _context(value: object) -> Context | None:
 def _hide_suggestions(context: object) -> bool:
     ctx = _context(context)
     return ctx is not None and ctx.services.settings.is_production
+
+
+class _Analyses:
+    """The static analysis of recent (schema, document, operation, variables): a hot
+    query is analysed once, not on every request. Least recently used out first."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        # Keyed by identity (a document's own hash walks the whole tree); each entry
+        # keeps its schema and document alive, so no other object can take their ids
+        # while it exists.
+        self._entries: OrderedDict[
+            tuple[int, int, int, bytes], tuple[Any, DocumentNode, CostAnalyzer, Analysis]
+        ] = OrderedDict()
+
+    def get(
+        self,
+        schema: GraphQLSchema,
+        document: DocumentNode,
+        operation: OperationDefinitionNode,
+        variables: dict[str, Any] | None,
+    ) -> tuple[CostAnalyzer, Analysis]:
+        try:
+            frozen = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b""
+        except TypeError:  # not JSON (only from in-process callers): no caching
+            analyzer = CostAnalyzer(schema, document, operation, variables)
+            return analyzer, analyzer.analyze()
+        key = (id(schema), id(document), id(operation), frozen)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[2], entry[3]
+        analyzer = CostAnalyzer(schema, document, operation, variables)
+        analysis = analyzer.analyze()
+        self._entries[key] = (schema, document, analyzer, analysis)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return analyzer, analysis
+
+
+_analyses = _Analyses(CACHE_SIZE)
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -161,10 +205,9 @@ class Protection(SchemaExtension):
         if operation is None:
             return
         settings = ctx.services.settings
-        self.analyzer = CostAnalyzer(
+        self.analyzer, analysis = _analyses.get(
             ec.schema._schema, ec.graphql_document, operation, ec.variables
         )
-        analysis = self.analyzer.analyze()
         self.requested = analysis.cost
 
         if analysis.introspection and not introspection_allowed(ctx):
