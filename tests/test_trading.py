@@ -466,3 +466,56 @@ async def test_the_recovery_sweep_leaves_fresh_fills_alone_and_finishes_stale_on
     assert done["status"] == "FILLED" and done["heldAmount"] == "0"
     assert [(t["price"], t["quantity"]) for t in done["trades"]] == [("90.00", "1")]
     await books_are_clean(services)
+
+
+async def test_a_closed_order_still_holding_funds_is_released_by_the_sweep(user_gql, services):
+    """A crash between closing an order and releasing its hold leaves `release_due`
+    set: the sweep releases the hold once it is 5 s old, and only then."""
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="2", limitPrice="80.00"
+    )
+    held = Decimal(order["heldAmount"])
+    assert held > 0
+    orders = OrderDocument.get_pymongo_collection()
+    # What a crash right after the CANCELED transition leaves behind.
+    cut = datetime.now(UTC)
+    await orders.update_one(
+        {"_id": order["id"]},
+        {
+            "$set": {"status": "CANCELED", "updated_at": cut, "release_due": cut},
+            "$push": {"history": {"status": "CANCELED", "at": cut}},
+        },
+    )
+    assert (await services.trading.recover())["holds"] == 0
+    before = balances(await user_gql.data(ACCOUNT))["USD"]
+    assert Decimal(before["held"]) >= held
+
+    stale = cut - timedelta(seconds=6)
+    await orders.update_one({"_id": order["id"]}, {"$set": {"release_due": stale}})
+    assert (await services.trading.recover())["holds"] == 1
+    assert (await services.trading.recover())["holds"] == 0
+    after = balances(await user_gql.data(ACCOUNT))["USD"]
+    assert Decimal(after["held"]) == Decimal(before["held"]) - held
+    assert Decimal(after["available"]) == Decimal(before["available"]) + held
+    doc = await orders.find_one({"_id": order["id"]})
+    assert doc["release_due"] is None and doc["hold_remaining"].to_decimal() == 0
+    await books_are_clean(services)
+
+
+async def test_orders_closed_before_release_due_existed_are_found_by_the_first_sweep(
+    user_gql, services
+):
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="80.00"
+    )
+    orders = OrderDocument.get_pymongo_collection()
+    old = datetime.now(UTC) - timedelta(minutes=1)
+    await orders.update_one(
+        {"_id": order["id"]},
+        {"$set": {"status": "CANCELED", "updated_at": old}, "$unset": {"release_due": ""}},
+    )
+    assert (await services.trading.recover())["holds"] == 0  # not a periodic sweep's job
+    assert (await services.trading.recover(full=True))["holds"] == 1
+    doc = await orders.find_one({"_id": order["id"]})
+    assert doc["hold_remaining"].to_decimal() == 0
+    await books_are_clean(services)

@@ -85,6 +85,9 @@ class OrderDocument(Document):
     # A fill claimed but not yet completed (its legs, trade, totals): the recovery
     # sweep completes it after a crash.
     pending_fill: dict[str, Any] | None = None
+    # Set when the order closes holding funds, cleared once they are released: what
+    # the recovery sweep looks for (an indexed field, not a scan of closed orders).
+    release_due: datetime | None = None
     reject_reason: str | None = None
     history: list[dict[str, Any]] = Field(default_factory=list)
     created_at: datetime
@@ -101,6 +104,17 @@ class OrderDocument(Document):
             IndexModel(
                 [("symbol", pymongo.ASCENDING), ("status", pymongo.ASCENDING)],
                 name="symbol_status",
+            ),
+            # The recovery sweep and expiry (every second on the feed leader).
+            IndexModel([("pending_fill.at", pymongo.ASCENDING)], name="pending_fill"),
+            IndexModel(
+                [("status", pymongo.ASCENDING), ("created_at", pymongo.ASCENDING)],
+                name="status_created",
+            ),
+            IndexModel([("release_due", pymongo.ASCENDING)], name="release_due"),
+            IndexModel(
+                [("time_in_force", pymongo.ASCENDING), ("expires_at", pymongo.ASCENDING)],
+                name="expiry",
             ),
         ]
 

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 ORDERS_CHANNEL = "orders"
 OPEN_STATUSES = ("OPEN", "PARTIALLY_FILLED")
 TERMINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED")
+# Closed by a transition with a hold to release (FILLED closes in complete_fill).
+RELEASING = ("CANCELED", "EXPIRED")
 CENT = Decimal("0.01")
 STALE_PENDING = timedelta(seconds=5)
 
@@ -496,6 +498,7 @@ class TradingEngine:
                     "hold_remaining": Decimal128(hold_left),
                     "status": status,
                     "updated_at": now,
+                    **({"release_due": now} if status == "FILLED" else {}),
                 },
                 "$push": {"history": {"status": status, "at": now}},
             },
@@ -519,7 +522,7 @@ class TradingEngine:
         return (
             await self.orders.find_one_and_update(
                 {"_id": doc["_id"]},
-                {"$set": {"hold_remaining": Decimal128(Decimal(0))}},
+                {"$set": {"hold_remaining": Decimal128(Decimal(0)), "release_due": None}},
                 return_document=ReturnDocument.AFTER,
             )
             or doc
@@ -534,6 +537,8 @@ class TradingEngine:
         fields: dict[str, Any] = {"status": status, "updated_at": now}
         if reason:
             fields["reject_reason"] = reason
+        if status in RELEASING:
+            fields["release_due"] = now  # cleared once what it holds is released
         return await self.orders.find_one_and_update(
             {"_id": order_id, "status": {"$in": list(from_statuses)}, "pending_fill": None},
             {"$set": fields, "$push": {"history": {"status": status, "at": now}}},
@@ -651,14 +656,17 @@ class TradingEngine:
             expired += closed.get("status") == "EXPIRED"
         return expired
 
-    async def recover(self) -> dict[str, int]:
+    async def recover(self, full: bool = False) -> dict[str, int]:
         """Finish or roll back what a crash cut short: claimed fills, orders stuck
-        before their hold, holds of closed orders not yet released."""
+        before their hold, holds of closed orders not yet released. Every query is
+        selective (indexed fields that are set only while work is in flight); `full`
+        (the first sweep after start) also looks for closed orders still holding
+        funds that carry no `release_due` (orders written before it existed)."""
         counts = {"fills": 0, "pending": 0, "holds": 0}
         # Only what has been left alone for STALE_PENDING: younger claims, orders and
         # holds are still in the hands of the request (or tick) that made them.
         stale = now_ms() - STALE_PENDING
-        async for doc in self.orders.find({"pending_fill.at": {"$lt": stale}}):
+        async for doc in self.orders.find({"pending_fill.at": {"$lt": stale, "$type": "date"}}):
             await self.complete_fill(doc)
             counts["fills"] += 1
         async for doc in self.orders.find({"status": "PENDING", "created_at": {"$lt": stale}}):
@@ -673,13 +681,21 @@ class TradingEngine:
             else:
                 await self._transition(doc["_id"], ("PENDING",), "REJECTED", "interrupted")
             counts["pending"] += 1
-        async for doc in self.orders.find(
-            {
-                "status": {"$in": list(TERMINAL)},
-                "hold_remaining": {"$gt": Decimal128(Decimal(0))},
-                "updated_at": {"$lt": stale},
+        # "$type": MongoDB never matches null with $lt on a date; the embedded engine
+        # does (it orders null first), which would release every open order's hold.
+        holding: dict[str, Any] = {"release_due": {"$lt": stale, "$type": "date"}}
+        if full:
+            holding = {
+                "$or": [
+                    holding,
+                    {
+                        "status": {"$in": list(TERMINAL)},
+                        "hold_remaining": {"$gt": Decimal128(Decimal(0))},
+                        "updated_at": {"$lt": stale},
+                    },
+                ]
             }
-        ):
+        async for doc in self.orders.find(holding):
             if doc["status"] != "REJECTED":
                 await self._release_hold(doc)
                 counts["holds"] += 1
@@ -693,7 +709,7 @@ class TradingEngine:
         while not self._closing:
             if self.market.is_leader or first:
                 try:
-                    found = await self.recover()
+                    found = await self.recover(full=first)
                     if any(found.values()):
                         log.warning("recovered interrupted trading operations", extra=found)
                     if self.market.is_leader:
