@@ -11,6 +11,7 @@ from typing import Any
 from beanie import SortDirection
 
 from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.documents.common import older_than
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, NotFound
 from cryptovault.events.counters import HourlyCounters
@@ -68,18 +69,7 @@ class AdminService:
             query["email"] = {"$regex": re.escape(text)}
         total = await UserDocument.find(query).count()
         if after is not None:
-            at, user_id = after
-            query = {
-                "$and": [
-                    query,
-                    {
-                        "$or": [
-                            {"created_at": {"$lt": at}},
-                            {"created_at": at, "_id": {"$lt": user_id}},
-                        ]
-                    },
-                ]
-            }
+            query = {"$and": [query, older_than(after)]}
         found = (
             await UserDocument.find(query)
             .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])

@@ -1,4 +1,4 @@
-"""Helpers shared by documents: ids and timestamps.
+"""Helpers shared by documents: ids, timestamps and the time-cursor page filter.
 
 Ids are ObjectId hex strings. They sort by creation time, look the same in every
 layer (a Viewer's user id, a GraphQL ID, a Mongo _id) and a malformed id from a client
@@ -10,6 +10,7 @@ or put in a cursor before it is written equals the value read back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from bson import ObjectId
 
@@ -21,3 +22,10 @@ def new_id() -> str:
 def now_ms() -> datetime:
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def older_than(after: tuple[datetime, str], field: str = "created_at") -> dict[str, Any]:
+    """The store filter for what comes after a time cursor's item (schema.pagination's
+    decode_time_cursor) in (field, _id) newest-first order."""
+    at, item_id = after
+    return {"$or": [{field: {"$lt": at}}, {field: at, "_id": {"$lt": item_id}}]}

@@ -32,7 +32,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import now_ms, older_than
 from cryptovault.errors import BadUserInput, Conflict, NotFound
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
@@ -343,11 +343,7 @@ class PriceAlerts:
         if symbol is not None:
             query["symbol"] = get_asset(symbol).symbol
         if after is not None:
-            at, alert_id = after
-            query["$or"] = [
-                {"created_at": {"$lt": at}},
-                {"created_at": at, "_id": {"$lt": alert_id}},
-            ]
+            query.update(older_than(after))
         found = (
             await PriceAlertDocument.find(query)
             .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from beanie import SortDirection
 from strawberry.dataloader import DataLoader
 
+from cryptovault.documents.common import older_than
 from cryptovault.documents.trading import (
     BalanceDocument,
     LedgerEntryDocument,
@@ -158,13 +159,7 @@ async def account(info: Info) -> types.Account:
 def _page_query(base: dict[str, Any], after: tuple[datetime, str] | None) -> dict[str, Any]:
     if after is None:
         return base
-    at, item_id = after
-    return {
-        "$and": [
-            base,
-            {"$or": [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": item_id}}]},
-        ]
-    }
+    return {"$and": [base, older_than(after)]}
 
 
 async def _page(model, query: dict[str, Any], first: int) -> tuple[list[Any], bool]:

@@ -72,7 +72,7 @@ def encode_time_cursor(kind: str, at: datetime, item_id: str) -> str:
 
 def decode_time_cursor(kind: str, cursor: str) -> tuple[datetime, str]:
     """(timestamp, id) from `encode_time_cursor`; BAD_USER_INPUT if malformed. Query
-    the next page with {"$or": [{t: {"$lt": at}}, {t: at, "_id": {"$lt": id}}]}."""
+    the next page with documents.common.older_than(after)."""
     raw = decode_cursor(kind, cursor)
     ms, sep, item_id = raw.partition(":")
     if not sep or not item_id or not ms.isdigit() or len(ms) > 15:

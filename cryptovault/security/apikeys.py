@@ -13,7 +13,7 @@ from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.apikeys import ApiKeyDocument
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import now_ms, older_than
 from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.origin import Origin
@@ -114,8 +114,7 @@ class ApiKeys:
         """The user's active keys, newest first."""
         query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
         if after is not None:
-            at, kid = after
-            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": kid}}]
+            query.update(older_than(after))
         found = (
             await ApiKeyDocument.find(query)
             .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])

@@ -13,7 +13,7 @@ from typing import Any
 from beanie import SortDirection
 
 from cryptovault.documents.audit import AuditEntryDocument
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import now_ms, older_than
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.security.origin import Origin
@@ -157,8 +157,7 @@ class AuditLog:
         if until is not None:
             clauses.append({"at": {"$lt": until}})
         if after is not None:
-            at, entry_id = after
-            clauses.append({"$or": [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": entry_id}}]})
+            clauses.append(older_than(after, "at"))
         query: dict[str, Any] = {"$and": clauses} if clauses else {}
         found = (
             await AuditEntryDocument.find(query)

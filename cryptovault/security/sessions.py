@@ -13,6 +13,7 @@ from typing import Any
 from beanie import SortDirection
 from pymongo import ReturnDocument
 
+from cryptovault.documents.common import older_than
 from cryptovault.documents.sessions import (
     RefreshTokenDocument,
     RevokedTokenDocument,
@@ -156,8 +157,7 @@ class SessionStore:
         """The user's live sessions, newest first."""
         query: dict[str, Any] = {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}}
         if after is not None:
-            at, sid = after
-            query["$or"] = [{"created_at": {"$lt": at}}, {"created_at": at, "_id": {"$lt": sid}}]
+            query.update(older_than(after))
         found = (
             await SessionDocument.find(query)
             .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
