@@ -150,16 +150,20 @@ def _checked(header: Any, path: Path) -> dict[str, Any]:
 
 
 def _documents(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        f.readline()
-        for number, line in enumerate(f, start=2):
-            if not line.strip():
-                continue
-            try:
+    number = 1
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            f.readline()
+            for n, line in enumerate(f, start=2):
+                number = n
+                if not line.strip():
+                    continue
                 item = json_util.loads(line, json_options=JSON_OPTIONS)
                 yield item["c"], item["d"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise BackupError(f"{path}, line {number}: {exc}") from None
+    except (ValueError, KeyError, TypeError, EOFError, OSError) as exc:
+        # A cut-off file (gzip: EOFError) or a damaged line: the restore stops with
+        # the place, and the final count check never passes on a partial load.
+        raise BackupError(f"{path}, line {number}: {exc}") from None
 
 
 def _batches(path: Path, size: int) -> Iterator[tuple[str, list[dict[str, Any]]]]:
@@ -200,8 +204,9 @@ async def restore(
     if drop:
         for name in expected:
             await db.drop_collection(name)
+        existing = set(await db.list_collection_names())
     for name in expected:
-        if name not in await db.list_collection_names():
+        if name not in existing:
             await db.create_collection(name)
     for name, batch in _batches(path, batch_size):
         if name not in expected:

@@ -48,9 +48,15 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if server.started else 3
 
 
-def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> int:
-    """Run `work(db)` against the configured store (raw documents: no models)."""
+def _with_store(settings: Settings, command: str, work: Callable[[Any], Awaitable[int]]) -> int:
+    """Run `work(db)` against the configured store (raw documents: no models). What
+    goes wrong (an unreachable store, a bad backup file, a refused migration) is one
+    line on stderr and exit code 1, never a traceback."""
+    from pymongo.errors import PyMongoError
+
+    from cryptovault.backup import BackupError
     from cryptovault.db import open_store
+    from cryptovault.migrations import MigrationError
 
     async def run() -> int:
         store = await open_store(
@@ -61,11 +67,15 @@ def _with_store(settings: Settings, work: Callable[[Any], Awaitable[int]]) -> in
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except (BackupError, MigrationError, OSError, PyMongoError) as exc:
+        print(f"cryptovault {command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptovault.migrations import MigrationError, applied, discover, migrate
+    from cryptovault.migrations import applied, current_version, discover, migrate
 
     async def work(db: Any) -> int:
         migrations = discover()
@@ -77,18 +87,14 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
                 )
                 print(f"{m.id:<32} {state:<34} {m.description}")
             return 0
-        try:
-            steps = await migrate(db, args.to, steps_down=args.down, migrations=migrations)
-        except MigrationError as exc:
-            print(f"cryptovault migrate: {exc}", file=sys.stderr)
-            return 1
+        steps = await migrate(db, args.to, steps_down=args.down, migrations=migrations)
         for step in steps:
             print(f"{step.direction:<4} {step.migration.id} ({step.duration_ms:.0f} ms)")
-        version = max(await applied(db), default=0)
+        version = await current_version(db)
         print(f"store {settings.mongodb_db} at version {version} (latest {len(migrations)})")
         return 0
 
-    return _with_store(settings, work)
+    return _with_store(settings, args.command, work)
 
 
 def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,25 +112,21 @@ def _reconcile(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0 if report.ok else 1
 
-    return _with_store(settings, work)
+    return _with_store(settings, args.command, work)
 
 
 def _backup(settings: Settings, args: argparse.Namespace) -> int:
-    from cryptovault.backup import BackupError, backup
+    from cryptovault.backup import backup
 
     async def work(db: Any) -> int:
-        try:
-            summary = await backup(db, Path(args.out))
-        except (BackupError, OSError) as exc:
-            print(f"cryptovault backup: {exc}", file=sys.stderr)
-            return 1
+        summary = await backup(db, Path(args.out))
         print(
             f"backed up {summary.documents} documents from {len(summary.counts)} collections "
             f"of {summary.database} to {summary.path}"
         )
         return 0
 
-    return _with_store(settings, work)
+    return _with_store(settings, args.command, work)
 
 
 def _restore(settings: Settings, args: argparse.Namespace) -> int:
@@ -137,18 +139,14 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
         return 1
 
     async def work(db: Any) -> int:
-        try:
-            summary = await restore(db, Path(args.file), drop=args.drop)
-        except (BackupError, OSError) as exc:
-            print(f"cryptovault restore: {exc}", file=sys.stderr)
-            return 1
+        summary = await restore(db, Path(args.file), drop=args.drop)
         print(
             f"restored {summary.documents} documents into {len(summary.counts)} collections "
             f"of {summary.database} (backup of {header['database']} taken {header['created_at']})"
         )
         return 0
 
-    return _with_store(settings, work)
+    return _with_store(settings, args.command, work)
 
 
 def _db(settings: Settings, args: argparse.Namespace) -> int:

@@ -324,15 +324,8 @@ def load_settings(
         raise ConfigError(f"MARKET_FEED={feed!r} is invalid: the replay file does not exist")
 
     seed_raw = _optional(env, "FEED_SEED")
-    replay_speed_raw = env.get("REPLAY_SPEED", "").strip() or "1"
-    try:
-        replay_speed = float(replay_speed_raw)
-    except ValueError:
-        raise ConfigError(
-            f"REPLAY_SPEED={replay_speed_raw!r} is invalid: expected a number"
-        ) from None
-    if replay_speed <= 0:
-        raise ConfigError("REPLAY_SPEED is invalid: expected a positive number")
+    # Finite and positive: nan or inf would pass a "> 0" check and stall the replay.
+    replay_speed = _float(env, "REPLAY_SPEED", 1.0, 0.001, 1_000_000)
 
     totp_key = env.get("TOTP_ENCRYPTION_KEY", "").strip()
     if totp_key and not _valid_fernet_key(totp_key):

@@ -185,6 +185,12 @@ async def test_cli_backup_and_restore_round_trip(store_server, new_db, tmp_path)
     done = await run(source.name, "backup", "--out", str(path))
     assert done.returncode == 0, done.stderr
     assert "backed up 16 documents from 4 collections" in done.stdout
+    # A copy cut off mid-way: one line naming the file, exit 1, no traceback.
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(path.read_bytes()[: len(path.read_bytes()) * 2 // 3])
+    broken = await run(new_db().name, "restore", str(cut))
+    assert broken.returncode == 1 and str(cut) in broken.stderr
+    assert "Traceback" not in broken.stderr
     done = await run(target.name, "restore", str(path))
     assert done.returncode == 0, done.stderr
     assert f"backup of {source.name}" in done.stdout

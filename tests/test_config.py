@@ -47,6 +47,8 @@ def test_development_generates_a_secret_once_and_keeps_it(tmp_path):
         ({"MARKET_FEED": "binance-maybe"}, "MARKET_FEED"),
         ({"MARKET_FEED": "replay:/nonexistent.csv"}, "MARKET_FEED"),
         ({"TICK_INTERVAL_MS": "0"}, "TICK_INTERVAL_MS"),
+        ({"REPLAY_SPEED": "nan"}, "REPLAY_SPEED"),
+        ({"REPLAY_SPEED": "0"}, "REPLAY_SPEED"),
         ({"MONGODB_URL": "postgres://x"}, "MONGODB_URL"),
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"JWT_SECRET": "short"}, "JWT_SECRET"),
