@@ -19,6 +19,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
@@ -36,8 +37,9 @@ class TrackedWebSocket:
     """One connection: its ASGI `send`, serialised so that the server's close frame
     and the app's own messages never interleave, and silenced after the close."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, on_accept: Callable[[], None] | None = None) -> None:
         self._send = send
+        self._on_accept = on_accept
         self._lock = asyncio.Lock()
         self.accepted = False
         self.closed = False
@@ -52,6 +54,8 @@ class TrackedWebSocket:
                 return
             if message["type"] == "websocket.accept":
                 self.accepted = True
+                if self._on_accept is not None:
+                    self._on_accept()
             elif message["type"] == "websocket.close":
                 self.closed = True
                 self.close_code = message.get("code", 1000)
@@ -126,7 +130,10 @@ class WebSocketTracking:
         if not registry.accepting:
             await send({"type": "websocket.close", "code": GOING_AWAY})
             return
-        sock = TrackedWebSocket(send)
+        metrics = registry.metrics
+        sock = TrackedWebSocket(
+            send, metrics.websocket_connections_opened.inc if metrics is not None else None
+        )
         client_code: int | None = None
 
         async def receive_noting_close() -> Message:
@@ -136,16 +143,10 @@ class WebSocketTracking:
                 client_code = message.get("code")
             return message
 
-        async def send_tracked(message: Message) -> None:
-            was_accepted = sock.accepted
-            await sock.send(message)
-            if sock.accepted and not was_accepted and registry.metrics is not None:
-                registry.metrics.websocket_connections_opened.inc()
-
         registry._add(sock)
         start = time.perf_counter()
         try:
-            await self.app(scope, receive_noting_close, send_tracked)
+            await self.app(scope, receive_noting_close, sock.send)
         finally:
             registry._remove(sock)
             sock.finished.set()

@@ -285,9 +285,6 @@ class Metrics:
         """Running subscriptions on this instance (the admin `stats` reads it)."""
         return sum(self._live_subscriptions.values())
 
-    def subscriptions_by_field(self) -> dict[str, int]:
-        return {f: n for f, n in self._live_subscriptions.items() if n > 0}
-
     # -- wiring ----------------------------------------------------------------------
 
     def watch(

@@ -190,9 +190,6 @@ class Limiter:
     async def peek(self, key: str) -> BudgetStatus:
         return await self.spend(key, 0)
 
-    async def reset(self, key: str) -> None:
-        await self.budgets.clear(self._budget_item(key), key)
-
     def _unknown(self, item: RateLimitItem, cost: int) -> BudgetStatus:
         return BudgetStatus(item.amount, item.amount, cost, self.window, 0.0)
 
@@ -247,6 +244,3 @@ class Limiter:
         self._connections[key] -= 1
         if self._connections[key] <= 0:
             del self._connections[key]
-
-    def connections(self, key: str) -> int:
-        return self._connections[key]

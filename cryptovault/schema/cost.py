@@ -107,7 +107,6 @@ class Analysis:
     directives: int
     root_fields: int
     introspection: bool
-    operation_type: OperationType
 
 
 def _meta(field: GraphQLField) -> Cost | None:
@@ -156,7 +155,6 @@ class CostAnalyzer:
             directives=stats.directives,
             root_fields=len(self._root_keys(self.operation.selection_set, set())),
             introspection=stats.introspection,
-            operation_type=self.operation.operation,
         )
 
     def _selections(

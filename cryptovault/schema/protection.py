@@ -190,7 +190,6 @@ class Protection(SchemaExtension):
         self.analyzer: CostAnalyzer | None = None
         self.requested: int | None = None
         self.status: BudgetStatus | None = None
-        self.reported = False
 
     async def on_execute(self) -> AsyncIterator[None]:
         await self._check()
@@ -256,7 +255,7 @@ class Protection(SchemaExtension):
             )
 
     async def get_results(self) -> dict[str, Any]:  # type: ignore[override]
-        if self.reported or self.requested is None:
+        if self.requested is None:
             return {}
         ec = self.execution_context
         is_subscription = (
@@ -275,7 +274,7 @@ class Protection(SchemaExtension):
         actual = 0
         if self.analyzer is not None and self.status is not None and self.status.allowed:
             data = getattr(ec.result, "data", None)
-            actual = self.requested if is_subscription else self.analyzer.actual_cost(data)
+            actual = self.analyzer.actual_cost(data)
         cost: dict[str, Any] = {
             "requestedQueryCost": self.requested,
             "actualQueryCost": actual,
