@@ -451,6 +451,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             # Under `cryptovault serve` the sockets are already closed with 1001
             # (lifecycle.GracefulServer); other servers get here with them open.
             await started.websockets.close_all(timeout=settings.shutdown_timeout_seconds)
+            if app.state.subscription_groups is not None:
+                await app.state.subscription_groups.close()  # before the hub they read
             await started.close()
             log.info("cryptovault stopped")
             flush_sentry()

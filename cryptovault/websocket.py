@@ -186,6 +186,10 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.handle_invalid_message("Messages must be JSON objects with a type")
             return
+        if message["type"] == "complete" and not isinstance(message.get("id"), str):
+            # Strawberry looks the id up in a dict: a list would raise, not close.
+            await self.handle_invalid_message("Operation messages need a string id")
+            return
         await super().handle_message(message)  # type: ignore[arg-type]
 
     async def handle_connection_init(self, message: Any) -> None:  # type: ignore[override]

@@ -183,8 +183,13 @@ async def test_live_subscriptions_and_websockets_are_gauged(live_url, client, se
         )
 
     async def subscribe(ws, id: str) -> None:
-        query = 'subscription Live { candles(symbol: "DOT", interval: ONE_MINUTE) { close } }'
-        await ws.send(json.dumps({"id": id, "type": "subscribe", "payload": {"query": query}}))
+        # Two operations: the gauge is labelled by the one operationName picks.
+        query = (
+            "subscription Other { prices { price } } "
+            'subscription Live { candles(symbol: "DOT", interval: ONE_MINUTE) { close } }'
+        )
+        payload = {"query": query, "operationName": "Live"}
+        await ws.send(json.dumps({"id": id, "type": "subscribe", "payload": payload}))
 
     async def next_event(ws) -> dict:
         # Keep ticking until the subscription (which may start after a tick) delivers.

@@ -177,6 +177,7 @@ async def test_starting_a_subscription_is_charged(store_server):
         '{"type": "subscribe", "id": 5, "payload": {"query": "{ rateLimit { limit } }"}}',
         '{"type": "subscribe", "id": "1", "payload": {"query": 5}}',
         '{"type": "nope"}',
+        '{"type": "complete", "id": [1]}',
     ],
 )
 async def test_malformed_messages_close_with_4400(store_server, message):

@@ -91,6 +91,7 @@ class Prepared:
     variables: dict[str, Any] | None
     context: Any
     response_key: str
+    field_name: str  # the root field (e.g. "prices"): its policy and metrics label
     policy: StreamPolicy
     source: AsyncIterator[Any]
     # What the extensions report with the subscriber's first event (e.g. its cost).
@@ -139,7 +140,6 @@ class Group:
         self.source = prepared.source
         self.members: dict[Member, None] = {}
         self.closed = False
-        self.events = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -175,7 +175,6 @@ class Group:
                     log.exception("closing a subscription source failed")
 
     async def _publish(self, event: Any) -> None:
-        self.events += 1
         result = self.registry.execute(self, event)
         if optimized_is_awaitable(result):
             result = await result
@@ -350,6 +349,7 @@ class SubscriptionGroups:
                 variables=variables,
                 context=context,
                 response_key=response_key,
+                field_name=field_name,
                 policy=policy,
                 source=source,
                 extensions=await runner.get_extensions_results(ec),
@@ -410,7 +410,7 @@ class SubscriptionGroups:
         when it is the first)."""
         member = Member(outbox, operation_id, protocol, prepared.extensions)
         if self.metrics is not None:
-            member.metrics_field = _root_field_name(prepared.document)
+            member.metrics_field = prepared.field_name
             self.metrics.subscription_started(member.metrics_field)
         group = self._groups.get(prepared.key)
         if group is None:
@@ -507,14 +507,3 @@ def _close_unstarted(source: Any) -> None:
 
 
 _closing: set[asyncio.Future[Any]] = set()
-
-
-def _root_field_name(document: DocumentNode) -> str:
-    from graphql import FieldNode, OperationDefinitionNode
-
-    for definition in document.definitions:
-        if isinstance(definition, OperationDefinitionNode):
-            for selection in definition.selection_set.selections:
-                if isinstance(selection, FieldNode):
-                    return selection.name.value
-    return "unknown"
