@@ -91,7 +91,7 @@ class Trigger:
             self.http.transport.close()
 
 
-async def trigger(http: Trigger, port: int, fleet: Fleet, n: int, timeout: float) -> bool:
+async def trigger(http: Trigger, fleet: Fleet, n: int, timeout: float) -> bool:
     tick = Tick(done=asyncio.get_running_loop().create_future())
     fleet.ticks[n] = tick
     tick.sent = time.perf_counter()
@@ -131,13 +131,13 @@ async def measure(
         started = time.monotonic()
         while fleet.seen < n and time.monotonic() - started < 120:
             k += 1
-            await trigger(http, port, fleet, k, 2 + n * 0.003)
+            await trigger(http, fleet, k, 2 + n * 0.003)
         if fleet.seen < n:
             result["error"] = f"only {fleet.seen} of {n} sockets subscribed"
             return result
         for _ in range(2):
             k += 1
-            await trigger(http, port, fleet, k, tick_timeout)
+            await trigger(http, fleet, k, tick_timeout)
         idle_rss = rss_bytes(pid)
         result["rss_per_connection_kb"] = (idle_rss - base_rss) / n / 1024
         fleet.record = True
@@ -146,7 +146,7 @@ async def measure(
         measured = 0
         while measured < ticks and (measured < 3 or time.monotonic() - t0 < budget):
             k += 1
-            if not await trigger(http, port, fleet, k, tick_timeout):
+            if not await trigger(http, fleet, k, tick_timeout):
                 result["error"] = f"tick {k} not delivered to all {n} in {tick_timeout:.0f} s"
                 break
             tick = fleet.ticks[k]

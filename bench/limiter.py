@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,15 +36,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import OUT, cpu_seconds, free_port
+
 QUERY = "{ assets { symbol price { price } } }"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-OUT = Path(__file__).parent / "out"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(mode: str, port: int) -> None:
@@ -121,16 +115,6 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
             length = int(line.split(b":", 1)[1])
     body = await reader.readexactly(length)
     return status if b'"errors"' not in body else 500
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux): overhead per request that does
-    not depend on what else the machine is doing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 async def load(port: int, pid: int, duration: float, concurrency: int) -> dict[str, float]:

@@ -218,9 +218,10 @@ class HTTPClient(asyncio.Protocol):
         return await self.waiter
 
 
-def post(path: str, body: bytes, port: int) -> bytes:
+def post(path: str, body: bytes, port: int, token: str | None = None) -> bytes:
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
     return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from bench.common import OUT, STORE_PIDS, child, cpu_seconds, fmt, free_port, percentile, store
-from bench.loadgen import HTTPClient, http_connection
+from bench.loadgen import HTTPClient, http_connection, post
 
 PASSWORD = "correct horse battery staple"
 REGISTER = "mutation($i: RegisterInput!) { register(input: $i) { accessToken } }"
@@ -53,12 +53,7 @@ COMMANDS = re.compile(
 
 
 def request(port: int, query: str, variables: dict[str, Any], token: str | None) -> bytes:
-    body = orjson.dumps({"query": query, "variables": variables})
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
-    return (
-        f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    return post("/graphql", orjson.dumps({"query": query, "variables": variables}), port, token)
 
 
 async def call(client: HTTPClient, raw: bytes) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 
 
 async def run_mode(
-    mode: str, port: int, pid: int, clients: list[tuple[HTTPClient, str]], duration: float
+    mode: str, port: int, clients: list[tuple[HTTPClient, str]], duration: float
 ) -> tuple[list[float], int]:
     """Closed loop on every connection for `duration` s; latencies per mutation."""
     latencies: list[float] = []
@@ -149,7 +144,7 @@ async def run_mode(
     return latencies, done
 
 
-async def measure(store_url: str, quick: bool, duration: float, users: int) -> dict[str, Any]:
+async def measure(store_url: str, duration: float, users: int) -> dict[str, Any]:
     port = free_port()
     rows: list[dict[str, Any]] = []
     with child(["app", "--store", store_url], port, env=ENV) as pid:
@@ -163,8 +158,8 @@ async def measure(store_url: str, quick: bool, duration: float, users: int) -> d
             )
             clients.append((await http_connection(port), data["register"]["accessToken"]))
         # Warm-up: every path once per connection, caches filled.
-        await run_mode("market", port, pid, clients, 0.5)
-        await run_mode("limit", port, pid, clients, 0.5)
+        await run_mode("market", port, clients, 0.5)
+        await run_mode("limit", port, clients, 0.5)
 
         before = await store_commands(admin, port)
         await asyncio.sleep(duration)
@@ -175,7 +170,7 @@ async def measure(store_url: str, quick: bool, duration: float, users: int) -> d
             before = await store_commands(admin, port)
             cpu0, store0 = cpu_seconds(pid), cpu_seconds(STORE_PIDS[store_url])
             started = time.perf_counter()
-            latencies, done = await run_mode(mode, port, pid, clients, duration)
+            latencies, done = await run_mode(mode, port, clients, duration)
             elapsed = time.perf_counter() - started
             cpu = cpu_seconds(pid) - cpu0
             store_cpu = cpu_seconds(STORE_PIDS[store_url]) - store0
@@ -243,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     with store() as store_url:
-        results = asyncio.run(measure(store_url, args.quick, duration, args.users))
+        results = asyncio.run(measure(store_url, duration, args.users))
     print(table(results))
     OUT.mkdir(exist_ok=True)
     (OUT / "orders.json").write_text(json.dumps(results, indent=2))
