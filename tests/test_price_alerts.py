@@ -118,6 +118,8 @@ async def test_alerts_are_listed_newest_first_filtered_and_paged(user_gql):
     assert made[2]["value"] == "-12.50"
     assert error_codes(await user_gql.execute(LIST, {"first": 500})) == ["BAD_USER_INPUT"]
     assert error_codes(await user_gql.execute(LIST, {"after": "garbage"})) == ["BAD_USER_INPUT"]
+    # An empty filter is a mistake, not "no alerts" (the same as orders(status: [])).
+    assert error_codes(await user_gql.execute(LIST, {"status": []})) == ["BAD_USER_INPUT"]
 
 
 async def test_only_the_owner_can_delete_an_alert(user_gql, services):

@@ -188,15 +188,21 @@ class PriceAlerts:
         ):
             self._was_follower = False
             self._resync_task = self._spawn(self._resync_in_background())
-        crossed = self.index.pop_crossed(
-            tick.symbol, tick.price, lambda: self._change_percent(tick)
-        )
+        known: list[Decimal | None] = []  # the 24 h change, looked up at most once
+
+        def change_percent() -> Decimal | None:
+            if not known:
+                known.append(self._change_percent(tick))
+            return known[0]
+
+        crossed = self.index.pop_crossed(tick.symbol, tick.price, change_percent)
         if not crossed:
             return
         if self._replay is not None:
             ids = [w.alert_id for w in crossed]
             self._replay.append(lambda index: [index.remove(i) for i in ids])
-        self._spawn(self._fire(crossed, tick))
+        # Recorded with the alerts: the change as of this tick, not of a later one.
+        self._spawn(self._fire(crossed, tick, change_percent()))
 
     def _change_percent(self, tick: Tick) -> Decimal | None:
         quote = self.market.quote(tick.symbol)
@@ -204,9 +210,8 @@ class PriceAlerts:
             return None
         return quote.day.change_percent(tick.price)
 
-    async def _fire(self, crossed: Sequence[Watch], tick: Tick) -> None:
+    async def _fire(self, crossed: Sequence[Watch], tick: Tick, percent: Decimal | None) -> None:
         at = tick.timestamp.replace(microsecond=tick.timestamp.microsecond // 1000 * 1000)
-        percent = self._change_percent(tick)
         fields: dict[str, Any] = {
             "status": AlertStatus.TRIGGERED.value,
             "triggered_at": at,
@@ -339,6 +344,9 @@ class PriceAlerts:
         """The user's alerts, newest first."""
         query: dict[str, Any] = {"user_id": user_id}
         if statuses is not None:
+            statuses = list(statuses)
+            if not statuses:
+                raise BadUserInput("status must not be empty (omit it for every status)")
             query["status"] = {"$in": sorted({s.value for s in statuses})}
         if symbol is not None:
             query["symbol"] = get_asset(symbol).symbol

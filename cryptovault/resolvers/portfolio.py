@@ -107,10 +107,10 @@ async def history(
 async def holding_trades(
     info: Info, asset: str, first: int | None, after: str | None
 ) -> Connection[trading_types.Trade]:
-    if after is not None:  # a later page: the same as `trades(symbol: ...)`
-        return await trading_resolvers.trades(info, first, after, asset)
-    viewer = require_viewer(info)
     size = check_page_size(first, 20, MAX_PAGE)
+    if after is not None:  # a later page: the same as `trades(symbol: ...)`, same size
+        return await trading_resolvers.trades(info, size, after, asset)
+    viewer = require_viewer(info)
     loaders = info.context.state.setdefault("loaders", {})
     key = f"holding_trades:{viewer.user_id}:{size}"
     if key not in loaders:

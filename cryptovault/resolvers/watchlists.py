@@ -20,7 +20,7 @@ def to_watchlist(w: Watchlist) -> types.Watchlist:
 
 
 def assets_of(symbols: list[str]) -> list[market_types.Asset]:
-    return [to_asset(ASSETS[s]) for s in symbols if s in ASSETS]
+    return [to_asset(ASSETS[s]) for s in symbols]  # Watchlist keeps listed symbols only
 
 
 async def watchlist(info: Info) -> types.Watchlist:
