@@ -417,3 +417,19 @@ async def test_pushes_are_at_most_one_a_second_and_only_for_held_assets(
     await asyncio.sleep(PUSH_EVERY * 1.5)
     assert portfolio.valuations == computed
     await ws.close()
+
+
+async def test_history_ends_with_the_portfolio_already_valued_not_a_second_valuation(
+    user_gql, services, commands
+):
+    """`portfolio { history }` (and each push of the portfolio subscription) values
+    the portfolio once: history adds only its two snapshot reads."""
+    services.market.apply(quote("SOL", "99.00", "100.00"))
+    await trade(user_gql, "SOL", "BUY", "1")
+    alone = await _commands_of(user_gql, "{ portfolio { totalValue } }", commands)
+    with_history = await _commands_of(
+        user_gql, "{ portfolio { totalValue history { endValue } } }", commands
+    )
+    assert sorted(with_history) == sorted([*alone, "find", "find"]), (alone, with_history)
+    body = await user_gql.data("{ portfolio { totalValue history { endValue } } }")
+    assert body["portfolio"]["history"]["endValue"] == body["portfolio"]["totalValue"]

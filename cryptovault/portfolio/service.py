@@ -229,10 +229,12 @@ class PortfolioService:
             raise BadUserInput("from must be before to", field="from")
         return start, end
 
-    async def history(self, user_id: str, start: datetime, end: datetime) -> History:
+    async def history(
+        self, user_id: str, start: datetime, end: datetime, live: PortfolioValue | None = None
+    ) -> History:
         """The snapshots in [start, end], starting from the last one before `start`
         (the value the range starts from), ending with the live value when `end` is
-        now. Two store reads (plus the valuation's when live)."""
+        now: `live` when the caller has it, else valued here. Two store reads."""
         snapshots = PortfolioSnapshotDocument.get_pymongo_collection()
         before = await snapshots.find_one(
             {"user_id": user_id, "at": {"$lte": start}}, sort=[("at", -1)]
@@ -245,7 +247,7 @@ class PortfolioService:
             Valuation(s["at"], s["value"].to_decimal(), s["net_flows"].to_decimal()) for s in raw
         ]
         if end >= now_ms() - timedelta(seconds=1):
-            live = await self.valuation(user_id)
+            live = live or await self.valuation(user_id)
             if not points or live.at > points[-1].at:
                 points.append(Valuation(live.at, live.total_value, live.net_flows))
         return History(start, end, tuple(points), time_weighted_return(points))

@@ -62,7 +62,7 @@ def to_portfolio(value: PortfolioValue) -> types.Portfolio:
         net_deposits=value.net_flows,
         complete=value.complete,
         valued_at=value.at,
-        user_id=value.user_id,
+        value=value,
     )
 
 
@@ -96,12 +96,16 @@ async def portfolio(info: Info) -> types.Portfolio:
 
 
 async def history(
-    info: Info, range_: HistoryRange | None, start: datetime | None, end: datetime | None
+    info: Info,
+    range_: HistoryRange | None,
+    start: datetime | None,
+    end: datetime | None,
+    live: PortfolioValue,
 ) -> types.PortfolioHistory:
     viewer = require_viewer(info)
     service = info.context.services.portfolio
     start, end = service.resolve_range(range_, start, end)
-    return to_history(await service.history(viewer.user_id, start, end))
+    return to_history(await service.history(viewer.user_id, start, end, live))
 
 
 async def holding_trades(

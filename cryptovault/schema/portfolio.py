@@ -13,6 +13,7 @@ from strawberry.permission import BasePermission
 
 from cryptovault.market.assets import ASSETS
 from cryptovault.portfolio.service import MAX_POINTS, HistoryRange
+from cryptovault.portfolio.valuation import PortfolioValue
 from cryptovault.resolvers import portfolio as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
@@ -140,7 +141,9 @@ class Portfolio:
         description="False while a holding has no price yet (it is then left out of totals)."
     )
     valued_at: datetime
-    user_id: strawberry.Private[str]
+    # The valuation this was built from: `history` ends with it instead of valuing
+    # the portfolio again (the subscription resolves this type on every push).
+    value: strawberry.Private[PortfolioValue]
 
     @strawberry.field(
         description="Performance over `range` (DAY by default) or between `from` and `to`."
@@ -152,7 +155,7 @@ class Portfolio:
         start: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         end: Annotated[datetime | None, strawberry.argument(name="to")] = None,
     ) -> PortfolioHistory:
-        return await resolve.history(info, range, start, end)
+        return await resolve.history(info, range, start, end, self.value)
 
 
 READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
