@@ -10,9 +10,10 @@ or put in a cursor before it is written equals the value read back."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from bson import ObjectId
+from bson import Decimal128, ObjectId
 
 
 def new_id() -> str:
@@ -29,3 +30,8 @@ def older_than(after: tuple[datetime, str], field: str = "created_at") -> dict[s
     decode_time_cursor) in (field, _id) newest-first order."""
     at, item_id = after
     return {"$or": [{field: {"$lt": at}}, {field: at, "_id": {"$lt": item_id}}]}
+
+
+def to_decimal(value: Any) -> Decimal:
+    """A stored amount (Decimal128, or a Decimal/str/int from a model) as a Decimal."""
+    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))

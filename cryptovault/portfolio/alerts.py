@@ -32,7 +32,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
-from cryptovault.documents.common import now_ms, older_than
+from cryptovault.documents.common import now_ms, older_than, to_decimal
 from cryptovault.errors import BadUserInput, Conflict, NotFound
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
@@ -148,7 +148,7 @@ class PriceAlerts:
                         user_id=raw["user_id"],
                         symbol=raw["symbol"],
                         condition=AlertCondition(raw["condition"]),
-                        value=_decimal(raw["value"]),
+                        value=to_decimal(raw["value"]),
                     )
                     async for raw in cursor
                 ]
@@ -430,7 +430,3 @@ class PriceAlerts:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _decimal(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))

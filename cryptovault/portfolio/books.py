@@ -32,7 +32,7 @@ from beanie import SortDirection
 from bson import Decimal128
 from pymongo.errors import DuplicateKeyError
 
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.documents.portfolio import PortfolioBookDocument
 from cryptovault.documents.trading import LedgerEntryDocument
 from cryptovault.portfolio.performance import ZERO, Position
@@ -45,10 +45,6 @@ log = logging.getLogger(__name__)
 GRACE = timedelta(seconds=60)
 TRADE = "trade"
 PriceOf = Callable[[str], Decimal | None]
-
-
-def _d(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 @dataclass
@@ -115,7 +111,7 @@ class Books:
     def _trade(self, legs: list[dict[str, Any]]) -> None:
         cash = next(e for e in legs if e["asset"] == USD)
         units = next(e for e in legs if e["asset"] != USD)
-        quantity, usd = _d(units["amount"]), _d(cash["amount"])
+        quantity, usd = to_decimal(units["amount"]), to_decimal(cash["amount"])
         position = self.position(units["asset"])
         if quantity > 0:
             position.buy(quantity, -usd)
@@ -127,7 +123,7 @@ class Books:
     def _flow(self, entry: dict[str, Any], price_of: PriceOf) -> None:
         """Funding, an admin adjustment (or any movement that is not a trade): money
         from outside, not return."""
-        amount, asset = _d(entry["amount"]), entry["asset"]
+        amount, asset = to_decimal(entry["amount"]), entry["asset"]
         if asset == USD:
             self.net_flows += amount
         else:
@@ -198,11 +194,13 @@ class Books:
         return cls(
             user_id=user_id,
             positions={
-                asset: Position(_d(p["quantity"]), _d(p["cost"]), _d(p["realized"]))
+                asset: Position(
+                    to_decimal(p["quantity"]), to_decimal(p["cost"]), to_decimal(p["realized"])
+                )
                 for asset, p in raw.get("positions", {}).items()
             },
-            net_flows=_d(raw.get("net_flows", 0)),
-            flow_values={f["id"]: _d(f["value"]) for f in raw.get("flow_values", [])},
+            net_flows=to_decimal(raw.get("net_flows", 0)),
+            flow_values={f["id"]: to_decimal(f["value"]) for f in raw.get("flow_values", [])},
             entries=int(raw.get("entries", 0)),
             through=raw.get("through"),
             recent={r["id"]: r["at"] for r in raw.get("recent", [])},

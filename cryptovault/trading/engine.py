@@ -22,7 +22,7 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
-from cryptovault.documents.common import new_id, now_ms
+from cryptovault.documents.common import new_id, now_ms, to_decimal
 from cryptovault.documents.trading import OrderDocument, TradeDocument
 from cryptovault.errors import BadUserInput, Conflict, NotFound
 from cryptovault.events.bus import EventBus
@@ -49,10 +49,6 @@ STALE_PENDING = timedelta(seconds=5)
 
 def orders_topic(user_id: str) -> str:
     return f"orders:{user_id}"
-
-
-def _d(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value))
 
 
 def ceil_cents(value: Decimal) -> Decimal:
@@ -316,8 +312,8 @@ class TradingEngine:
 
     def _remaining(self, doc: dict[str, Any]) -> Decimal:
         if doc.get("quantity") is not None:
-            return _d(doc["quantity"]) - _d(doc["filled_quantity"])
-        return _d(doc["hold_remaining"])  # a quote-quantity buy: USD left to spend
+            return to_decimal(doc["quantity"]) - to_decimal(doc["filled_quantity"])
+        return to_decimal(doc["hold_remaining"])  # a quote-quantity buy: USD left to spend
 
     def _liquidity(self, tick: Tick) -> Decimal:
         """Base units still offered at the top of the book for this tick."""
@@ -341,7 +337,7 @@ class TradingEngine:
             return None
         if kind in ("MARKET", "STOP"):
             return market_price
-        limit = _d(doc["limit_price"])
+        limit = to_decimal(doc["limit_price"])
         if (buy and market_price <= limit) or (not buy and market_price >= limit):
             return market_price  # the limit or better
         return None
@@ -355,7 +351,7 @@ class TradingEngine:
         available = self._liquidity(tick)
         if doc.get("quantity") is None:  # spend a USD amount, fee included
             rate = self.settings.taker_fee_rate
-            wanted = asset.floor_quantity(_d(doc["hold_remaining"]) / (price * (1 + rate)))
+            wanted = asset.floor_quantity(to_decimal(doc["hold_remaining"]) / (price * (1 + rate)))
         else:
             wanted = self._remaining(doc)
             if doc["side"] == "BUY":
@@ -363,7 +359,7 @@ class TradingEngine:
                 # hold pays for.
                 rate = max(self.settings.taker_fee_rate, self.settings.maker_fee_rate)
                 affordable = asset.floor_quantity(
-                    (_d(doc["hold_remaining"]) - CENT) / (price * (1 + rate))
+                    (to_decimal(doc["hold_remaining"]) - CENT) / (price * (1 + rate))
                 )
                 wanted = min(wanted, affordable)
         return max(Decimal(0), min(wanted, available))
@@ -379,7 +375,7 @@ class TradingEngine:
         return await self._fill(doc, size, price, liquidity)
 
     async def _maybe_trigger(self, doc: dict[str, Any], tick: Tick) -> dict[str, Any]:
-        stop = _d(doc["stop_price"])
+        stop = to_decimal(doc["stop_price"])
         crossed = tick.price >= stop if doc["side"] == "BUY" else tick.price <= stop
         if not crossed:
             return doc
@@ -433,7 +429,11 @@ class TradingEngine:
         the recovery sweep calls it for fills a crash interrupted."""
         pf = doc["pending_fill"]
         n = pf["n"]
-        quantity, price, fee = _d(pf["quantity"]), _d(pf["price"]), _d(pf["fee"])
+        quantity, price, fee = (
+            to_decimal(pf["quantity"]),
+            to_decimal(pf["price"]),
+            to_decimal(pf["fee"]),
+        )
         order_id, user_id, symbol = doc["_id"], doc["user_id"], doc["symbol"]
         trade_id = f"{order_id}:{n}"
         notional = quantity * price
@@ -475,8 +475,8 @@ class TradingEngine:
                     "created_at": pf["at"],
                 }
             )
-        filled = _d(doc["filled_quantity"]) + quantity
-        hold_left = _d(doc["hold_remaining"]) - held_used
+        filled = to_decimal(doc["filled_quantity"]) + quantity
+        hold_left = to_decimal(doc["hold_remaining"]) - held_used
         done_fill = {**doc, "filled_quantity": filled, "hold_remaining": hold_left}
         remaining = self._remaining(done_fill)
         asset = get_asset(symbol)
@@ -493,8 +493,8 @@ class TradingEngine:
                     "pending_fill": None,
                     "fills": n + 1,
                     "filled_quantity": Decimal128(filled),
-                    "spent_quote": Decimal128(_d(doc["spent_quote"]) + notional),
-                    "fees": Decimal128(_d(doc["fees"]) + fee),
+                    "spent_quote": Decimal128(to_decimal(doc["spent_quote"]) + notional),
+                    "fees": Decimal128(to_decimal(doc["fees"]) + fee),
                     "hold_remaining": Decimal128(hold_left),
                     "status": status,
                     "updated_at": now,
@@ -514,7 +514,7 @@ class TradingEngine:
         return updated
 
     async def _release_hold(self, doc: dict[str, Any]) -> dict[str, Any]:
-        left = _d(doc["hold_remaining"])
+        left = to_decimal(doc["hold_remaining"])
         if left > 0:
             await self.ledger.release(
                 f"release:{doc['_id']}", doc["user_id"], doc["hold_asset"], left

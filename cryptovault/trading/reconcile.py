@@ -11,14 +11,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from bson import Decimal128
 from pymongo.asynchronous.database import AsyncDatabase
+
+from cryptovault.documents.common import to_decimal
 
 OPEN = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 
 
 def _d(value: Any) -> Decimal:
-    return value.to_decimal() if isinstance(value, Decimal128) else Decimal(str(value or 0))
+    return to_decimal(value if value is not None else 0)
 
 
 @dataclass
