@@ -44,6 +44,7 @@ def teammates(quick: bool, results: dict[str, Any]) -> None:
         ("orders", ["--quick"] if quick else []),
         ("limiter", ["--duration", "2", "--rounds", "1"] if quick else []),
         ("alerts", []),
+        ("extensions", ["--n", "500"] if quick else []),
     ):
         try:
             module = importlib.import_module(f"bench.{name}")

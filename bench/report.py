@@ -163,6 +163,7 @@ def markdown(results: dict[str, Any]) -> str:
         "orders": "placeOrder on the embedded store",
         "limiter": "Limiter overhead",
         "alerts": "Price alert check per tick",
+        "extensions": "What each schema extension adds (in process)",
     }
     for name, title in titles.items():
         if name in results:

@@ -184,8 +184,8 @@ async def restore(
 ) -> Summary:
     """Load a backup into `db`. Collections of the backup that already hold documents
     are refused unless `drop` (they are then dropped first). Documents are written
-    as upserts by `_id` in batches (on the embedded store these are ~50x faster
-    than inserts into a growing collection), then the app's indexes and the backup's
+    as upserts by `_id` in batches (on the embedded store, cheaper than inserts into a
+    growing collection, which it indexes as it goes), then the app's indexes and the backup's
     own are created and the counts checked against the header."""
     path = Path(path)
     header = read_header(path)
