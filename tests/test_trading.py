@@ -202,6 +202,13 @@ async def test_insufficient_funds_writes_nothing(user_gql, services):
         ({"quantity": "1", "timeInForce": "GTD"}, "expiresAt"),
         ({"symbol": "NOPE", "quantity": "1"}, None),
         ({"quantity": "0.005"}, "quantity"),  # 0.50 USD: below the minimum value
+        # Huge numbers: a clear refusal, not a Decimal error deep in the hold maths.
+        ({"quantity": "1000000000000000000000"}, "quantity"),
+        (
+            {"type": "LIMIT", "quantity": "1000000000000", "limitPrice": "1000000000000"},
+            "quantity",
+        ),  # each within bounds, their product (the order value) is not
+        ({"quoteQuantity": "1" + "0" * 30, "quantity": None}, "quoteQuantity"),
     ],
 )
 async def test_invalid_orders_are_bad_user_input(user_gql, fields, field):
@@ -398,6 +405,11 @@ async def test_freezing_cancels_open_orders_and_blocks_trading(user_gql, gql_at,
         {"i": {"userId": user_id, "asset": "usd", "amount": "250.00", "reason": "goodwill"}},
     )
     assert adjusted["adjustBalance"]["asset"] == "USD"
+    huge = await admin.execute(
+        "mutation($i: AdjustBalanceInput!) { adjustBalance(input: $i) { asset } }",
+        {"i": {"userId": user_id, "asset": "USD", "amount": "1" + "0" * 25, "reason": "x"}},
+    )
+    assert error_codes(huge) == ["BAD_USER_INPUT"]
     log = await admin.data(
         'query($u: ID) { auditLog(userId: $u, action: "admin.balance_adjusted") { edges { node { details } } } }',
         {"u": user_id},
@@ -518,4 +530,28 @@ async def test_orders_closed_before_release_due_existed_are_found_by_the_first_s
     assert (await services.trading.recover(full=True))["holds"] == 1
     doc = await orders.find_one({"_id": order["id"]})
     assert doc["hold_remaining"].to_decimal() == 0
+    await books_are_clean(services)
+
+
+async def test_an_order_cut_off_before_its_hold_is_rejected_holding_nothing(user_gql, services):
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="70.00"
+    )
+    orders = OrderDocument.get_pymongo_collection()
+    # What a crash between inserting an order and taking its hold leaves behind.
+    ghost = await orders.find_one({"_id": order["id"]})
+    old = datetime.now(UTC) - timedelta(seconds=10)
+    ghost.update(
+        _id="6b0000000000000000000001",
+        idempotency_key=f"ghost:{uuid.uuid4().hex}",
+        status="PENDING",
+        created_at=old,
+        updated_at=old,
+        history=[{"status": "PENDING", "at": old}],
+    )
+    await orders.insert_one(ghost)
+    assert (await services.trading.recover())["pending"] == 1
+    doc = await orders.find_one({"_id": ghost["_id"]})
+    assert doc["status"] == "REJECTED" and doc["hold_remaining"].to_decimal() == 0
+    assert (await services.trading.recover(full=True))["holds"] == 0
     await books_are_clean(services)

@@ -73,9 +73,19 @@ class OrderRequest:
     client_order_id: str | None = None
 
 
+# The largest quantity, price or USD amount an order or adjustment may name, and the
+# largest order value: far beyond any paper account, and small enough that every
+# amount derived from them (holds, fees, totals) stays exact in 28-digit Decimal
+# arithmetic and in Decimal128 (beyond it, Decimal raises instead of answering).
+MAX_AMOUNT = Decimal("1e12")
+MAX_NOTIONAL = Decimal("1e15")
+
+
 def _multiple(value: Decimal, step: Decimal, field: str) -> None:
     if value <= 0:
         raise BadUserInput(f"{field} must be positive", field=field)
+    if value > MAX_AMOUNT:
+        raise BadUserInput(f"{field} must be at most {MAX_AMOUNT:,.0f}", field=field)
     if value % step != 0:
         raise BadUserInput(
             f"{field} must be a multiple of {step}", field=field, increment=str(step)
@@ -141,8 +151,7 @@ class TradingEngine:
         if amount == 0 or not amount.is_finite():
             raise BadUserInput("amount must be a non-zero number", field="amount")
         step = CENT if asset == USD else get_asset(asset).quantity_increment
-        if amount % step != 0:
-            raise BadUserInput(f"amount must be a multiple of {step}", field="amount")
+        _multiple(abs(amount), step, "amount")
         if not reason.strip() or len(reason) > 500:
             raise BadUserInput("Give a reason (at most 500 characters)", field="reason")
         await self.ensure_account(user_id)
@@ -210,6 +219,11 @@ class TradingEngine:
         reference = req.limit_price or req.stop_price or (tick.price if tick else None)
         if reference is not None:
             notional = req.quote_quantity or (req.quantity or Decimal(0)) * reference
+            if notional > MAX_NOTIONAL:
+                raise BadUserInput(
+                    f"order value is above the maximum of {MAX_NOTIONAL:,.0f} USD",
+                    field="quantity",
+                )
             if notional < asset.min_notional:
                 raise BadUserInput(
                     f"order value is below the minimum of {asset.min_notional} USD",
@@ -539,6 +553,9 @@ class TradingEngine:
             fields["reject_reason"] = reason
         if status in RELEASING:
             fields["release_due"] = now  # cleared once what it holds is released
+        elif status == "REJECTED":
+            # Only an order cut off before its hold is rejected: it holds nothing.
+            fields["hold_remaining"] = Decimal128(Decimal(0))
         return await self.orders.find_one_and_update(
             {"_id": order_id, "status": {"$in": list(from_statuses)}, "pending_fill": None},
             {"$set": fields, "$push": {"history": {"status": status, "at": now}}},
@@ -689,16 +706,15 @@ class TradingEngine:
                 "$or": [
                     holding,
                     {
-                        "status": {"$in": list(TERMINAL)},
+                        "status": {"$in": ["FILLED", *RELEASING]},
                         "hold_remaining": {"$gt": Decimal128(Decimal(0))},
                         "updated_at": {"$lt": stale},
                     },
                 ]
             }
         async for doc in self.orders.find(holding):
-            if doc["status"] != "REJECTED":
-                await self._release_hold(doc)
-                counts["holds"] += 1
+            await self._release_hold(doc)
+            counts["holds"] += 1
         return counts
 
     def start(self) -> None:
