@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = Path(__file__).resolve().parent / "out"
@@ -156,3 +157,26 @@ def fmt(value: float, digits: int = 1) -> str:
     if value != value:  # NaN
         return "—"
     return f"{value:,.{digits}f}"
+
+
+async def in_process_services(store_url: str) -> Any:
+    """The app's services in this process (no feed, a fresh database on the bench
+    store, the bench's limits): for scenarios that execute operations in process."""
+    import uuid
+
+    from cryptovault.config import load_settings
+    from cryptovault.services import start_services
+
+    settings = load_settings(
+        {
+            "ENVIRONMENT": "test",
+            "MONGODB_URL": store_url,
+            "MONGODB_DB": f"bench_{uuid.uuid4().hex[:8]}",
+            "DATA_DIR": tempfile.mkdtemp(prefix="bench-inproc-"),
+            "MARKET_FEED": "none",
+            "LOG_LEVEL": "WARNING",
+            **UNLIMITED,
+        },
+        env_file=None,
+    )
+    return await start_services(settings, feed=None)

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import tempfile
 import time
-import uuid
 from typing import Any
 
-from bench.common import OUT, UNLIMITED, store
+from bench.common import OUT, in_process_services, store
 
 QUERY = "{ ping }"
 
@@ -29,7 +27,6 @@ async def measure(store_url: str, n: int, rounds: int) -> list[dict[str, Any]]:
     from graphql import execute, parse
     from strawberry.execution import optimized_is_awaitable
 
-    from cryptovault.config import load_settings
     from cryptovault.schema import Mutation, Query, Subscription
     from cryptovault.schema.context import Context
     from cryptovault.schema.errors import ErrorMapping
@@ -40,21 +37,8 @@ async def measure(store_url: str, n: int, rounds: int) -> list[dict[str, Any]]:
         Protection,
         Validation,
     )
-    from cryptovault.services import start_services
 
-    settings = load_settings(
-        {
-            "ENVIRONMENT": "test",
-            "MONGODB_URL": store_url,
-            "MONGODB_DB": f"bench_{uuid.uuid4().hex[:8]}",
-            "DATA_DIR": tempfile.mkdtemp(prefix="bench-ext-"),
-            "MARKET_FEED": "none",
-            "LOG_LEVEL": "WARNING",
-            **UNLIMITED,
-        },
-        env_file=None,
-    )
-    services = await start_services(settings, feed=None)
+    services = await in_process_services(store_url)
     pipelines: dict[str, list[Any]] = {
         "parse and validation caches only": [Parsing, Validation],
         "+ protection (cost, limits, budget)": [Parsing, Validation, Protection],

@@ -16,13 +16,12 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bench.common import UNLIMITED, child, cpu_seconds, free_port, percentile
+from bench.common import child, cpu_seconds, free_port, in_process_services, percentile
 from bench.loadgen import closed_loop, http_connection, post
 
 QUERIES = {
@@ -114,24 +113,10 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
     from graphql import execute, parse, validate
     from strawberry.execution import optimized_is_awaitable
 
-    from cryptovault.config import load_settings
     from cryptovault.schema import build_schema
     from cryptovault.schema.context import Context
-    from cryptovault.services import start_services
 
-    settings = load_settings(
-        {
-            "ENVIRONMENT": "test",
-            "MONGODB_URL": store_url,
-            "MONGODB_DB": f"bench_{uuid.uuid4().hex[:8]}",
-            "DATA_DIR": tempfile.mkdtemp(prefix="bench-inproc-"),
-            "MARKET_FEED": "none",
-            "LOG_LEVEL": "WARNING",
-            **UNLIMITED,
-        },
-        env_file=None,
-    )
-    services = await start_services(settings, feed=None)
+    services = await in_process_services(store_url)
     rows = []
     try:
         from bench.servers import seed
