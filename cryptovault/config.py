@@ -113,6 +113,10 @@ class Settings:
     market_slippage: Decimal = Decimal("0.01")
     # Simulated liquidity at the best bid/ask per tick, in USD.
     top_of_book_usd: Decimal = Decimal("250000")
+    # How long an order's owner (a placement, a fill) may work on it before the
+    # recovery sweep may take it over. Safety never depends on it (fencing does);
+    # it bounds how long an order cut off by a crash or a stall waits.
+    order_lease_seconds: float = 30.0
     # When set, admin fields answer only requests from these addresses/networks.
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     # Operations (README "Operations and observability").
@@ -461,6 +465,7 @@ def load_settings(
         taker_fee_rate=trading["TAKER_FEE_RATE"],
         market_slippage=trading["MARKET_SLIPPAGE"],
         top_of_book_usd=trading["TOP_OF_BOOK_USD"],
+        order_lease_seconds=_float(env, "ORDER_LEASE_SECONDS", 30.0, 0.5, 3600),
         metrics_token=metrics_token,
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
         sentry_release=_optional(env, "SENTRY_RELEASE"),

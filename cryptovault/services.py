@@ -40,6 +40,7 @@ from cryptovault.security.mailer import LogMailer, build_mailer
 from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
+from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity, RedisLiquidity
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,12 @@ async def start_services(
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub, metrics)
-        trading = TradingEngine(settings, market, bus, hub, audit, metrics)
+        liquidity: LiquidityBook = (
+            RedisLiquidity(redis, f"{settings.mongodb_db}:", settings.top_of_book_usd)
+            if redis is not None
+            else MemoryLiquidity(settings.top_of_book_usd)
+        )
+        trading = TradingEngine(settings, market, bus, hub, audit, metrics, liquidity=liquidity)
         # Listens to the bus and the market's ticks: built before the bus starts.
         alerts = PriceAlerts(bus, hub, market, settings.alerts_max_active)
         watchlists = Watchlists(settings.watchlist_max_symbols)

@@ -91,6 +91,9 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         # A loaded CI machine must not turn slow functional tests into timeouts;
         # the timeout's own tests set theirs.
         request_timeout_seconds=120.0,
+        # Likewise for the time an order's owner has before the sweep takes over
+        # (the takeover tests set theirs).
+        order_lease_seconds=120.0,
         # Load tests open many sockets as one identity; the cap's own tests set it.
         ws_max_connections_per_identity=100_000,
     )

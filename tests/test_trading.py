@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from cryptovault.documents.trading import LedgerEntryDocument, OrderDocument
+from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
 from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up, tick
 
@@ -178,14 +179,17 @@ async def test_gtd_orders_expire_and_release_their_hold(user_gql, services):
     await books_are_clean(services)
 
 
-async def test_insufficient_funds_writes_nothing(user_gql, services):
+async def test_insufficient_funds_holds_nothing_and_records_the_order_rejected(user_gql, services):
     user_id = user_gql.payload["user"]["id"]
-    before = await OrderDocument.find({"user_id": user_id}).count()
     body = await place(user_gql, symbol="ETH", side="BUY", type="MARKET", quantity="10")
     assert error_codes(body) == ["INSUFFICIENT_FUNDS"]
     body = await place(user_gql, symbol="BTC", side="SELL", type="MARKET", quantity="1")
     assert error_codes(body) == ["INSUFFICIENT_FUNDS"]
-    assert await OrderDocument.find({"user_id": user_id}).count() == before
+    rejected = await OrderDocument.find({"user_id": user_id}).to_list()
+    assert [(o.status, o.hold_remaining) for o in rejected] == [("REJECTED", 0)] * 2
+    assert all(o.reject_reason.startswith("insufficient funds") for o in rejected)
+    got = balances(await user_gql.data(ACCOUNT))
+    assert got["USD"]["held"] in ("0", "0.00") and "BTC" not in got
     await books_are_clean(services)
 
 
@@ -219,14 +223,9 @@ async def test_invalid_orders_are_bad_user_input(user_gql, fields, field):
 
 
 async def test_fill_or_kill_and_immediate_or_cancel(user_gql, services):
-    from dataclasses import replace
-
     engine = services.trading
     # The book offers 150 USD per tick: 1.5 BTC at ~100.
-    engine.settings, original = (
-        replace(engine.settings, top_of_book_usd=Decimal("150")),
-        engine.settings,
-    )
+    engine.liquidity, original = MemoryLiquidity(Decimal("150")), engine.liquidity
     try:
         fok = await placed(
             user_gql,
@@ -264,7 +263,7 @@ async def test_fill_or_kill_and_immediate_or_cancel(user_gql, services):
         )
         assert small["status"] == "FILLED"
     finally:
-        engine.settings = original
+        engine.liquidity = original
     assert Decimal(balances(await user_gql.data(ACCOUNT))["USD"]["held"]) == 0
     await books_are_clean(services)
 
@@ -305,7 +304,9 @@ async def test_two_hundred_concurrent_market_buys_spend_only_what_exists(gql_at,
     assert {tuple(error_codes(b)) for b in refused} == {("INSUFFICIENT_FUNDS",)}, [
         b["errors"][0]["message"] for b in refused if error_codes(b) != ["INSUFFICIENT_FUNDS"]
     ][:3]
-    assert all(b["data"]["placeOrder"]["status"] == "FILLED" for b in filled)
+    assert all(b["data"]["placeOrder"]["status"] == "FILLED" for b in filled), [
+        b["data"]["placeOrder"] for b in filled if b["data"]["placeOrder"]["status"] != "FILLED"
+    ][:2]
     got = balances(await buyer.data(ACCOUNT))
     usd = Decimal(got["USD"]["available"])
     assert usd >= 0 and Decimal(got["USD"]["held"]) == 0
@@ -324,11 +325,8 @@ async def test_two_hundred_concurrent_market_buys_spend_only_what_exists(gql_at,
 
 
 async def test_partial_fills_over_several_ticks_give_a_weighted_average(user_gql, services):
-    from dataclasses import replace
-
     engine = services.trading
-    small_book = replace(engine.settings, top_of_book_usd=Decimal("100"))
-    engine.settings, original = small_book, engine.settings
+    engine.liquidity, original = MemoryLiquidity(Decimal("100")), engine.liquidity
     try:
         first_tick = tick("BTC", "100.00")
         services.market.apply(first_tick)
@@ -343,7 +341,7 @@ async def test_partial_fills_over_several_ticks_give_a_weighted_average(user_gql
             await engine.match_tick(t)
         done = (await user_gql.data(ORDER, {"id": order["id"]}))["order"]
     finally:
-        engine.settings = original
+        engine.liquidity = original
         services.market.apply(tick("BTC", "100.00"))
     assert done["status"] == "FILLED" and len(done["trades"]) >= 2
     total = sum(Decimal(t["quantity"]) for t in done["trades"])
@@ -443,115 +441,3 @@ async def test_the_orders_list_costs_the_same_store_commands_for_3_or_20_orders(
         return commands.count
 
     assert await count_for(3) == await count_for(20)
-
-
-async def test_the_recovery_sweep_leaves_fresh_fills_alone_and_finishes_stale_ones(
-    user_gql, services
-):
-    """A fill claimed a moment ago belongs to the request or tick completing it; only
-    one left alone for 5 s (a crash) is the sweep's to finish, once."""
-    from bson import Decimal128
-
-    order = await placed(
-        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="90.00"
-    )
-    assert order["status"] == "OPEN"
-    orders = OrderDocument.get_pymongo_collection()
-    claim = {
-        "n": 0,
-        "quantity": Decimal128("1"),
-        "price": Decimal128("90.00"),
-        "fee": Decimal128("0.09"),
-        "liquidity": "MAKER",
-        "at": datetime.now(UTC),
-    }
-    await orders.update_one({"_id": order["id"]}, {"$set": {"pending_fill": claim}})
-
-    assert (await services.trading.recover())["fills"] == 0
-    assert (await orders.find_one({"_id": order["id"]}))["pending_fill"] is not None
-
-    stale = {**claim, "at": datetime.now(UTC) - timedelta(seconds=6)}
-    await orders.update_one({"_id": order["id"]}, {"$set": {"pending_fill": stale}})
-    assert (await services.trading.recover())["fills"] == 1
-    assert (await services.trading.recover())["fills"] == 0
-    done = (await user_gql.data(ORDER, {"id": order["id"]}))["order"]
-    assert done["status"] == "FILLED" and done["heldAmount"] == "0"
-    assert [(t["price"], t["quantity"]) for t in done["trades"]] == [("90.00", "1")]
-    await books_are_clean(services)
-
-
-async def test_a_closed_order_still_holding_funds_is_released_by_the_sweep(user_gql, services):
-    """A crash between closing an order and releasing its hold leaves `release_due`
-    set: the sweep releases the hold once it is 5 s old, and only then."""
-    order = await placed(
-        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="2", limitPrice="80.00"
-    )
-    held = Decimal(order["heldAmount"])
-    assert held > 0
-    orders = OrderDocument.get_pymongo_collection()
-    # What a crash right after the CANCELED transition leaves behind.
-    cut = datetime.now(UTC)
-    await orders.update_one(
-        {"_id": order["id"]},
-        {
-            "$set": {"status": "CANCELED", "updated_at": cut, "release_due": cut},
-            "$push": {"history": {"status": "CANCELED", "at": cut}},
-        },
-    )
-    assert (await services.trading.recover())["holds"] == 0
-    before = balances(await user_gql.data(ACCOUNT))["USD"]
-    assert Decimal(before["held"]) >= held
-
-    stale = cut - timedelta(seconds=6)
-    await orders.update_one({"_id": order["id"]}, {"$set": {"release_due": stale}})
-    assert (await services.trading.recover())["holds"] == 1
-    assert (await services.trading.recover())["holds"] == 0
-    after = balances(await user_gql.data(ACCOUNT))["USD"]
-    assert Decimal(after["held"]) == Decimal(before["held"]) - held
-    assert Decimal(after["available"]) == Decimal(before["available"]) + held
-    doc = await orders.find_one({"_id": order["id"]})
-    assert doc["release_due"] is None and doc["hold_remaining"].to_decimal() == 0
-    await books_are_clean(services)
-
-
-async def test_orders_closed_before_release_due_existed_are_found_by_the_first_sweep(
-    user_gql, services
-):
-    order = await placed(
-        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="80.00"
-    )
-    orders = OrderDocument.get_pymongo_collection()
-    old = datetime.now(UTC) - timedelta(minutes=1)
-    await orders.update_one(
-        {"_id": order["id"]},
-        {"$set": {"status": "CANCELED", "updated_at": old}, "$unset": {"release_due": ""}},
-    )
-    assert (await services.trading.recover())["holds"] == 0  # not a periodic sweep's job
-    assert (await services.trading.recover(full=True))["holds"] == 1
-    doc = await orders.find_one({"_id": order["id"]})
-    assert doc["hold_remaining"].to_decimal() == 0
-    await books_are_clean(services)
-
-
-async def test_an_order_cut_off_before_its_hold_is_rejected_holding_nothing(user_gql, services):
-    order = await placed(
-        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="70.00"
-    )
-    orders = OrderDocument.get_pymongo_collection()
-    # What a crash between inserting an order and taking its hold leaves behind.
-    ghost = await orders.find_one({"_id": order["id"]})
-    old = datetime.now(UTC) - timedelta(seconds=10)
-    ghost.update(
-        _id="6b0000000000000000000001",
-        idempotency_key=f"ghost:{uuid.uuid4().hex}",
-        status="PENDING",
-        created_at=old,
-        updated_at=old,
-        history=[{"status": "PENDING", "at": old}],
-    )
-    await orders.insert_one(ghost)
-    assert (await services.trading.recover())["pending"] == 1
-    doc = await orders.find_one({"_id": ghost["_id"]})
-    assert doc["status"] == "REJECTED" and doc["hold_remaining"].to_decimal() == 0
-    assert (await services.trading.recover(full=True))["holds"] == 0
-    await books_are_clean(services)

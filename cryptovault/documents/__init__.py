@@ -12,6 +12,7 @@ from cryptovault.documents.sessions import (
     SessionDocument,
 )
 from cryptovault.documents.trading import (
+    AdjustmentDocument,
     BalanceDocument,
     LedgerEntryDocument,
     OrderDocument,
@@ -38,6 +39,7 @@ DOCUMENT_MODELS: list[type] = [
     LedgerEntryDocument,
     OrderDocument,
     TradeDocument,
+    AdjustmentDocument,
     WatchlistDocument,
     PriceAlertDocument,
     AlertQuotaDocument,

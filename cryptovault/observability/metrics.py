@@ -60,6 +60,8 @@ HTTP_ROUTES = frozenset({"/graphql", "/health", "/ready", "/metrics"})
 HTTP_METHODS = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
 ORDER_SIDES = ("BUY", "SELL")
 ORDER_TYPES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT")
+# What an owner was doing when its lease ran out (trading/engine.py recover).
+TAKEOVER_STAGES = ("placing", "filling", "idle")
 
 
 class BoundedLabel:
@@ -202,6 +204,20 @@ class Metrics:
             ["side"],
             registry=r,
         )
+        self.trading_takeovers = Counter(
+            "cryptovault_trading_takeovers",
+            "Orders whose owner's lease ran out, taken over and settled by the recovery "
+            "sweep, by what the owner was doing.",
+            ["stage"],
+            registry=r,
+        )
+        self.trading_sweep_failures = Counter(
+            "cryptovault_trading_sweep_failures",
+            "Orders or adjustments the recovery sweep could not settle (retried with "
+            "back-off; the sweep goes on for everything else).",
+            ["kind"],
+            registry=r,
+        )
         self.rate_limit_rejections = Counter(
             "cryptovault_rate_limit_rejections",
             "Requests refused by a rate limit or budget, by limit.",
@@ -215,6 +231,10 @@ class Metrics:
             registry=r,
         )
         # Series that exist from the start read 0 instead of missing.
+        for stage in TAKEOVER_STAGES:
+            self.trading_takeovers.labels(stage)
+        for kind in ("order", "adjustment"):
+            self.trading_sweep_failures.labels(kind)
         for side in ORDER_SIDES:
             self.orders_filled.labels(side)
             for kind in ORDER_TYPES:
@@ -232,6 +252,12 @@ class Metrics:
 
     def order_filled(self, side: str) -> None:
         self.orders_filled.labels(self._bounded("side", side)).inc()
+
+    def order_taken_over(self, stage: str) -> None:
+        self.trading_takeovers.labels(self._bounded("stage", stage)).inc()
+
+    def sweep_failed(self, kind: str) -> None:
+        self.trading_sweep_failures.labels(self._bounded("kind", kind)).inc()
 
     def rate_limited(self, limit: str) -> None:
         """`limit`: which limit refused the request, e.g. "cost", "auth", "connections"."""

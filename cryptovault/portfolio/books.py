@@ -36,7 +36,7 @@ from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.documents.portfolio import PortfolioBookDocument
 from cryptovault.documents.trading import LedgerEntryDocument
 from cryptovault.portfolio.performance import ZERO, Position
-from cryptovault.trading.ledger import USD
+from cryptovault.trading.ledger import RESERVATION_KINDS, USD
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,9 @@ class Books:
         left out because the other leg of their trade is not written yet."""
         legs: dict[str, list[dict[str, Any]]] = {}
         for entry in entries:
-            if entry["kind"] == TRADE:
+            if entry["kind"] in RESERVATION_KINDS:
+                self._folded(entry)  # moves money within a balance: nothing gained or lost
+            elif entry["kind"] == TRADE:
                 group = legs.setdefault(entry["txn_id"], [])
                 group.append(entry)
                 if len(group) == 2:

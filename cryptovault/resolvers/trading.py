@@ -33,9 +33,10 @@ from cryptovault.schema.pagination import (
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.viewer import while_valid
-from cryptovault.trading.engine import OrderRequest, orders_topic
-from cryptovault.trading.ledger import USD
+from cryptovault.trading.engine import orders_topic
+from cryptovault.trading.ledger import RESERVATION_KINDS, USD
 from cryptovault.trading.reconcile import reconcile
+from cryptovault.trading.rules import OrderRequest
 
 if TYPE_CHECKING:
     from cryptovault.schema.context import Info
@@ -68,11 +69,11 @@ def to_trade(doc: TradeDocument) -> types.Trade:
         id=doc.id,  # type: ignore[arg-type]
         order_id=doc.order_id,  # type: ignore[arg-type]
         symbol=doc.symbol,
-        side=types.OrderSide(doc.side),
+        side=doc.side,
         quantity=doc.quantity,
         price=doc.price,
         fee=doc.fee,
-        liquidity=types.Liquidity(doc.liquidity),
+        liquidity=doc.liquidity,
         created_at=doc.created_at,
     )
 
@@ -85,10 +86,10 @@ def to_order(doc: OrderDocument) -> types.Order:
         id=doc.id,  # type: ignore[arg-type]
         client_order_id=doc.client_order_id,
         symbol=doc.symbol,
-        side=types.OrderSide(doc.side),
-        type=types.OrderType(doc.type),
-        time_in_force=types.TimeInForce(doc.time_in_force),
-        status=types.OrderStatus(doc.status),
+        side=doc.side,
+        type=doc.type,
+        time_in_force=doc.time_in_force,
+        status=doc.status,
         quantity=doc.quantity,
         quote_quantity=doc.quote_quantity,
         limit_price=doc.limit_price,
@@ -101,6 +102,7 @@ def to_order(doc: OrderDocument) -> types.Order:
         held_asset=doc.hold_asset,
         held_amount=doc.hold_remaining,
         reject_reason=doc.reject_reason,
+        cancel_requested=doc.close_request is not None,
         history=[types.OrderEvent(status=h["status"], at=h["at"]) for h in doc.history],
         created_at=doc.created_at,
         updated_at=doc.updated_at,
@@ -152,7 +154,11 @@ async def account(info: Info) -> types.Account:
     viewer = require_viewer(info)
     engine = info.context.services.trading
     await engine.ensure_account(viewer.user_id)
-    balances = await engine.ledger.balances(viewer.user_id)
+    balances = (
+        await BalanceDocument.find({"account": viewer.user_id})
+        .sort([("asset", SortDirection.ASCENDING)])
+        .to_list()
+    )
     return types.Account(balances=[to_balance(b) for b in balances])
 
 
@@ -223,7 +229,9 @@ async def ledger(
 ) -> Connection[types.LedgerEntry]:
     viewer = require_viewer(info)
     size = check_page_size(first, 50, MAX_PAGE)
-    base: dict[str, Any] = {"account": viewer.user_id}
+    # Holds and releases move money within a balance (Order.heldAmount shows them):
+    # the ledger a user reads is what the account gained and lost.
+    base: dict[str, Any] = {"account": viewer.user_id, "kind": {"$nin": list(RESERVATION_KINDS)}}
     if asset is not None:
         base["asset"] = USD if asset.strip().upper() == USD else get_asset(asset).symbol
     position = decode_time_cursor("ledger", after) if after is not None else None
@@ -246,12 +254,22 @@ async def reconciliation(info: Info) -> types.Reconciliation:
 
 
 async def _to_completion[T](work: Coroutine[Any, Any, T]) -> T:
-    """Run a money operation to its end even if the request is canceled (a timeout, a
-    client gone): cutting it half-way would leave work for the recovery sweep."""
+    """Run a money operation to its end and answer with its outcome, even past the
+    request's time limit (e.g. a process that was paused wakes up late): the work goes
+    on anyway (cutting it half-way would leave it to the recovery sweep), so an error
+    would only hide whether the order was placed. A second cancellation (the client
+    gone, a shutdown) ends the request; the work still finishes."""
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.shield(task)
     except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling() == 1:
+            current.uncancel()  # the time limit: answer when the work is done
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                pass
         _running.add(task)
         task.add_done_callback(_running.discard)
         raise
@@ -264,13 +282,13 @@ async def place_order(info: Info, data: types.PlaceOrderInput) -> types.Order:
     viewer = require_viewer(info)
     request = OrderRequest(
         symbol=data.symbol,
-        side=data.side.value,
-        type=data.type.value,
+        side=data.side,
+        type=data.type,
         quantity=data.quantity,
         quote_quantity=data.quote_quantity,
         limit_price=data.limit_price,
         stop_price=data.stop_price,
-        time_in_force=data.time_in_force.value,
+        time_in_force=data.time_in_force,
         expires_at=data.expires_at,
         client_order_id=data.client_order_id,
     )
@@ -294,13 +312,17 @@ async def adjust_balance(info: Info, data: types.AdjustBalanceInput) -> types.Ba
     services = info.context.services
     user_id = str(data.user_id)
     await services.admin.get_user(user_id)  # NOT_FOUND for unknown users
-    asset = data.asset.strip().upper()
-    await _to_completion(
+    asset = await _to_completion(
         services.trading.adjust_balance(
-            viewer, user_id, asset, data.amount, data.reason, info.context.origin
+            viewer,
+            user_id,
+            data.asset.strip().upper(),
+            data.amount,
+            data.reason,
+            info.context.origin,
+            data.idempotency_key,
         )
     )
-    asset = USD if asset == USD else get_asset(asset).symbol
     doc = await BalanceDocument.get(f"{user_id}:{asset}")
     if doc is None:  # pragma: no cover - the adjustment just created it
         return types.Balance(asset=asset, available=Decimal(0), held=Decimal(0), total=Decimal(0))

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
-from enum import Enum
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -16,58 +15,45 @@ from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
 from cryptovault.schema.permissions import HasScope, IsAdmin, IsAuthenticated, NotFrozen
+from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, TimeInForce
+from cryptovault.trading.enums import Side as OrderSide
 
 MAX_PAGE = 200
 READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
 TRADE: list[type[BasePermission]] = [IsAuthenticated, NotFrozen, HasScope("trade")]
 
 
-@strawberry.enum
-class OrderSide(Enum):
-    BUY = "BUY"
-    SELL = "SELL"
-
-
-@strawberry.enum(
+# The domain's enums, registered under their schema names (as market intervals are).
+strawberry.enum(OrderSide, name="OrderSide")
+strawberry.enum(
+    OrderType,
+    name="OrderType",
     description="MARKET fills now at the ask/bid; LIMIT at its price or better; "
     "STOP becomes a market order when the last price crosses stopPrice; STOP_LIMIT becomes "
-    "a limit order then."
+    "a limit order then.",
 )
-class OrderType(Enum):
-    MARKET = "MARKET"
-    LIMIT = "LIMIT"
-    STOP = "STOP"
-    STOP_LIMIT = "STOP_LIMIT"
-
-
-@strawberry.enum(
+strawberry.enum(
+    TimeInForce,
+    name="TimeInForce",
     description="GTC: until filled or canceled; IOC: fill what can be filled "
-    "now, cancel the rest; FOK: fill everything now or nothing; GTD: until expiresAt."
+    "now, cancel the rest; FOK: fill everything now or nothing; GTD: until expiresAt.",
 )
-class TimeInForce(Enum):
-    GTC = "GTC"
-    IOC = "IOC"
-    FOK = "FOK"
-    GTD = "GTD"
-
-
-@strawberry.enum
-class OrderStatus(Enum):
-    PENDING = "PENDING"
-    OPEN = "OPEN"
-    PARTIALLY_FILLED = "PARTIALLY_FILLED"
-    FILLED = "FILLED"
-    CANCELED = "CANCELED"
-    REJECTED = "REJECTED"
-    EXPIRED = "EXPIRED"
-
-
-@strawberry.enum(
-    description="MAKER: a resting order filled by a later tick; TAKER: filled on arrival."
+strawberry.enum(
+    OrderStatus,
+    name="OrderStatus",
+    description="PENDING: being placed (funds being reserved, fills on arrival); OPEN: "
+    "resting, nothing filled; PARTIALLY_FILLED: resting, part filled; FILLED: done (any "
+    "unusable remainder below minSize released); CANCELED: by you, by IOC/FOK, by a "
+    "freeze, or because its funds cannot cover the rest (see rejectReason); REJECTED: "
+    "never placed (rejectReason says why: insufficient funds, or interrupted); EXPIRED: "
+    "a GTD order past expiresAt.",
 )
-class Liquidity(Enum):
-    MAKER = "MAKER"
-    TAKER = "TAKER"
+strawberry.enum(
+    Liquidity,
+    name="Liquidity",
+    description="MAKER: a limit order that rested, filled by a later tick; TAKER: filled "
+    "on arrival (market orders, marketable limits, triggered stops).",
+)
 
 
 @strawberry.type(description="One asset of an account. total = available + held.")
@@ -92,7 +78,10 @@ class LedgerEntry:
     asset: str
     amount: Decimal = strawberry.field(description="Positive: credited; negative: debited.")
     balance_after: Decimal | None = strawberry.field(description="The account's total after it.")
-    kind: str = strawberry.field(description="funding, adjustment, trade or fee.")
+    kind: str = strawberry.field(
+        description="funding, adjustment or trade (fee: entries written before fees "
+        "were part of their trade's entry)."
+    )
     order_id: strawberry.ID | None
     trade_id: strawberry.ID | None
     created_at: datetime
@@ -146,7 +135,14 @@ class Order:
     fees: Decimal = strawberry.field(description="In USD.")
     held_asset: str
     held_amount: Decimal = strawberry.field(description="Still reserved for this order.")
-    reject_reason: str | None
+    reject_reason: str | None = strawberry.field(
+        description="Why the system rejected, canceled or expired it; null when you "
+        "canceled it or it filled."
+    )
+    cancel_requested: bool = strawberry.field(
+        description="A cancel was asked while the order was being placed or filled: it "
+        "is canceled as soon as that is done (orderUpdates shows it)."
+    )
     history: list[OrderEvent] = strawberry.field(metadata=cost(list_size=5))
     created_at: datetime
     updated_at: datetime
@@ -186,6 +182,12 @@ class AdjustBalanceInput:
     asset: str = strawberry.field(description='"USD" or an asset symbol.')
     amount: Decimal = strawberry.field(description="Positive credits, negative debits.")
     reason: str
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="Your unique key for this adjustment (1 to 100 characters): sending "
+        "it again, even concurrently or after a timeout, applies it once and answers the "
+        "same. Without one a retried request applies twice: always send one.",
+    )
 
 
 @strawberry.type
@@ -267,21 +269,26 @@ class TradingQuery:
 class TradingMutation:
     @strawberry.mutation(
         description="Place an order. Funds are reserved at once (INSUFFICIENT_FUNDS if not "
-        "available, and nothing is placed); fills come from the price feed.",
+        "available: nothing is held and the order is recorded REJECTED); what the current "
+        "price fills is filled before the answer, so the answer shows those fills and the "
+        "order's status after placement. Later fills come from the price feed.",
         permission_classes=TRADE,
     )
     async def place_order(self, info: Info, input: PlaceOrderInput) -> Order:
         return await resolve.place_order(info, input)
 
     @strawberry.mutation(
-        description="Cancel an OPEN or PARTIALLY_FILLED order; releases what it still holds.",
+        description="Cancel an OPEN or PARTIALLY_FILLED order; releases what it still holds. "
+        "An order being placed or filled is canceled by its owner right after (the answer "
+        "has cancelRequested: true while that is under way).",
         permission_classes=TRADE,
     )
     async def cancel_order(self, info: Info, id: strawberry.ID) -> Order:
         return await resolve.cancel_order(info, str(id))
 
     @strawberry.mutation(
-        description="Admin: credit or debit paper funds through the ledger. Audited.",
+        description="Admin: credit or debit paper funds through the ledger, once per "
+        "idempotencyKey. Audited.",
         permission_classes=[IsAdmin],
     )
     async def adjust_balance(self, info: Info, input: AdjustBalanceInput) -> Balance:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from beanie import SortDirection
+from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.common import now_ms, older_than
@@ -91,6 +92,7 @@ class AuditLog:
         target: str | None = None,
         origin: Origin | None = None,
         details: Mapping[str, Any] | None = None,
+        entry_id: str | None = None,
     ) -> AuditEntryDocument:
         """Write one entry and return it.
 
@@ -102,10 +104,13 @@ class AuditLog:
         origin:  the request's Origin (ip, user agent, request id): `info.context.origin`.
         details: small JSON-able facts; secret-looking keys (password, token, otp, code,
                  key, ...) are dropped, Decimals stored as exact strings.
+        entry_id: a fixed id (a new ObjectId hex), for an entry that a retry or the
+                 recovery sweep may write again: it is then recorded once.
         Raises on a store failure: an action that must be audited should not pass
         silently unaudited."""
         actor_id = actor.user_id if isinstance(actor, Viewer) else actor
         entry = AuditEntryDocument(
+            **({"id": entry_id} if entry_id else {}),
             # Millisecond precision: what the store keeps, so cursors match reads.
             at=now_ms(),
             action=action,
@@ -118,7 +123,12 @@ class AuditLog:
             request_id=origin.request_id if origin else None,
             details=clean_details(details or {}),
         )
-        await entry.insert()
+        try:
+            await entry.insert()
+        except DuplicateKeyError:
+            if entry_id is None:
+                raise
+            return await AuditEntryDocument.get(entry_id) or entry  # recorded already
         if entry.user_id is not None:
             try:
                 await self.bus.publish(SECURITY_CHANNEL, entry.model_dump(mode="json"))

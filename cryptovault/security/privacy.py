@@ -95,7 +95,7 @@ class Privacy:
             raise NotFound("No such user")
         if not await self.identity.hasher.verify(user.password_hash, password):
             raise Unauthenticated("Password confirmation failed")
-        await self.trading.cancel_all(viewer.user_id, viewer, origin)
+        await self.trading.cancel_all(viewer.user_id, viewer, origin, reason="account deleted")
         db = UserDocument.get_pymongo_collection().database
         now = now_ms()
         await self.identity.sessions.revoke_all(viewer.user_id, now, "account deleted")

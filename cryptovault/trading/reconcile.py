@@ -1,21 +1,32 @@
 """Reconciliation: the books must balance.
 
-- trial balance: the ledger entries of every asset sum to zero;
-- every cached balance (available + held) equals the sum of its account's entries;
-- every user's held amount equals what its open orders still reserve."""
+- trial balance: the ledger sums to zero per asset (each entry does with its house
+  lines; entries written before lines existed are legs of balanced movements);
+- every cached balance equals its account's entries (total and held), never negative;
+- every held amount equals what the account's orders still reserve, in-flight work
+  included (a fill whose entries are written but whose order is not updated yet);
+- no work is abandoned: an order whose owner's lease ran out is listed until the
+  recovery sweep finishes it.
+
+Before comparing, a balance whose numbered entries go beyond what it includes (a
+writer died between an entry and the balance update) is brought up to date: that is
+the one write reconciliation makes, and what any later change of it would do."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from cryptovault.documents.common import to_decimal
+from cryptovault.documents.common import now_ms, to_decimal
+from cryptovault.trading.fills import ledger_changes
+from cryptovault.trading.ledger import Ledger
 
-OPEN = ("PENDING", "OPEN", "PARTIALLY_FILLED")
+LIVE = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 
 
 def _d(value: Any) -> Decimal:
@@ -34,55 +45,96 @@ class Report:
         return not self.discrepancies
 
 
-async def reconcile(db: AsyncDatabase) -> Report:
+async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
     report = Report()
-    per_account: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    now = now or now_ms()
+    total: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    held: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    numbered: dict[tuple[str, str], int] = defaultdict(int)
+    legacy: set[tuple[str, str]] = set()  # balances with entries from before numbering
     trial: dict[str, Decimal] = defaultdict(Decimal)
-    async for entry in db["ledger"].find({}, {"account": 1, "asset": 1, "amount": 1}):
+    written: set[str] = set()
+    async for entry in db["ledger"].find({}):
+        key = (entry["account"], entry["asset"])
         amount = _d(entry["amount"])
         trial[entry["asset"]] += amount
-        per_account[(entry["account"], entry["asset"])] += amount
+        total[key] += amount
+        written.add(entry["_id"])
+        if entry.get("held_delta") is not None:
+            held[key] += _d(entry["held_delta"])
+        elif not key[0].startswith("house:"):
+            legacy.add(key)
+        if entry.get("seq"):
+            numbered[key] = max(numbered[key], int(entry["seq"]))
+        for line in entry.get("lines") or []:
+            trial[line["asset"]] += _d(line["amount"])
+            total[(line["account"], line["asset"])] += _d(line["amount"])
     report.trial_balance = dict(sorted(trial.items()))
-    for asset, total in report.trial_balance.items():
-        if total != 0:
-            report.discrepancies.append(f"trial balance of {asset} is {total}, not 0")
+    for asset, sum_ in report.trial_balance.items():
+        if sum_ != 0:
+            report.discrepancies.append(f"trial balance of {asset} is {sum_}, not 0")
 
     reserved: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    async for order in db["orders"].find({"status": {"$in": list(OPEN)}}):
+    async for order in db["orders"].find(
+        {"$or": [{"status": {"$in": list(LIVE)}}, {"owner": {"$ne": None}}]}
+    ):
         key = (order["user_id"], order["hold_asset"])
-        if order["status"] == "PENDING":
-            # Being placed: it reserves only once its hold went through.
-            balance = await db["balances"].find_one({"_id": f"{key[0]}:{key[1]}"})
-            applied = {a["id"] for a in (balance or {}).get("applied", [])}
-            if f"hold:{order['_id']}" not in applied:
-                continue
-        reserved[key] += _d(order.get("hold_remaining"))
+        lease = order.get("lease_until")
+        if order.get("owner") is not None and lease is not None and lease < now:
+            report.discrepancies.append(
+                f"order {order['_id']} is still owned by {order['owner']} after its lease "
+                "ran out (the recovery sweep finishes it)"
+            )
+        if order["status"] == "PENDING" and f"hold:{order['_id']}" not in written:
+            continue  # being placed: it reserves once its hold is written
+        if order["status"] not in LIVE and not order.get("work"):
+            continue
+        left = _d(order.get("hold_remaining"))
+        work = order.get("work")
+        if work:
+            # Its entries may be written already, the order not yet updated.
+            for change in ledger_changes(order, work):
+                if change.id in written and change.asset == order["hold_asset"]:
+                    left += change.held
+        reserved[key] += left
         report.checked_orders += 1
-    async for order in db["orders"].find({"pending_fill": {"$ne": None}}, {"_id": 1}):
-        report.discrepancies.append(f"order {order['_id']} has an unfinished fill")
 
+    ledger: Ledger | None = None
     seen: set[tuple[str, str]] = set()
     async for balance in db["balances"].find({}):
         key = (balance["account"], balance["asset"])
+        if numbered.get(key, 0) > int(balance.get("seq") or 0):
+            ledger = ledger or Ledger(db["ledger"], db["balances"])
+            snap = await ledger.catch_up(*key)
+            balance = {**balance, "available": snap.available, "held": snap.held}
         seen.add(key)
         report.checked_balances += 1
-        available, held = _d(balance["available"]), _d(balance["held"])
-        if available < 0 or held < 0:
-            report.discrepancies.append(f"{key[0]} {key[1]}: negative balance {available}/{held}")
-        if available + held != per_account.get(key, Decimal(0)):
+        available, held_now = _d(balance["available"]), _d(balance["held"])
+        if available < 0 or held_now < 0:
             report.discrepancies.append(
-                f"{key[0]} {key[1]}: cached total {available + held} != ledger "
-                f"{per_account.get(key, Decimal(0))}"
+                f"{key[0]} {key[1]}: negative balance {available}/{held_now}"
             )
-        if held != reserved.get(key, Decimal(0)):
+        if available + held_now != total.get(key, Decimal(0)):
             report.discrepancies.append(
-                f"{key[0]} {key[1]}: held {held} != open orders' reservations "
+                f"{key[0]} {key[1]}: cached total {available + held_now} != ledger "
+                f"{total.get(key, Decimal(0))}"
+            )
+        if key not in legacy and held_now != held.get(key, Decimal(0)):
+            report.discrepancies.append(
+                f"{key[0]} {key[1]}: held {held_now} != ledger holds {held.get(key, Decimal(0))}"
+            )
+        if held_now != reserved.get(key, Decimal(0)):
+            report.discrepancies.append(
+                f"{key[0]} {key[1]}: held {held_now} != open orders' reservations "
                 f"{reserved.get(key, Decimal(0))}"
             )
-    for key, total in per_account.items():
-        if key not in seen and not key[0].startswith("house:") and total != 0:
-            report.discrepancies.append(f"{key[0]} {key[1]}: ledger {total} but no balance")
+    for key, sum_ in total.items():
+        if key not in seen and not key[0].startswith("house:") and sum_ != 0:
+            report.discrepancies.append(f"{key[0]} {key[1]}: ledger {sum_} but no balance")
     for key, amount in reserved.items():
         if key not in seen and amount != 0:
             report.discrepancies.append(f"{key[0]} {key[1]}: orders reserve {amount}, no balance")
     return report
+
+
+__all__ = ["Report", "reconcile"]

@@ -1,0 +1,449 @@
+"""An order's work that spans several writes, owned and fenced: taking the order,
+recording the work planned on it (a fill, a close), completing that work, letting the
+order go, and taking over work whose owner's lease ran out.
+
+- Taking an order is one conditional update: unowned as it was read (or, for a
+  takeover, held by the same owner under the same fence with its lease run out) ->
+  owner, lease, fence + 1.
+- Every later write of the owner is conditional on that fence. A takeover raises the
+  fence, so a former owner that wakes up (a paused process, a slow request) changes
+  nothing on the order: its write matches nothing, it raises LostOwnership, and its
+  caller reports the order's true state.
+- Work is recorded on the order before any of it is done (`work`: the fill planned to
+  the cent, the close and what it releases), so completing it is mechanical: whoever
+  owns the order next completes the same work. Its ledger entries and trade have
+  deterministic ids, so they are written once, forever (trading/ledger.py).
+- Letting go is conditional on no close request: a cancel, expiry or freeze asked
+  while the order was owned is carried out by its owner before it lets go.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from bson import Decimal128
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+from cryptovault.documents.common import now_ms, to_decimal
+from cryptovault.trading.enums import Liquidity, OrderStatus, Side
+from cryptovault.trading.ledger import (
+    HOUSE_FEES,
+    HOUSE_MARKET,
+    USD,
+    Change,
+    Ledger,
+    LedgerError,
+    Line,
+    Outcome,
+)
+from cryptovault.trading.rules import ZERO, Fill, OrderState, close_plan, fee_basis_of
+
+AFTER = ReturnDocument.AFTER
+
+
+class LostOwnership(Exception):
+    """The order was taken over (its owner's lease ran out): the store has its state."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(f"order {order_id} was taken over")
+        self.order_id = order_id
+
+
+def fence_of(doc: dict[str, Any]) -> Any:
+    # Orders written before fencing have no `fence`: they are at 0.
+    fence = int(doc.get("fence") or 0)
+    return fence if fence else {"$in": [0, None]}
+
+
+def _d(value: Decimal) -> Decimal128:
+    return Decimal128(value)
+
+
+def hold_change(doc: dict[str, Any], amount: Decimal) -> Change:
+    """The reservation an order makes when placed."""
+    return Change(
+        id=f"hold:{doc['_id']}",
+        account=doc["user_id"],
+        asset=doc["hold_asset"],
+        available=-amount,
+        held=amount,
+        kind="hold",
+        txn_id=f"hold:{doc['_id']}",
+        order_id=doc["_id"],
+    )
+
+
+def work_of(fill: Fill, n: int, at: datetime) -> dict[str, Any]:
+    return {
+        "n": n,
+        "quantity": _d(fill.quantity),
+        "price": _d(fill.price),
+        "cash": _d(fill.cash),
+        "fee": _d(fill.fee),
+        "fee_basis": _d(fill.fee_basis),
+        "liquidity": fill.liquidity.value,
+        "held_used": _d(fill.held_used),
+        "release": _d(fill.release),
+        "close": fill.close.value if fill.close else None,
+        "reason": fill.reason,
+        "at": at,
+    }
+
+
+def fill_of(work: dict[str, Any]) -> Fill:
+    return Fill(
+        quantity=to_decimal(work["quantity"]),
+        price=to_decimal(work["price"]),
+        cash=to_decimal(work["cash"]),
+        fee=to_decimal(work["fee"]),
+        fee_basis=to_decimal(work["fee_basis"]),
+        liquidity=Liquidity(work["liquidity"]),
+        held_used=to_decimal(work["held_used"]),
+        release=to_decimal(work["release"]),
+        close=OrderStatus(work["close"]) if work.get("close") else None,
+        reason=work.get("reason"),
+    )
+
+
+def ledger_changes(doc: dict[str, Any], work: dict[str, Any]) -> list[Change]:
+    """The ledger entries of an order's recorded work (deterministic ids)."""
+    fill = fill_of(work)
+    oid, user, symbol = doc["_id"], doc["user_id"], doc["symbol"]
+    if fill.quantity <= 0:
+        if fill.release <= 0:
+            return []
+        return [
+            Change(
+                id=f"release:{oid}",
+                account=user,
+                asset=doc["hold_asset"],
+                available=fill.release,
+                held=-fill.release,
+                kind="release",
+                txn_id=f"release:{oid}",
+                order_id=oid,
+            )
+        ]
+    txn = f"fill:{oid}:{work['n']}"
+    common: dict[str, Any] = {
+        "txn_id": txn,
+        "order_id": oid,
+        "trade_id": f"{oid}:{work['n']}",
+        "at": work["at"],
+        "kind": "trade",
+    }
+    usd_lines = (Line(HOUSE_MARKET, USD, fill.cash), Line(HOUSE_FEES, USD, fill.fee))
+    if Side(doc["side"]) is Side.BUY:
+        # The hold pays cost and fee; what is left of it is released when this closes.
+        return [
+            Change(
+                f"{txn}:0",
+                user,
+                USD,
+                available=fill.release,
+                held=-(fill.held_used + fill.release),
+                lines=usd_lines,
+                **common,
+            ),
+            Change(
+                f"{txn}:1",
+                user,
+                symbol,
+                available=fill.quantity,
+                held=ZERO,
+                lines=(Line(HOUSE_MARKET, symbol, -fill.quantity),),
+                **common,
+            ),
+        ]
+    return [
+        Change(
+            f"{txn}:0",
+            user,
+            symbol,
+            available=fill.release,
+            held=-(fill.quantity + fill.release),
+            lines=(Line(HOUSE_MARKET, symbol, fill.quantity),),
+            **common,
+        ),
+        Change(
+            f"{txn}:1",
+            user,
+            USD,
+            available=fill.cash - fill.fee,
+            held=ZERO,
+            lines=(Line(HOUSE_MARKET, USD, -fill.cash), Line(HOUSE_FEES, USD, fill.fee)),
+            **common,
+        ),
+    ]
+
+
+def _events(doc: dict[str, Any], status: OrderStatus, now: datetime) -> list[dict[str, Any]]:
+    events = []
+    if doc["status"] == OrderStatus.PENDING and status is not OrderStatus.REJECTED:
+        events.append({"status": OrderStatus.OPEN.value, "at": now})
+    if status is not OrderStatus.OPEN or not events:
+        events.append({"status": status.value, "at": now})
+    return events
+
+
+@dataclass
+class OrderWork:
+    """The store's orders and trades collections and the ledger (injected, so tests
+    can interpose on every store command)."""
+
+    orders: AsyncCollection
+    trades: AsyncCollection
+    ledger: Ledger
+    lease: timedelta
+    clock: Callable[[], datetime] = now_ms
+
+    # -- taking ----------------------------------------------------------------------
+
+    def _taken(self, owner: str) -> dict[str, Any]:
+        return {"owner": owner, "lease_until": self.clock() + self.lease}
+
+    async def take(
+        self,
+        doc: dict[str, Any],
+        owner: str,
+        *,
+        plan: Fill | None = None,
+        triggered: bool = False,
+    ) -> dict[str, Any] | None:
+        """Take an unowned order as it was read (nothing changed since: same fence),
+        recording `plan` as its work in the same write; None if it changed."""
+        fields = self._taken(owner)
+        update: dict[str, Any] = {"$set": fields, "$inc": {"fence": 1}}
+        if plan is not None:
+            fields["work"] = work_of(plan, doc.get("fills", 0), self.clock())
+        if triggered:
+            fields["triggered"] = True
+            update["$push"] = {"history": {"status": "TRIGGERED", "at": self.clock()}}
+        return await self.orders.find_one_and_update(
+            {"_id": doc["_id"], "owner": None, "fence": fence_of(doc)},
+            update,
+            return_document=AFTER,
+        )
+
+    async def take_open(
+        self, order_id: str, owner: str, user_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """Take an unowned open order by id (a cancel, an expiry)."""
+        query: dict[str, Any] = {
+            "_id": order_id,
+            "owner": None,
+            "status": {"$in": [OrderStatus.OPEN.value, OrderStatus.PARTIALLY_FILLED.value]},
+        }
+        if user_id is not None:
+            query["user_id"] = user_id
+        return await self.orders.find_one_and_update(
+            query, {"$set": self._taken(owner), "$inc": {"fence": 1}}, return_document=AFTER
+        )
+
+    async def take_over(self, doc: dict[str, Any], owner: str) -> dict[str, Any] | None:
+        """Take an order from an owner whose lease ran out; None if it moved on."""
+        return await self.orders.find_one_and_update(
+            {
+                "_id": doc["_id"],
+                "owner": doc["owner"],
+                "fence": fence_of(doc),
+                "lease_until": {"$lt": self.clock(), "$type": "date"},
+            },
+            {"$set": self._taken(owner), "$inc": {"fence": 1}},
+            return_document=AFTER,
+        )
+
+    # -- fenced writes ---------------------------------------------------------------
+
+    async def _write(
+        self, doc: dict[str, Any], update: dict[str, Any], **conditions: Any
+    ) -> dict[str, Any] | None:
+        return await self.orders.find_one_and_update(
+            {"_id": doc["_id"], "fence": fence_of(doc), **conditions},
+            update,
+            return_document=AFTER,
+        )
+
+    async def _reread(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The order after a fenced write matched nothing: still ours, or LostOwnership."""
+        current = await self.orders.find_one({"_id": doc["_id"]})
+        if current is None or fence_of(current) != fence_of(doc):
+            raise LostOwnership(doc["_id"])
+        return current
+
+    async def begin(
+        self, doc: dict[str, Any], plan: Fill, *, triggered: bool = False
+    ) -> dict[str, Any]:
+        """Record `plan` as the owned order's work, before doing any of it."""
+        now = self.clock()
+        update: dict[str, Any] = {"$set": {"work": work_of(plan, doc.get("fills", 0), now)}}
+        if triggered:
+            update["$set"]["triggered"] = True
+            update["$push"] = {"history": {"status": "TRIGGERED", "at": now}}
+        done = await self._write(doc, update, work=None)
+        if done is None:
+            await self._reread(doc)
+            raise LedgerError(f"order {doc['_id']} already has work in flight")
+        return done
+
+    async def complete(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Do the owned order's recorded work (ledger entries, trade), write its result
+        and let the order go (closing it first if a close was requested)."""
+        work = doc["work"]
+        fill = fill_of(work)
+        for change in ledger_changes(doc, work):
+            if await self.ledger.apply(change) is Outcome.VOID:  # pragma: no cover - a bug
+                raise LedgerError(f"{change.id} was voided")
+        if fill.quantity > 0:
+            await self._record_trade(doc, work, fill)
+        state = OrderState.of(doc)
+        filled = state.filled + fill.quantity
+        status = fill.close or (
+            OrderStatus.PARTIALLY_FILLED if filled > 0 else OrderStatus(doc["status"])
+        )
+        if status is OrderStatus.PENDING:
+            status = OrderStatus.OPEN
+        now = self.clock()
+        fields: dict[str, Any] = {
+            "work": None,
+            "status": status.value,
+            "hold_remaining": _d(state.held - fill.held_used - fill.release),
+            "updated_at": now,
+        }
+        if fill.quantity > 0:
+            fields.update(
+                fills=int(work["n"]) + 1,
+                filled_quantity=_d(filled),
+                spent_quote=_d(state.spent + fill.notional),
+                fee_basis=_d(fee_basis_of(doc) + fill.fee_basis),
+                fees=_d(to_decimal(doc.get("fees", 0)) + fill.fee),
+            )
+        if fill.reason:
+            fields["reject_reason"] = fill.reason
+        history = {"$push": {"history": {"$each": _events(doc, status, now)}}}
+        let_go = {**fields, "owner": None, "lease_until": None}
+        if fill.close is not None:
+            done = await self._write(doc, {"$set": {**let_go, "close_request": None}, **history})
+            if done is None:
+                raise LostOwnership(doc["_id"])
+            return done
+        done = await self._write(doc, {"$set": let_go, **history}, close_request=None)
+        if done is not None:
+            return done
+        # A close was asked meanwhile: record this fill, keep the order, close it.
+        await self._reread(doc)
+        kept = await self._write(doc, {"$set": fields, **history})
+        if kept is None:
+            raise LostOwnership(doc["_id"])
+        return await self._close_requested(kept)
+
+    async def _record_trade(self, doc: dict[str, Any], work: dict[str, Any], fill: Fill) -> None:
+        # Recorded already by an earlier try of the same work: the same trade.
+        with contextlib.suppress(DuplicateKeyError):
+            await self.trades.insert_one(
+                {
+                    "_id": f"{doc['_id']}:{work['n']}",
+                    "order_id": doc["_id"],
+                    "user_id": doc["user_id"],
+                    "symbol": doc["symbol"],
+                    "side": doc["side"],
+                    "quantity": _d(fill.quantity),
+                    "price": _d(fill.price),
+                    "fee": _d(fill.fee),
+                    "liquidity": fill.liquidity.value,
+                    "created_at": work["at"],
+                }
+            )
+
+    async def let_go(self, doc: dict[str, Any], *, triggered: bool = False) -> dict[str, Any]:
+        """Let the owned order go with no work done (a placement that rests, a takeover
+        that found nothing to finish); a requested close is done first."""
+        now = self.clock()
+        fields: dict[str, Any] = {"owner": None, "lease_until": None, "updated_at": now}
+        events = []
+        if triggered:
+            fields["triggered"] = True
+            events.append({"status": "TRIGGERED", "at": now})
+        if doc["status"] == OrderStatus.PENDING:
+            fields["status"] = OrderStatus.OPEN.value
+            events.append({"status": OrderStatus.OPEN.value, "at": now})
+        update: dict[str, Any] = {"$set": fields}
+        if events:
+            update["$push"] = {"history": {"$each": events}}
+        done = await self._write(doc, update, close_request=None, work=None)
+        if done is not None:
+            return done
+        current = await self._reread(doc)
+        if current.get("work"):  # pragma: no cover - callers complete work first
+            return await self.complete(current)
+        return await self._close_requested(current)
+
+    async def _close_requested(self, doc: dict[str, Any]) -> dict[str, Any]:
+        request = doc.get("close_request") or {}
+        status = OrderStatus(request.get("status", OrderStatus.CANCELED.value))
+        if doc["status"] == OrderStatus.PENDING:
+            # Asked while it was being placed: it opens and closes at once.
+            doc = await self._write(
+                doc,
+                {
+                    "$set": {"status": OrderStatus.OPEN.value},
+                    "$push": {"history": {"status": OrderStatus.OPEN.value, "at": self.clock()}},
+                },
+            ) or await self._reread(doc)
+        return await self.close(doc, status, request.get("reason"))
+
+    async def close(
+        self, doc: dict[str, Any], status: OrderStatus, reason: str | None
+    ) -> dict[str, Any]:
+        """Close the owned order, releasing what it still holds."""
+        doc = await self.begin(doc, close_plan(OrderState.of(doc), status, reason))
+        return await self.complete(doc)
+
+    async def reject(self, doc: dict[str, Any], reason: str) -> dict[str, Any]:
+        """Reject the owned order being placed: it holds nothing."""
+        now = self.clock()
+        done = await self._write(
+            doc,
+            {
+                "$set": {
+                    "status": OrderStatus.REJECTED.value,
+                    "reject_reason": reason,
+                    "hold_remaining": _d(ZERO),
+                    "owner": None,
+                    "lease_until": None,
+                    "close_request": None,
+                    "updated_at": now,
+                },
+                "$push": {"history": {"status": OrderStatus.REJECTED.value, "at": now}},
+            },
+        )
+        if done is None:
+            raise LostOwnership(doc["_id"])
+        return done
+
+    async def request_close(self, order_id: str, status: OrderStatus, reason: str | None) -> bool:
+        """Ask the owner of an owned order (being placed or filled) to close it."""
+        done = await self.orders.find_one_and_update(
+            {
+                "_id": order_id,
+                "owner": {"$ne": None},
+                "close_request": None,
+                "status": {
+                    "$in": [
+                        OrderStatus.PENDING.value,
+                        OrderStatus.OPEN.value,
+                        OrderStatus.PARTIALLY_FILLED.value,
+                    ]
+                },
+            },
+            {"$set": {"close_request": {"status": status.value, "reason": reason}}},
+            return_document=AFTER,
+        )
+        return done is not None
