@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 
 from cryptovault.documents.trading import LedgerEntryDocument, OrderDocument
+from cryptovault.market.ticks import Tick
 from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
 from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up, tick
@@ -441,3 +442,82 @@ async def test_the_orders_list_costs_the_same_store_commands_for_3_or_20_orders(
         return commands.count
 
     assert await count_for(3) == await count_for(20)
+
+
+# -- issue 11 regressions, through the API ----------------------------------------------
+
+
+async def test_a_quote_quantity_buy_at_an_awkward_ask_fills_within_the_amount(user_gql, services):
+    """quoteQuantity 1000.00 at ask 91,265.79 was sized 998.01 + 2.00 fee = 1,000.01: the
+    client got INSUFFICIENT_FUNDS while the order stayed OPEN with a fill never done."""
+    ask = Decimal("91265.79")
+    services.market.apply(Tick("BTC", ask - 1, ask - 2, ask, Decimal(1), datetime.now(UTC)))
+    order = await placed(user_gql, symbol="BTC", side="BUY", type="MARKET", quoteQuantity="1000.00")
+    assert order["status"] == "FILLED" and Decimal(order["heldAmount"]) == 0
+    (trade,) = order["trades"]
+    paid = -sum(Decimal(e["amount"]) for e in trade["ledgerEntries"] if e["asset"] == "USD")
+    assert paid <= Decimal("1000.00")
+    usd = balances(await user_gql.data(ACCOUNT))["USD"]
+    assert Decimal(usd["available"]) == Decimal(10000) - paid and Decimal(usd["held"]) == 0
+    await books_are_clean(services)
+
+
+async def test_a_marketable_limit_buy_of_the_minimum_size_at_the_ask_fills_whole(
+    user_gql, services
+):
+    """0.00002 BTC limited at the ask filled 0.00001989 and stayed PARTIALLY_FILLED."""
+    ask = Decimal("91265.79")
+    services.market.apply(Tick("BTC", ask - 1, ask - 2, ask, Decimal(1), datetime.now(UTC)))
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="0.00002", limitPrice=str(ask)
+    )
+    assert (order["status"], order["filledQuantity"]) == ("FILLED", "0.00002")
+    await books_are_clean(services)
+
+
+async def test_one_unaffordable_client_order_id_sent_fifty_times_at_once_is_refused_fifty_times(
+    user_gql, services
+):
+    """50 concurrent copies: 2 INSUFFICIENT_FUNDS, 23 CONFLICT and 25 'successes'
+    returning PENDING orders whose ids no longer existed."""
+    fields = {
+        "symbol": "BTC",
+        "side": "BUY",
+        "type": "LIMIT",
+        "quantity": "1000",
+        "limitPrice": "100.00",
+        "clientOrderId": f"big-{uuid.uuid4().hex[:6]}",
+    }
+    bodies = await asyncio.gather(*(place(user_gql, **fields) for _ in range(50)))
+    assert [error_codes(b) for b in bodies] == [["INSUFFICIENT_FUNDS"]] * 50
+    user_id = user_gql.payload["user"]["id"]
+    found = await OrderDocument.find(
+        {"user_id": user_id, "client_order_id": fields["clientOrderId"]}
+    ).to_list()
+    assert [(o.status, o.hold_remaining) for o in found] == [("REJECTED", 0)]
+    await books_are_clean(services)
+
+
+async def test_an_admin_adjustment_retried_with_its_key_is_applied_once(gql_at, services):
+    from tests.test_admin import admin_headers
+
+    admin = gql_at()
+    admin.headers.update(await admin_headers(services, admin))
+    user = gql_at()
+    payload = await sign_up(user)
+    user.headers.update(bearer(payload["accessToken"]))
+    adjust = "mutation($i: AdjustBalanceInput!) { adjustBalance(input: $i) { asset available } }"
+    i = {
+        "userId": payload["user"]["id"],
+        "asset": "USD",
+        "amount": "250.00",
+        "reason": "goodwill",
+        "idempotencyKey": "ticket-4711",
+    }
+    bodies = await asyncio.gather(*(admin.execute(adjust, {"i": i}) for _ in range(5)))
+    assert {b["data"]["adjustBalance"]["available"] for b in bodies} == {"10250.00"}
+    again = await admin.execute(adjust, {"i": {**i, "amount": "300.00"}})
+    assert error_codes(again) == ["CONFLICT"]
+    got = balances(await user.data(ACCOUNT))["USD"]
+    assert Decimal(got["available"]) == Decimal("10250.00")
+    await books_are_clean(services)

@@ -278,7 +278,7 @@ class MoneyPath(RuleBasedStateMachine):
 async def test_the_money_path_keeps_its_books_under_any_schedule(store_server):
     MoneyPath.store_url = store_server.url
     profile = settings(
-        max_examples=400 if SOAK else 12,
+        max_examples=int(os.environ.get("CRYPTOVAULT_SOAK_EXAMPLES", 400)) if SOAK else 12,
         stateful_step_count=80 if SOAK else 30,
         deadline=None,
         suppress_health_check=list(HealthCheck),
