@@ -11,8 +11,12 @@ Rules (README "Protecting the API"):
 - each mutation field costs MUTATION_BASE_COST more, starting a subscription
   SUBSCRIPTION_BASE_COST more;
 - a field may declare its own cost next to it: `strawberry.field(metadata=cost(...))`;
-- `__schema`/`__type` introspection costs 0 (graphql-core's MaxIntrospectionDepthRule
-  bounds it, and the introspection policy decides who may run it).
+- introspection (`__schema`, `__type`) is costed by the same rules, its lists sized
+  from the schema (`types`: how many types it has; `fields`, `args`, ...: the longest
+  such list in it), aliases counted; only its depth is left out of the depth limit
+  (graphql-core's MaxIntrospectionDepthRule bounds its nesting, and type references
+  are legitimately deep). A plain introspection is served from a cached result at a
+  small fixed cost instead (schema.introspection).
 
 Fragments are expanded (memoized per fragment, so a fragment spread many times is
 walked once), `@skip`/`@include` are honoured with the request's variables.
@@ -20,6 +24,7 @@ walked once), `@skip`/`@include` are honoured with the request's variables.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,18 +47,60 @@ from graphql import (
     get_nullable_type,
     is_abstract_type,
     is_composite_type,
+    is_enum_type,
+    is_input_object_type,
+    is_interface_type,
     is_list_type,
     is_object_type,
     value_from_ast_untyped,
 )
 from graphql.pyutils import Undefined
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
 COST_KEY = "cryptovault.cost"
 DEFAULT_LIST_SIZE = 100
 MUTATION_BASE_COST = 10
 SUBSCRIPTION_BASE_COST = 10
-INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+INTROSPECTION_ROOTS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
 _BACKREF = "strawberry-definition"
+_introspection_sizes: weakref.WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def introspection_list_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
+    """(introspection type, list field) -> how many items that list has at most in
+    `schema` (`__Schema.types`, `__Schema.directives`: exactly)."""
+    found = _introspection_sizes.get(schema)
+    if found is not None:
+        return found
+    types = list(schema.type_map.values())
+    with_fields = [t for t in types if is_object_type(t) or is_interface_type(t)]
+    fields = [f for t in with_fields for f in t.fields.values()]  # type: ignore[attr-defined]
+    abstract = [t for t in types if is_abstract_type(t)]
+    found = {
+        ("__Schema", "types"): len(types),
+        ("__Schema", "directives"): len(schema.directives),
+        ("__Type", "fields"): max((len(t.fields) for t in with_fields), default=0),  # type: ignore[attr-defined]
+        ("__Type", "interfaces"): max((len(t.interfaces) for t in with_fields), default=0),  # type: ignore[attr-defined]
+        ("__Type", "possibleTypes"): max(
+            (len(schema.get_possible_types(t)) for t in abstract),  # type: ignore[arg-type]
+            default=0,
+        ),
+        ("__Type", "enumValues"): max(
+            (len(t.values) for t in types if is_enum_type(t)),  # type: ignore[attr-defined]
+            default=0,
+        ),
+        ("__Type", "inputFields"): max(
+            (len(t.fields) for t in types if is_input_object_type(t)),  # type: ignore[attr-defined]
+            default=0,
+        ),
+        ("__Field", "args"): max((len(f.args) for f in fields), default=0),
+        ("__Directive", "args"): max((len(d.args) for d in schema.directives), default=0),
+        ("__Directive", "locations"): max((len(d.locations) for d in schema.directives), default=0),
+    }
+    _introspection_sizes[schema] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,18 +248,19 @@ class CostAnalyzer:
         name = node.name.value
         alias = 1 if node.alias else 0
         directives = len(node.directives or ())
-        if name.startswith("__"):
-            return Stats(0, 1, alias, directives, name in INTROSPECTION_ROOTS)
-        definition = getattr(parent, "fields", {}).get(name)
+        definition = self._definition(parent, name)
         if definition is None:
             return Stats(0, 1, alias, directives)
+        introspection = name in INTROSPECTION_ROOTS
         meta = _meta(definition)
         named = get_named_type(definition.type)
         child_page = page
         paged = "first" in definition.args or "last" in definition.args
         if paged:
             child_page = self._page_size(node, definition, meta)
-        multiplier = self._multiplier(node, definition, meta, page, child_page if paged else None)
+        multiplier = self._multiplier(
+            node, parent, definition, meta, page, child_page if paged else None
+        )
         own = self._own_cost(meta, named, root)
         child = (
             self._selections(node.selection_set, named, child_page)
@@ -221,11 +269,16 @@ class CostAnalyzer:
         )
         return Stats(
             multiplier * (own + child.cost),
-            1 + child.depth,
+            1 if introspection else 1 + child.depth,
             alias + child.aliases,
             max(directives, child.directives),
-            child.introspection,
+            introspection or child.introspection,
         )
+
+    def _definition(self, parent: GraphQLNamedType, name: str) -> GraphQLField | None:
+        if name in INTROSPECTION_ROOTS and parent is self.schema.query_type:
+            return INTROSPECTION_ROOTS[name]
+        return getattr(parent, "fields", {}).get(name)
 
     def _own_cost(self, meta: Cost | None, named: GraphQLNamedType, root: bool) -> int:
         if meta is not None and meta.value is not None:
@@ -240,6 +293,7 @@ class CostAnalyzer:
     def _multiplier(
         self,
         node: FieldNode,
+        parent: GraphQLNamedType,
         definition: GraphQLField,
         meta: Cost | None,
         inherited_page: int | None,
@@ -247,6 +301,9 @@ class CostAnalyzer:
     ) -> int:
         if not is_list_type(get_nullable_type(definition.type)):
             return 1
+        if parent.name.startswith("__"):
+            sizes = introspection_list_sizes(self.schema)
+            return sizes.get((parent.name, node.name.value), DEFAULT_LIST_SIZE)
         if own_page is not None:
             return own_page
         if meta is not None and meta.page_items:
@@ -380,10 +437,10 @@ class CostAnalyzer:
         root: bool,
     ) -> int:
         key = (node.alias or node.name).value
-        if key in seen or key not in data or node.name.value.startswith("__"):
+        if key in seen or key not in data:
             return 0
         seen.add(key)
-        definition = getattr(parent, "fields", {}).get(node.name.value)
+        definition = self._definition(parent, node.name.value)
         if definition is None:
             return 0
         named = get_named_type(definition.type)

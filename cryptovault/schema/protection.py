@@ -6,7 +6,8 @@
 - `Protection`: after validation, before any resolver: the introspection policy, the
   shape limits (depth, aliases, directives per field, root fields), the static cost
   against MAX_QUERY_COST, then the caller's cost budget; reports
-  `extensions.cost` and the RateLimit headers.
+  `extensions.cost` and the RateLimit headers. A plain introspection is answered from
+  the schema's cached result (schema.introspection) at a small fixed cost.
 - `HidingSuggestionsExecutor`: no suggestions in variable coercion errors in
   production either.
 """
@@ -22,6 +23,7 @@ from typing import Any
 import orjson
 from graphql import (
     DocumentNode,
+    ExecutionResult,
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
@@ -39,6 +41,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from cryptovault.errors import Forbidden, QueryTooComplex, RateLimited
 from cryptovault.protection.limiter import BudgetStatus
+from cryptovault.schema import introspection
 from cryptovault.schema.context import Context
 from cryptovault.schema.cost import Analysis, CostAnalyzer
 
@@ -190,6 +193,8 @@ class Protection(SchemaExtension):
         self.analyzer: CostAnalyzer | None = None
         self.requested: int | None = None
         self.status: BudgetStatus | None = None
+        # Set when the operation was answered from the cached introspection result.
+        self.cached: bool = False
 
     async def on_execute(self) -> AsyncIterator[None]:
         await self._check()
@@ -215,6 +220,17 @@ class Protection(SchemaExtension):
                 f"with the '{INTROSPECTION_SCOPE}' scope",
                 scope=INTROSPECTION_SCOPE,
             )
+        answer = (
+            introspection.answer(ec.schema._schema, ec.graphql_document, operation, ec.variables)
+            if analysis.introspection
+            else None
+        )
+        if answer is not None:
+            self.cached = True
+            self.requested = introspection.CACHED_INTROSPECTION_COST
+            await self._spend(ctx, self.requested)
+            ec.result = ExecutionResult(data=answer)
+            return
         for limit, actual, maximum in (
             ("depth", analysis.depth, settings.max_query_depth),
             ("aliases", analysis.aliases, settings.max_aliases),
@@ -238,7 +254,10 @@ class Protection(SchemaExtension):
                 maximum=settings.max_query_cost,
             )
 
-        status = await ctx.services.limiter.spend(identity_key(ctx), analysis.cost)
+        await self._spend(ctx, analysis.cost)
+
+    async def _spend(self, ctx: Context, cost: int) -> None:
+        status = await ctx.services.limiter.spend(identity_key(ctx), cost)
         self.status = status
         ctx.state["budget"] = status
         if isinstance(ctx.response, Response):
@@ -246,10 +265,10 @@ class Protection(SchemaExtension):
         if not status.allowed:
             retry = max(1, math.ceil(status.retry_after))
             raise RateLimited(
-                f"Cost budget exhausted: this operation costs {analysis.cost}, "
+                f"Cost budget exhausted: this operation costs {cost}, "
                 f"{status.remaining} of {status.limit} points are left; retry in {retry} s",
                 retryAfter=retry,
-                cost=analysis.cost,
+                cost=cost,
                 remaining=status.remaining,
                 limit=status.limit,
             )
@@ -272,7 +291,9 @@ class Protection(SchemaExtension):
         if status is None and ctx is not None:
             status = await ctx.services.limiter.peek(identity_key(ctx))
         actual = 0
-        if self.analyzer is not None and self.status is not None and self.status.allowed:
+        if self.cached:
+            actual = self.requested
+        elif self.analyzer is not None and self.status is not None and self.status.allowed:
             data = getattr(ec.result, "data", None)
             actual = self.analyzer.actual_cost(data)
         cost: dict[str, Any] = {
