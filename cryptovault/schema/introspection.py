@@ -16,11 +16,9 @@ the same selection, or None (then the operation is executed normally).
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from graphql import (
     DocumentNode,
     FieldNode,
@@ -38,6 +36,8 @@ from graphql import (
     value_from_ast_untyped,
 )
 from graphql.type.introspection import SchemaMetaFieldDef
+
+from cryptovault.schema.caches import OperationCache
 
 __all__ = ["CACHED_INTROSPECTION_COST", "answer", "full_result"]
 
@@ -82,42 +82,6 @@ def full_result(schema: GraphQLSchema) -> dict[str, Any]:
     return found
 
 
-class _Answers:
-    """Projected answers of recent (schema, document, operation, variables), least
-    recently used out first; each entry keeps its keys' objects alive."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[
-            tuple[int, int, int, bytes], tuple[Any, Any, dict[str, Any] | None]
-        ] = OrderedDict()
-
-    def get(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        operation: OperationDefinitionNode,
-        variables: Mapping[str, Any] | None,
-    ) -> dict[str, Any] | None:
-        try:
-            frozen = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b""
-        except TypeError:
-            return _answer(schema, document, operation, variables)
-        key = (id(schema), id(document), id(operation), frozen)
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-            return entry[2]
-        data = _answer(schema, document, operation, variables)
-        self._entries[key] = (schema, document, data)
-        if len(self._entries) > self.size:
-            self._entries.popitem(last=False)
-        return data
-
-
-_answers = _Answers(ANSWERS_CACHED)
-
-
 def answer(
     schema: GraphQLSchema,
     document: DocumentNode,
@@ -153,6 +117,9 @@ def _answer(
     except _NotPlain:
         return None
     return data
+
+
+_answers = OperationCache(ANSWERS_CACHED, _answer)
 
 
 class _Planner:
