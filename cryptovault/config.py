@@ -96,6 +96,7 @@ class Settings:
     persisted_queries: Literal["apq", "only", "off"] = "apq"
     persisted_queries_manifest: Path | None = None
     apq_cache_size: int = 10_000
+    apq_cache_bytes: int = 8_000_000
     # WebSocket limits.
     ws_init_timeout_seconds: float = 10.0
     ws_ping_interval_seconds: float = 15.0
@@ -446,6 +447,7 @@ def load_settings(
         persisted_queries=persisted,  # type: ignore[arg-type]
         persisted_queries_manifest=manifest,
         apq_cache_size=_int(env, "APQ_CACHE_SIZE", 10_000, 1, 10_000_000),
+        apq_cache_bytes=_int(env, "APQ_CACHE_BYTES", 8_000_000, 10_000, 10_000_000_000),
         ws_init_timeout_seconds=_float(env, "WS_INIT_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
         ws_ping_interval_seconds=_float(env, "WS_PING_INTERVAL_SECONDS", 15.0, 0.1, 3600),
         ws_ping_timeout_seconds=_float(env, "WS_PING_TIMEOUT_SECONDS", 10.0, 0.1, 3600),

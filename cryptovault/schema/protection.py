@@ -146,6 +146,7 @@ class Protection(SchemaExtension):
         self.status: BudgetStatus | None = None
         # Set when the operation was answered from the cached introspection result.
         self.cached: bool = False
+        self.registration_cost = 0
 
     async def on_execute(self) -> AsyncIterator[None]:
         await self._check()
@@ -208,7 +209,16 @@ class Protection(SchemaExtension):
         await self._spend(ctx, analysis.cost)
 
     async def _spend(self, ctx: Context, cost: int) -> None:
+        """Charge the operation, and the registration of its document when the request
+        asked for one (automatic persisted queries): kept only once paid for."""
+        persisted = ctx.services.persisted_queries
+        registration = persisted.pending(self.execution_context.query)
+        if registration is not None:
+            cost += registration.cost
         status = await ctx.services.limiter.spend(identity_key(ctx), cost)
+        if registration is not None and status.allowed:
+            await persisted.register(registration)
+            self.registration_cost = registration.cost
         self.status = status
         ctx.state["budget"] = status
         if isinstance(ctx.response, Response):
@@ -254,6 +264,8 @@ class Protection(SchemaExtension):
         }
         if document_cost:
             cost["documentCost"] = document_cost
+        if self.registration_cost:
+            cost["persistedQueryCost"] = self.registration_cost
         if status is not None:
             cost["throttleStatus"] = {
                 "maximumAvailable": status.limit,
