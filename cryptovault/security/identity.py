@@ -9,12 +9,13 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
+from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import RefreshTokenDocument
 from cryptovault.documents.users import (
@@ -54,6 +55,8 @@ RESET_TTL = timedelta(minutes=30)
 # flood someone's inbox.
 RESET_MAIL_INTERVAL = timedelta(minutes=1)
 MAX_FREEZE_REASON = 500
+# What `create_admin` did.
+type AdminOutcome = Literal["created", "promoted", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,25 +495,31 @@ class IdentityService:
 
     # -- administration ----------------------------------------------------------------
 
-    async def create_admin(self, email: str, password: str | None) -> tuple[UserDocument, bool]:
-        """Create an admin account, or promote an existing account (its password is
-        left unchanged). Returns (user, created)."""
+    async def create_admin(
+        self, email: str, password: str | None, promote_existing: bool = False
+    ) -> tuple[UserDocument, AdminOutcome]:
+        """Create an admin account. An existing account is refused unless
+        `promote_existing`: whoever registered the address may not be the operator, so
+        the promoted account keeps nothing of its registrant (sessions, API keys,
+        password, second factor): its owner signs in after a password reset, which
+        needs the mailbox."""
         email = normalize_email(email)
         existing = await UserDocument.find_one({"email": email})
-        now = now_ms()
         if existing is not None:
-            if existing.role != "ADMIN":
-                await UserDocument.find_one({"_id": existing.id}).update(
-                    {"$set": {"role": "ADMIN", "updated_at": now}}
+            if existing.role == "ADMIN":
+                return existing, "unchanged"
+            if not promote_existing:
+                raise Conflict(
+                    "An account with this email already exists and anyone may have "
+                    "registered it: to make it an admin, promote it explicitly (its "
+                    "sessions and API keys are revoked and it must reset its password)",
+                    field="email",
                 )
-                existing.role = "ADMIN"
-                await self.audit.record(
-                    "admin.promoted", actor=None, user_id=existing.id, origin=SYSTEM
-                )
-            return existing, False
+            return await self._promote(existing), "promoted"
         if password is None:
             raise BadUserInput("A password is required to create an account", field="password")
         check_new_password(password, email)
+        now = now_ms()
         user = UserDocument(
             email=email,
             password_hash=await self.hasher.hash(password),
@@ -521,7 +530,47 @@ class IdentityService:
         )
         await user.insert()
         await self.audit.record("admin.created", actor=None, user_id=user.id, origin=SYSTEM)
-        return user, True
+        return user, "created"
+
+    async def _promote(self, user: UserDocument) -> UserDocument:
+        now = now_ms()
+        # A password nobody knows: the registrant's no longer signs in.
+        unusable = await self.hasher.hash(new_secret())
+        await UserDocument.find_one({"_id": user.id}).update(
+            {
+                "$set": {
+                    "role": "ADMIN",
+                    "password_hash": unusable,
+                    "password_changed_at": now,
+                    "updated_at": now,
+                    "two_factor_enabled": False,
+                    "totp_secret": None,
+                    "totp_pending_secret": None,
+                    "totp_last_step": None,
+                    "recovery_codes": [],
+                    "pending_recovery_codes": [],
+                }
+            }
+        )
+        sessions = await self.sessions.revoke_all(user.id, now, "promoted to admin")
+        keys = await ApiKeyDocument.get_pymongo_collection().update_many(
+            {"user_id": user.id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+        await self.audit.record(
+            "admin.promoted",
+            actor=None,
+            user_id=user.id,
+            origin=SYSTEM,
+            details={
+                "sessions_revoked": sessions,
+                "api_keys_revoked": keys.modified_count,
+                "two_factor_removed": user.two_factor_enabled,
+                "password_reset_required": True,
+            },
+        )
+        promoted = await UserDocument.get(user.id)
+        assert promoted is not None
+        return promoted
 
     async def set_frozen(
         self, user_id: str, frozen: bool, reason: str | None, actor: Viewer | None, origin: Origin
