@@ -346,6 +346,10 @@ def load_settings(
         raise ConfigError("ARGON2_MEMORY_KIB is invalid: expected at least 8 x ARGON2_PARALLELISM")
 
     mailer = _choice(env, "MAILER", "log", MAILERS)
+    if environment == "production" and mailer == "log":
+        # The log backend is for development: in production the mail would never
+        # arrive, and its file would hold live reset tokens.
+        raise ConfigError("MAILER=log is not allowed in production: set MAILER=smtp and SMTP_*")
     smtp_host = _optional(env, "SMTP_HOST")
     if mailer == "smtp" and not smtp_host:
         raise ConfigError("SMTP_HOST is required when MAILER=smtp")

@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,6 +33,9 @@ from cryptovault.market.ticks import Tick, quote
 from cryptovault.services import Services, start_services
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# What the apps write to DATA_DIR (the log mailer's outbox) goes here, not into the
+# working tree; removed when the session ends.
+TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="cryptovault-tests-"))
 
 
 def redis_available() -> bool:
@@ -76,6 +81,7 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         environment="test",
         mongodb_url=store_url,
         mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
+        data_dir=TEST_DATA_DIR,
         jwt_secret="test-secret-" + "x" * 40,
         market_feed="none",
         log_format="console",
@@ -246,6 +252,7 @@ class CommandCounter(monitoring.CommandListener):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is a failure: it hides a missing service."""
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
     if os.environ.get("CI") != "true":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -65,6 +65,9 @@ PROD = {
     "MONGODB_URL": "mongodb://db:27017",
     "JWT_SECRET": GOOD_SECRET,
     "TOTP_ENCRYPTION_KEY": "m2V3ZC1uZXZlci11c2UtdGhpcy1rZXktaW4tcHJvZC0=",
+    "MAILER": "smtp",
+    "SMTP_HOST": "smtp.example.com",
+    "METRICS_TOKEN": "m" * 16,
 }
 
 
@@ -76,6 +79,9 @@ PROD = {
         ({"JWT_SECRET": ""}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "https://app.example.com,*"}, "CORS_ORIGINS"),
         ({"TOTP_ENCRYPTION_KEY": ""}, "TOTP_ENCRYPTION_KEY"),
+        # The log mailer would write live password reset tokens where operators read.
+        ({"MAILER": "log"}, "MAILER=log"),
+        ({"MAILER": ""}, "MAILER=log"),  # the default
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, override, variable):
@@ -110,6 +116,22 @@ def test_cli_exits_2_with_one_line_naming_the_variable(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "PORT" in lines[0]
+
+
+@pytest.mark.parametrize(("unset", "variable"), [("MAILER", "MAILER")])
+def test_production_refusals_exit_2_naming_the_variable(tmp_path, unset, variable):
+    env = {k: v for k, v in {**os.environ, **PROD, "DATA_DIR": str(tmp_path)}.items() if k != unset}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cryptovault", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert variable in line
 
 
 def test_every_setting_is_documented_in_env_example():

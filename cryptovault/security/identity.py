@@ -369,11 +369,10 @@ class IdentityService:
     def _reset_mail(self, email: str, token: str) -> Mail:
         minutes = int(RESET_TTL.total_seconds() // 60)
         lines = ["Someone asked to reset the password of your CryptoVault account.", ""]
+        secret = token
         if self.settings.password_reset_url:
-            lines += [
-                "Choose a new password here:",
-                self.settings.password_reset_url.replace("{token}", token),
-            ]
+            secret = self.settings.password_reset_url.replace("{token}", token)
+            lines += ["Choose a new password here:", secret]
         else:
             lines += [
                 "Your reset token:",
@@ -387,7 +386,12 @@ class IdentityService:
             f"It works once, within {minutes} minutes. Every session of the account is signed",
             "out when the password changes. If you did not ask for this, ignore this mail.",
         ]
-        return Mail(to=email, subject="Reset your CryptoVault password", body="\n".join(lines))
+        return Mail(
+            to=email,
+            subject="Reset your CryptoVault password",
+            body="\n".join(lines),
+            secrets=(secret, token),
+        )
 
     async def reset_password(self, token: str, new_password: str, origin: Origin) -> None:
         invalid = BadUserInput("This reset token is invalid or has expired", field="token")
