@@ -118,6 +118,8 @@ class Settings:
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
     # Operations (README "Operations and observability").
     metrics_token: str | None = field(default=None, repr=False)
+    # Serve /metrics without a token (production requires one or this, explicitly).
+    metrics_public: bool = False
     sentry_environment: str | None = None
     sentry_release: str | None = None
     sentry_traces_sample_rate: float = 0.0
@@ -403,6 +405,13 @@ def load_settings(
     metrics_token = _optional(env, "METRICS_TOKEN")
     if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
         raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
+    metrics_public = _bool(env, "METRICS_PUBLIC", False)
+    if environment == "production" and metrics_token is None and not metrics_public:
+        # /metrics names operations, dependencies and traffic: not for anyone to read.
+        raise ConfigError(
+            "METRICS_TOKEN is required in production (or METRICS_PUBLIC=true to serve "
+            "/metrics without authentication)"
+        )
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -468,6 +477,7 @@ def load_settings(
         market_slippage=trading["MARKET_SLIPPAGE"],
         top_of_book_usd=trading["TOP_OF_BOOK_USD"],
         metrics_token=metrics_token,
+        metrics_public=metrics_public,
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
         sentry_release=_optional(env, "SENTRY_RELEASE"),
         sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0, 0.0, 1.0),

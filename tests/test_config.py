@@ -82,6 +82,8 @@ PROD = {
         # The log mailer would write live password reset tokens where operators read.
         ({"MAILER": "log"}, "MAILER=log"),
         ({"MAILER": ""}, "MAILER=log"),  # the default
+        # Metrics name operations, dependencies and traffic: a token, or an explicit choice.
+        ({"METRICS_TOKEN": ""}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, override, variable):
@@ -92,6 +94,9 @@ def test_production_refuses_unsafe_settings(tmp_path, override, variable):
 def test_production_accepts_safe_settings(tmp_path):
     s = load({**PROD, "CORS_ORIGINS": "https://app.example.com"}, tmp_path)
     assert s.is_production and s.cors_origins == ("https://app.example.com",)
+    # Public metrics are a deliberate choice.
+    public = load({**PROD, "METRICS_TOKEN": "", "METRICS_PUBLIC": "true"}, tmp_path)
+    assert public.metrics_token is None and public.metrics_public
 
 
 def test_env_file_is_read_and_environment_wins(tmp_path):
