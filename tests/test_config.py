@@ -123,7 +123,9 @@ def test_cli_exits_2_with_one_line_naming_the_variable(tmp_path):
     assert len(lines) == 1 and "PORT" in lines[0]
 
 
-@pytest.mark.parametrize(("unset", "variable"), [("MAILER", "MAILER")])
+@pytest.mark.parametrize(
+    ("unset", "variable"), [("MAILER", "MAILER"), ("METRICS_TOKEN", "METRICS_TOKEN")]
+)
 def test_production_refusals_exit_2_naming_the_variable(tmp_path, unset, variable):
     env = {k: v for k, v in {**os.environ, **PROD, "DATA_DIR": str(tmp_path)}.items() if k != unset}
     proc = subprocess.run(
