@@ -27,7 +27,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
-        proxy_headers=True,
+        # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
+        # (uvicorn would trust 127.0.0.1 by default).
+        proxy_headers=False,
         # The embedded store's wire server needs asyncio's Server.abort_clients(),
         # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
         loop="auto" if settings.mongodb_url else "asyncio",

@@ -116,6 +116,9 @@ class Settings:
     top_of_book_usd: Decimal = Decimal("250000")
     # When set, admin fields answer only requests from these addresses/networks.
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by
+    # default: the client is the peer of the connection.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     # Operations (README "Operations and observability").
     metrics_token: str | None = field(default=None, repr=False)
     # Serve /metrics without a token (production requires one or this, explicitly).
@@ -237,6 +240,19 @@ def _decimal(env: Mapping[str, str], name: str, default: str, lo: str, hi: str) 
     if not value.is_finite() or not Decimal(lo) <= value <= Decimal(hi):
         raise ConfigError(f"{name}={raw} is invalid: expected {lo}..{hi}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks."""
+    networks = []
+    for entry in filter(None, (e.strip() for e in env.get(name, "").split(","))):
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} entry {entry!r} is invalid: expected an IP or CIDR"
+            ) from None
+    return tuple(networks)
 
 
 def _optional(env: Mapping[str, str], name: str) -> str | None:
@@ -377,14 +393,6 @@ def load_settings(
         raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
     if persisted == "only" and manifest is None:
         raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
-    admin_ips = []
-    for entry in filter(None, (e.strip() for e in env.get("ADMIN_ALLOWED_IPS", "").split(","))):
-        try:
-            admin_ips.append(ip_network(entry, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"ADMIN_ALLOWED_IPS entry {entry!r} is invalid: expected an IP or CIDR"
-            ) from None
     trading = {
         name: _decimal(env, name, default, lo, hi)
         for name, default, lo, hi in (
@@ -470,7 +478,8 @@ def load_settings(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
         auth_rate_limits=auth_limits,
-        admin_allowed_ips=tuple(admin_ips),
+        admin_allowed_ips=_networks(env, "ADMIN_ALLOWED_IPS"),
+        trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         starting_balance_usd=trading["STARTING_BALANCE_USD"],
         maker_fee_rate=trading["MAKER_FEE_RATE"],
         taker_fee_rate=trading["TAKER_FEE_RATE"],

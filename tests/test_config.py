@@ -53,6 +53,7 @@ def test_development_generates_a_secret_once_and_keeps_it(tmp_path):
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"),
+        ({"TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "TRUSTED_PROXIES"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, env, variable):
