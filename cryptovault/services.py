@@ -149,7 +149,7 @@ async def start_services(
             metrics=metrics,
         )
         retention.register("audit_log", "at", timedelta(days=settings.audit_retention_days))
-        # Lock decisions read 15 minutes of attempts; failures stay in the audit log.
+        # Throttling reads 24 hours of attempts; failures stay in the audit log.
         retention.register(
             "login_attempts", "at", timedelta(days=settings.login_attempt_retention_days)
         )

@@ -267,7 +267,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 PASSWORD = "correct horse battery staple"
 
 REGISTER = """mutation($input: RegisterInput!) {
-  register(input: $input) { accessToken refreshToken expiresAt refreshTokenExpiresAt
+  register(input: $input) { accessToken refreshToken expiresAt refreshTokenExpiresAt deviceToken
     user { id email role twoFactorEnabled frozen createdAt } }
 }"""
 
@@ -296,16 +296,36 @@ async def user_gql(app) -> AsyncIterator[GraphQLClient]:
         yield signed_in
 
 
+@pytest.fixture
+def verify_calls(services, monkeypatch) -> list[str]:
+    """Every Argon2 verification the service runs (the stored hash it checked)."""
+    calls: list[str] = []
+    hasher = services.identity.hasher
+    real = hasher._verify
+
+    def counting(stored: str, password: str) -> bool:
+        calls.append(stored)
+        return real(stored, password)
+
+    monkeypatch.setattr(hasher, "_verify", counting)
+    return calls
+
+
 LOGIN = """mutation($input: LoginInput!) {
-  login(input: $input) { accessToken refreshToken expiresAt user { id email role } }
+  login(input: $input) { accessToken refreshToken expiresAt deviceToken user { id email role } }
 }"""
 
 
 async def log_in(
-    gql: GraphQLClient, email: str, password: str = PASSWORD, otp: str | None = None
+    gql: GraphQLClient,
+    email: str,
+    password: str = PASSWORD,
+    otp: str | None = None,
+    device_token: str | None = None,
 ) -> dict:
     """The raw login response body (errors included)."""
-    return await gql.execute(LOGIN, {"input": {"email": email, "password": password, "otp": otp}})
+    variables = {"email": email, "password": password, "otp": otp, "deviceToken": device_token}
+    return await gql.execute(LOGIN, {"input": variables})
 
 
 @pytest.fixture
