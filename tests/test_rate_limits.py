@@ -254,3 +254,24 @@ async def test_no_new_document_is_validated_for_a_caller_without_points(store_se
         # Another caller is not affected.
         async with http(app, ip="10.9.9.9") as other:
             assert codes((await gql(other, "{ rateLimit { limit } }")).json()) == []
+
+
+def test_the_readme_states_the_default_sign_in_limits():
+    """Partners and operators read the README: its table must be what the code does."""
+    from pathlib import Path
+
+    from cryptovault.protection.limiter import parse_auth_limits
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    units = {"second": "s", "minute": "min", "hour": "h", "day": "d"}
+
+    def stated(item) -> str:
+        return f"{item.amount}/{units[item.GRANULARITY.name]}"
+
+    rows = {"login": "| `login` |", "two_factor": "| two-factor", "register": "| `register` |"}
+    rows["password_reset"] = "| password reset"
+    for kind, (per_ip, per_account) in parse_auth_limits(DEFAULT_AUTH_RATE_LIMITS).items():
+        (row,) = [line for line in readme.splitlines() if line.startswith(rows[kind])]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == stated(per_ip), (kind, row)
+        assert cells[2].split(" ")[0] == stated(per_account), (kind, row)
