@@ -41,8 +41,9 @@ from cryptovault.schema.caches import OperationCache
 
 __all__ = ["CACHED_INTROSPECTION_COST", "answer", "full_result"]
 
-# What a plain introspection costs (README "Query cost"): serving the cached result
-# measured ~40x cheaper than executing it (bench.introspection).
+# What a plain introspection costs (README "Query cost"): answering it from the cached
+# result takes 13-20x less CPU than executing it (bench.introspection: 1.8-3.2 ms
+# against 37-42 ms for 114 KB, HTTP included).
 CACHED_INTROSPECTION_COST = 10
 # Selections visited while planning one operation: a plain introspection has a few
 # hundred; more means fragments spread over and over, which are executed and priced.
