@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pyotp
 import pytest
 
 from cryptovault.documents.audit import AuditEntryDocument
@@ -215,6 +216,15 @@ async def test_promoting_an_existing_account_takes_away_what_its_registrant_set(
             headers=bearer(token),
         )
     )["createApiKey"]["key"]
+    # A second factor the registrant holds would keep the mailbox's owner out.
+    secret = (await gql.data("mutation { enableTwoFactor { secret } }", headers=bearer(token)))[
+        "enableTwoFactor"
+    ]["secret"]
+    await gql.data(
+        "mutation($c: String!) { confirmTwoFactor(code: $c) { twoFactorEnabled } }",
+        {"c": pyotp.TOTP(secret).now()},
+        headers=bearer(token),
+    )
     code, _, err = await run_cli(
         settings,
         tmp_path,
@@ -243,7 +253,7 @@ async def test_promoting_an_existing_account_takes_away_what_its_registrant_set(
     assert entry.details == {
         "sessions_revoked": 1,
         "api_keys_revoked": 1,
-        "two_factor_removed": False,
+        "two_factor_removed": True,
         "password_reset_required": True,
     }
 
