@@ -32,6 +32,8 @@ REPEATED = "{" + " rateLimit { remaining }" * 400 + "}"
 
 
 def probe(n: int) -> str:
+    """The black-box probe: n aliased `types`, each with n aliased `fields` (1,070
+    characters for n = 24; 9.8 MB of answer when introspection was free)."""
     return (
         "{ __schema { "
         + " ".join(f"t{i}: types {{ ...T }}" for i in range(n))

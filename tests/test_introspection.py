@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from graphql import get_introspection_query, get_operation_ast, graphql_sync, parse
 
+from bench.introspection import probe
 from cryptovault.schema import build_schema, introspection
 from cryptovault.schema.cost import CostAnalyzer, introspection_list_sizes
 from cryptovault.schema.introspection import CACHED_INTROSPECTION_COST
@@ -14,18 +15,6 @@ from tests.auth import bearer
 from tests.harness import codes, gql, http, running
 
 SCHEMA = build_schema()._schema
-
-
-def probe(n: int) -> str:
-    """The black-box probe: n aliased `types`, each with n aliased `fields` (1,069
-    characters for n = 24; 8.4 MB and 4.6 s of answer before it was priced)."""
-    return (
-        "{ __schema { "
-        + " ".join(f"t{i}: types {{ ...T }}" for i in range(n))
-        + " } } fragment T on __Type { "
-        + " ".join(f"f{j}: fields {{ ...F }}" for j in range(n))
-        + " } fragment F on __Field { args { name } type { ofType { name } } }"
-    )
 
 
 def analyze(query: str):

@@ -32,7 +32,6 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLField,
     GraphQLNamedType,
@@ -42,7 +41,6 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    VariableNode,
     get_named_type,
     get_nullable_type,
     is_abstract_type,
@@ -52,10 +50,11 @@ from graphql import (
     is_interface_type,
     is_list_type,
     is_object_type,
-    value_from_ast_untyped,
 )
 from graphql.pyutils import Undefined
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
+
+from cryptovault.schema.selections import OperationReader
 
 COST_KEY = "cryptovault.cost"
 DEFAULT_LIST_SIZE = 100
@@ -162,7 +161,7 @@ def _meta(field: GraphQLField) -> Cost | None:
     return metadata.get(COST_KEY) if metadata else None
 
 
-class CostAnalyzer:
+class CostAnalyzer(OperationReader):
     """One operation of a validated document, with the request's raw variables."""
 
     def __init__(
@@ -172,16 +171,7 @@ class CostAnalyzer:
         operation: OperationDefinitionNode,
         variables: Mapping[str, Any] | None,
     ) -> None:
-        self.schema = schema
-        self.operation = operation
-        self.variables = dict(variables or {})
-        for definition in operation.variable_definitions or ():
-            name = definition.variable.name.value
-            if name not in self.variables and definition.default_value is not None:
-                self.variables[name] = value_from_ast_untyped(definition.default_value)
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
+        super().__init__(schema, document, operation, variables)
         self._memo: dict[tuple[str, int | None], Stats] = {}
         # Selection sets (by id) that select only scalar fields: an item of such a
         # selection costs nothing beyond itself, whatever it returned.
@@ -213,7 +203,7 @@ class CostAnalyzer:
     ) -> Stats:
         total = Stats()
         for selection in selection_set.selections:
-            if self._skipped(selection):
+            if self.skipped(selection):
                 continue
             if isinstance(selection, FieldNode):
                 total += self._field(selection, parent, page, root)
@@ -333,32 +323,14 @@ class CostAnalyzer:
     def _argument(self, node: FieldNode, definition: GraphQLField, name: str) -> Any:
         for argument in node.arguments or ():
             if argument.name.value == name:
-                if isinstance(argument.value, VariableNode):
-                    return self.variables.get(argument.value.name.value)
-                return value_from_ast_untyped(argument.value, self.variables)
+                return self.value(argument.value)
         default = definition.args[name].default_value
         return None if default is Undefined else default
-
-    def _skipped(self, node: Any) -> bool:
-        for directive in node.directives or ():
-            name = directive.name.value
-            if name not in ("skip", "include"):
-                continue
-            condition = next((a.value for a in directive.arguments if a.name.value == "if"), None)
-            if condition is None:
-                continue
-            if isinstance(condition, VariableNode):
-                value = self.variables.get(condition.name.value)
-            else:
-                value = value_from_ast_untyped(condition, self.variables)
-            if (name == "skip" and value is True) or (name == "include" and value is False):
-                return True
-        return False
 
     def _root_keys(self, selection_set: SelectionSetNode, seen: set[str]) -> set[str]:
         keys: set[str] = set()
         for selection in selection_set.selections:
-            if self._skipped(selection):
+            if self.skipped(selection):
                 continue
             if isinstance(selection, FieldNode):
                 keys.add((selection.alias or selection.name).value)
@@ -400,7 +372,7 @@ class CostAnalyzer:
         while stack:
             for selection in stack.pop().selections:
                 condition: NamedTypeNode | None
-                if self._skipped(selection):
+                if self.skipped(selection):
                     continue
                 if isinstance(selection, FieldNode):
                     total += self._actual_field(selection, parent, data, seen_keys, root)

@@ -22,22 +22,20 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    VariableNode,
     get_introspection_query,
     get_named_type,
     graphql_sync,
-    value_from_ast_untyped,
 )
 from graphql.type.introspection import SchemaMetaFieldDef
 
 from cryptovault.schema.caches import OperationCache
+from cryptovault.schema.selections import OperationReader
 
 __all__ = ["CACHED_INTROSPECTION_COST", "answer", "full_result"]
 
@@ -123,24 +121,9 @@ def _answer(
 _answers = OperationCache(ANSWERS_CACHED, _answer)
 
 
-class _Planner:
-    def __init__(
-        self,
-        schema: GraphQLSchema,
-        document: DocumentNode,
-        operation: OperationDefinitionNode,
-        variables: Mapping[str, Any] | None,
-    ) -> None:
-        self.schema = schema
-        self.variables = dict(variables or {})
-        for definition in operation.variable_definitions or ():
-            name = definition.variable.name.value
-            if name not in self.variables and definition.default_value is not None:
-                self.variables[name] = value_from_ast_untyped(definition.default_value)
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
-        self.visited = 0
+class _Planner(OperationReader):
+    # Selections visited so far (per instance once counting starts).
+    visited = 0
 
     def plan(self, selection_set: SelectionSetNode, parent: GraphQLObjectType) -> Plan:
         plan: Plan = {}
@@ -181,12 +164,7 @@ class _Planner:
         for argument in node.arguments or ():
             if argument.name.value != "includeDeprecated":
                 raise _NotPlain
-            value = (
-                self.variables.get(argument.value.name.value)
-                if isinstance(argument.value, VariableNode)
-                else value_from_ast_untyped(argument.value, self.variables)
-            )
-            include_deprecated = value is True
+            include_deprecated = self.value(argument.value) is True
         if name == "__typename":
             plan.setdefault(name, (name, False, None))
             return
@@ -211,21 +189,9 @@ class _Planner:
         plan[name] = (name, include_deprecated, below)
 
     def _included(self, node: Any) -> bool:
-        for directive in node.directives or ():
-            name = directive.name.value
-            if name not in ("skip", "include"):
-                raise _NotPlain
-            condition = next((a.value for a in directive.arguments if a.name.value == "if"), None)
-            if condition is None:
-                continue
-            value = (
-                self.variables.get(condition.name.value)
-                if isinstance(condition, VariableNode)
-                else value_from_ast_untyped(condition, self.variables)
-            )
-            if (name == "skip" and value is True) or (name == "include" and value is False):
-                return False
-        return True
+        if any(d.name.value not in ("skip", "include") for d in node.directives or ()):
+            raise _NotPlain
+        return not self.skipped(node)
 
 
 def _project(plan: Plan, data: Mapping[str, Any], parent: GraphQLObjectType) -> dict[str, Any]:
