@@ -45,6 +45,7 @@ def teammates(quick: bool, results: dict[str, Any]) -> None:
         ("limiter", ["--duration", "2", "--rounds", "1"] if quick else []),
         ("alerts", []),
         ("extensions", ["--n", "500"] if quick else []),
+        ("introspection", ["--n", "10", "--rounds", "1"] if quick else []),
     ):
         try:
             module = importlib.import_module(f"bench.{name}")

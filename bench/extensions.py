@@ -31,12 +31,8 @@ async def measure(store_url: str, n: int, rounds: int) -> list[dict[str, Any]]:
     from cryptovault.schema.context import Context
     from cryptovault.schema.errors import ErrorMapping
     from cryptovault.schema.metrics import OperationMetrics
-    from cryptovault.schema.protection import (
-        HidingSuggestionsExecutor,
-        Parsing,
-        Protection,
-        Validation,
-    )
+    from cryptovault.schema.parsing import Parsing, Validation
+    from cryptovault.schema.protection import HidingSuggestionsExecutor, Protection
 
     services = await in_process_services(store_url)
     pipelines: dict[str, list[Any]] = {

@@ -33,6 +33,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cryptovault import __version__
 from cryptovault.config import Settings
@@ -459,9 +460,22 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             for handler in logging.getLogger().handlers:
                 handler.flush()
 
+    proxies = (
+        # Outermost: everything after it sees the client behind the proxy. uvicorn's
+        # middleware takes the right-most address of X-Forwarded-For that is not a
+        # trusted proxy, so what a client writes on the left of it is ignored.
+        [
+            Middleware(
+                ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in settings.trusted_proxies]
+            )
+        ]
+        if settings.trusted_proxies
+        else []
+    )
     app = Starlette(
         lifespan=lifespan,
         middleware=[
+            *proxies,
             Middleware(RequestIdMiddleware),
             Middleware(SecurityHeadersMiddleware, production=settings.is_production),
             Middleware(WebSocketTracking),

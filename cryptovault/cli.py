@@ -27,7 +27,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         log_config=None,
-        proxy_headers=True,
+        # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
+        # (uvicorn would trust 127.0.0.1 by default).
+        proxy_headers=False,
         # The embedded store's wire server needs asyncio's Server.abort_clients(),
         # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
         loop="auto" if settings.mongodb_url else "asyncio",
@@ -184,10 +186,10 @@ def _read_password(args: argparse.Namespace) -> str | None:
         return args.password
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    if sys.stdin.isatty():
+    if sys.stdin.isatty() and not args.promote_existing:
         import getpass
 
-        first = getpass.getpass("Password (empty: promote an existing account only): ")
+        first = getpass.getpass("Password of the new admin account: ")
         if first and getpass.getpass("Repeat: ") != first:
             raise SystemExit("cryptovault: the passwords differ")
         return first or None
@@ -201,25 +203,43 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from cryptovault.events.hub import Hub
     from cryptovault.security.audit import AuditLog
     from cryptovault.security.identity import IdentityService
-    from cryptovault.security.mailer import LogMailer
+    from cryptovault.security.mailer import build_mailer
 
+    if args.promote_existing and (args.password is not None or args.password_stdin):
+        print(
+            "cryptovault: --promote-existing takes no password: the account's owner sets "
+            "one with a password reset",
+            file=sys.stderr,
+        )
+        return 2
     password = _read_password(args)
 
     async def run() -> int:
         store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
         try:
-            identity = IdentityService(settings, AuditLog(MemoryBus(), Hub()), LogMailer())
+            audit = AuditLog(MemoryBus(), Hub())
+            identity = IdentityService(settings, audit, build_mailer(settings))
             try:
-                user, created = await identity.create_admin(args.email, password)
+                user, outcome = await identity.create_admin(
+                    args.email, password, promote_existing=args.promote_existing
+                )
             except DomainError as exc:
-                print(f"cryptovault: {exc.message}", file=sys.stderr)
+                hint = " (--promote-existing)" if exc.code == "CONFLICT" else ""
+                print(f"cryptovault: {exc.message}{hint}", file=sys.stderr)
                 return 1
         finally:
             await store.close()
-        if created:
+        if outcome == "created":
             print(f"created admin {user.email} (id {user.id})")
+        elif outcome == "promoted":
+            print(
+                f"{user.email} is now an admin (id {user.id}): its sessions and API keys "
+                "were revoked, its two-factor authentication (if any) removed and its "
+                "password cleared; its owner signs in after a password reset "
+                "(requestPasswordReset, mailed to that address)"
+            )
         else:
-            print(f"{user.email} is an admin (id {user.id}); its password is unchanged")
+            print(f"{user.email} is already an admin (id {user.id}); nothing changed")
         return 0
 
     return asyncio.run(run())
@@ -242,12 +262,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     admin = sub.add_parser(
         "create-admin",
-        help="create an admin account, or promote an existing account to admin",
-        description="Create an admin account, or promote an existing one (its password "
-        "is then left unchanged). With the embedded store, stop `serve` first or point "
-        "MONGODB_URL at a shared `cryptovault db`.",
+        help="create an admin account (or, explicitly, promote an existing one)",
+        description="Create an admin account. An existing account is refused: anyone may "
+        "have registered the address. --promote-existing makes it an admin anyway and "
+        "takes everything its registrant set away (sessions, API keys, two-factor, "
+        "password): its owner signs in after a password reset. With the embedded store, "
+        "stop `serve` first or point MONGODB_URL at a shared `cryptovault db`.",
     )
     admin.add_argument("--email", required=True)
+    admin.add_argument(
+        "--promote-existing",
+        action="store_true",
+        help="promote an existing account; it must then reset its password",
+    )
     secret = admin.add_mutually_exclusive_group()
     secret.add_argument("--password", help="the new account's password (visible in ps)")
     secret.add_argument(

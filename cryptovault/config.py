@@ -96,6 +96,7 @@ class Settings:
     persisted_queries: Literal["apq", "only", "off"] = "apq"
     persisted_queries_manifest: Path | None = None
     apq_cache_size: int = 10_000
+    apq_cache_bytes: int = 8_000_000
     # WebSocket limits.
     ws_init_timeout_seconds: float = 10.0
     ws_ping_interval_seconds: float = 15.0
@@ -119,8 +120,13 @@ class Settings:
     order_lease_seconds: float = 30.0
     # When set, admin fields answer only requests from these addresses/networks.
     admin_allowed_ips: tuple[IPv4Network | IPv6Network, ...] = ()
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto are believed; none by
+    # default: the client is the peer of the connection.
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
     # Operations (README "Operations and observability").
     metrics_token: str | None = field(default=None, repr=False)
+    # Serve /metrics without a token (production requires one or this, explicitly).
+    metrics_public: bool = False
     sentry_environment: str | None = None
     sentry_release: str | None = None
     sentry_traces_sample_rate: float = 0.0
@@ -240,6 +246,19 @@ def _decimal(env: Mapping[str, str], name: str, default: str, lo: str, hi: str) 
     return value
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPv4Network | IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR networks."""
+    networks = []
+    for entry in filter(None, (e.strip() for e in env.get(name, "").split(","))):
+        try:
+            networks.append(ip_network(entry, strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{name} entry {entry!r} is invalid: expected an IP or CIDR"
+            ) from None
+    return tuple(networks)
+
+
 def _optional(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -349,6 +368,10 @@ def load_settings(
         raise ConfigError("ARGON2_MEMORY_KIB is invalid: expected at least 8 x ARGON2_PARALLELISM")
 
     mailer = _choice(env, "MAILER", "log", MAILERS)
+    if environment == "production" and mailer == "log":
+        # The log backend is for development: in production the mail would never
+        # arrive, and its file would hold live reset tokens.
+        raise ConfigError("MAILER=log is not allowed in production: set MAILER=smtp and SMTP_*")
     smtp_host = _optional(env, "SMTP_HOST")
     if mailer == "smtp" and not smtp_host:
         raise ConfigError("SMTP_HOST is required when MAILER=smtp")
@@ -374,14 +397,6 @@ def load_settings(
         raise ConfigError("PERSISTED_QUERIES_MANIFEST is invalid: the file does not exist")
     if persisted == "only" and manifest is None:
         raise ConfigError("PERSISTED_QUERIES=only requires PERSISTED_QUERIES_MANIFEST")
-    admin_ips = []
-    for entry in filter(None, (e.strip() for e in env.get("ADMIN_ALLOWED_IPS", "").split(","))):
-        try:
-            admin_ips.append(ip_network(entry, strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"ADMIN_ALLOWED_IPS entry {entry!r} is invalid: expected an IP or CIDR"
-            ) from None
     trading = {
         name: _decimal(env, name, default, lo, hi)
         for name, default, lo, hi in (
@@ -402,6 +417,13 @@ def load_settings(
     metrics_token = _optional(env, "METRICS_TOKEN")
     if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
         raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
+    metrics_public = _bool(env, "METRICS_PUBLIC", False)
+    if environment == "production" and metrics_token is None and not metrics_public:
+        # /metrics names operations, dependencies and traffic: not for anyone to read.
+        raise ConfigError(
+            "METRICS_TOKEN is required in production (or METRICS_PUBLIC=true to serve "
+            "/metrics without authentication)"
+        )
 
     return Settings(
         environment=environment,  # type: ignore[arg-type]
@@ -450,6 +472,7 @@ def load_settings(
         persisted_queries=persisted,  # type: ignore[arg-type]
         persisted_queries_manifest=manifest,
         apq_cache_size=_int(env, "APQ_CACHE_SIZE", 10_000, 1, 10_000_000),
+        apq_cache_bytes=_int(env, "APQ_CACHE_BYTES", 8_000_000, 10_000, 10_000_000_000),
         ws_init_timeout_seconds=_float(env, "WS_INIT_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
         ws_ping_interval_seconds=_float(env, "WS_PING_INTERVAL_SECONDS", 15.0, 0.1, 3600),
         ws_ping_timeout_seconds=_float(env, "WS_PING_TIMEOUT_SECONDS", 10.0, 0.1, 3600),
@@ -459,7 +482,8 @@ def load_settings(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
         auth_rate_limits=auth_limits,
-        admin_allowed_ips=tuple(admin_ips),
+        admin_allowed_ips=_networks(env, "ADMIN_ALLOWED_IPS"),
+        trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         starting_balance_usd=trading["STARTING_BALANCE_USD"],
         maker_fee_rate=trading["MAKER_FEE_RATE"],
         taker_fee_rate=trading["TAKER_FEE_RATE"],
@@ -467,6 +491,7 @@ def load_settings(
         top_of_book_usd=trading["TOP_OF_BOOK_USD"],
         order_lease_seconds=_float(env, "ORDER_LEASE_SECONDS", 30.0, 0.5, 3600),
         metrics_token=metrics_token,
+        metrics_public=metrics_public,
         sentry_environment=_optional(env, "SENTRY_ENVIRONMENT"),
         sentry_release=_optional(env, "SENTRY_RELEASE"),
         sentry_traces_sample_rate=_float(env, "SENTRY_TRACES_SAMPLE_RATE", 0.0, 0.0, 1.0),

@@ -36,7 +36,7 @@ from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.identity import IdentityService
-from cryptovault.security.mailer import LogMailer, build_mailer
+from cryptovault.security.mailer import build_mailer
 from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
@@ -121,10 +121,7 @@ async def start_services(
             lease = LocalLease()  # type: ignore[assignment]
         hub = Hub()
         audit = AuditLog(bus, hub)
-        mailer = build_mailer(settings)
-        if settings.is_production and isinstance(mailer, LogMailer):
-            log.warning("MAILER=log in production: password reset mails only reach the log")
-        identity = IdentityService(settings, audit, mailer, metrics=metrics)
+        identity = IdentityService(settings, audit, build_mailer(settings), metrics=metrics)
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         market = MarketService(bus, hub, metrics)
@@ -158,7 +155,7 @@ async def start_services(
             metrics=metrics,
         )
         retention.register("audit_log", "at", timedelta(days=settings.audit_retention_days))
-        # Lock decisions read 15 minutes of attempts; failures stay in the audit log.
+        # Throttling reads 24 hours of attempts; failures stay in the audit log.
         retention.register(
             "login_attempts", "at", timedelta(days=settings.login_attempt_retention_days)
         )

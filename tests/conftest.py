@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import contextvars
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -31,6 +33,9 @@ from cryptovault.market.ticks import Tick, quote
 from cryptovault.services import Services, start_services
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# What the apps write to DATA_DIR (the log mailer's outbox) goes here, not into the
+# working tree; removed when the session ends.
+TEST_DATA_DIR = Path(tempfile.mkdtemp(prefix="cryptovault-tests-"))
 
 
 def redis_available() -> bool:
@@ -76,6 +81,7 @@ def make_settings(store_url: str, **overrides: Any) -> Settings:
         environment="test",
         mongodb_url=store_url,
         mongodb_db=f"test_{uuid.uuid4().hex[:12]}",
+        data_dir=TEST_DATA_DIR,
         jwt_secret="test-secret-" + "x" * 40,
         market_feed="none",
         log_format="console",
@@ -249,6 +255,7 @@ class CommandCounter(monitoring.CommandListener):
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a skipped test is a failure: it hides a missing service."""
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
     if os.environ.get("CI") != "true":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -263,7 +270,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 PASSWORD = "correct horse battery staple"
 
 REGISTER = """mutation($input: RegisterInput!) {
-  register(input: $input) { accessToken refreshToken expiresAt refreshTokenExpiresAt
+  register(input: $input) { accessToken refreshToken expiresAt refreshTokenExpiresAt deviceToken
     user { id email role twoFactorEnabled frozen createdAt } }
 }"""
 
@@ -292,16 +299,36 @@ async def user_gql(app) -> AsyncIterator[GraphQLClient]:
         yield signed_in
 
 
+@pytest.fixture
+def verify_calls(services, monkeypatch) -> list[str]:
+    """Every Argon2 verification the service runs (the stored hash it checked)."""
+    calls: list[str] = []
+    hasher = services.identity.hasher
+    real = hasher._verify
+
+    def counting(stored: str, password: str) -> bool:
+        calls.append(stored)
+        return real(stored, password)
+
+    monkeypatch.setattr(hasher, "_verify", counting)
+    return calls
+
+
 LOGIN = """mutation($input: LoginInput!) {
-  login(input: $input) { accessToken refreshToken expiresAt user { id email role } }
+  login(input: $input) { accessToken refreshToken expiresAt deviceToken user { id email role } }
 }"""
 
 
 async def log_in(
-    gql: GraphQLClient, email: str, password: str = PASSWORD, otp: str | None = None
+    gql: GraphQLClient,
+    email: str,
+    password: str = PASSWORD,
+    otp: str | None = None,
+    device_token: str | None = None,
 ) -> dict:
     """The raw login response body (errors included)."""
-    return await gql.execute(LOGIN, {"input": {"email": email, "password": password, "otp": otp}})
+    variables = {"email": email, "password": password, "otp": otp, "deviceToken": device_token}
+    return await gql.execute(LOGIN, {"input": variables})
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pyotp
 import pytest
 
 from cryptovault.documents.audit import AuditEntryDocument
@@ -173,7 +174,7 @@ async def run_cli(settings, tmp_path, *args: str) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-async def test_create_admin_creates_or_promotes(gql, settings, tmp_path):
+async def test_create_admin_creates_an_account(gql, settings, tmp_path):
     email = f"boss-{uuid.uuid4().hex[:8]}@example.com"
     code, out, _ = await run_cli(
         settings, tmp_path, "create-admin", "--email", email, "--password", "an admin password"
@@ -181,16 +182,95 @@ async def test_create_admin_creates_or_promotes(gql, settings, tmp_path):
     assert code == 0 and "created admin" in out
     login = await log_in(gql, email, "an admin password")
     assert login["data"]["login"]["user"]["role"] == "ADMIN"
-
-    member = await sign_up(gql)
-    code, out, _ = await run_cli(
-        settings, tmp_path, "create-admin", "--email", member["user"]["email"]
-    )
-    assert code == 0 and "password is unchanged" in out
-    login = await log_in(gql, member["user"]["email"], PASSWORD)
-    assert login["data"]["login"]["user"]["role"] == "ADMIN"
+    code, out, _ = await run_cli(settings, tmp_path, "create-admin", "--email", email)
+    assert code == 0 and "already an admin" in out
 
     code, _, err = await run_cli(
         settings, tmp_path, "create-admin", "--email", "weak@example.com", "--password", "short"
     )
     assert code == 1 and "10 to 128" in err
+
+
+async def test_create_admin_refuses_an_account_someone_else_registered(gql, settings, tmp_path):
+    """Anyone may register ops@...: the operator's create-admin must not hand the
+    registrant's password admin rights."""
+    registrant = await sign_up(gql)
+    email = registrant["user"]["email"]
+    code, out, err = await run_cli(
+        settings, tmp_path, "create-admin", "--email", email, "--password", "an admin password"
+    )
+    assert code == 1 and "--promote-existing" in err and out == ""
+    login = await log_in(gql, email, PASSWORD)
+    assert login["data"]["login"]["user"]["role"] == "USER"
+
+
+async def test_promoting_an_existing_account_takes_away_what_its_registrant_set(
+    gql, services, settings, tmp_path, monkeypatch
+):
+    registrant = await sign_up(gql)
+    email, user_id = registrant["user"]["email"], registrant["user"]["id"]
+    token = registrant["accessToken"]
+    key = (
+        await gql.data(
+            'mutation { createApiKey(name: "bot", scopes: [MARKET_READ]) { key } }',
+            headers=bearer(token),
+        )
+    )["createApiKey"]["key"]
+    # A second factor the registrant holds would keep the mailbox's owner out.
+    secret = (await gql.data("mutation { enableTwoFactor { secret } }", headers=bearer(token)))[
+        "enableTwoFactor"
+    ]["secret"]
+    await gql.data(
+        "mutation($c: String!) { confirmTwoFactor(code: $c) { twoFactorEnabled } }",
+        {"c": pyotp.TOTP(secret).now()},
+        headers=bearer(token),
+    )
+    code, _, err = await run_cli(
+        settings,
+        tmp_path,
+        "create-admin",
+        "--email",
+        email,
+        "--promote-existing",
+        "--password",
+        "an admin password",
+    )
+    assert code == 2 and "takes no password" in err
+
+    code, out, _ = await run_cli(
+        settings, tmp_path, "create-admin", "--email", email, "--promote-existing"
+    )
+    assert code == 0 and "password reset" in out.lower()
+    # The registrant's password, session and key are worth nothing now.
+    assert error_codes(await log_in(gql, email, PASSWORD)) == ["UNAUTHENTICATED"]
+    viewer = await gql.execute("{ viewer { id } }", headers=bearer(token))
+    assert viewer["errors"][0]["extensions"]["reason"] == "SESSION_REVOKED"
+    by_key = await gql.execute("{ viewer { id } }", headers={"X-API-Key": key})
+    assert by_key["errors"][0]["extensions"]["reason"] == "API_KEY_REVOKED"
+    (entry,) = await AuditEntryDocument.find(
+        {"action": "admin.promoted", "user_id": user_id}
+    ).to_list()
+    assert entry.details == {
+        "sessions_revoked": 1,
+        "api_keys_revoked": 1,
+        "two_factor_removed": True,
+        "password_reset_required": True,
+    }
+
+    # The mailbox's owner resets the password and signs in as the admin.
+    mails = []
+
+    class Capture:
+        async def send(self, mail):
+            mails.append(mail)
+
+    monkeypatch.setattr(services.identity, "mailer", Capture())
+    await services.identity._send_reset(email, Origin())
+    lines = mails[0].body.splitlines()
+    reset_token = lines[lines.index("Your reset token:") + 1]
+    await gql.data(
+        'mutation($t: String!) { resetPassword(token: $t, newPassword: "the owner\'s password") }',
+        {"t": reset_token},
+    )
+    login = await log_in(gql, email, "the owner's password")
+    assert login["data"]["login"]["user"]["role"] == "ADMIN"

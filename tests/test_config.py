@@ -53,6 +53,7 @@ def test_development_generates_a_secret_once_and_keeps_it(tmp_path):
         ({"REDIS_URL": "http://x"}, "REDIS_URL"),
         ({"JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"),
+        ({"TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "TRUSTED_PROXIES"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, env, variable):
@@ -65,6 +66,9 @@ PROD = {
     "MONGODB_URL": "mongodb://db:27017",
     "JWT_SECRET": GOOD_SECRET,
     "TOTP_ENCRYPTION_KEY": "m2V3ZC1uZXZlci11c2UtdGhpcy1rZXktaW4tcHJvZC0=",
+    "MAILER": "smtp",
+    "SMTP_HOST": "smtp.example.com",
+    "METRICS_TOKEN": "m" * 16,
 }
 
 
@@ -76,6 +80,11 @@ PROD = {
         ({"JWT_SECRET": ""}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "https://app.example.com,*"}, "CORS_ORIGINS"),
         ({"TOTP_ENCRYPTION_KEY": ""}, "TOTP_ENCRYPTION_KEY"),
+        # The log mailer would write live password reset tokens where operators read.
+        ({"MAILER": "log"}, "MAILER=log"),
+        ({"MAILER": ""}, "MAILER=log"),  # the default
+        # Metrics name operations, dependencies and traffic: a token, or an explicit choice.
+        ({"METRICS_TOKEN": ""}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_settings(tmp_path, override, variable):
@@ -86,6 +95,9 @@ def test_production_refuses_unsafe_settings(tmp_path, override, variable):
 def test_production_accepts_safe_settings(tmp_path):
     s = load({**PROD, "CORS_ORIGINS": "https://app.example.com"}, tmp_path)
     assert s.is_production and s.cors_origins == ("https://app.example.com",)
+    # Public metrics are a deliberate choice.
+    public = load({**PROD, "METRICS_TOKEN": "", "METRICS_PUBLIC": "true"}, tmp_path)
+    assert public.metrics_token is None and public.metrics_public
 
 
 def test_env_file_is_read_and_environment_wins(tmp_path):
@@ -97,11 +109,22 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
     assert s.mongodb_db == "fromfile"
 
 
-def test_cli_exits_2_with_one_line_naming_the_variable(tmp_path):
-    env = {**os.environ, "PORT": "not-a-port", "DATA_DIR": str(tmp_path)}
+def _without(env: dict[str, str], name: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != name}
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"PORT": "not-a-port"}, "PORT"),
+        (_without(PROD, "MAILER"), "MAILER"),
+        (_without(PROD, "METRICS_TOKEN"), "METRICS_TOKEN"),
+    ],
+)
+def test_cli_exits_2_with_one_line_naming_the_variable(tmp_path, env, variable):
     proc = subprocess.run(
         [sys.executable, "-m", "cryptovault", "serve"],
-        env=env,
+        env={**os.environ, **env, "DATA_DIR": str(tmp_path)},
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -109,7 +132,7 @@ def test_cli_exits_2_with_one_line_naming_the_variable(tmp_path):
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "PORT" in lines[0]
+    assert len(lines) == 1 and variable in lines[0]
 
 
 def test_every_setting_is_documented_in_env_example():

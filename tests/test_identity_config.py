@@ -15,6 +15,9 @@ PRODUCTION = {
     "ENVIRONMENT": "production",
     "MONGODB_URL": "mongodb://db.example.com:27017",
     "JWT_SECRET": "p" * 40,
+    "MAILER": "smtp",
+    "SMTP_HOST": "smtp.example.com",
+    "METRICS_TOKEN": "m" * 16,
 }
 
 

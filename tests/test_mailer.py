@@ -7,12 +7,14 @@ import uuid
 from dataclasses import replace
 from email import message_from_bytes
 from email.policy import default
+from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from cryptovault.security.mailer import LogMailer, Mail, SmtpMailer, build_mailer
+from cryptovault.security.mailer import REDACTED, LogMailer, Mail, SmtpMailer, build_mailer
+from cryptovault.security.origin import Origin
 from tests.conftest import free_port, sign_up
 
 
@@ -122,12 +124,44 @@ async def test_an_unreachable_smtp_server_does_not_change_the_answer(gql, servic
     assert any("background identity task failed" in r.getMessage() for r in caplog.records)
 
 
-async def test_the_log_backend_writes_the_message_to_the_log(caplog):
+def _read(path: Path) -> tuple[str, int, int]:
+    """A mail file's text, its mode and its folder's mode."""
+    return path.read_text(), path.stat().st_mode, path.parent.stat().st_mode
+
+
+async def test_the_log_backend_writes_a_file_and_logs_where_without_secrets(tmp_path, caplog):
+    mail = Mail(to="a@example.com", subject="Subject", body="Token: t0k3n\nBye", secrets=("t0k3n",))
     with caplog.at_level(logging.INFO, logger="cryptovault.mail"):
-        await LogMailer().send(Mail(to="a@example.com", subject="Subject", body="Body"))
+        await LogMailer(tmp_path / "outbox").send(mail)
     (record,) = caplog.records
-    assert (record.mail_to, record.mail_subject, record.mail_body) == (
-        "a@example.com",
-        "Subject",
-        "Body",
-    )
+    assert (record.mail_to, record.mail_subject) == ("a@example.com", "Subject")
+    assert record.mail_body == f"Token: {REDACTED}\nBye"
+    written = Path(record.mail_file)
+    assert written.parent == tmp_path / "outbox"
+    text, mode, folder_mode = _read(written)
+    assert text == "To: a@example.com\nSubject: Subject\n\nToken: t0k3n\nBye\n"
+    assert mode & 0o077 == 0 and folder_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("reset_url", [None, "https://app.example.com/reset?token={token}"])
+async def test_reset_tokens_never_reach_a_log_line(gql, services, caplog, reset_url):
+    email = f"quiet-{uuid.uuid4().hex[:8]}@example.com"
+    await sign_up(gql, email)
+    original = services.identity.settings
+    services.identity.settings = replace(original, password_reset_url=reset_url)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            await services.identity._send_reset(email, Origin())
+    finally:
+        services.identity.settings = original
+    (record,) = [r for r in caplog.records if getattr(r, "mail_to", None) == email]
+    lines = _read(Path(record.mail_file))[0].splitlines()
+    if reset_url:
+        (link,) = [line for line in lines if line.startswith("https://")]
+        token = link.split("token=", 1)[1]
+    else:
+        token = lines[lines.index("Your reset token:") + 1]
+    assert len(token) >= 32 and REDACTED in record.mail_body
+    for logged in caplog.records:
+        assert token not in logged.getMessage()
+        assert all(token not in str(value) for value in vars(logged).values())

@@ -15,7 +15,7 @@ def load(env: dict[str, str], tmp_path: Path):
 
 def test_operations_defaults(tmp_path):
     s = load({}, tmp_path)
-    assert s.metrics_token is None
+    assert s.metrics_token is None and s.metrics_public is False
     assert (s.sentry_traces_sample_rate, s.sentry_profiles_sample_rate) == (0.0, 0.0)
     assert s.shutdown_timeout_seconds == 10.0
     assert (s.audit_retention_days, s.login_attempt_retention_days) == (365, 1)
@@ -26,6 +26,9 @@ def test_operations_defaults(tmp_path):
             "MONGODB_URL": "mongodb://db",
             "JWT_SECRET": "s" * 32,
             "TOTP_ENCRYPTION_KEY": "m2V3ZC1uZXZlci11c2UtdGhpcy1rZXktaW4tcHJvZC0=",
+            "MAILER": "smtp",
+            "SMTP_HOST": "smtp.example.com",
+            "METRICS_PUBLIC": "true",
         },
         tmp_path,
     )
@@ -59,6 +62,7 @@ def test_operations_settings_are_read(tmp_path):
     "env, variable",
     [
         ({"METRICS_TOKEN": "short"}, "METRICS_TOKEN"),
+        ({"METRICS_PUBLIC": "perhaps"}, "METRICS_PUBLIC"),
         ({"SENTRY_TRACES_SAMPLE_RATE": "1.5"}, "SENTRY_TRACES_SAMPLE_RATE"),
         ({"SENTRY_PROFILES_SAMPLE_RATE": "often"}, "SENTRY_PROFILES_SAMPLE_RATE"),
         ({"SHUTDOWN_TIMEOUT_SECONDS": "0"}, "SHUTDOWN_TIMEOUT_SECONDS"),

@@ -1,4 +1,5 @@
-"""Automatic persisted queries (Apollo's protocol) and trusted documents."""
+"""Automatic persisted queries (Apollo's protocol), bounded, registered only once
+validated and paid for; trusted documents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import uuid
 import pytest
 
 from cryptovault.config import ConfigError, load_settings
-from cryptovault.protection.persisted import load_manifest, sha256_hex
+from cryptovault.protection.persisted import (
+    MemoryQueryStore,
+    RedisQueryStore,
+    load_manifest,
+    registration_cost,
+    sha256_hex,
+)
 from tests.conftest import REDIS_URL
 from tests.harness import codes, http, running
 
@@ -135,3 +142,81 @@ def test_manifests_are_validated(tmp_path):
         env_file=None,
     )
     assert settings.persisted_queries == "only"
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [
+        ("{ bad", "BAD_USER_INPUT"),  # does not parse
+        ("{ nope }", "BAD_USER_INPUT"),  # does not validate
+        (
+            '{ candles(symbol: "BTC", interval: ONE_MINUTE, first: 500) { edges { node { open } } } }',
+            "QUERY_TOO_COMPLEX",
+        ),
+    ],
+)
+async def test_only_documents_that_run_are_registered(store_server, document, code):
+    async with running(store_server.url, max_query_cost=100) as (app, _), http(app) as client:
+        body = (
+            await client.post("/graphql", json={"query": document, "extensions": pq(document)})
+        ).json()
+        assert codes(body) == [code]
+        by_hash = (await client.post("/graphql", json={"extensions": pq(document)})).json()
+        assert codes(by_hash) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+async def test_registration_is_charged_and_refused_without_budget(store_server):
+    document = "{ rateLimit { limit remaining } }" + " " * 250  # 283 bytes: 3 points
+    limits = {"cost_budget_anonymous": 5, "max_query_cost": 5}
+    async with running(store_server.url, **limits) as (app, _), http(app) as client:
+        registered = await client.post(
+            "/graphql", json={"query": document, "extensions": pq(document)}
+        )
+        body = registered.json()
+        assert body["extensions"]["cost"]["persistedQueryCost"] == registration_cost(document) == 3
+        assert body["data"]["rateLimit"]["remaining"] == 5 - 3
+        by_hash = (await client.post("/graphql", json={"extensions": pq(document)})).json()
+        assert "persistedQueryCost" not in by_hash["extensions"]["cost"]  # once only
+
+        # 2 points left: the next registration (3) is refused and nothing is kept.
+        other = document.replace("limit remaining", "remaining limit")
+        refused = await client.post("/graphql", json={"query": other, "extensions": pq(other)})
+        assert refused.status_code == 429 and codes(refused.json()) == ["RATE_LIMITED"]
+        missing = (await client.post("/graphql", json={"extensions": pq(other)})).json()
+        assert codes(missing) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+async def test_the_memory_store_is_bounded_by_entries_and_bytes():
+    store = MemoryQueryStore(max_entries=3, max_bytes=100)
+    for name in "abc":
+        await store.set(name, name * 40)  # 40 bytes each: the third pushes "a" out
+    assert len(store) == 2 and store.bytes == 80
+    assert await store.get("a") is None and await store.get("b") == "b" * 40
+    await store.set("d", "d" * 10)
+    await store.set("e", "e" * 10)  # four entries: the least recently used ("c") goes
+    assert [await store.get(k) is not None for k in "bcde"] == [True, False, True, True]
+    await store.set("huge", "x" * 101)  # larger than the whole store: never kept
+    assert await store.get("huge") is None and store.bytes == 60
+
+
+@pytest.mark.redis
+async def test_the_redis_store_is_bounded_by_entries_and_bytes():
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    prefix = f"test_{uuid.uuid4().hex[:12]}:apq:"
+    store = RedisQueryStore(client, prefix, max_entries=3, max_bytes=100)
+    try:
+        for name in "abc":
+            await store.set(name, name * 40)
+        assert await store.get("a") is None and await store.get("b") == "b" * 40
+        assert int(await client.get(f"{prefix}bytes")) == 80
+        await store.set("d", "d" * 10)
+        await store.set("e", "e" * 10)
+        assert [await store.get(k) is not None for k in "bcde"] == [True, False, True, True]
+        assert await client.hlen(f"{prefix}documents") == 3
+        await store.set("huge", "x" * 101)
+        assert await store.get("huge") is None
+    finally:
+        await client.delete(*store.keys)
+        await client.aclose()

@@ -209,3 +209,69 @@ async def test_sign_in_mutations_are_limited_per_account_and_ip(store_server):
             assert codes(body) == ["RATE_LIMITED"]
             other_creds = {"email": "someone@example.com", "password": "correct horse battery"}
             assert codes((await gql(other, register, {"i": other_creds})).json()) == []
+
+
+# 2,000 tokens of one repeated selection: validation compares every pair (~0.5 s of CPU
+# here); its static cost is 0, so only its parsing and validation can be charged.
+REPEATED = "{" + " rateLimit { remaining }" * 400 + "}"
+
+
+async def test_parsing_and_validating_a_new_document_is_charged(store_server):
+    async with (
+        running(store_server.url, cost_budget_anonymous=2000, max_query_cost=100) as (app, _),
+        http(app) as client,
+    ):
+        body = (await gql(client, REPEATED)).json()
+        assert codes(body) == []
+        charged = body["extensions"]["cost"]["documentCost"]
+        # At least 40 ms of CPU (10 ms free, then 0.1 ms a point); this takes ~10x that.
+        assert charged >= 300
+        assert body["data"]["rateLimit"]["remaining"] == 2000 - charged
+        assert body["extensions"]["cost"]["requestedQueryCost"] == 0
+
+        # The same document again is cached: nothing more to pay.
+        again = (await gql(client, REPEATED)).json()
+        assert "documentCost" not in again["extensions"]["cost"]
+        assert again["data"]["rateLimit"]["remaining"] == 2000 - charged
+
+
+async def test_no_new_document_is_validated_for_a_caller_without_points(store_server, monkeypatch):
+    async with (
+        running(store_server.url, cost_budget_anonymous=100, max_query_cost=100) as (app, _),
+        http(app) as client,
+    ):
+        body = (await gql(client, REPEATED.replace("remaining", "remaining limit"))).json()
+        assert body["extensions"]["cost"]["documentCost"] == 100  # all that was left
+        validated = []
+        monkeypatch.setattr(
+            "cryptovault.schema.parsing.validate", lambda *a, **k: validated.append(a) or []
+        )
+        refused = await gql(client, "{ rateLimit { limit } }")
+        assert refused.status_code == 429
+        assert codes(refused.json()) == ["RATE_LIMITED"]
+        assert 1 <= int(refused.headers["Retry-After"]) <= 120
+        assert validated == []
+        # Another caller is not affected.
+        async with http(app, ip="10.9.9.9") as other:
+            assert codes((await gql(other, "{ rateLimit { limit } }")).json()) == []
+
+
+def test_the_readme_states_the_default_sign_in_limits():
+    """Partners and operators read the README: its table must be what the code does."""
+    from pathlib import Path
+
+    from cryptovault.protection.limiter import parse_auth_limits
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    units = {"second": "s", "minute": "min", "hour": "h", "day": "d"}
+
+    def stated(item) -> str:
+        return f"{item.amount}/{units[item.GRANULARITY.name]}"
+
+    rows = {"login": "| `login` |", "two_factor": "| two-factor", "register": "| `register` |"}
+    rows["password_reset"] = "| password reset"
+    for kind, (per_ip, per_account) in parse_auth_limits(DEFAULT_AUTH_RATE_LIMITS).items():
+        (row,) = [line for line in readme.splitlines() if line.startswith(rows[kind])]
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        assert cells[1] == stated(per_ip), (kind, row)
+        assert cells[2].split(" ")[0] == stated(per_account), (kind, row)

@@ -12,7 +12,7 @@ from pymongo import IndexModel
 from cryptovault.documents.common import new_id
 
 # Old attempts are deleted by the retention sweep (LOGIN_ATTEMPT_RETENTION_DAYS);
-# lock decisions only ever read the last 15 minutes, by timestamp.
+# throttling decisions only ever read the last 24 hours, by timestamp.
 
 
 class UserDocument(Document):
@@ -44,18 +44,23 @@ class UserDocument(Document):
 
 
 class LoginAttemptDocument(Document):
-    """One failed login (or failed password confirmation)."""
+    """One failed login (or failed password confirmation), or one in flight."""
 
     id: str = Field(default_factory=new_id)  # type: ignore[assignment]
     email: str
     ip: str | None
     at: datetime
+    # The trusted device the attempt came from (security.devices), if any.
+    device: str | None = None
 
     class Settings:
         name = "login_attempts"
         indexes = [
             IndexModel([("email", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="email_at"),
             IndexModel([("ip", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="ip_at"),
+            IndexModel(
+                [("device", pymongo.ASCENDING), ("at", pymongo.DESCENDING)], name="device_at"
+            ),
             IndexModel([("at", pymongo.ASCENDING)], name="at"),
         ]
 

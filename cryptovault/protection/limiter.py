@@ -190,6 +190,19 @@ class Limiter:
     async def peek(self, key: str) -> BudgetStatus:
         return await self.spend(key, 0)
 
+    async def afford(self, key: str, cost: int) -> BudgetStatus:
+        """Whether `key` could spend `cost` now (and if not, when), charging nothing."""
+        item = self._budget_item(key)
+        try:
+            counts = await self._counts(item, key)
+        except Exception:
+            self._storage_failed()
+            return self._unknown(item, 0)
+        allowed = counts.used(self.window) + cost <= item.amount
+        if not allowed:
+            await self._rejected("cost")
+        return _status(item.amount, self.window, counts, cost, allowed)
+
     def _unknown(self, item: RateLimitItem, cost: int) -> BudgetStatus:
         return BudgetStatus(item.amount, item.amount, cost, self.window, 0.0)
 

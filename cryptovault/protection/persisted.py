@@ -3,8 +3,11 @@
 - Automatic persisted queries (Apollo's protocol): a client sends
   `extensions.persistedQuery {version: 1, sha256Hash}` without the query; an unknown
   hash answers PERSISTED_QUERY_NOT_FOUND, the client sends the query with the hash
-  once, and later requests (GET too) carry only the hash. The store is bounded: an
-  LRU in memory, or Redis keys with a time to live.
+  once, and later requests (GET too) carry only the hash. The store is bounded by
+  entries and bytes (least recently used out first), in memory or in Redis.
+  Registration is part of the operation: the document is kept only once it parsed,
+  validated and its operation was charged (with the registration's own cost,
+  `registration_cost`); a document that fails any of these is never stored.
 - Trusted documents (`PERSISTED_QUERIES=only`): only the documents of a manifest file
   (a JSON object mapping hash -> document, or Apollo's persisted query manifest) run,
   whether sent by hash or in full.
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -28,10 +35,33 @@ from cryptovault.errors import BadUserInput, Forbidden, PersistedQueryNotFound
 # sha256 hex digests, or the ids of a manifest (some tools use other hashes).
 _DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 REDIS_TTL_SECONDS = 7 * 24 * 3600
+# Registering a document costs 1 point per this many bytes (at least 1).
+REGISTRATION_BYTES_PER_POINT = 100
 
 
 def sha256_hex(query: str) -> str:
     return hashlib.sha256(query.encode()).hexdigest()
+
+
+def registration_cost(query: str) -> int:
+    return max(1, math.ceil(len(query.encode()) / REGISTRATION_BYTES_PER_POINT))
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A document this request asked to persist, pending its validation and charge."""
+
+    key: str
+    query: str
+
+    @property
+    def cost(self) -> int:
+        return registration_cost(self.query)
+
+
+# Set by `resolve` for the request (or WebSocket message) being handled; the
+# operation's extensions read it once the document validated. Reset on every resolve.
+_pending: ContextVar[Registration | None] = ContextVar("apq_pending", default=None)
 
 
 class QueryStore(Protocol):
@@ -40,10 +70,13 @@ class QueryStore(Protocol):
 
 
 class MemoryQueryStore:
-    """Least recently used documents, at most `maxsize` of them."""
+    """Least recently used documents: at most `max_entries` of them, `max_bytes` of
+    text in all."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._items: OrderedDict[str, str] = OrderedDict()
 
     async def get(self, key: str) -> str | None:
@@ -53,28 +86,92 @@ class MemoryQueryStore:
         return query
 
     async def set(self, key: str, query: str) -> None:
+        size = len(query.encode())
+        if size > self.max_bytes:
+            return
+        previous = self._items.pop(key, None)
+        if previous is not None:
+            self.bytes -= len(previous.encode())
         self._items[key] = query
-        self._items.move_to_end(key)
-        while len(self._items) > self.maxsize:
-            self._items.popitem(last=False)
+        self.bytes += size
+        while len(self._items) > self.max_entries or self.bytes > self.max_bytes:
+            _, evicted = self._items.popitem(last=False)
+            self.bytes -= len(evicted.encode())
 
     def __len__(self) -> int:
         return len(self._items)
 
 
-class RedisQueryStore:
-    """Shared by every instance; each document expires a week after its last use."""
+# KEYS: documents (hash), last use (sorted set, ms), bytes (counter).
+# ARGV: key, document, now ms, time to live ms, max entries, max bytes.
+# Last-use scores are kept strictly increasing (a burst within one millisecond moves
+# them a little ahead of the clock), so "least recently used" is exact.
+_REDIS_SET = """
+local docs, index, total = KEYS[1], KEYS[2], KEYS[3]
+local now = tonumber(ARGV[3])
+local newest = redis.call('ZREVRANGE', index, 0, 0, 'WITHSCORES')[2]
+if newest and tonumber(newest) >= now then now = tonumber(newest) + 1 end
+if redis.call('HSETNX', docs, ARGV[1], ARGV[2]) == 1 then
+  redis.call('INCRBY', total, string.len(ARGV[2]))
+end
+redis.call('ZADD', index, now, ARGV[1])
+local function drop(victim)
+  local size = redis.call('HSTRLEN', docs, victim)
+  redis.call('HDEL', docs, victim)
+  redis.call('ZREM', index, victim)
+  redis.call('DECRBY', total, size)
+end
+for _, victim in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now - tonumber(ARGV[4]))) do
+  drop(victim)
+end
+while redis.call('ZCARD', index) > tonumber(ARGV[5])
+    or tonumber(redis.call('GET', total) or '0') > tonumber(ARGV[6]) do
+  local oldest = redis.call('ZRANGE', index, 0, 0)[1]
+  if not oldest then break end
+  drop(oldest)
+end
+return 1
+"""
+# KEYS: documents, last use. ARGV: key, now ms, time to live ms.
+_REDIS_GET = """
+local now = tonumber(ARGV[2])
+local used = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not used or tonumber(used) <= now - tonumber(ARGV[3]) then
+  return false
+end
+local newest = redis.call('ZREVRANGE', KEYS[2], 0, 0, 'WITHSCORES')[2]
+if tonumber(newest) >= now then now = tonumber(newest) + 1 end
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+return redis.call('HGET', KEYS[1], ARGV[1])
+"""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
-        self.redis = redis
-        self.prefix = prefix
+
+class RedisQueryStore:
+    """Shared by every instance, with the same bounds as in memory; a document also
+    goes a week after its last use. Each call is one atomic script."""
+
+    def __init__(
+        self, redis: aioredis.Redis, prefix: str, max_entries: int, max_bytes: int
+    ) -> None:
+        self.keys = [f"{prefix}documents", f"{prefix}used", f"{prefix}bytes"]
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._set = redis.register_script(_REDIS_SET)
+        self._get = redis.register_script(_REDIS_GET)
 
     async def get(self, key: str) -> str | None:
-        raw = await self.redis.getex(self.prefix + key, ex=REDIS_TTL_SECONDS)
+        now = int(time.time() * 1000)
+        raw = await self._get(keys=self.keys[:2], args=[key, now, REDIS_TTL_SECONDS * 1000])
         return raw.decode() if isinstance(raw, bytes) else raw
 
     async def set(self, key: str, query: str) -> None:
-        await self.redis.set(self.prefix + key, query, ex=REDIS_TTL_SECONDS)
+        if len(query.encode()) > self.max_bytes:
+            return
+        now = int(time.time() * 1000)
+        await self._set(
+            keys=self.keys,
+            args=[key, query, now, REDIS_TTL_SECONDS * 1000, self.max_entries, self.max_bytes],
+        )
 
 
 def load_manifest(path: Path) -> dict[str, str]:
@@ -116,15 +213,22 @@ class PersistedQueries:
             else None
         )
         store: QueryStore = (
-            RedisQueryStore(redis, f"{settings.mongodb_db}:apq:")
+            RedisQueryStore(
+                redis,
+                f"{settings.mongodb_db}:apq:",
+                settings.apq_cache_size,
+                settings.apq_cache_bytes,
+            )
             if redis is not None
-            else MemoryQueryStore(settings.apq_cache_size)
+            else MemoryQueryStore(settings.apq_cache_size, settings.apq_cache_bytes)
         )
         return cls(settings.persisted_queries, store, manifest)
 
     async def resolve(self, query: str | None, extensions: object) -> str | None:
         """The document to run for a request's `query` and `extensions`; raises
-        PersistedQueryNotFound, BadUserInput or (trusted mode) Forbidden."""
+        PersistedQueryNotFound, BadUserInput or (trusted mode) Forbidden. A document
+        sent with its hash is only registered once its operation passed (`pending`)."""
+        _pending.set(None)
         requested = _persisted_hash(extensions)
         if self.mode == "off":
             if requested is not None and not query:
@@ -150,7 +254,7 @@ class PersistedQueries:
                 return query
             if sha256_hex(query) != requested:
                 raise BadUserInput("The provided sha256Hash does not match the query")
-            await self.store.set(requested, query)
+            _pending.set(Registration(requested, query))
             return query
         found = self.manifest.get(requested)
         if found is None and self.mode == "apq":
@@ -159,6 +263,18 @@ class PersistedQueries:
             # Apollo clients look for this exact message, then send the query.
             raise PersistedQueryNotFound("PersistedQueryNotFound")
         return found
+
+    def pending(self, query: str | None) -> Registration | None:
+        """The registration the current request asked for, if it is of `query`."""
+        registration = _pending.get()
+        if registration is None or registration.query != query:
+            return None
+        return registration
+
+    async def register(self, registration: Registration) -> None:
+        """Keep a document whose operation validated and was charged."""
+        _pending.set(None)
+        await self.store.set(registration.key, registration.query)
 
 
 def _persisted_hash(extensions: object) -> str | None:

@@ -23,12 +23,14 @@ from cryptovault.schema.pagination import (
     encode_time_cursor,
 )
 from cryptovault.schema.permissions import require_viewer
+from cryptovault.security.devices import TTL as DEVICE_TTL
 from cryptovault.security.identity import SignIn
 
 if TYPE_CHECKING:
     from cryptovault.schema.context import Info
 
 REFRESH_COOKIE = "cryptovault_refresh"
+DEVICE_COOKIE = "cryptovault_device"
 COOKIE_PATH = "/graphql"
 # Browsers only send a custom header cross-origin after a CORS preflight that our
 # allow-list answers; a forged form or image request cannot carry it.
@@ -41,12 +43,15 @@ MAX_PAGE = 100
 
 def to_payload(info: Info, signed_in: SignIn) -> types.AuthPayload:
     _set_refresh_cookie(info, signed_in)
+    if signed_in.device_token is not None:
+        _set_cookie(info, DEVICE_COOKIE, signed_in.device_token, int(DEVICE_TTL.total_seconds()))
     return types.AuthPayload(
         access_token=signed_in.access.token,
         refresh_token=signed_in.refresh_token,
         expires_at=signed_in.access.claims.expires_at,
         refresh_token_expires_at=signed_in.refresh_expires_at,
         user=to_user(signed_in.user),
+        device_token=signed_in.device_token,
     )
 
 
@@ -78,15 +83,19 @@ def to_api_key(doc: ApiKeyDocument) -> types.ApiKey:
 
 
 def _set_refresh_cookie(info: Info, signed_in: SignIn) -> None:
-    response = info.context.response
-    if not isinstance(response, Response):  # over a WebSocket there is no cookie
-        return
     max_age = int(
         (signed_in.refresh_expires_at - signed_in.access.claims.issued_at).total_seconds()
     )
+    _set_cookie(info, REFRESH_COOKIE, signed_in.refresh_token, max_age)
+
+
+def _set_cookie(info: Info, name: str, value: str, max_age: int) -> None:
+    response = info.context.response
+    if not isinstance(response, Response):  # over a WebSocket there is no cookie
+        return
     response.set_cookie(
-        REFRESH_COOKIE,
-        signed_in.refresh_token,
+        name,
+        value,
         max_age=max_age,
         path=COOKIE_PATH,
         secure=info.context.services.settings.secure_cookies,
@@ -107,13 +116,15 @@ def _clear_refresh_cookie(info: Info) -> None:
         )
 
 
+def _cookie(info: Info, name: str) -> str | None:
+    request = info.context.request
+    return request.cookies.get(name) if isinstance(request, Request) else None
+
+
 def _cookie_refresh_token(info: Info) -> str | None:
     """The refresh cookie, if sent; only honoured with the CSRF header."""
-    request = info.context.request
-    if not isinstance(request, Request):
-        return None
-    token = request.cookies.get(REFRESH_COOKIE)
-    if token and not request.headers.get(CSRF_HEADER):
+    token = _cookie(info, REFRESH_COOKIE)
+    if token and not info.context.request.headers.get(CSRF_HEADER):
         raise Forbidden(
             "Requests authenticated by the refresh cookie need the X-CSRF-Protection header",
             reason="CSRF_HEADER_MISSING",
@@ -136,9 +147,15 @@ async def register(info: Info, data: types.RegisterInput) -> types.AuthPayload:
 
 
 async def login(info: Info, data: types.LoginInput) -> types.AuthPayload:
-    await _limit(info, "login", data.email)
     identity = info.context.services.identity
-    signed_in = await identity.login(data.email, data.password, data.otp, info.context.origin)
+    device_token = data.device_token or _cookie(info, DEVICE_COOKIE)
+    found = identity.devices.read(device_token, now_ms())
+    # A device that signed in before has an attempt budget of its own, so that
+    # attempts on its address by anyone else do not use it up.
+    await _limit(info, "login", data.email if found is None else f"{data.email}#{found[1]}")
+    signed_in = await identity.login(
+        data.email, data.password, data.otp, info.context.origin, device_token
+    )
     return to_payload(info, signed_in)
 
 

@@ -12,15 +12,11 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.parsing import Parsing, Validation
 from cryptovault.schema.ping import PingQuery
 from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
 from cryptovault.schema.privacy import PrivacyMutation
-from cryptovault.schema.protection import (
-    HidingSuggestionsExecutor,
-    Parsing,
-    Protection,
-    Validation,
-)
+from cryptovault.schema.protection import HidingSuggestionsExecutor, Protection
 from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.scalars import SCALAR_MAP
 from cryptovault.schema.trading import TradingMutation, TradingQuery, TradingSubscription

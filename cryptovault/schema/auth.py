@@ -31,6 +31,12 @@ class LoginInput:
         description="With two-factor authentication on: the current 6-digit code, or a "
         "recovery code (each works once).",
     )
+    device_token: str | None = strawberry.field(
+        default=None,
+        description="The `deviceToken` this device received when it last signed in "
+        "(browsers send the `cryptovault_device` cookie instead): failed attempts made "
+        "elsewhere on the account never slow this device down.",
+    )
 
 
 @strawberry.type(
@@ -47,6 +53,12 @@ class AuthPayload:
     expires_at: datetime = strawberry.field(description="When the access token expires.")
     refresh_token_expires_at: datetime
     user: User
+    device_token: str | None = strawberry.field(
+        default=None,
+        description="`register` and `login` only: keep it on this device and send it "
+        "with every later `login` (LoginInput.deviceToken). Valid for a year, until the "
+        "password changes. Over HTTP also set as the HttpOnly cookie `cryptovault_device`.",
+    )
 
 
 @strawberry.type(description="A signed-in device: one login and its refreshes.")

@@ -11,8 +11,12 @@ Rules (README "Protecting the API"):
 - each mutation field costs MUTATION_BASE_COST more, starting a subscription
   SUBSCRIPTION_BASE_COST more;
 - a field may declare its own cost next to it: `strawberry.field(metadata=cost(...))`;
-- `__schema`/`__type` introspection costs 0 (graphql-core's MaxIntrospectionDepthRule
-  bounds it, and the introspection policy decides who may run it).
+- introspection (`__schema`, `__type`) is costed by the same rules, its lists sized
+  from the schema (`types`: how many types it has; `fields`, `args`, ...: the longest
+  such list in it), aliases counted; only its depth is left out of the depth limit
+  (graphql-core's MaxIntrospectionDepthRule bounds its nesting, and type references
+  are legitimately deep). A plain introspection is served from a cached result at a
+  small fixed cost instead (schema.introspection).
 
 Fragments are expanded (memoized per fragment, so a fragment spread many times is
 walked once), `@skip`/`@include` are honoured with the request's variables.
@@ -20,6 +24,7 @@ walked once), `@skip`/`@include` are honoured with the request's variables.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +32,6 @@ from typing import Any
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLField,
     GraphQLNamedType,
@@ -37,23 +41,65 @@ from graphql import (
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    VariableNode,
     get_named_type,
     get_nullable_type,
     is_abstract_type,
     is_composite_type,
+    is_enum_type,
+    is_input_object_type,
+    is_interface_type,
     is_list_type,
     is_object_type,
-    value_from_ast_untyped,
 )
 from graphql.pyutils import Undefined
+from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
+
+from cryptovault.schema.selections import OperationReader
 
 COST_KEY = "cryptovault.cost"
 DEFAULT_LIST_SIZE = 100
 MUTATION_BASE_COST = 10
 SUBSCRIPTION_BASE_COST = 10
-INTROSPECTION_ROOTS = frozenset({"__schema", "__type"})
+INTROSPECTION_ROOTS = {"__schema": SchemaMetaFieldDef, "__type": TypeMetaFieldDef}
 _BACKREF = "strawberry-definition"
+_introspection_sizes: weakref.WeakKeyDictionary[GraphQLSchema, dict[tuple[str, str], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def introspection_list_sizes(schema: GraphQLSchema) -> dict[tuple[str, str], int]:
+    """(introspection type, list field) -> how many items that list has at most in
+    `schema` (`__Schema.types`, `__Schema.directives`: exactly)."""
+    found = _introspection_sizes.get(schema)
+    if found is not None:
+        return found
+    types = list(schema.type_map.values())
+    with_fields = [t for t in types if is_object_type(t) or is_interface_type(t)]
+    fields = [f for t in with_fields for f in t.fields.values()]  # type: ignore[attr-defined]
+    abstract = [t for t in types if is_abstract_type(t)]
+    found = {
+        ("__Schema", "types"): len(types),
+        ("__Schema", "directives"): len(schema.directives),
+        ("__Type", "fields"): max((len(t.fields) for t in with_fields), default=0),  # type: ignore[attr-defined]
+        ("__Type", "interfaces"): max((len(t.interfaces) for t in with_fields), default=0),  # type: ignore[attr-defined]
+        ("__Type", "possibleTypes"): max(
+            (len(schema.get_possible_types(t)) for t in abstract),  # type: ignore[arg-type]
+            default=0,
+        ),
+        ("__Type", "enumValues"): max(
+            (len(t.values) for t in types if is_enum_type(t)),  # type: ignore[attr-defined]
+            default=0,
+        ),
+        ("__Type", "inputFields"): max(
+            (len(t.fields) for t in types if is_input_object_type(t)),  # type: ignore[attr-defined]
+            default=0,
+        ),
+        ("__Field", "args"): max((len(f.args) for f in fields), default=0),
+        ("__Directive", "args"): max((len(d.args) for d in schema.directives), default=0),
+        ("__Directive", "locations"): max((len(d.locations) for d in schema.directives), default=0),
+    }
+    _introspection_sizes[schema] = found
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +161,7 @@ def _meta(field: GraphQLField) -> Cost | None:
     return metadata.get(COST_KEY) if metadata else None
 
 
-class CostAnalyzer:
+class CostAnalyzer(OperationReader):
     """One operation of a validated document, with the request's raw variables."""
 
     def __init__(
@@ -125,16 +171,7 @@ class CostAnalyzer:
         operation: OperationDefinitionNode,
         variables: Mapping[str, Any] | None,
     ) -> None:
-        self.schema = schema
-        self.operation = operation
-        self.variables = dict(variables or {})
-        for definition in operation.variable_definitions or ():
-            name = definition.variable.name.value
-            if name not in self.variables and definition.default_value is not None:
-                self.variables[name] = value_from_ast_untyped(definition.default_value)
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
+        super().__init__(schema, document, operation, variables)
         self._memo: dict[tuple[str, int | None], Stats] = {}
         # Selection sets (by id) that select only scalar fields: an item of such a
         # selection costs nothing beyond itself, whatever it returned.
@@ -166,7 +203,7 @@ class CostAnalyzer:
     ) -> Stats:
         total = Stats()
         for selection in selection_set.selections:
-            if self._skipped(selection):
+            if self.skipped(selection):
                 continue
             if isinstance(selection, FieldNode):
                 total += self._field(selection, parent, page, root)
@@ -201,18 +238,19 @@ class CostAnalyzer:
         name = node.name.value
         alias = 1 if node.alias else 0
         directives = len(node.directives or ())
-        if name.startswith("__"):
-            return Stats(0, 1, alias, directives, name in INTROSPECTION_ROOTS)
-        definition = getattr(parent, "fields", {}).get(name)
+        definition = self._definition(parent, name)
         if definition is None:
             return Stats(0, 1, alias, directives)
+        introspection = name in INTROSPECTION_ROOTS
         meta = _meta(definition)
         named = get_named_type(definition.type)
         child_page = page
         paged = "first" in definition.args or "last" in definition.args
         if paged:
             child_page = self._page_size(node, definition, meta)
-        multiplier = self._multiplier(node, definition, meta, page, child_page if paged else None)
+        multiplier = self._multiplier(
+            node, parent, definition, meta, page, child_page if paged else None
+        )
         own = self._own_cost(meta, named, root)
         child = (
             self._selections(node.selection_set, named, child_page)
@@ -221,11 +259,16 @@ class CostAnalyzer:
         )
         return Stats(
             multiplier * (own + child.cost),
-            1 + child.depth,
+            1 if introspection else 1 + child.depth,
             alias + child.aliases,
             max(directives, child.directives),
-            child.introspection,
+            introspection or child.introspection,
         )
+
+    def _definition(self, parent: GraphQLNamedType, name: str) -> GraphQLField | None:
+        if name in INTROSPECTION_ROOTS and parent is self.schema.query_type:
+            return INTROSPECTION_ROOTS[name]
+        return getattr(parent, "fields", {}).get(name)
 
     def _own_cost(self, meta: Cost | None, named: GraphQLNamedType, root: bool) -> int:
         if meta is not None and meta.value is not None:
@@ -240,6 +283,7 @@ class CostAnalyzer:
     def _multiplier(
         self,
         node: FieldNode,
+        parent: GraphQLNamedType,
         definition: GraphQLField,
         meta: Cost | None,
         inherited_page: int | None,
@@ -247,6 +291,9 @@ class CostAnalyzer:
     ) -> int:
         if not is_list_type(get_nullable_type(definition.type)):
             return 1
+        if parent.name.startswith("__"):
+            sizes = introspection_list_sizes(self.schema)
+            return sizes.get((parent.name, node.name.value), DEFAULT_LIST_SIZE)
         if own_page is not None:
             return own_page
         if meta is not None and meta.page_items:
@@ -276,32 +323,14 @@ class CostAnalyzer:
     def _argument(self, node: FieldNode, definition: GraphQLField, name: str) -> Any:
         for argument in node.arguments or ():
             if argument.name.value == name:
-                if isinstance(argument.value, VariableNode):
-                    return self.variables.get(argument.value.name.value)
-                return value_from_ast_untyped(argument.value, self.variables)
+                return self.value(argument.value)
         default = definition.args[name].default_value
         return None if default is Undefined else default
-
-    def _skipped(self, node: Any) -> bool:
-        for directive in node.directives or ():
-            name = directive.name.value
-            if name not in ("skip", "include"):
-                continue
-            condition = next((a.value for a in directive.arguments if a.name.value == "if"), None)
-            if condition is None:
-                continue
-            if isinstance(condition, VariableNode):
-                value = self.variables.get(condition.name.value)
-            else:
-                value = value_from_ast_untyped(condition, self.variables)
-            if (name == "skip" and value is True) or (name == "include" and value is False):
-                return True
-        return False
 
     def _root_keys(self, selection_set: SelectionSetNode, seen: set[str]) -> set[str]:
         keys: set[str] = set()
         for selection in selection_set.selections:
-            if self._skipped(selection):
+            if self.skipped(selection):
                 continue
             if isinstance(selection, FieldNode):
                 keys.add((selection.alias or selection.name).value)
@@ -343,7 +372,7 @@ class CostAnalyzer:
         while stack:
             for selection in stack.pop().selections:
                 condition: NamedTypeNode | None
-                if self._skipped(selection):
+                if self.skipped(selection):
                     continue
                 if isinstance(selection, FieldNode):
                     total += self._actual_field(selection, parent, data, seen_keys, root)
@@ -380,10 +409,10 @@ class CostAnalyzer:
         root: bool,
     ) -> int:
         key = (node.alias or node.name).value
-        if key in seen or key not in data or node.name.value.startswith("__"):
+        if key in seen or key not in data:
             return 0
         seen.add(key)
-        definition = getattr(parent, "fields", {}).get(node.name.value)
+        definition = self._definition(parent, node.name.value)
         if definition is None:
             return 0
         named = get_named_type(definition.type)

@@ -9,16 +9,16 @@ import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
+from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import RefreshTokenDocument
 from cryptovault.documents.users import (
-    LoginAttemptDocument,
     PasswordResetDocument,
     UserDocument,
 )
@@ -31,7 +31,8 @@ from cryptovault.errors import (
 )
 from cryptovault.observability.metrics import Metrics
 from cryptovault.security.audit import AuditLog
-from cryptovault.security.lockout import LoginThrottle
+from cryptovault.security.devices import DeviceTokens
+from cryptovault.security.lockout import Attempt, LoginThrottle
 from cryptovault.security.mailer import Mail, Mailer
 from cryptovault.security.origin import SYSTEM, Origin
 from cryptovault.security.passwords import (
@@ -54,6 +55,8 @@ RESET_TTL = timedelta(minutes=30)
 # flood someone's inbox.
 RESET_MAIL_INTERVAL = timedelta(minutes=1)
 MAX_FREEZE_REASON = 500
+# What `create_admin` did.
+type AdminOutcome = Literal["created", "promoted", "unchanged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,8 @@ class SignIn:
     refresh_token: str
     refresh_expires_at: datetime
     session_id: str
+    # Register and login only (security.devices).
+    device_token: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +100,7 @@ class IdentityService:
         )
         self.sessions = SessionStore(timedelta(days=settings.refresh_token_ttl_days), audit)
         self.throttle = LoginThrottle()
+        self.devices = DeviceTokens(settings.jwt_secret)
         self.totp = TotpVault(settings.totp_encryption_key)
         self._background: set[asyncio.Task[None]] = set()
 
@@ -130,40 +136,68 @@ class IdentityService:
         await self.audit.record("user.registered", actor=user.id, origin=origin)
         return await self._sign_in(user, origin, now)
 
-    async def _sign_in(self, user: UserDocument, origin: Origin, now: datetime) -> SignIn:
+    async def _sign_in(
+        self, user: UserDocument, origin: Origin, now: datetime, device: str | None = None
+    ) -> SignIn:
         grant = await self.sessions.start(user.id, origin, now)
         access = self.tokens.issue(user.id, user.role, grant.session.id, now)
-        return SignIn(user, access, grant.refresh_token, grant.expires_at, grant.session.id)
+        device_token = self.devices.issue(user.id, now, device)
+        return SignIn(
+            user, access, grant.refresh_token, grant.expires_at, grant.session.id, device_token
+        )
 
     # -- login -------------------------------------------------------------------------
 
-    async def login(self, email: str, password: str, otp: str | None, origin: Origin) -> SignIn:
+    async def login(
+        self,
+        email: str,
+        password: str,
+        otp: str | None,
+        origin: Origin,
+        device_token: str | None = None,
+    ) -> SignIn:
+        """`device_token`: what this device received when it last signed in (its
+        failed attempts are throttled apart from everyone else's, security.lockout)."""
         email = normalize_email(email)
         if len(password) > MAX_PASSWORD:
             # No account has such a password: refuse before spending Argon2 on it,
             # the same way for every email.
             raise Unauthenticated(BAD_CREDENTIALS)
         now = now_ms()
-        attempt = await self.throttle.begin(email, origin.ip, now)
         user = await UserDocument.find_one({"email": email})
+        device = self.devices.device_of(device_token, user, now)
+        attempt = await self.throttle.begin(email, origin.ip, now, device)
+        otp = otp.strip() if otp else None
+        # Held back by failed attempts, only a correct password with a correct second
+        # factor passes, and every refusal looks the same: no password oracle.
+        held_back = attempt.held_back
+        if held_back is not None and not otp:
+            await self.throttle.abandon(attempt)
+            raise held_back
         if user is None:
             # The same Argon2 work as a real check: no timing difference to learn from.
             await self.hasher.verify_dummy(password)
-            await self._login_failed(attempt, email, None, "bad_credentials", origin, now)
-            raise Unauthenticated(BAD_CREDENTIALS)
-        if not await self.hasher.verify(user.password_hash, password):
-            await self._login_failed(attempt, email, user.id, "bad_credentials", origin, now)
-            raise Unauthenticated(BAD_CREDENTIALS)
+        if user is None or not await self.hasher.verify(user.password_hash, password):
+            user_id = user.id if user is not None else None
+            await self._login_failed(attempt, email, user_id, "bad_credentials", origin, now)
+            raise held_back or Unauthenticated(BAD_CREDENTIALS)
         if user.two_factor_enabled:
-            if not otp or not otp.strip():
+            if not otp:
                 await self.throttle.abandon(attempt)
                 raise TwoFactorRequired(
                     "Enter the code from your authenticator app (or a recovery code)"
                 )
             if not await self._check_second_factor(user, otp, origin):
                 await self._login_failed(attempt, email, user.id, "bad_otp", origin, now)
-                raise TwoFactorRequired("Invalid two-factor code")
-        await self.throttle.succeeded(attempt)
+                raise held_back or TwoFactorRequired("Invalid two-factor code")
+        elif held_back is not None:
+            await self.throttle.abandon(attempt)
+            raise held_back
+        if held_back is None:
+            await self.throttle.succeeded(attempt)
+        else:
+            # Passed with its second factor: the failures it was held back by stay.
+            await self.throttle.abandon(attempt)
         updates: dict[str, Any] = {"last_login_at": now}
         if self.hasher.needs_rehash(user.password_hash):
             # Parameters changed since this hash was made: upgrade it now that we
@@ -172,19 +206,19 @@ class IdentityService:
         await UserDocument.find_one({"_id": user.id}).update({"$set": updates})
         for key, value in updates.items():
             setattr(user, key, value)
-        signed_in = await self._sign_in(user, origin, now)
+        signed_in = await self._sign_in(user, origin, now, device)
         await self.audit.record(
             "auth.login.succeeded",
             actor=user.id,
             target=f"session:{signed_in.session_id}",
             origin=origin,
-            details={"two_factor": user.two_factor_enabled},
+            details={"two_factor": user.two_factor_enabled, "known_device": device is not None},
         )
         return signed_in
 
     async def _login_failed(
         self,
-        attempt: LoginAttemptDocument,
+        attempt: Attempt,
         email: str,
         user_id: str | None,
         reason: str,
@@ -306,7 +340,7 @@ class IdentityService:
         user = await self._require_user(viewer)
         check_new_password(new, user.email)
         now = now_ms()
-        attempt = await self.throttle.begin(user.email, origin.ip, now)
+        attempt = await self.throttle.admit(user.email, origin.ip, now, _session_of(viewer))
         if not await self.hasher.verify(user.password_hash, current):
             await self._login_failed(attempt, user.email, user.id, "bad_password", origin, now)
             raise BadUserInput("The current password is incorrect", field="currentPassword")
@@ -366,11 +400,10 @@ class IdentityService:
     def _reset_mail(self, email: str, token: str) -> Mail:
         minutes = int(RESET_TTL.total_seconds() // 60)
         lines = ["Someone asked to reset the password of your CryptoVault account.", ""]
+        secret = token
         if self.settings.password_reset_url:
-            lines += [
-                "Choose a new password here:",
-                self.settings.password_reset_url.replace("{token}", token),
-            ]
+            secret = self.settings.password_reset_url.replace("{token}", token)
+            lines += ["Choose a new password here:", secret]
         else:
             lines += [
                 "Your reset token:",
@@ -384,7 +417,12 @@ class IdentityService:
             f"It works once, within {minutes} minutes. Every session of the account is signed",
             "out when the password changes. If you did not ask for this, ignore this mail.",
         ]
-        return Mail(to=email, subject="Reset your CryptoVault password", body="\n".join(lines))
+        return Mail(
+            to=email,
+            subject="Reset your CryptoVault password",
+            body="\n".join(lines),
+            secrets=(secret, token),
+        )
 
     async def reset_password(self, token: str, new_password: str, origin: Origin) -> None:
         invalid = BadUserInput("This reset token is invalid or has expired", field="token")
@@ -471,7 +509,7 @@ class IdentityService:
             raise Conflict("Two-factor authentication is already off")
         now = now_ms()
         # Guessing codes through this door counts like guessing them at login.
-        attempt = await self.throttle.begin(user.email, origin.ip, now)
+        attempt = await self.throttle.admit(user.email, origin.ip, now, _session_of(viewer))
         if not await self._check_second_factor(user, code, origin):
             await self._login_failed(attempt, user.email, user.id, "bad_otp", origin, now)
             raise BadUserInput("Invalid code", field="code")
@@ -492,25 +530,31 @@ class IdentityService:
 
     # -- administration ----------------------------------------------------------------
 
-    async def create_admin(self, email: str, password: str | None) -> tuple[UserDocument, bool]:
-        """Create an admin account, or promote an existing account (its password is
-        left unchanged). Returns (user, created)."""
+    async def create_admin(
+        self, email: str, password: str | None, promote_existing: bool = False
+    ) -> tuple[UserDocument, AdminOutcome]:
+        """Create an admin account. An existing account is refused unless
+        `promote_existing`: whoever registered the address may not be the operator, so
+        the promoted account keeps nothing of its registrant (sessions, API keys,
+        password, second factor): its owner signs in after a password reset, which
+        needs the mailbox."""
         email = normalize_email(email)
         existing = await UserDocument.find_one({"email": email})
-        now = now_ms()
         if existing is not None:
-            if existing.role != "ADMIN":
-                await UserDocument.find_one({"_id": existing.id}).update(
-                    {"$set": {"role": "ADMIN", "updated_at": now}}
+            if existing.role == "ADMIN":
+                return existing, "unchanged"
+            if not promote_existing:
+                raise Conflict(
+                    "An account with this email already exists and anyone may have "
+                    "registered it: to make it an admin, promote it explicitly (its "
+                    "sessions and API keys are revoked and it must reset its password)",
+                    field="email",
                 )
-                existing.role = "ADMIN"
-                await self.audit.record(
-                    "admin.promoted", actor=None, user_id=existing.id, origin=SYSTEM
-                )
-            return existing, False
+            return await self._promote(existing), "promoted"
         if password is None:
             raise BadUserInput("A password is required to create an account", field="password")
         check_new_password(password, email)
+        now = now_ms()
         user = UserDocument(
             email=email,
             password_hash=await self.hasher.hash(password),
@@ -521,7 +565,47 @@ class IdentityService:
         )
         await user.insert()
         await self.audit.record("admin.created", actor=None, user_id=user.id, origin=SYSTEM)
-        return user, True
+        return user, "created"
+
+    async def _promote(self, user: UserDocument) -> UserDocument:
+        now = now_ms()
+        # A password nobody knows: the registrant's no longer signs in.
+        unusable = await self.hasher.hash(new_secret())
+        await UserDocument.find_one({"_id": user.id}).update(
+            {
+                "$set": {
+                    "role": "ADMIN",
+                    "password_hash": unusable,
+                    "password_changed_at": now,
+                    "updated_at": now,
+                    "two_factor_enabled": False,
+                    "totp_secret": None,
+                    "totp_pending_secret": None,
+                    "totp_last_step": None,
+                    "recovery_codes": [],
+                    "pending_recovery_codes": [],
+                }
+            }
+        )
+        sessions = await self.sessions.revoke_all(user.id, now, "promoted to admin")
+        keys = await ApiKeyDocument.get_pymongo_collection().update_many(
+            {"user_id": user.id, "revoked_at": None}, {"$set": {"revoked_at": now}}
+        )
+        await self.audit.record(
+            "admin.promoted",
+            actor=None,
+            user_id=user.id,
+            origin=SYSTEM,
+            details={
+                "sessions_revoked": sessions,
+                "api_keys_revoked": keys.modified_count,
+                "two_factor_removed": user.two_factor_enabled,
+                "password_reset_required": True,
+            },
+        )
+        promoted = await UserDocument.get(user.id)
+        assert promoted is not None
+        return promoted
 
     async def set_frozen(
         self, user_id: str, frozen: bool, reason: str | None, actor: Viewer | None, origin: Origin
@@ -575,3 +659,8 @@ class IdentityService:
         """Wait for background work (reset mails) to finish; used at shutdown."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=within)
+
+
+def _session_of(viewer: Viewer) -> str:
+    # Password and code confirmations need a user session (IsUserSession).
+    return viewer.session_id or f"user:{viewer.user_id}"

@@ -1,120 +1,163 @@
-"""Login throttling from the failed-attempts collection: 5 failures for an account
-within 15 minutes lock it for 15 minutes; 20 failures from one IP address within 15
-minutes refuse that address. Every decision is computed from the attempts'
-timestamps; the collection's TTL index is housekeeping only.
+"""Sign-in throttling: a progressive delay after failed attempts, per account, per
+client IP and per trusted device (README "Lockout").
 
-An attempt is recorded *before* the password is checked and removed again if it
-succeeds, so a burst of parallel guesses is counted as it happens: at most five of a
-window get as far as a password check."""
+Failures are counted in buckets: an account's (attempts without a device token for
+it), a client IP's (the same attempts, by address) and a trusted device's (attempts
+carrying a valid device token for the account, which are counted nowhere else). Once
+a bucket holds `free` failures within its lookback, each attempt must wait
+BASE_DELAY x 2^(failures - free) after the latest failure, at most MAX_DELAY. So an
+attacker cannot lock anyone out for long: a device that signed in to the account
+before has its own bucket, and a correct password with a correct second factor passes
+any delay (`Attempt.held_back`).
+
+Every decision is computed from the attempts' timestamps; the retention sweep is
+housekeeping only. An attempt is recorded *before* the password is checked and
+removed again if it turns out not to be a failure, so a burst of parallel guesses is
+counted as it happens: no more of a burst get as far as a password check than a
+sequence would.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from beanie import SortDirection
 
 from cryptovault.documents.users import LoginAttemptDocument
-from cryptovault.errors import AccountLocked, RateLimited
+from cryptovault.errors import AccountLocked, DomainError, RateLimited
 
-MAX_FAILURES = 5
-WINDOW = timedelta(minutes=15)
-LOCK = timedelta(minutes=15)
-IP_MAX_FAILURES = 20
-IP_WINDOW = timedelta(minutes=15)
-# A lock can only come from failures in this span before now.
-LOOKBACK = WINDOW + LOCK
+BASE_DELAY = timedelta(seconds=30)
+MAX_DELAY = timedelta(minutes=15)
+# Doublings from BASE_DELAY to MAX_DELAY: more failures than free + this change nothing.
+_STEPS = math.ceil(math.log2(MAX_DELAY / BASE_DELAY)) + 1
 
 
-def locked_until(failures: Sequence[datetime], now: datetime) -> datetime | None:
-    """When the account unlocks, or None if it is not locked at `now`: locked for LOCK
-    after any MAX_FAILURES failures that fall within WINDOW of each other."""
-    times = sorted(t for t in failures if now - LOOKBACK < t <= now)
-    until: datetime | None = None
-    for i in range(len(times) - MAX_FAILURES + 1):
-        last = times[i + MAX_FAILURES - 1]
-        if last - times[i] <= WINDOW:
-            candidate = last + LOCK
-            until = candidate if until is None else max(until, candidate)
-    return until if until is not None and until > now else None
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    free: int
+    lookback: timedelta
+
+
+ACCOUNT = Bucket(free=5, lookback=timedelta(hours=24))
+DEVICE = Bucket(free=5, lookback=timedelta(hours=24))
+# A shared address (an office, a carrier's NAT) gets more before it is slowed down,
+# and forgets sooner; its signed-in devices are not slowed down at all.
+IP = Bucket(free=20, lookback=timedelta(hours=1))
+
+
+def next_attempt_at(bucket: Bucket, failures: Sequence[datetime], now: datetime) -> datetime:
+    """When the next attempt of a bucket with these failures may be made."""
+    recent = sorted(t for t in failures if now - bucket.lookback < t <= now)
+    excess = len(recent) - bucket.free
+    if excess < 0:
+        return now
+    delay = min(BASE_DELAY * 2 ** min(excess, _STEPS), MAX_DELAY)
+    return recent[-1] + delay
 
 
 def _seconds_until(moment: datetime, now: datetime) -> int:
     return max(1, math.ceil((moment - now).total_seconds()))
 
 
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    record: LoginAttemptDocument
+    # Why the attempt is held back (ACCOUNT_LOCKED, RATE_LIMITED), or None. A held-back
+    # attempt may only pass with a correct password *and* second factor.
+    held_back: DomainError | None
+
+
 class LoginThrottle:
-    async def begin(self, email: str, ip: str | None, now: datetime) -> LoginAttemptDocument:
-        """Refuse a locked account or a throttled address; otherwise record the attempt
-        as a failure until `succeeded` or `abandon` says otherwise. `now` has the
-        store's millisecond precision (documents.common.now_ms)."""
-        if ip is not None:
-            await self._check_ip(ip, now)
-        self._raise_if_locked(await self._failure_times(email, now), now)
-        attempt = LoginAttemptDocument(email=email, ip=ip, at=now)
-        await attempt.insert()
-        # Every other attempt in flight counts as a failure until it resolves. Of any
-        # six concurrent attempts the last to be inserted sees the other five, so a
-        # parallel burst gets no more password checks than a sequence would.
-        others = await LoginAttemptDocument.find(
-            {"email": email, "at": {"$gt": now - LOOKBACK}, "_id": {"$ne": attempt.id}}
-        ).to_list()
-        until = locked_until([min(a.at, now) for a in others], now)
-        if until is not None:
-            await attempt.delete()
-            raise AccountLocked(
-                "Too many failed attempts: the account is locked for a while",
-                retryAfter=_seconds_until(until, now),
-            )
+    async def begin(
+        self, email: str, ip: str | None, now: datetime, device: str | None = None
+    ) -> Attempt:
+        """Record an attempt as a failure (until `succeeded`, `passed` or `abandon`
+        says otherwise) and say whether it is held back. `device`: the id of a valid
+        device token for this account. `now` has the store's millisecond precision
+        (documents.common.now_ms)."""
+        record = LoginAttemptDocument(email=email, ip=ip, at=now, device=device)
+        await record.insert()
+        return Attempt(record, await self._held_back(record, now))
+
+    async def admit(self, email: str, ip: str | None, now: datetime, session: str) -> Attempt:
+        """`begin` for a password or code confirmed from a signed-in session (change
+        password, turn two-factor off): the session is its own bucket, and a held-back
+        attempt is refused at once."""
+        attempt = await self.begin(email, ip, now, device=f"session:{session}")
+        if attempt.held_back is not None:
+            await self.abandon(attempt)
+            raise attempt.held_back
         return attempt
 
-    async def failed(self, attempt: LoginAttemptDocument, now: datetime) -> datetime | None:
-        """Keep the attempt as a failure; return when the account unlocks if this
-        failure locked it."""
-        times = await self._failure_times(attempt.email, now)
-        until = locked_until(times, now)
-        before = locked_until([t for t in times if t < attempt.at], now)
-        return until if until is not None and before is None else None
+    async def _held_back(self, record: LoginAttemptDocument, now: datetime) -> DomainError | None:
+        # Every other attempt in flight counts as a failure until it resolves: of a
+        # parallel burst, the attempts inserted last see the others.
+        others: dict[str, Any] = {"_id": {"$ne": record.id}}
+        if record.device is not None:
+            times = await self._times({"device": record.device, **others}, DEVICE, now)
+            until = next_attempt_at(DEVICE, times, now)
+            return _locked(until, now) if until > now else None
+        if record.ip is not None:
+            times = await self._times({"ip": record.ip, "device": None, **others}, IP, now)
+            until = next_attempt_at(IP, times, now)
+            if until > now:
+                return RateLimited(
+                    "Too many failed sign-in attempts from this address: try again later, "
+                    "or sign in from a device that signed in before",
+                    retryAfter=_seconds_until(until, now),
+                    scope="ip",
+                )
+        times = await self._times({"email": record.email, "device": None, **others}, ACCOUNT, now)
+        until = next_attempt_at(ACCOUNT, times, now)
+        return _locked(until, now) if until > now else None
 
-    async def succeeded(self, attempt: LoginAttemptDocument) -> None:
-        """A correct password resets the account's count."""
-        await LoginAttemptDocument.find({"email": attempt.email}).delete()
+    async def failed(self, attempt: Attempt, now: datetime) -> datetime | None:
+        """Keep the attempt as a failure; return until when its bucket is now held
+        back, if this failure holds it back."""
+        record = attempt.record
+        bucket, query = (
+            (DEVICE, {"device": record.device})
+            if record.device is not None
+            else (ACCOUNT, {"email": record.email, "device": None})
+        )
+        until = next_attempt_at(bucket, await self._times(query, bucket, now), now)
+        return until if until > now else None
 
-    async def abandon(self, attempt: LoginAttemptDocument) -> None:
-        """Neither success nor failure (e.g. a second factor is still needed)."""
-        await attempt.delete()
+    async def succeeded(self, attempt: Attempt) -> None:
+        """A correct sign-in clears its bucket's failures (an account's, or a device's).
+        An address's failures are not cleared: they may be someone else's."""
+        record = attempt.record
+        if record.device is not None:
+            await LoginAttemptDocument.find({"device": record.device}).delete()
+        else:
+            await LoginAttemptDocument.find({"email": record.email, "device": None}).delete()
+
+    async def abandon(self, attempt: Attempt) -> None:
+        """Neither success nor failure (a second factor is still needed; a held-back
+        attempt that passed with its second factor clears nobody's failures)."""
+        await attempt.record.delete()
 
     async def clear(self, email: str) -> None:
         await LoginAttemptDocument.find({"email": email}).delete()
 
-    async def _failure_times(self, email: str, now: datetime) -> list[datetime]:
+    async def _times(self, query: dict[str, Any], bucket: Bucket, now: datetime) -> list[datetime]:
+        """The latest failures that can matter: free + _STEPS of them at most."""
         found = (
-            await LoginAttemptDocument.find({"email": email, "at": {"$gt": now - LOOKBACK}})
+            await LoginAttemptDocument.find({**query, "at": {"$gt": now - bucket.lookback}})
             .sort([("at", SortDirection.DESCENDING)])
-            .limit(200)
+            .limit(bucket.free + _STEPS + 1)
             .to_list()
         )
-        return [a.at for a in found]
+        return [min(a.at, now) for a in found]
 
-    def _raise_if_locked(self, times: list[datetime], now: datetime) -> None:
-        until = locked_until(times, now)
-        if until is not None:
-            raise AccountLocked(
-                "Too many failed attempts: the account is locked for a while",
-                retryAfter=_seconds_until(until, now),
-            )
 
-    async def _check_ip(self, ip: str, now: datetime) -> None:
-        recent = (
-            await LoginAttemptDocument.find({"ip": ip, "at": {"$gt": now - IP_WINDOW}})
-            .sort([("at", SortDirection.DESCENDING)])
-            .limit(IP_MAX_FAILURES)
-            .to_list()
-        )
-        if len(recent) >= IP_MAX_FAILURES:
-            oldest = min(a.at for a in recent)
-            raise RateLimited(
-                "Too many failed sign-in attempts from this address; try again later",
-                retryAfter=_seconds_until(oldest + IP_WINDOW, now),
-            )
+def _locked(until: datetime, now: datetime) -> AccountLocked:
+    return AccountLocked(
+        "Too many failed sign-in attempts for this account: try again later, sign in from "
+        "a device that signed in before, or add your two-factor code",
+        retryAfter=_seconds_until(until, now),
+    )
