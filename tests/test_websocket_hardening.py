@@ -208,3 +208,34 @@ async def test_persisted_queries_over_websocket(store_server):
         assert (await receive(ws))["type"] == "complete"
         await send(ws, {"id": "3", "type": "subscribe", "payload": {"extensions": extensions}})
         assert (await receive(ws))["payload"]["data"]["rateLimit"]["limit"] == 10_000_000
+
+
+class UnreachableStore:
+    """An authenticator whose store cannot be reached."""
+
+    async def authenticate(self, request, payload=None):
+        raise ConnectionError("store unreachable")
+
+    async def revalidate(self, viewers):
+        raise ConnectionError("store unreachable")
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+async def test_credentials_that_cannot_be_checked_close_with_try_again_not_4403(
+    store_server, protocol
+):
+    async with running(store_server.url) as (app, services), serve(app) as url:
+        services.authenticator = UnreachableStore()
+        async with socket(url, protocol) as ws:
+            await send(ws, {"type": "connection_init", "payload": {"authorization": "Bearer x"}})
+            assert await close_code(ws) == 1013
+
+
+async def test_the_legacy_protocol_closes_refused_credentials_with_4403(store_server):
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as ws:
+        payload = {"authorization": "Bearer nope"}
+        await send(ws, {"type": "connection_init", "payload": payload})
+        error = await receive(ws)
+        assert error["type"] == "connection_error"
+        assert error["payload"]["code"] == "UNAUTHENTICATED"
+        assert await close_code(ws) == 4403

@@ -33,6 +33,8 @@ from cryptovault.subscriptions.groups import (
     NOT_A_SUBSCRIPTION,
     TRANSPORT_WS,
     Failed,
+    Member,
+    Prepared,
     Rejected,
     SubscriptionGroups,
 )
@@ -54,12 +56,36 @@ class _Grouped:
             self.outbox = Outbox(
                 self.websocket.ws.send_text, self.websocket.close, groups.send_queue
             )
+        # Operation tasks relaying a shared (public) stream: a revoked credential
+        # does not end them early (websocket_trust.py).
+        self._shared_tasks: set[asyncio.Task[Any]] = set()
 
     async def send_message(self, message: Any) -> None:
         if self.outbox is None:
             await super().send_message(message)  # type: ignore[misc]
             return
         self.outbox.push(orjson.dumps(message).decode())
+
+    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._shared_tasks
+
+    async def _close_after_sent(self, code: int, reason: str) -> None:
+        if self.outbox is None:
+            await super()._close_after_sent(code, reason)  # type: ignore[misc]
+            return
+        self.outbox.close_after_sent(code, reason)
+
+    async def _relay(self, groups: SubscriptionGroups, member: Member, shared: bool) -> None:
+        """Until the member's group ends (or the operation is stopped)."""
+        task = asyncio.current_task()
+        if shared and task is not None:
+            self._shared_tasks.add(task)
+        try:
+            await member.wait()
+        finally:
+            groups.leave(member)
+            if task is not None:
+                self._shared_tasks.discard(task)
 
 
 class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
@@ -86,12 +112,9 @@ class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any
                 return
             if isinstance(outcome, Failed):
                 await operation.send_next(outcome.result)
-            else:
-                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)  # type: ignore[arg-type]
-                try:
-                    await member.wait()
-                finally:
-                    groups.leave(member)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
+                await self._relay(groups, member, outcome.policy.shared)
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except _OperationStreamClosed:
             return
@@ -130,12 +153,9 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
                 return
             if isinstance(outcome, Failed):
                 await self.send_data_message(outcome.result, operation_id)
-            else:
-                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)  # type: ignore[arg-type]
-                try:
-                    await member.wait()
-                finally:
-                    groups.leave(member)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)
+                await self._relay(groups, member, outcome.policy.shared)
             await self.send_message({"type": "complete", "id": operation_id})
         except asyncio.CancelledError:
             # `stop` (or the connection closing): the protocol confirms with complete.
