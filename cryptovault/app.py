@@ -60,7 +60,11 @@ from cryptovault.websocket import (
     TooManyConnections,
     TransportWSHandler,
 )
-from cryptovault.websocket_trust import CredentialsRefused, CredentialsUnavailable
+from cryptovault.websocket_trust import (
+    CredentialsRefused,
+    CredentialsUnavailable,
+    PendingSockets,
+)
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +179,8 @@ class GraphQLApp(GraphQL[Context, None]):
             if settings.subscription_mode == "grouped"
             else None
         )
+        # Sockets per client address not yet past connection_init (websocket_trust.py).
+        self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
         self._ide_html = self.graphql_ide_html if self.graphql_ide else ""
         self._ide_csp = graphiql_csp(self._ide_html) if self._ide_html else ""
 

@@ -4,7 +4,8 @@ Close codes (README "Protecting the API"):
 - 4400 malformed message, 4401 subscribe before connection_ack, 4403 credentials
   refused (at connection_init, or revoked later: websocket_trust.py) and nothing
   else, 4408 no connection_init in time, 4409 duplicate operation id,
-  4429 too many connections for this identity or a second connection_init,
+  4429 too many connections for this identity or awaiting connection_init from this
+  address, or a second connection_init,
   4499 no pong to the server's ping in time (graphql-transport-ws),
   1009 message larger than WS_MAX_MESSAGE_BYTES, 1013 credentials could not be
   checked (try again), 1008 handshake from an origin that is not allowed (answered
@@ -33,6 +34,7 @@ from cryptovault.errors import DomainError, RateLimited
 from cryptovault.schema.context import Context
 from cryptovault.websocket_trust import (
     CLOSE_FORBIDDEN,
+    CLOSE_TOO_MANY,
     CLOSE_TRY_AGAIN,
     CredentialsRefused,
     CredentialsUnavailable,
@@ -44,7 +46,6 @@ log = logging.getLogger(__name__)
 
 CLOSE_INVALID = 4400
 CLOSE_INIT_TIMEOUT = 4408
-CLOSE_TOO_MANY = 4429
 CLOSE_NO_PONG = 4499
 CLOSE_TOO_BIG = 1009
 
@@ -123,6 +124,7 @@ class _ConnectionSlot(TrustedSocket):
         """The protocol's connection_init; the refusal if the credential is refused
         (the protocol tells the client), else None (other failures are closed here
         with their own code)."""
+        self._initialising()
         try:
             await protocol_init(message)
         except TooManyConnections:
@@ -208,6 +210,8 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         self.pong_deadline: float | None = None  # a ping is unanswered until then
 
     async def handle(self) -> None:
+        if not await self._claim_pending():
+            return
         try:
             await super().handle()
         finally:
@@ -297,6 +301,8 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
         self._init_timeout: asyncio.Task[None] | None = None
 
     async def handle(self) -> None:
+        if not await self._claim_pending():
+            return
         self._init_timeout = asyncio.create_task(self._close_without_init())
         try:
             await super().handle()

@@ -1,5 +1,7 @@
 """What a WebSocket may do as its credential changes, for both protocol handlers.
 
+- Before connection_init a socket is nobody's: it counts against its client address
+  (`WS_MAX_PENDING_PER_IP`), not against an identity, until it initialises.
 - At connection_init the credential is checked (`on_ws_connect`) and the socket holds
   its watch (security/credentials.py) for its lifetime.
 - Before each operation the socket waits for a change announced on the bus to be read,
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -26,6 +29,7 @@ from cryptovault.schema.context import Context
 log = logging.getLogger(__name__)
 
 CLOSE_FORBIDDEN = 4403
+CLOSE_TOO_MANY = 4429
 # 1013 "Try Again Later": credentials could not be checked (store unreachable);
 # graphql-ws clients retry it.
 CLOSE_TRY_AGAIN = 1013
@@ -48,6 +52,25 @@ class CredentialsUnavailable(Exception):
     """The credential could not be checked (close 1013, try again later)."""
 
 
+class PendingSockets:
+    """Accepted sockets per client address that have not sent connection_init yet."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count: Counter[str] = Counter()
+
+    def claim(self, address: str) -> bool:
+        if self._count[address] >= self.limit:
+            return False
+        self._count[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._count[address] -= 1
+        if self._count[address] <= 0:
+            del self._count[address]
+
+
 def close_reason(text: str) -> str:
     encoded = text.encode()
     if len(encoded) <= MAX_CLOSE_REASON:
@@ -56,14 +79,37 @@ def close_reason(text: str) -> str:
 
 
 class TrustedSocket:
-    """Mixin for both protocol handlers (websocket.py): the credential's watch, and
-    the close when it is revoked."""
+    """Mixin for both protocol handlers (websocket.py): the pending-socket cap, the
+    credential's watch, and the close when it is revoked."""
 
     context: Context
     view: Any
     websocket: Any
 
+    _pending_address: str | None = None
     _revocation: asyncio.Task[None] | None = None
+
+    # -- before connection_init -----------------------------------------------------
+
+    async def _claim_pending(self) -> bool:
+        """False (and the socket closed with 4429) when its address already has
+        WS_MAX_PENDING_PER_IP sockets waiting for their connection_init."""
+        pending: PendingSockets = self.view.pending_sockets
+        address = self.context.client_ip
+        if not pending.claim(address):
+            with contextlib.suppress(Exception):
+                await self.websocket.close(
+                    CLOSE_TOO_MANY, "Too many connections awaiting connection_init"
+                )
+            return False
+        self._pending_address = address
+        return True
+
+    def _initialising(self) -> None:
+        """connection_init arrived: from now on the socket counts for its identity."""
+        if self._pending_address is not None:
+            self.view.pending_sockets.release(self._pending_address)
+            self._pending_address = None
 
     # -- the credential -------------------------------------------------------------
 
@@ -109,6 +155,7 @@ class TrustedSocket:
             await self._close_after_sent(CLOSE_FORBIDDEN, close_reason(error.message))
 
     def _release_credential(self) -> None:
+        self._initialising()
         if self._revocation is not None and not self._revocation.done():
             self._revocation.cancel()
         viewer = self.context.state.pop("ws_credential", None)

@@ -210,6 +210,34 @@ async def test_persisted_queries_over_websocket(store_server):
         assert (await receive(ws))["payload"]["data"]["rateLimit"]["limit"] == 10_000_000
 
 
+async def handled(ws: ClientConnection) -> None:
+    """Until the server handles the socket (it answers a ping before connection_init)."""
+    await send(ws, {"type": "ping"})
+    assert (await receive(ws, answer_pings=False))["type"] == "pong"
+
+
+async def test_sockets_awaiting_connection_init_are_capped_per_address(store_server):
+    # The init timeout is far away: only the per-address cap can refuse a socket.
+    limits = {"ws_max_pending_per_ip": 2, "ws_init_timeout_seconds": 60}
+    async with (
+        server(store_server.url, **limits) as (url, _),
+        socket(url) as one,
+        socket(url) as two,
+    ):
+        await handled(one)
+        await handled(two)
+        async with socket(url) as three:
+            assert await close_code(three) == 4429
+            assert three.close_reason == "Too many connections awaiting connection_init"
+        # A socket that initialises counts for its identity instead: a place frees.
+        assert (await init(one))["type"] == "connection_ack"
+        async with socket(url) as four:
+            await handled(four)
+            async with socket(url) as five:
+                assert await close_code(five) == 4429
+            assert (await init(four, "test:u1"))["type"] == "connection_ack"
+
+
 class UnreachableStore:
     """An authenticator whose store cannot be reached."""
 
