@@ -42,6 +42,8 @@ async def receive(ws: ClientConnection, answer_pings: bool = True) -> dict:
         if answer_pings and message["type"] == "ping":
             await send(ws, {"type": "pong"})
             continue
+        if message["type"] == "ka":  # the legacy protocol's keep-alive
+            continue
         return message
 
 
@@ -267,3 +269,36 @@ async def test_the_legacy_protocol_closes_refused_credentials_with_4403(store_se
         assert error["type"] == "connection_error"
         assert error["payload"]["code"] == "UNAUTHENTICATED"
         assert await close_code(ws) == 4403
+
+
+async def test_the_legacy_protocol_serves_queries_and_mutations(store_server):
+    budget = "{ rateLimit { remaining } assets { symbol } }"
+    add = 'mutation { addToWatchlist(symbol: "BTC") { symbols } }'
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as ws:
+        assert (await init(ws, "test:u1"))["type"] == "connection_ack"
+        await send(ws, {"id": "1", "type": "start", "payload": {"query": budget}})
+        first = await receive(ws)
+        assert first["type"] == "data" and first["id"] == "1"
+        assert first["payload"]["extensions"]["cost"]["requestedQueryCost"] >= 1
+        assert await receive(ws) == {"type": "complete", "id": "1"}
+        await send(ws, {"id": "2", "type": "start", "payload": {"query": budget}})
+        second = await receive(ws)
+        spent = first["payload"]["data"]["rateLimit"]["remaining"]
+        assert second["payload"]["data"]["rateLimit"]["remaining"] < spent  # charged
+        assert await receive(ws) == {"type": "complete", "id": "2"}
+        await send(ws, {"id": "3", "type": "start", "payload": {"query": add}})
+        added = await receive(ws)
+        assert added["payload"]["data"]["addToWatchlist"]["symbols"] == ["BTC"]
+        assert await receive(ws) == {"type": "complete", "id": "3"}
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as anonymous:
+        await init(anonymous)
+        await send(anonymous, {"id": "1", "type": "start", "payload": {"query": add}})
+        refused = await receive(anonymous)
+        assert refused["type"] == "data" and refused["payload"]["data"] is None
+        assert refused["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert await receive(anonymous) == {"type": "complete", "id": "1"}
+        bad = "{ rateLimit { nope } }"
+        await send(anonymous, {"id": "2", "type": "start", "payload": {"query": bad}})
+        invalid = await receive(anonymous)
+        assert invalid["type"] == "error" and invalid["id"] == "2"
+        assert invalid["payload"]["extensions"]["code"] == "BAD_USER_INPUT"

@@ -5,7 +5,8 @@ ping/pong, subscribe/start, complete/stop, errors, close codes, limits); only ho
 subscription operation produces its events changes: instead of running its own
 stream, it joins a group (groups.py). Queries and mutations over a socket, and every
 operation in "naive" mode (`view.subscription_groups` is None), run exactly as
-Strawberry runs them.
+Strawberry runs them — except that the legacy protocol serves queries and mutations
+too (as Apollo's subscriptions-transport-ws does; Strawberry's handler refuses them).
 
 Every frame of a connection goes through its Outbox (ordered, never blocking the
 fan-out; slow readers are closed with 1013: outbox.py).
@@ -27,6 +28,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     _OperationStreamClosed,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
 
 from cryptovault.subscriptions.groups import (
     LEGACY_WS,
@@ -137,14 +140,13 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
         variables: dict[str, object] | None,
     ) -> None:
         groups, outbox = self.groups, self.outbox
-        if groups is None or outbox is None:
-            await super().handle_async_results(operation_id, query, operation_name, variables)
-            return
         try:
+            if groups is None or outbox is None:
+                await self._stream_results(operation_id, query, operation_name, variables)
+                return
             outcome = await groups.prepare(query, variables, operation_name, self.context, outbox)
             if outcome is NOT_A_SUBSCRIPTION:
-                # Strawberry answers that only subscriptions are served here.
-                await super().handle_async_results(operation_id, query, operation_name, variables)
+                await self._stream_results(operation_id, query, operation_name, variables)
                 return
             if isinstance(outcome, Rejected):
                 assert outcome.result.errors
@@ -163,3 +165,37 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
         finally:
             self.subscriptions.pop(operation_id, None)
             self.tasks.pop(operation_id, None)
+
+    async def _stream_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        """Any operation, run by Strawberry as over graphql-transport-ws (extensions,
+        cost, permissions): a query or mutation gives one `data`, a subscription one
+        per event; then `complete`. A request error is one `error`, without
+        `complete`, as the protocol has it."""
+        results = await self.schema.stream(
+            query,
+            variable_values=variables,
+            context_value=self.context,
+            root_value=self.root_value,
+            operation_name=operation_name,
+        )
+        async with aclosing(results):
+            first = True
+            async for result in results:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    payload = result.errors[0].formatted
+                    await self.send_message(
+                        {"type": "error", "id": operation_id, "payload": payload}
+                    )
+                    return
+                # The schema does not enable @defer/@stream: only whole results.
+                assert isinstance(result, ExecutionResult)
+                await self.send_data_message(result, operation_id)
+                first = False
+        await self.send_message({"type": "complete", "id": operation_id})
