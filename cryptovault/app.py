@@ -26,7 +26,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
+from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData, process_result
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.types import ExecutionResult
@@ -37,7 +37,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cryptovault import __version__
 from cryptovault.config import Settings
-from cryptovault.errors import DomainError
+from cryptovault.errors import DomainError, Unauthenticated
 from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import (
@@ -60,6 +60,11 @@ from cryptovault.websocket import (
     LimitedWebSocketAdapter,
     TooManyConnections,
     TransportWSHandler,
+)
+from cryptovault.websocket_trust import (
+    CredentialsRefused,
+    CredentialsUnavailable,
+    PendingSockets,
 )
 
 log = logging.getLogger(__name__)
@@ -175,6 +180,8 @@ class GraphQLApp(GraphQL[Context, None]):
             if settings.subscription_mode == "grouped"
             else None
         )
+        # Sockets per client address not yet past connection_init (websocket_trust.py).
+        self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
         self._ide_html = self.graphql_ide_html if self.graphql_ide else ""
         self._ide_csp = graphiql_csp(self._ide_html) if self._ide_html else ""
 
@@ -297,17 +304,30 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
+        services = context.services
+        # Taken before the store is read: a revocation announced while this socket
+        # authenticates is not missed (security/credentials.py).
+        mark = services.credentials.mark()
         try:
-            context.viewer = await context.services.authenticator.authenticate(
+            viewer = await services.authenticator.authenticate(
                 context.request, context.connection_params or {}
             )
-            if context.viewer is not None:
-                user_id_var.set(context.viewer.user_id)
-        except DomainError as exc:
-            # Strawberry closes the socket with 4403.
-            raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from None
+        except Unauthenticated as exc:
+            raise CredentialsRefused(exc) from None
+        except Exception as exc:
+            log.warning("websocket credentials could not be checked", exc_info=exc)
+            raise CredentialsUnavailable from exc
+        if viewer is not None:
+            viewer = services.credentials.hold(viewer, services.authenticator.revalidate, mark)
+            context.state["ws_credential"] = viewer
+            user_id_var.set(viewer.user_id)
+            try:
+                viewer = viewer.current()  # revoked meanwhile
+            except Unauthenticated as exc:
+                raise CredentialsRefused(exc) from None
+        context.viewer = viewer
         key = identity_key(context)
-        if not context.services.limiter.acquire_connection(key):
+        if not services.limiter.acquire_connection(key):
             raise TooManyConnections(key)
         context.state["ws_slot"] = key
         return UNSET

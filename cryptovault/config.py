@@ -104,6 +104,12 @@ class Settings:
     ws_max_message_bytes: int = 65_536
     ws_max_subscriptions: int = 20
     ws_max_connections_per_identity: int = 10
+    # Sockets from one address still waiting for their connection_init (not yet
+    # counted against any identity).
+    ws_max_pending_per_ip: int = 20
+    # Open sockets' credentials are re-read at least this often, even if a revocation
+    # message was lost (it normally arrives through the bus at once).
+    ws_credential_recheck_seconds: float = 30.0
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
     # Paper trading.
@@ -481,6 +487,8 @@ def load_settings(
         ws_max_connections_per_identity=_int(
             env, "WS_MAX_CONNECTIONS_PER_IDENTITY", 10, 1, 100_000
         ),
+        ws_max_pending_per_ip=_int(env, "WS_MAX_PENDING_PER_IP", 20, 1, 100_000),
+        ws_credential_recheck_seconds=_float(env, "WS_CREDENTIAL_RECHECK_SECONDS", 30.0, 0.1, 3600),
         auth_rate_limits=auth_limits,
         admin_allowed_ips=_networks(env, "ADMIN_ALLOWED_IPS"),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),

@@ -1,8 +1,8 @@
 """Everything the app builds once at start-up and hands to requests: the store, the
 event bus and hub, the market service and the feed leader, identity (accounts,
-sessions, API keys, the authenticator), the audit log, protection (limits, persisted
-queries), admin, trading, watchlists, price alerts and the portfolio, metrics, the WebSocket registry
-and the retention job."""
+sessions, API keys, the authenticator, the credentials open sockets hold), the audit
+log, protection (limits, persisted queries), admin, trading, watchlists, price alerts
+and the portfolio, metrics, the WebSocket registry and the retention job."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from cryptovault.retention import Retention
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authenticator import TokenAuthenticator
+from cryptovault.security.credentials import LiveCredentials
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import build_mailer
 from cryptovault.security.privacy import Privacy
@@ -67,6 +68,8 @@ class Services:
     watchlists: Watchlists
     alerts: PriceAlerts
     portfolio: PortfolioService
+    # The credentials this instance's WebSockets hold, kept current through the bus.
+    credentials: LiveCredentials
     # Operations: Prometheus metrics, live WebSocket connections, data retention.
     metrics: Metrics = field(default_factory=Metrics)
     websockets: WebSocketRegistry = field(default_factory=WebSocketRegistry)
@@ -76,6 +79,7 @@ class Services:
         if self.retention is not None:
             await self.retention.close()
         await self.identity.drain()
+        await self.credentials.close()
         await self.trading.close()
         await self.leader.close()
         await self.alerts.close()
@@ -124,6 +128,8 @@ async def start_services(
         identity = IdentityService(settings, audit, build_mailer(settings), metrics=metrics)
         api_keys = ApiKeys(audit)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
+        # Listens to the bus: built before it starts.
+        credentials = LiveCredentials(bus, settings.ws_credential_recheck_seconds)
         market = MarketService(bus, hub, metrics)
         liquidity: LiquidityBook = (
             RedisLiquidity(redis, f"{settings.mongodb_db}:", settings.top_of_book_usd)
@@ -141,6 +147,7 @@ async def start_services(
         await alerts.resync()
         trading.start()
         portfolio.start()
+        credentials.start()
         market.start_writer()
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
@@ -193,6 +200,7 @@ async def start_services(
         watchlists=watchlists,
         alerts=alerts,
         portfolio=portfolio,
+        credentials=credentials,
         admin=admin,
         trading=trading,
         privacy=Privacy(identity, audit, trading, watchlists, alerts),

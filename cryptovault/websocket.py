@@ -2,11 +2,14 @@
 
 Close codes (README "Protecting the API"):
 - 4400 malformed message, 4401 subscribe before connection_ack, 4403 credentials
-  refused, 4408 no connection_init in time, 4409 duplicate operation id,
-  4429 too many connections for this identity or a second connection_init,
+  refused (at connection_init, or revoked later: websocket_trust.py) and nothing
+  else, 4408 no connection_init in time, 4409 duplicate operation id,
+  4429 too many connections for this identity or awaiting connection_init from this
+  address, or a second connection_init,
   4499 no pong to the server's ping in time (graphql-transport-ws),
-  1009 message larger than WS_MAX_MESSAGE_BYTES, 1008 handshake from an origin that
-  is not allowed (answered 403 before the socket opens).
+  1009 message larger than WS_MAX_MESSAGE_BYTES, 1013 credentials could not be
+  checked (try again), 1008 handshake from an origin that is not allowed (answered
+  403 before the socket opens).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncGenerator, Coroutine, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
 from json import JSONDecodeError
 from typing import Any
 
@@ -29,12 +32,20 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 
 from cryptovault.errors import DomainError, RateLimited
 from cryptovault.schema.context import Context
+from cryptovault.websocket_trust import (
+    CLOSE_FORBIDDEN,
+    CLOSE_TOO_MANY,
+    CLOSE_TRY_AGAIN,
+    CredentialsRefused,
+    CredentialsUnavailable,
+    TrustedSocket,
+    close_reason,
+)
 
 log = logging.getLogger(__name__)
 
 CLOSE_INVALID = 4400
 CLOSE_INIT_TIMEOUT = 4408
-CLOSE_TOO_MANY = 4429
 CLOSE_NO_PONG = 4499
 CLOSE_TOO_BIG = 1009
 
@@ -93,15 +104,39 @@ async def _resolve_document(context: Context, payload: dict[str, Any]) -> None:
         raise BadUserInput("No GraphQL query found in the message")
 
 
-class _ConnectionSlot:
-    """Mixin: holds the identity's connection slot for the socket's lifetime."""
+class _ConnectionSlot(TrustedSocket):
+    """Mixin: holds the identity's connection slot and the credential's watch for the
+    socket's lifetime."""
 
     context: Context
 
+    connection_acknowledged: bool
+
     def _release_slot(self) -> None:
+        self._release_credential()
         key = self.context.state.pop("ws_slot", None)
         if key is not None:
             self.context.services.limiter.release_connection(key)
+
+    async def _initialise(
+        self, message: Any, protocol_init: Callable[[Any], Awaitable[None]]
+    ) -> DomainError | None:
+        """The protocol's connection_init; the refusal if the credential is refused
+        (the protocol tells the client), else None (other failures are closed here
+        with their own code)."""
+        self._initialising()
+        try:
+            await protocol_init(message)
+        except TooManyConnections:
+            await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
+        except CredentialsRefused as refused:
+            return refused.error
+        except CredentialsUnavailable:
+            await self.websocket.close(CLOSE_TRY_AGAIN, "Credentials cannot be checked now")
+        else:
+            if self.connection_acknowledged:
+                self._credential_accepted()
+        return None
 
 
 class KeepAlive:
@@ -175,12 +210,17 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         self.pong_deadline: float | None = None  # a ping is unanswered until then
 
     async def handle(self) -> None:
+        if not await self._claim_pending():
+            return
         try:
             await super().handle()
         finally:
             if self._keep_alive is not None:
                 self._keep_alive.discard(self)
             self._release_slot()
+
+    def _operation_tasks(self) -> list[asyncio.Task[Any]]:
+        return [op.task for op in self.operations.values() if op.task is not None]
 
     async def handle_message(self, message: Any) -> None:  # type: ignore[override]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -193,10 +233,9 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         await super().handle_message(message)  # type: ignore[arg-type]
 
     async def handle_connection_init(self, message: Any) -> None:  # type: ignore[override]
-        try:
-            await super().handle_connection_init(message)
-        except TooManyConnections:
-            await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
+        refused = await self._initialise(message, super().handle_connection_init)
+        if refused is not None:
+            await self.websocket.close(CLOSE_FORBIDDEN, close_reason(refused.message))
             return
         if self.connection_acknowledged and self._keep_alive is None:
             settings = self.context.services.settings
@@ -223,6 +262,7 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         if not _valid_operation(message):
             await self.handle_invalid_message("Invalid subscribe message")
             return
+        await self._current_credential()
         error: DomainError | None = None
         limit = self.max_subscriptions_per_connection
         if (
@@ -261,6 +301,8 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
         self._init_timeout: asyncio.Task[None] | None = None
 
     async def handle(self) -> None:
+        if not await self._claim_pending():
+            return
         self._init_timeout = asyncio.create_task(self._close_without_init())
         try:
             await super().handle()
@@ -269,6 +311,9 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
             with contextlib.suppress(BaseException):
                 await self._init_timeout
             self._release_slot()
+
+    def _operation_tasks(self) -> list[asyncio.Task[Any]]:
+        return list(self.tasks.values())
 
     async def _close_without_init(self) -> None:
         await asyncio.sleep(self.context.services.settings.ws_init_timeout_seconds)
@@ -289,10 +334,13 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:
             await self.websocket.close(CLOSE_TOO_MANY, "Too many initialisation requests")
             return
-        try:
-            await super().handle_connection_init(message)
-        except TooManyConnections:
-            await self.websocket.close(CLOSE_TOO_MANY, "Too many connections")
+        refused = await self._initialise(message, super().handle_connection_init)
+        if refused is not None:
+            # Strawberry would close this protocol with 1011: refused credentials
+            # close with 4403 on both protocols.
+            payload = {"message": refused.message, "code": refused.code, **refused.extensions}
+            await self.send_message({"type": "connection_error", "payload": payload})
+            await self._close_after_sent(CLOSE_FORBIDDEN, close_reason(refused.message))
 
     async def handle_start(self, message: Any) -> None:  # type: ignore[override]
         if not self.connection_acknowledged:
@@ -301,6 +349,7 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
         if not _valid_operation(message):
             await self.websocket.close(CLOSE_INVALID, "Invalid start message")
             return
+        await self._current_credential()
         payload = dict(message["payload"])
         try:
             await _resolve_document(self.context, payload)

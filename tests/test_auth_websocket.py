@@ -85,7 +85,8 @@ async def test_the_legacy_protocol_refuses_a_bad_token_too(live_url):
     message = await receive(ws)
     assert message["type"] == "connection_error"
     assert message["payload"]["code"] == "UNAUTHENTICATED"
-    await close_code(ws)
+    assert message["payload"]["reason"] == "TOKEN_INVALID"
+    assert await close_code(ws) == 4403  # as on graphql-transport-ws (Strawberry: 1011)
 
 
 async def test_private_subscriptions_need_a_viewer(live_url):

@@ -42,6 +42,8 @@ async def receive(ws: ClientConnection, answer_pings: bool = True) -> dict:
         if answer_pings and message["type"] == "ping":
             await send(ws, {"type": "pong"})
             continue
+        if message["type"] == "ka":  # the legacy protocol's keep-alive
+            continue
         return message
 
 
@@ -208,3 +210,95 @@ async def test_persisted_queries_over_websocket(store_server):
         assert (await receive(ws))["type"] == "complete"
         await send(ws, {"id": "3", "type": "subscribe", "payload": {"extensions": extensions}})
         assert (await receive(ws))["payload"]["data"]["rateLimit"]["limit"] == 10_000_000
+
+
+async def handled(ws: ClientConnection) -> None:
+    """Until the server handles the socket (it answers a ping before connection_init)."""
+    await send(ws, {"type": "ping"})
+    assert (await receive(ws, answer_pings=False))["type"] == "pong"
+
+
+async def test_sockets_awaiting_connection_init_are_capped_per_address(store_server):
+    # The init timeout is far away: only the per-address cap can refuse a socket.
+    limits = {"ws_max_pending_per_ip": 2, "ws_init_timeout_seconds": 60}
+    async with (
+        server(store_server.url, **limits) as (url, _),
+        socket(url) as one,
+        socket(url) as two,
+    ):
+        await handled(one)
+        await handled(two)
+        async with socket(url) as three:
+            assert await close_code(three) == 4429
+            assert three.close_reason == "Too many connections awaiting connection_init"
+        # A socket that initialises counts for its identity instead: a place frees.
+        assert (await init(one))["type"] == "connection_ack"
+        async with socket(url) as four:
+            await handled(four)
+            async with socket(url) as five:
+                assert await close_code(five) == 4429
+            assert (await init(four, "test:u1"))["type"] == "connection_ack"
+
+
+class UnreachableStore:
+    """An authenticator whose store cannot be reached."""
+
+    async def authenticate(self, request, payload=None):
+        raise ConnectionError("store unreachable")
+
+    async def revalidate(self, viewers):
+        raise ConnectionError("store unreachable")
+
+
+@pytest.mark.parametrize("protocol", [TRANSPORT, LEGACY])
+async def test_credentials_that_cannot_be_checked_close_with_try_again_not_4403(
+    store_server, protocol
+):
+    async with running(store_server.url) as (app, services), serve(app) as url:
+        services.authenticator = UnreachableStore()
+        async with socket(url, protocol) as ws:
+            await send(ws, {"type": "connection_init", "payload": {"authorization": "Bearer x"}})
+            assert await close_code(ws) == 1013
+
+
+async def test_the_legacy_protocol_closes_refused_credentials_with_4403(store_server):
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as ws:
+        payload = {"authorization": "Bearer nope"}
+        await send(ws, {"type": "connection_init", "payload": payload})
+        error = await receive(ws)
+        assert error["type"] == "connection_error"
+        assert error["payload"]["code"] == "UNAUTHENTICATED"
+        assert await close_code(ws) == 4403
+
+
+async def test_the_legacy_protocol_serves_queries_and_mutations(store_server):
+    budget = "{ rateLimit { remaining } assets { symbol } }"
+    add = 'mutation { addToWatchlist(symbol: "BTC") { symbols } }'
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as ws:
+        assert (await init(ws, "test:u1"))["type"] == "connection_ack"
+        await send(ws, {"id": "1", "type": "start", "payload": {"query": budget}})
+        first = await receive(ws)
+        assert first["type"] == "data" and first["id"] == "1"
+        assert first["payload"]["extensions"]["cost"]["requestedQueryCost"] >= 1
+        assert await receive(ws) == {"type": "complete", "id": "1"}
+        await send(ws, {"id": "2", "type": "start", "payload": {"query": budget}})
+        second = await receive(ws)
+        spent = first["payload"]["data"]["rateLimit"]["remaining"]
+        assert second["payload"]["data"]["rateLimit"]["remaining"] < spent  # charged
+        assert await receive(ws) == {"type": "complete", "id": "2"}
+        await send(ws, {"id": "3", "type": "start", "payload": {"query": add}})
+        added = await receive(ws)
+        assert added["payload"]["data"]["addToWatchlist"]["symbols"] == ["BTC"]
+        assert await receive(ws) == {"type": "complete", "id": "3"}
+    async with server(store_server.url) as (url, _), socket(url, LEGACY) as anonymous:
+        await init(anonymous)
+        await send(anonymous, {"id": "1", "type": "start", "payload": {"query": add}})
+        refused = await receive(anonymous)
+        assert refused["type"] == "data" and refused["payload"]["data"] is None
+        assert refused["payload"]["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        assert await receive(anonymous) == {"type": "complete", "id": "1"}
+        bad = "{ rateLimit { nope } }"
+        await send(anonymous, {"id": "2", "type": "start", "payload": {"query": bad}})
+        invalid = await receive(anonymous)
+        assert invalid["type"] == "error" and invalid["id"] == "2"
+        assert invalid["payload"]["extensions"]["code"] == "BAD_USER_INPUT"

@@ -1,6 +1,10 @@
 """The event bus between app instances. Messages are JSON objects on named channels.
 `MemoryBus` serves one instance; `RedisBus` uses Redis pub/sub so that every instance
-receives every message (including its own), through the same handler path."""
+receives every message (including its own), through the same handler path.
+
+Pub/sub keeps nothing for a disconnected listener: whatever was published while an
+instance's connection was down is lost to it. `on_reconnect` handlers run after each
+resubscription, so state built from messages can be read again from the store."""
 
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ import redis.asyncio as aioredis
 log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[None]]
+ReconnectHandler = Callable[[], Awaitable[None]]
 
 
 class EventBus(Protocol):
     def subscribe(self, channel: str, handler: Handler) -> None: ...
+    def on_reconnect(self, handler: ReconnectHandler) -> None: ...
     async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
     async def start(self) -> None: ...
     async def close(self) -> None: ...
@@ -41,6 +47,9 @@ class MemoryBus:
     def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers[channel].append(handler)
 
+    def on_reconnect(self, handler: ReconnectHandler) -> None:
+        pass  # in-process delivery loses nothing
+
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         # Round-trip through JSON so in-process delivery sees what Redis would carry.
         await _dispatch(
@@ -59,6 +68,7 @@ class RedisBus:
         self.redis = redis
         self.prefix = prefix
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
+        self._reconnect_handlers: list[ReconnectHandler] = []
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -66,6 +76,9 @@ class RedisBus:
         if self._task is not None:
             raise RuntimeError("subscribe before start()")
         self._handlers[channel].append(handler)
+
+    def on_reconnect(self, handler: ReconnectHandler) -> None:
+        self._reconnect_handlers.append(handler)
 
     async def publish(self, channel: str, message: dict[str, Any]) -> None:
         await self.redis.publish(self.prefix + channel, orjson.dumps(message))
@@ -78,9 +91,18 @@ class RedisBus:
         delay = 0.2
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            connection = None
             try:
                 channels = [self.prefix + c for c in self._handlers] or [self.prefix + "_"]
                 await pubsub.subscribe(*channels)
+                if self._ready.is_set():
+                    await self._reconnected()
+                # redis-py also reconnects (and resubscribes) by itself, silently:
+                # hear of that too. Registered after the first connect, so it runs
+                # only on a reconnect, after redis-py's own resubscription.
+                connection = pubsub.connection
+                if connection is not None:
+                    connection.register_connect_callback(self._on_connect)
                 self._ready.set()
                 delay = 0.2
                 async for item in pubsub.listen():
@@ -104,8 +126,21 @@ class RedisBus:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5)
             finally:
+                if connection is not None:
+                    connection.deregister_connect_callback(self._on_connect)
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
+
+    async def _on_connect(self, connection: object) -> None:
+        log.warning("bus: redis connection re-established")
+        await self._reconnected()
+
+    async def _reconnected(self) -> None:
+        for handler in self._reconnect_handlers:
+            try:
+                await handler()
+            except Exception:
+                log.exception("bus: reconnect handler failed")
 
     async def close(self) -> None:
         if self._task is not None:

@@ -13,16 +13,18 @@ from cryptovault.security.viewer import Viewer
 
 
 def require_viewer(info: Info) -> Viewer:
-    """The caller, or UNAUTHENTICATED: no credentials, refused credentials (with the
-    reason, e.g. TOKEN_EXPIRED), or a WebSocket whose token expired since connecting."""
+    """The caller as it stands now, or UNAUTHENTICATED: no credentials, refused
+    credentials (with the reason, e.g. TOKEN_EXPIRED), or a WebSocket whose credential
+    expired or was revoked since connecting. On a WebSocket the role and freeze are
+    the latest this instance heard of (security/credentials.py), not those read at
+    connection_init."""
     refused = info.context.auth_error
     if refused is not None:
         raise type(refused)(refused.message, **refused.extensions)
     viewer = info.context.viewer
     if viewer is None:
         raise Unauthenticated("Authentication required")
-    viewer.check_not_expired()
-    return viewer
+    return viewer.current()
 
 
 class IsAuthenticated(BasePermission):

@@ -29,6 +29,10 @@ MAX_ACTIVE_KEYS = 25
 TOUCH_EVERY = timedelta(minutes=1)
 
 
+def key_revoked() -> Unauthenticated:
+    return Unauthenticated("This API key has been revoked", reason="API_KEY_REVOKED")
+
+
 def _parse(raw: str) -> str | None:
     """The prefix of a well-formed key, else None."""
     if len(raw) > MAX_KEY_LENGTH or not raw.startswith(KEY_MARK):
@@ -132,7 +136,7 @@ class ApiKeys:
         if doc is None or not hmac.compare_digest(doc.secret_hash, digest(raw.strip())):
             raise invalid
         if doc.revoked_at is not None:
-            raise Unauthenticated("This API key has been revoked", reason="API_KEY_REVOKED")
+            raise key_revoked()
         return doc
 
     async def touch(self, doc: ApiKeyDocument, now: datetime) -> None:

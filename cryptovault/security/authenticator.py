@@ -1,20 +1,25 @@
 """Who is calling: `Authorization: Bearer <access token>` (users) or `X-API-Key`
 (partners) on HTTP, the same inside a WebSocket's connection_init payload
-(`{"authorization": "Bearer ..."}` or `{"x-api-key": "..."}`)."""
+(`{"authorization": "Bearer ..."}` or `{"x-api-key": "..."}`). `revalidate` answers
+the same question again for credentials already accepted (open WebSockets), from the
+same rules, so a socket and an HTTP request get the same verdict."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from starlette.requests import HTTPConnection
 
+from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
-from cryptovault.errors import Unauthenticated
-from cryptovault.security.apikeys import ApiKeys
+from cryptovault.errors import DomainError, Unauthenticated
+from cryptovault.security.apikeys import ApiKeys, key_revoked
 from cryptovault.security.sessions import SessionStore
 from cryptovault.security.tokens import TokenIssuer
 from cryptovault.security.viewer import Viewer
@@ -62,15 +67,8 @@ class TokenAuthenticator:
             ),
             self.sessions.is_blacklisted(claims.token_id),
         )
-        if revoked:
-            raise Unauthenticated("This access token was revoked", reason="TOKEN_REVOKED")
-        if (
-            user is None
-            or session is None
-            or session.get("revoked_at") is not None
-            or session.get("user_id") != claims.user_id
-        ):
-            raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
+        _check_session(claims.user_id, user, session, revoked)
+        assert user is not None and session is not None
         await self.sessions.touch(claims.session_id, session["last_used_at"], now_ms())
         return Viewer(
             user_id=claims.user_id,
@@ -86,8 +84,8 @@ class TokenAuthenticator:
     async def _api_key(self, raw: str) -> Viewer:
         key = await self.api_keys.authenticate(raw)
         owner = await _users().find_one({"_id": key.user_id}, {"role": 1, "frozen": 1})
-        if owner is None:
-            raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+        _check_owner(owner)
+        assert owner is not None
         await self.api_keys.touch(key, now_ms())
         return Viewer(
             user_id=key.user_id,
@@ -96,6 +94,78 @@ class TokenAuthenticator:
             frozen=bool(owner.get("frozen", False)),
             api_key_id=key.id,
         )
+
+    async def revalidate(self, viewers: Sequence[Viewer]) -> list[Viewer | DomainError]:
+        """Each viewer's credential read again (four batched reads, whatever the
+        number of viewers): the viewer with its owner's current role and freeze, or
+        the refusal `authenticate` would give it now."""
+        users, sessions, keys, revoked = await asyncio.gather(
+            _by_id(_users(), {v.user_id for v in viewers}, {"role": 1, "frozen": 1}),
+            _by_id(
+                _sessions(),
+                {v.session_id for v in viewers if v.session_id},
+                {"user_id": 1, "revoked_at": 1},
+            ),
+            _by_id(
+                ApiKeyDocument.get_pymongo_collection(),
+                {v.api_key_id for v in viewers if v.api_key_id},
+                {"user_id": 1, "revoked_at": 1},
+            ),
+            self.sessions.blacklisted({v.token_id for v in viewers if v.token_id}),
+        )
+        verdicts: list[Viewer | DomainError] = []
+        for viewer in viewers:
+            user = users.get(viewer.user_id)
+            try:
+                if viewer.api_key_id is not None:
+                    key = keys.get(viewer.api_key_id)
+                    if key is None or key.get("user_id") != viewer.user_id:
+                        raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+                    if key.get("revoked_at") is not None:
+                        raise key_revoked()
+                    _check_owner(user)
+                elif viewer.session_id is not None:
+                    session = sessions.get(viewer.session_id)
+                    _check_session(viewer.user_id, user, session, viewer.token_id in revoked)
+                else:
+                    raise Unauthenticated("Authentication required")
+            except Unauthenticated as exc:
+                verdicts.append(exc)
+                continue
+            assert user is not None
+            verdicts.append(
+                dataclasses.replace(
+                    viewer, role=user.get("role", "USER"), frozen=bool(user.get("frozen", False))
+                )
+            )
+        return verdicts
+
+
+def _check_session(
+    user_id: str, user: Mapping[str, Any] | None, session: Mapping[str, Any] | None, revoked: bool
+) -> None:
+    if revoked:
+        raise Unauthenticated("This access token was revoked", reason="TOKEN_REVOKED")
+    if (
+        user is None
+        or session is None
+        or session.get("revoked_at") is not None
+        or session.get("user_id") != user_id
+    ):
+        raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
+
+
+def _check_owner(owner: Mapping[str, Any] | None) -> None:
+    if owner is None:
+        raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+
+
+async def _by_id(
+    collection: AsyncCollection, ids: Collection[str], projection: dict[str, int]
+) -> dict[str, dict[str, Any]]:
+    if not ids:
+        return {}
+    return {d["_id"]: d async for d in collection.find({"_id": {"$in": list(ids)}}, projection)}
 
 
 def _users() -> AsyncCollection:

@@ -5,7 +5,8 @@ ping/pong, subscribe/start, complete/stop, errors, close codes, limits); only ho
 subscription operation produces its events changes: instead of running its own
 stream, it joins a group (groups.py). Queries and mutations over a socket, and every
 operation in "naive" mode (`view.subscription_groups` is None), run exactly as
-Strawberry runs them.
+Strawberry runs them — except that the legacy protocol serves queries and mutations
+too (as Apollo's subscriptions-transport-ws does; Strawberry's handler refuses them).
 
 Every frame of a connection goes through its Outbox (ordered, never blocking the
 fan-out; slow readers are closed with 1013: outbox.py).
@@ -27,12 +28,16 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     _OperationStreamClosed,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
 
 from cryptovault.subscriptions.groups import (
     LEGACY_WS,
     NOT_A_SUBSCRIPTION,
     TRANSPORT_WS,
     Failed,
+    Member,
+    Prepared,
     Rejected,
     SubscriptionGroups,
 )
@@ -54,12 +59,36 @@ class _Grouped:
             self.outbox = Outbox(
                 self.websocket.ws.send_text, self.websocket.close, groups.send_queue
             )
+        # Operation tasks relaying a shared (public) stream: a revoked credential
+        # does not end them early (websocket_trust.py).
+        self._shared_tasks: set[asyncio.Task[Any]] = set()
 
     async def send_message(self, message: Any) -> None:
         if self.outbox is None:
             await super().send_message(message)  # type: ignore[misc]
             return
         self.outbox.push(orjson.dumps(message).decode())
+
+    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._shared_tasks
+
+    async def _close_after_sent(self, code: int, reason: str) -> None:
+        if self.outbox is None:
+            await super()._close_after_sent(code, reason)  # type: ignore[misc]
+            return
+        self.outbox.close_after_sent(code, reason)
+
+    async def _relay(self, groups: SubscriptionGroups, member: Member, shared: bool) -> None:
+        """Until the member's group ends (or the operation is stopped)."""
+        task = asyncio.current_task()
+        if shared and task is not None:
+            self._shared_tasks.add(task)
+        try:
+            await member.wait()
+        finally:
+            groups.leave(member)
+            if task is not None:
+                self._shared_tasks.discard(task)
 
 
 class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
@@ -86,12 +115,9 @@ class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any
                 return
             if isinstance(outcome, Failed):
                 await operation.send_next(outcome.result)
-            else:
-                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)  # type: ignore[arg-type]
-                try:
-                    await member.wait()
-                finally:
-                    groups.leave(member)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
+                await self._relay(groups, member, outcome.policy.shared)
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except _OperationStreamClosed:
             return
@@ -114,14 +140,13 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
         variables: dict[str, object] | None,
     ) -> None:
         groups, outbox = self.groups, self.outbox
-        if groups is None or outbox is None:
-            await super().handle_async_results(operation_id, query, operation_name, variables)
-            return
         try:
+            if groups is None or outbox is None:
+                await self._stream_results(operation_id, query, operation_name, variables)
+                return
             outcome = await groups.prepare(query, variables, operation_name, self.context, outbox)
             if outcome is NOT_A_SUBSCRIPTION:
-                # Strawberry answers that only subscriptions are served here.
-                await super().handle_async_results(operation_id, query, operation_name, variables)
+                await self._stream_results(operation_id, query, operation_name, variables)
                 return
             if isinstance(outcome, Rejected):
                 assert outcome.result.errors
@@ -130,12 +155,9 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
                 return
             if isinstance(outcome, Failed):
                 await self.send_data_message(outcome.result, operation_id)
-            else:
-                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)  # type: ignore[arg-type]
-                try:
-                    await member.wait()
-                finally:
-                    groups.leave(member)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)
+                await self._relay(groups, member, outcome.policy.shared)
             await self.send_message({"type": "complete", "id": operation_id})
         except asyncio.CancelledError:
             # `stop` (or the connection closing): the protocol confirms with complete.
@@ -143,3 +165,37 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
         finally:
             self.subscriptions.pop(operation_id, None)
             self.tasks.pop(operation_id, None)
+
+    async def _stream_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        """Any operation, run by Strawberry as over graphql-transport-ws (extensions,
+        cost, permissions): a query or mutation gives one `data`, a subscription one
+        per event; then `complete`. A request error is one `error`, without
+        `complete`, as the protocol has it."""
+        results = await self.schema.stream(
+            query,
+            variable_values=variables,
+            context_value=self.context,
+            root_value=self.root_value,
+            operation_name=operation_name,
+        )
+        async with aclosing(results):
+            first = True
+            async for result in results:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    payload = result.errors[0].formatted
+                    await self.send_message(
+                        {"type": "error", "id": operation_id, "payload": payload}
+                    )
+                    return
+                # The schema does not enable @defer/@stream: only whole results.
+                assert isinstance(result, ExecutionResult)
+                await self.send_data_message(result, operation_id)
+                first = False
+        await self.send_message({"type": "complete", "id": operation_id})

@@ -29,14 +29,22 @@ CLOSE_TOO_SLOW_REASON = "Client too slow: send queue overflow"
 
 
 class _Entry:
-    __slots__ = ("frame", "key", "owner")
+    __slots__ = ("close", "frame", "key", "owner")
 
-    def __init__(self, frame: str, key: Hashable | None, owner: Any) -> None:
+    def __init__(
+        self,
+        frame: str,
+        key: Hashable | None,
+        owner: Any,
+        close: tuple[int, str] | None = None,
+    ) -> None:
         self.frame = frame
         self.key = key
         # The subscription this frame belongs to (None for connection messages);
         # frames of a subscription that ended meanwhile are skipped.
         self.owner = owner
+        # Not a frame: close the socket with this code and reason.
+        self.close = close
 
 
 class Outbox:
@@ -50,6 +58,7 @@ class Outbox:
         "_send_text",
         "_task",
         "closed",
+        "closing",
         "coalesced",
         "max_frames",
     )
@@ -71,13 +80,15 @@ class Outbox:
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         self.closed = False
+        # A close is queued behind the frames already pushed: push no more.
+        self.closing = False
         self.coalesced = 0
 
     def __len__(self) -> int:
         return len(self._queue) if self._queue is not None else 0
 
     def push(self, frame: str, key: Hashable | None = None, owner: Any = None) -> None:
-        if self.closed:
+        if self.closed or self.closing:
             return
         if self._task is None and not self._queue:
             # Idle socket (the common case): write now, nothing to queue or coalesce.
@@ -95,13 +106,25 @@ class Outbox:
             self._overflow()
             return
         entry = _Entry(frame, key, owner)
-        if self._queue is None:
-            self._queue = deque()
-        self._queue.append(entry)
         if key is None:
             self._plain += 1
         else:
             self._latest[key] = entry
+        self._enqueue(entry)
+
+    def close_after_sent(self, code: int, reason: str) -> None:
+        """Close the socket once the frames pushed so far are written; later pushes
+        are dropped."""
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self._plain += 1
+        self._enqueue(_Entry("", None, None, close=(code, reason)))
+
+    def _enqueue(self, entry: _Entry) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(entry)
         if self._task is None:
             task = asyncio.Task(self._flush(), loop=self._loop, eager_start=True)
             if not task.done():
@@ -117,6 +140,10 @@ class Outbox:
                     self._plain -= 1
                 else:
                     del self._latest[entry.key]
+                if entry.close is not None:
+                    self._discard()
+                    await self._close_quietly(*entry.close)
+                    return
                 owner = entry.owner
                 if owner is not None and owner.left:
                     continue
@@ -140,10 +167,14 @@ class Outbox:
             extra={"queued": len(self), "close_code": CLOSE_TOO_SLOW},
         )
         self._discard()
-        task = asyncio.Task(self._close_quietly(), loop=self._loop, eager_start=True)
+        task = asyncio.Task(
+            self._close_quietly(CLOSE_TOO_SLOW, CLOSE_TOO_SLOW_REASON),
+            loop=self._loop,
+            eager_start=True,
+        )
         if not task.done():
             self._closing = task
 
-    async def _close_quietly(self) -> None:
+    async def _close_quietly(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
-            await self._close(CLOSE_TOO_SLOW, CLOSE_TOO_SLOW_REASON)
+            await self._close(code, reason)
