@@ -6,7 +6,7 @@ PORT ?= 8000
 DATA_DIR ?= ./data
 export HOST PORT DATA_DIR
 
-.PHONY: run test lint schema schema-check bench install clean
+.PHONY: run test soak lint schema schema-check bench install clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $$(tools/find-python) -m venv $(VENV)
@@ -21,6 +21,12 @@ run: install
 
 test: install
 	$(PY) -m pytest -q
+
+# Long runs of the money path's model test (random schedules with pauses and crashes);
+# not part of CI. SOAK_EXAMPLES schedules of up to 80 steps each.
+SOAK_EXAMPLES ?= 400
+soak: install
+	CRYPTOVAULT_SOAK=1 CRYPTOVAULT_SOAK_EXAMPLES=$(SOAK_EXAMPLES) $(PY) -m pytest -q tests/test_trading_model.py
 
 lint: install
 	$(PY) -m ruff check cryptovault tests $(wildcard bench)

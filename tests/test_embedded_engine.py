@@ -1,0 +1,150 @@
+"""The embedded store runs mongoeco's SQLite engine without its whole-collection scans
+on writes (db.flat_engine). It must refuse exactly what the stock engine refuses and
+accept what it accepts: every case below runs on both, over the wire, and must give
+the same outcome and leave the same documents."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from bson import Decimal128, Int64, ObjectId
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from cryptovault.db import EmbeddedServer
+
+OID = ObjectId()
+Op = Callable[[AsyncCollection], Awaitable[Any]]
+
+
+def ins(doc: dict[str, Any]) -> Op:
+    return lambda c: c.insert_one(doc)
+
+
+CASES: dict[str, tuple[list[dict[str, Any]], list[IndexModel], Op]] = {
+    # Duplicate `_id` of each type; numeric ids are equal by value across types.
+    "int id twice": ([{"_id": 1}], [], ins({"_id": 1})),
+    "int then float id": ([{"_id": 1}], [], ins({"_id": 1.0})),
+    "int then Int64 id": ([{"_id": 1}], [], ins({"_id": Int64(1)})),
+    "int then Decimal128 id": ([{"_id": 1}], [], ins({"_id": Decimal128("1")})),
+    "float then Decimal128 id": ([{"_id": 2.5}], [], ins({"_id": Decimal128("2.5")})),
+    "ObjectId twice": ([{"_id": OID}], [], ins({"_id": OID})),
+    "string twice": ([{"_id": "a"}], [], ins({"_id": "a"})),
+    "sub-document twice": ([{"_id": {"u": "x", "k": "y"}}], [], ins({"_id": {"u": "x", "k": "y"}})),
+    "sub-document, numeric equal": ([{"_id": {"n": 1}}], [], ins({"_id": {"n": 1.0}})),
+    "string vs ObjectId hex": ([{"_id": str(OID)}], [], ins({"_id": OID})),
+    "string vs int": ([{"_id": "1"}], [], ins({"_id": 1})),
+    "a batch with a duplicate": (
+        [{"_id": "b"}],
+        [],
+        lambda c: c.insert_many([{"_id": "c"}, {"_id": "b"}, {"_id": "d"}]),
+    ),
+    # Unique keys, single and compound, on every kind of write.
+    "unique key on insert": (
+        [{"_id": "x", "k": "v"}],
+        [IndexModel([("k", 1)], unique=True)],
+        ins({"_id": "y", "k": "v"}),
+    ),
+    "unique key, another value": (
+        [{"_id": "x", "k": "v"}],
+        [IndexModel([("k", 1)], unique=True)],
+        ins({"_id": "y", "k": "w"}),
+    ),
+    "compound unique key on insert": (
+        [{"_id": "x", "u": 1, "c": "a"}],
+        [IndexModel([("u", 1), ("c", 1)], unique=True)],
+        ins({"_id": "y", "u": 1, "c": "a"}),
+    ),
+    "unique key on update": (
+        [{"_id": "x", "k": "v"}, {"_id": "y", "k": "w"}],
+        [IndexModel([("k", 1)], unique=True)],
+        lambda c: c.update_one({"_id": "y"}, {"$set": {"k": "v"}}),
+    ),
+    "unique key on upsert": (
+        [{"_id": "x", "k": "v"}],
+        [IndexModel([("k", 1)], unique=True)],
+        lambda c: c.update_one({"_id": "z"}, {"$set": {"k": "v"}}, upsert=True),
+    ),
+    "unique key on replace": (
+        [{"_id": "x", "k": "v"}, {"_id": "y", "k": "w"}],
+        [IndexModel([("k", 1)], unique=True)],
+        lambda c: c.replace_one({"_id": "y"}, {"k": "v"}),
+    ),
+    "sparse unique key, missing twice": (
+        [{"_id": "x"}],
+        [IndexModel([("s", 1)], unique=True, sparse=True)],
+        ins({"_id": "y"}),
+    ),
+    # Writes that must pass.
+    "self-update keeps its key": (
+        [{"_id": "x", "k": "v", "n": 1}],
+        [IndexModel([("k", 1)], unique=True)],
+        lambda c: c.update_one({"_id": "x"}, {"$set": {"k": "v", "n": 2}}),
+    ),
+    "$inc a Decimal128": (
+        [{"_id": "x", "a": Decimal128("1.5")}],
+        [],
+        lambda c: c.find_one_and_update({"_id": "x"}, {"$inc": {"a": Decimal128("2.25")}}),
+    ),
+    "upsert on an equal numeric id": (
+        [{"_id": 1, "n": 0}],
+        [],
+        lambda c: c.update_one({"_id": 1.0}, {"$set": {"n": 1}}, upsert=True),
+    ),
+    "conditional update on a moved sequence": (
+        [{"_id": "b", "seq": 3}],
+        [],
+        lambda c: c.update_one({"_id": "b", "seq": 2}, {"$set": {"seq": 3}}, upsert=True),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+async def clients(tmp_path_factory) -> AsyncIterator[dict[str, AsyncMongoClient]]:
+    servers = {
+        "stock": EmbeddedServer(tmp_path_factory.mktemp("stock"), stock=True),
+        "flat": EmbeddedServer(tmp_path_factory.mktemp("flat")),
+    }
+    made = {}
+    for name, server in servers.items():
+        made[name] = AsyncMongoClient(await server.start())
+    yield made
+    for name, server in servers.items():
+        await made[name].close()
+        await server.close()
+
+
+async def outcome(client: AsyncMongoClient, case: str) -> tuple[str, list[dict[str, Any]]]:
+    docs, indexes, op = CASES[case]
+    collection = client["equivalence"][f"c{uuid.uuid4().hex[:8]}"]
+    if indexes:
+        await collection.create_indexes(indexes)
+    await collection.insert_many(docs)
+    try:
+        await op(collection)
+        result = "ok"
+    except (DuplicateKeyError, BulkWriteError):
+        result = "duplicate"
+    left = await collection.find({}).to_list()
+    return result, sorted(left, key=repr)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_the_flat_engine_answers_every_write_as_the_stock_engine(clients, case):
+    stock = await outcome(clients["stock"], case)
+    flat = await outcome(clients["flat"], case)
+    assert flat == stock
+
+
+async def test_the_cases_cover_refusals_and_acceptances(clients):
+    results = {case: (await outcome(clients["stock"], case))[0] for case in CASES}
+    assert sum(r == "duplicate" for r in results.values()) >= 12
+    assert sum(r == "ok" for r in results.values()) >= 6
+    # Numeric ids are one value whatever their type: refused however they are spelled.
+    for case in ("int then float id", "int then Int64 id", "int then Decimal128 id"):
+        assert results[case] == "duplicate", case
+    assert results["string vs int"] == "ok"
