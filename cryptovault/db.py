@@ -21,23 +21,119 @@ EMBEDDED_FILE = "cryptovault.sqlite3"
 
 
 def flat_engine(path: str) -> Any:
-    """mongoeco's SQLite engine without two scans of the whole collection per write.
+    """mongoeco's SQLite engine without the scans of the whole collection that every
+    write (and the next query) paid. mongoeco 4.11:
 
-    mongoeco 4.11 checks `_id` uniqueness of every single-document write by decoding
-    every document of the collection (`scan_payload_id`), and again for the `_id_` index
-    (which has no scalar entries, so it falls through to the generic scan), although
-    the `documents` table's primary key (the id's typed storage key) already refuses a
-    duplicate. Only numeric ids need the scan (1, 1.0, Int64(1) and Decimal128("1") are
-    the same `_id` with different storage keys), and keep it. Measured through the wire
-    server (bench/embedded.py); proven to answer as the stock engine does on duplicate
-    ids of every type and on unique keys (tests/test_embedded_engine.py)."""
+    - checks `_id` uniqueness of a single-document write by decoding every document
+      (`scan_payload_id`), and again for the `_id_` index (it has no scalar entries,
+      so it falls through to the generic scan), although the `documents` table's
+      primary key (the id's typed storage key) already refuses a duplicate. Only
+      numeric ids need the scan (1, 1.0, Int64(1) and Decimal128("1") are one `_id`
+      with four storage keys): they keep it.
+    - answers "does any document hold an array / a Decimal / bytes / undefined at this
+      field" (query planning, multikey unique checks) by a query that reads the whole
+      collection when none does, cached only until the collection's next write. Here
+      the answers are kept: a write can only turn one from no to yes, and each written
+      document is checked for that (conservatively: anything it holds at the field's
+      path counts); any other invalidation (a delete, a drop, a rename) forgets them.
+
+    Measured through the wire server in bench/embedded.py; tests/test_embedded_engine.py
+    proves it answers every write and query of its cases as the stock engine does."""
+    import threading
+    from decimal import Decimal
+
     from mongoeco.core.identity import id_contains_numeric_value
     from mongoeco.engines import SQLiteEngine
 
+    def holds(kind: str, document: Any, field: str) -> bool:
+        values: list[Any] = [document]
+        for part in field.split("."):
+            found: list[Any] = []
+            for value in values:
+                items = value if isinstance(value, list) else [value]
+                found += [v[part] for v in items if isinstance(v, dict) and part in v]
+            values = found
+        if kind == "array":
+            return any(isinstance(v, list) for v in values)
+        flat = [x for v in values for x in (v if isinstance(v, list) else [v])]
+        if kind.startswith("decimal"):
+            return any(isinstance(v, Decimal) or "Decimal" in type(v).__name__ for v in flat)
+        if kind == "bytes":
+            return any(isinstance(v, (bytes, bytearray)) for v in flat)
+        return any(kind.lower() in type(v).__name__.lower() for v in flat)
+
     class FlatSQLiteEngine(SQLiteEngine):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # (db, collection) -> {(kind, field): whether some document holds it}
+            self._facts: dict[tuple[str, str], dict[tuple[str, str], bool]] = {}
+            self._facts_lock = threading.Lock()
+            self._written = threading.local()
+
+        def _fact(self, db: str, coll: str, kind: str, field: str, compute: Any) -> bool:
+            with self._facts_lock:
+                known = self._facts.get((db, coll), {}).get((kind, field))
+            if known is not None:
+                return known
+            found = bool(compute())
+            with self._facts_lock:
+                facts = self._facts.setdefault((db, coll), {})
+                facts[(kind, field)] = facts.get((kind, field), False) or found
+                return facts[(kind, field)]
+
+        def _learn(self, db: str, coll: str, document: Any) -> None:
+            with self._facts_lock:
+                facts = self._facts.get((db, coll), {})
+                for kind, field in [k for k, known in facts.items() if not known]:
+                    if holds(kind, document, field):
+                        facts[(kind, field)] = True
+
+        def _field_contains_tagged_value_type_in_collection(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, field, value_type
+        ):
+            parent = super()._field_contains_tagged_value_type_in_collection
+            return self._fact(
+                db_name,
+                coll_name,
+                value_type,
+                field,
+                lambda: parent(db_name, coll_name, field, value_type),
+            )
+
+        def _field_is_top_level_array_in_collection(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, field
+        ):
+            parent = super()._field_is_top_level_array_in_collection
+            return self._fact(
+                db_name, coll_name, "array", field, lambda: parent(db_name, coll_name, field)
+            )
+
+        def _invalidate_collection_features_cache(  # type: ignore[no-untyped-def]
+            self, db_name=None, coll_name=None
+        ):
+            super()._invalidate_collection_features_cache(db_name, coll_name)
+            written = getattr(self._written, "documents", None) or []
+            self._written.documents = []
+            if db_name is not None and coll_name is not None and written:
+                # After the write committed: what a concurrent reader computed
+                # before it now learns of it too.
+                for db, coll, document in written:
+                    self._learn(db, coll, document)
+                return
+            with self._facts_lock:  # not a write seen here: forget
+                if db_name is None or coll_name is None:
+                    self._facts.clear()
+                else:
+                    self._facts.pop((db_name, coll_name), None)
+
         def _validate_document_against_unique_indexes(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, document, **options
         ):
+            self._learn(db_name, coll_name, document)
+            written = getattr(self._written, "documents", None)
+            if written is None:
+                written = self._written.documents = []
+            written.append((db_name, coll_name, document))
             if options.get("scan_payload_id") and not id_contains_numeric_value(
                 document.get("_id")
             ):
@@ -74,6 +170,7 @@ class EmbeddedServer:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.path = data_dir / EMBEDDED_FILE
         engine = SQLiteEngine(str(self.path)) if stock else flat_engine(str(self.path))
+        self.engine = engine
         self._server = AsyncMongoEcoProxyServer(engine=engine, host=host, port=port)
         self.url = ""
 

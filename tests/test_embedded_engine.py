@@ -148,3 +148,86 @@ async def test_the_cases_cover_refusals_and_acceptances(clients):
     for case in ("int then float id", "int then Int64 id", "int then Decimal128 id"):
         assert results[case] == "duplicate", case
     assert results["string vs int"] == "ok"
+
+
+# Writes and queries in turn: the flat engine keeps its answers to "does any document
+# hold a Decimal / an array / bytes at this field" across writes, so each query after
+# a write that changes one of those answers must still match what the stock engine
+# (which asks the whole collection again after every write) finds.
+STEPS: list[tuple[str, Any]] = [
+    ("insert", {"_id": "a", "f": 1, "g": "x", "p": {"q": 1}}),
+    ("find", {"f": {"$gt": 0}}),
+    ("find", {"f": {"$gt": Decimal128("0.5")}}),
+    ("update", ({"_id": "a"}, {"$set": {"f": Decimal128("2.5")}})),
+    ("find", {"f": {"$gt": 2}}),
+    ("find", {"f": {"$lt": 3}}),
+    ("find", {"f": Decimal128("2.5")}),
+    ("find", {"f": 2.5}),
+    ("insert", {"_id": "b", "f": [1, Decimal128("7")], "p": {"q": Decimal128("3")}}),
+    ("find", {"f": {"$gt": 5}}),
+    ("find", {"f": 7}),
+    ("find", {"p.q": {"$gt": 2}}),
+    ("update", ({"_id": "b"}, {"$inc": {"h": Decimal128("1")}})),
+    ("find", {"h": {"$gte": 1}}),
+    ("find", {"_id": "b", "h": Decimal128("1")}),
+    ("insert", {"_id": "c", "bin": b"\x00\x01", "f": 5}),
+    ("find", {"bin": b"\x00\x01"}),
+    ("find", {"f": {"$gte": 5}}),
+    ("delete", {"_id": "a"}),
+    ("find", {"f": {"$gt": 0}}),
+    ("insert_many", [{"_id": "d", "g": ["y", "z"]}, {"_id": "e", "g": "y"}]),
+    ("find", {"g": "y"}),
+    ("find", {"g": {"$in": ["z"]}}),
+    ("replace", ({"_id": "e"}, {"g": Decimal128("9")})),
+    ("find", {"g": {"$gt": 8}}),
+]
+
+
+async def run_steps(client: AsyncMongoClient) -> list[Any]:
+    collection = client["equivalence"][f"s{uuid.uuid4().hex[:8]}"]
+    await collection.create_indexes([IndexModel([("u", 1)], unique=True, sparse=True)])
+    seen: list[Any] = []
+    for kind, arg in STEPS:
+        if kind == "insert":
+            await collection.insert_one(arg)
+        elif kind == "insert_many":
+            await collection.insert_many(arg)
+        elif kind == "update":
+            await collection.update_one(*arg)
+        elif kind == "replace":
+            await collection.replace_one(*arg)
+        elif kind == "delete":
+            await collection.delete_one(arg)
+        else:
+            seen.append(sorted([d["_id"] async for d in collection.find(arg)]))
+    return seen
+
+
+async def test_queries_after_writes_find_what_the_stock_engine_finds(clients):
+    stock = await run_steps(clients["stock"])
+    assert stock[0] == ["a"] and stock[3] == ["a"]  # the cases mean something
+    assert await run_steps(clients["flat"]) == stock
+
+
+async def test_a_unique_index_over_arrays_refuses_as_the_stock_engine(clients):
+    async def outcomes(client: AsyncMongoClient) -> list[str]:
+        collection = client["equivalence"][f"m{uuid.uuid4().hex[:8]}"]
+        await collection.create_indexes([IndexModel([("tags", 1)], unique=True)])
+        results = []
+        for doc in (
+            {"_id": 1, "tags": "a"},
+            {"_id": 2, "tags": ["b", "c"]},  # the index becomes multikey here
+            {"_id": 3, "tags": ["c"]},
+            {"_id": 4, "tags": "b"},
+            {"_id": 5, "tags": ["d", "d"]},
+        ):
+            try:
+                await collection.insert_one(doc)
+                results.append("ok")
+            except DuplicateKeyError:
+                results.append("duplicate")
+        return results
+
+    stock = await outcomes(clients["stock"])
+    assert "duplicate" in stock
+    assert await outcomes(clients["flat"]) == stock
