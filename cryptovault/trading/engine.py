@@ -21,6 +21,7 @@ Who does what, and why it is safe whatever the timing:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -136,6 +137,7 @@ class TradingEngine:
         self.liquidity = liquidity or MemoryLiquidity(settings.top_of_book_usd)
         self.instance = new_id()[-8:]
         self.settle_wait = SETTLE_WAIT
+        self._placing: dict[str, asyncio.Event] = {}
         self._funded: set[str] = set()
         self._symbol_locks: dict[str, asyncio.Lock] = {}
         self._pending_ticks: dict[str, Tick] = {}
@@ -211,8 +213,29 @@ class TradingEngine:
         user_id = viewer.user_id
         await self.ensure_account(user_id)
         hold_asset, hold = rules.hold_for(req, asset, tick, self.fees)
-        now = self.clock()
         order_id = new_id()
+        # Requests repeating this order's client order id in this process wait for this
+        # event, not by polling the store (which would slow this placement down).
+        self._placing[order_id] = placed = asyncio.Event()
+        try:
+            return await self._place(viewer, req, origin, asset, tick, order_id, hold_asset, hold)
+        finally:
+            placed.set()
+            del self._placing[order_id]
+
+    async def _place(
+        self,
+        viewer: Viewer,
+        req: OrderRequest,
+        origin: Origin,
+        asset: Asset,
+        tick: Tick | None,
+        order_id: str,
+        hold_asset: str,
+        hold: Decimal,
+    ) -> OrderDocument:
+        user_id = viewer.user_id
+        now = self.clock()
         key = f"{user_id}:{req.client_order_id}" if req.client_order_id else f"order:{order_id}"
         doc: dict[str, Any] = {
             "_id": order_id,
@@ -357,6 +380,11 @@ class TradingEngine:
 
     async def _settle(self, doc: dict[str, Any]) -> dict[str, Any]:
         """The order once its owner let it go (or as it is after `settle_wait`)."""
+        here = self._placing.get(doc["_id"])
+        if here is not None:  # being placed by this process
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(here.wait(), self.settle_wait)
+            return await self._read(doc["_id"])
         deadline = time.monotonic() + self.settle_wait
         delay = 0.01
         while doc.get("owner") is not None and time.monotonic() < deadline:
