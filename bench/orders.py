@@ -10,13 +10,17 @@ from one keep-alive connection per account, places orders for DURATION seconds:
 - limit:   places a BUY limit far below the price (it rests: hold only), then
            cancels it (release): two mutations, reported per mutation.
 
+`--history N` first writes N filled orders of other accounts (with their ledger
+entries and trades) into the database: the embedded store's cost per command grows
+with collection size, so the same figures at 20,000 orders are the ones that count.
+
 Store commands are read from the app's own `/metrics`
 (`cryptovault_store_command_duration_seconds_count`, by command), with what the idle
 app issues over the same time (the recovery sweep) subtracted. Server CPU per order
 comes from /proc. The floor is `{ ping }` over the same connections: what the HTTP
 and GraphQL layers cost before any trading work. Writes bench/out/orders.json.
 
-    python -m bench.orders [--quick] [--duration 5] [--users 16]
+    python -m bench.orders [--quick] [--duration 5] [--users 16] [--history 20000]
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ import asyncio
 import json
 import re
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from bson import Decimal128
+from pymongo import AsyncMongoClient
 
 from bench.common import OUT, STORE_PIDS, child, cpu_seconds, fmt, free_port, percentile, store
 from bench.loadgen import HTTPClient, http_connection, post
@@ -144,10 +151,101 @@ async def run_mode(
     return latencies, done
 
 
-async def measure(store_url: str, duration: float, users: int) -> dict[str, Any]:
+async def write_history(store_url: str, database: str, orders: int) -> None:
+    """`orders` filled market buys of 100 other accounts, as the engine writes them:
+    each with its hold and two fill entries (numbered per balance) and its trade."""
+    client: AsyncMongoClient = AsyncMongoClient(store_url, tz_aware=True)
+    db = client[database]
+    now = datetime.now(UTC)
+    one, price = Decimal128("0.001"), Decimal128("91000")
+    seq: dict[str, int] = {}
+
+    def entry(kind: str, oid: str, user: str, asset: str, n: int, amount: str) -> dict[str, Any]:
+        key = f"{user}:{asset}"
+        seq[key] = seq.get(key, 0) + 1
+        return {
+            "_id": f"{kind}:{oid}:{n}",
+            "txn_id": f"{kind}:{oid}",
+            "account": user,
+            "asset": asset,
+            "amount": Decimal128(amount),
+            "available_delta": Decimal128(amount),
+            "held_delta": Decimal128("0"),
+            "lines": [],
+            "slot": f"{key}#{seq[key]}",
+            "seq": seq[key],
+            "kind": kind,
+            "order_id": oid,
+            "created_at": now,
+        }
+
+    for start in range(0, orders, 1000):
+        batch, entries, trades = [], [], []
+        for n in range(start, min(orders, start + 1000)):
+            oid, user = f"history{n:08d}", f"history-user-{n % 100}"
+            batch.append(
+                {
+                    "_id": oid,
+                    "user_id": user,
+                    "idempotency_key": f"order:{oid}",
+                    "symbol": "BTC",
+                    "side": "BUY",
+                    "type": "MARKET",
+                    "time_in_force": "GTC",
+                    "quantity": one,
+                    "status": "FILLED",
+                    "filled_quantity": one,
+                    "spent_quote": Decimal128("91"),
+                    "fee_basis": Decimal128("0.182"),
+                    "fees": Decimal128("0.19"),
+                    "hold_asset": "USD",
+                    "hold_remaining": Decimal128("0"),
+                    "fills": 1,
+                    "owner": None,
+                    "fence": 1,
+                    "lease_until": None,
+                    "work": None,
+                    "close_request": None,
+                    "triggered": False,
+                    "history": [],
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            entries += [
+                entry("hold", oid, user, "USD", 0, "0"),
+                entry("fill", oid, user, "USD", 0, "-91.19"),
+                entry("fill", oid, user, "BTC", 1, "0.001"),
+            ]
+            trades.append(
+                {
+                    "_id": f"{oid}:0",
+                    "order_id": oid,
+                    "user_id": user,
+                    "symbol": "BTC",
+                    "side": "BUY",
+                    "quantity": one,
+                    "price": price,
+                    "fee": Decimal128("0.19"),
+                    "liquidity": "TAKER",
+                    "created_at": now,
+                }
+            )
+        await db["orders"].insert_many(batch)
+        await db["ledger"].insert_many(entries)
+        await db["trades"].insert_many(trades)
+    await client.close()
+
+
+async def measure(store_url: str, duration: float, users: int, history: int = 0) -> dict[str, Any]:
     port = free_port()
     rows: list[dict[str, Any]] = []
-    with child(["app", "--store", store_url], port, env=ENV) as pid:
+    env = {**ENV, "BENCH_DB": f"bench_{time.monotonic_ns()}"}
+    with child(["app", "--store", store_url], port, env=env) as pid:
+        if history:  # after the app made its indexes, as it would have found them
+            started = time.perf_counter()
+            await write_history(store_url, env["BENCH_DB"], history)
+            print(f"wrote {history:,} orders of history in {time.perf_counter() - started:.0f} s")
         admin = await http_connection(port)
         clients: list[tuple[HTTPClient, str]] = []
         for n in range(users):
@@ -200,7 +298,11 @@ async def measure(store_url: str, duration: float, users: int) -> dict[str, Any]
         for client, _ in [(admin, ""), *clients]:
             if client.transport is not None:
                 client.transport.close()
-    return {"orders": rows, "idle_store_commands_per_s": idle_total / duration}
+    return {
+        "orders": rows,
+        "history_orders": history,
+        "idle_store_commands_per_s": idle_total / duration,
+    }
 
 
 def table(results: dict[str, Any]) -> str:
@@ -235,10 +337,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 s per mode")
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--users", type=int, default=16, help="accounts = connections")
+    parser.add_argument("--history", type=int, default=0, help="filled orders written first")
     args = parser.parse_args(argv)
     duration = 2.0 if args.quick else args.duration
     with store() as store_url:
-        results = asyncio.run(measure(store_url, duration, args.users))
+        results = asyncio.run(measure(store_url, duration, args.users, args.history))
     print(table(results))
     OUT.mkdir(exist_ok=True)
     (OUT / "orders.json").write_text(json.dumps(results, indent=2))

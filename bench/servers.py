@@ -120,7 +120,8 @@ async def serve_app(port: int, store_url: str, mode: str) -> None:
         **os.environ,
         "ENVIRONMENT": "test",
         "MONGODB_URL": store_url,
-        "MONGODB_DB": f"bench_{uuid.uuid4().hex[:8]}",
+        # BENCH_DB: a database a bench prepared (e.g. bench.orders --history).
+        "MONGODB_DB": os.environ.get("BENCH_DB") or f"bench_{uuid.uuid4().hex[:8]}",
         "DATA_DIR": tempfile.mkdtemp(prefix="bench-app-"),
         "MARKET_FEED": "none",
         "LOG_LEVEL": "WARNING",

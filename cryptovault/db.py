@@ -36,14 +36,34 @@ def flat_engine(path: str) -> Any:
       the answers are kept: a write can only turn one from no to yes, and each written
       document is checked for that (conservatively: anything it holds at the field's
       path counts); any other invalidation (a delete, a drop, a rename) forgets them.
+    - selects the document a conditional write targets (`{_id: x, fence: n}`, the
+      shape of every fenced write here) by translating the whole filter to SQL over
+      every document, using the `_id` primary key only when `_id` is the sole
+      condition. Here such a filter reads the one document with that `_id` and
+      matches the rest in Python.
 
     Measured through the wire server in bench/embedded.py; tests/test_embedded_engine.py
     proves it answers every write and query of its cases as the stock engine does."""
     import threading
     from decimal import Decimal
 
+    from mongoeco.core.filtering import QueryEngine
     from mongoeco.core.identity import id_contains_numeric_value
+    from mongoeco.core.query_plan import AndCondition, EqualsCondition
     from mongoeco.engines import SQLiteEngine
+    from mongoeco.engines._sqlite_connection import sqlite_read_scope
+
+    def by_id(plan: Any) -> Any:
+        """The `_id` an AND of conditions pins down (a non-numeric one), or None."""
+        if isinstance(plan, AndCondition):
+            for clause in plan.clauses:
+                if (
+                    isinstance(clause, EqualsCondition)
+                    and clause.field == "_id"
+                    and not id_contains_numeric_value(clause.value)
+                ):
+                    return clause
+        return None
 
     def holds(kind: str, document: Any, field: str) -> bool:
         values: list[Any] = [document]
@@ -141,6 +161,24 @@ def flat_engine(path: str) -> Any:
             return super()._validate_document_against_unique_indexes(
                 db_name, coll_name, document, **options
             )
+
+        def _select_first_document_for_plan(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, plan, **options
+        ):
+            pinned = by_id(plan)
+            if pinned is None:
+                return super()._select_first_document_for_plan(db_name, coll_name, plan, **options)
+            conn = self._require_connection(options.get("context"))
+            with self._bind_connection(conn), sqlite_read_scope(conn):
+                row = conn.execute(
+                    "SELECT storage_key, document FROM documents "
+                    "WHERE db_name = ? AND coll_name = ? AND storage_key = ?",
+                    (db_name, coll_name, self._storage_key(pinned.value)),
+                ).fetchone()
+            if row is None:
+                return None
+            document = self._deserialize_document(row[1])
+            return (row[0], document) if QueryEngine.match_plan(document, plan) else None
 
         def _unique_index_conflict_via_scalar_entries(  # type: ignore[no-untyped-def]
             self, conn, collection_id, index, document, **options

@@ -180,6 +180,17 @@ STEPS: list[tuple[str, Any]] = [
     ("find", {"g": {"$in": ["z"]}}),
     ("replace", ({"_id": "e"}, {"g": Decimal128("9")})),
     ("find", {"g": {"$gt": 8}}),
+    # Conditional writes pinned by `_id` (the fenced writes): matched or not.
+    ("update", ({"_id": "b", "h": Decimal128("1")}, {"$set": {"fence": 1}})),
+    ("update", ({"_id": "b", "fence": 0}, {"$set": {"won": True}})),
+    ("update", ({"_id": "b", "fence": 1, "work": None}, {"$set": {"work": {"n": 0}}})),
+    ("update", ({"_id": "b", "work": None}, {"$set": {"lost": True}})),
+    ("update", ({"_id": "c", "f": {"$gte": 5}, "nope": {"$exists": False}}, {"$inc": {"f": 1}})),
+    ("update", ({"_id": "zz", "f": 1}, {"$set": {"x": 1}})),
+    ("find", {"won": True}),
+    ("find", {"lost": True}),
+    ("find", {"work.n": 0}),
+    ("find", {"f": 6}),
 ]
 
 
