@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 )
 from pymongo import AsyncMongoClient
 
-from cryptovault.errors import BadUserInput, Conflict, InsufficientFunds, NotFound
+from cryptovault.errors import BadUserInput, Conflict, Forbidden, InsufficientFunds, NotFound
 from cryptovault.events.bus import MemoryBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import ASSETS
@@ -52,8 +52,9 @@ ADMIN = Viewer(user_id="admin", role="ADMIN")
 MAX_ACTORS = 6
 # What each kind of actor may answer besides its result (anything else is a defect).
 EXPECTED = {
-    "place": (InsufficientFunds, BadUserInput),
+    "place": (InsufficientFunds, BadUserInput, Forbidden),
     "cancel": (Conflict, NotFound),
+    "freeze": (Conflict,),
     "adjust": (InsufficientFunds, Conflict),
     "match": (),
     "sweep": (),
@@ -192,6 +193,21 @@ class MoneyPath(RuleBasedStateMachine):
             ),
         )
 
+    @precondition(lambda self: len(self._live()) < MAX_ACTORS)
+    @rule(user=st.sampled_from(USERS))
+    def freeze(self, user: str) -> None:
+        """An admin freezes the account (the flag first, then its open orders)."""
+
+        async def freeze(engine: Any) -> int:
+            await engine.users.update_one({"_id": user}, {"$set": {"frozen": True}}, upsert=True)
+            return await engine.cancel_all(user, ADMIN, SYSTEM)
+
+        self._start("freeze", freeze)
+
+    @rule(user=st.sampled_from(USERS))
+    def unfreeze(self, user: str) -> None:
+        self.run(self.world.db["users"].update_one({"_id": user}, {"$set": {"frozen": False}}))
+
     @precondition(lambda self: bool(self._live()))
     @rule(index=st.integers(0, 50), commands=st.sampled_from([1, 1, 2, 5, 100]))
     def step(self, index: int, commands: int) -> None:
@@ -264,6 +280,13 @@ class MoneyPath(RuleBasedStateMachine):
             sweep = await self.world.act("sweep", lambda e: e.recover())
             self.kinds[sweep] = "sweep"
             await scheduler.finish(sweep)
+            # An admin whose freeze was cut off freezes again: that finishes the cancels.
+            async for user in self.world.db["users"].find({"frozen": True}):
+                refreeze = await self.world.act(
+                    "freeze", lambda e, u=user["_id"]: e.cancel_all(u, ADMIN, SYSTEM)
+                )
+                self.kinds[refreeze] = "freeze"
+                await scheduler.finish(refreeze)
             owned = await self.world.db["orders"].count_documents({"owner": {"$ne": None}})
             pending = await self.world.db["adjustments"].count_documents({"state": "pending"})
             if not owned and not pending and not scheduler.live():

@@ -91,8 +91,11 @@ def test_a_fill_fits_its_hold_and_leaves_no_dust(order_asset, price, offered, li
             assert fill.held_used == fill.quantity and fill.cash >= fill.fee
     if order.remaining is not None and fill.close is None:
         assert order.remaining - fill.quantity >= asset.min_size
-    if immediate is TimeInForce.FOK:
-        assert fill.close is OrderStatus.FILLED or fill.quantity == 0
+    if immediate is TimeInForce.FOK:  # whole or nothing
+        assert fill.quantity == 0 or (
+            fill.close is OrderStatus.FILLED
+            and (order.remaining is None or fill.quantity == order.remaining)
+        )
     if immediate is not None:
         assert fill.close is not None
 

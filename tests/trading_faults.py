@@ -219,6 +219,7 @@ def gated_store(db: AsyncDatabase, scheduler: Scheduler) -> TradingStore:
         entries=Gated(db["ledger"], scheduler),  # type: ignore[arg-type]
         balances=Gated(db["balances"], scheduler),  # type: ignore[arg-type]
         adjustments=Gated(db["adjustments"], scheduler),  # type: ignore[arg-type]
+        users=Gated(db["users"], scheduler),  # type: ignore[arg-type]
     )
 
 
@@ -298,6 +299,7 @@ class Books:
     entries: list[dict[str, Any]]
     balances: dict[str, dict[str, Any]]
     adjustments: list[dict[str, Any]]
+    frozen: set[str] = field(default_factory=set)
 
     @classmethod
     async def read(cls, db: AsyncDatabase) -> Books:
@@ -307,6 +309,7 @@ class Books:
             entries=await db["ledger"].find({}).to_list(),
             balances={b["_id"]: b async for b in db["balances"].find({})},
             adjustments=await db["adjustments"].find({}).to_list(),
+            frozen={u["_id"] async for u in db["users"].find({"frozen": True})},
         )
 
     def numbered(self) -> dict[str, list[dict[str, Any]]]:
@@ -384,6 +387,8 @@ def violations(books: Books, *, settled: bool) -> Iterator[str]:
             yield f"order {oid}: holds {held} by the ledger, {o['hold_remaining']} by the order"
         if o["status"] == "PENDING":
             yield f"order {oid}: PENDING with no owner"
+        if settled and o["user_id"] in books.frozen and o["status"] in LIVE:
+            yield f"order {oid}: live ({o['status']}) for a frozen account"
         if o["time_in_force"] in ("IOC", "FOK") and o["status"] in LIVE:
             yield f"order {oid}: {o['time_in_force']} left resting ({o['status']})"
         mine = trades.get(oid, [])

@@ -95,7 +95,6 @@ class Privacy:
             raise NotFound("No such user")
         if not await self.identity.hasher.verify(user.password_hash, password):
             raise Unauthenticated("Password confirmation failed")
-        await self.trading.cancel_all(viewer.user_id, viewer, origin, reason="account deleted")
         db = UserDocument.get_pymongo_collection().database
         now = now_ms()
         await self.identity.sessions.revoke_all(viewer.user_id, now, "account deleted")
@@ -124,6 +123,9 @@ class Privacy:
                 }
             },
         )
+        # After the account is flagged frozen: a placement in flight either is seen
+        # here or refuses itself on the flag (trading.engine).
+        await self.trading.cancel_all(viewer.user_id, viewer, origin, reason="account deleted")
         await db["login_attempts"].delete_many({"email": user.email})
         await db["audit_log"].update_many(
             {"$or": [{"user_id": viewer.user_id}, {"actor_id": viewer.user_id}]},

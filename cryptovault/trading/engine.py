@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -44,7 +44,8 @@ from cryptovault.documents.trading import (
     OrderDocument,
     TradeDocument,
 )
-from cryptovault.errors import BadUserInput, Conflict, InsufficientFunds, NotFound
+from cryptovault.documents.users import UserDocument
+from cryptovault.errors import BadUserInput, Conflict, Forbidden, InsufficientFunds, NotFound
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import Asset, get_asset
@@ -79,6 +80,8 @@ FUNDS_REFUSED = "insufficient funds"
 # cancel of an order being filled) before answering with the order as it is.
 SETTLE_WAIT = 5.0
 SWEEP_BACKOFF_MAX = 300.0
+FROZEN = "the account is frozen"
+INTERRUPTED = "interrupted before its funds were reserved"
 
 
 def orders_topic(user_id: str) -> str:
@@ -94,6 +97,9 @@ class TradingStore:
     entries: AsyncCollection
     balances: AsyncCollection
     adjustments: AsyncCollection
+    # Read only: whether an account is frozen (placement checks it after writing
+    # its order, so a freeze and a placement in flight cannot miss each other).
+    users: AsyncCollection
 
     @classmethod
     def default(cls) -> TradingStore:
@@ -103,6 +109,7 @@ class TradingStore:
             entries=LedgerEntryDocument.get_pymongo_collection(),
             balances=BalanceDocument.get_pymongo_collection(),
             adjustments=AdjustmentDocument.get_pymongo_collection(),
+            users=UserDocument.get_pymongo_collection(),
         )
 
 
@@ -131,6 +138,7 @@ class TradingEngine:
         self.lease = timedelta(seconds=settings.order_lease_seconds)
         store = store or TradingStore.default()
         self.orders = store.orders
+        self.users = store.users
         self.ledger = Ledger(store.entries, store.balances)
         self.work = OrderWork(store.orders, store.trades, self.ledger, self.lease, clock)
         self.adjustments = Adjustments(store.adjustments, self.ledger, audit, clock)
@@ -218,7 +226,7 @@ class TradingEngine:
         # event, not by polling the store (which would slow this placement down).
         self._placing[order_id] = placed = asyncio.Event()
         try:
-            return await self._place(viewer, req, origin, asset, tick, order_id, hold_asset, hold)
+            return await self._place(viewer, req, origin, asset, order_id, hold_asset, hold)
         finally:
             placed.set()
             del self._placing[order_id]
@@ -229,7 +237,6 @@ class TradingEngine:
         req: OrderRequest,
         origin: Origin,
         asset: Asset,
-        tick: Tick | None,
         order_id: str,
         hold_asset: str,
         hold: Decimal,
@@ -275,6 +282,14 @@ class TradingEngine:
             await self.orders.insert_one(doc)
         except DuplicateKeyError:
             return await self._placed_already(key)
+        # After the order is written: a freeze either sees this order (and cancels
+        # it) or set the flag before this read (and the order is refused here).
+        if await self.users.find_one({"_id": user_id, "frozen": True}, {"_id": 1}):
+            with contextlib.suppress(LostOwnership):  # else the sweep rejected it already
+                await self.work.reject(doc, FROZEN)
+            raise Forbidden(
+                "The account is frozen: it cannot place orders", reason="ACCOUNT_FROZEN"
+            )
         try:
             outcome = await self.ledger.apply(hold_change(doc, hold))
         except InsufficientFunds as refused:
@@ -287,8 +302,17 @@ class TradingEngine:
                 raise
             return OrderDocument.model_validate(doc)
         if outcome is Outcome.VOID:
-            # Taken over before the funds were reserved: the sweep rejected it.
-            return OrderDocument.model_validate(await self._read(order_id))
+            # Taken over before the funds were reserved: the void decided it, the
+            # sweep that wrote it rejects the order (maybe not yet: answer the outcome).
+            doc = await self._settle(await self._read(order_id))
+            if doc["status"] == OrderStatus.PENDING:
+                doc = {
+                    **doc,
+                    "status": OrderStatus.REJECTED.value,
+                    "reject_reason": INTERRUPTED,
+                    "hold_remaining": Decimal128(Decimal(0)),
+                }
+            return OrderDocument.model_validate(doc)
         if self.metrics is not None:
             self.metrics.order_placed(req.side.value, req.type.value)
         await self.audit.record(
@@ -307,19 +331,24 @@ class TradingEngine:
             },
         )
         try:
-            doc = await self._execute_on_placement(doc, asset, tick)
+            doc = await self._execute_on_placement(doc, asset)
         except LostOwnership:
             # Stalled past its lease: the sweep finished the placement. Its true state:
             doc = await self._read(order_id)
         await self._done(doc)
         return OrderDocument.model_validate(doc)
 
-    async def _execute_on_placement(
-        self, doc: dict[str, Any], asset: Asset, tick: Tick | None
-    ) -> dict[str, Any]:
+    async def _execute_on_placement(self, doc: dict[str, Any], asset: Asset) -> dict[str, Any]:
         state = OrderState.of(doc)
         kind = OrderType(doc["type"])
         tif = TimeInForce(doc["time_in_force"])
+        if self._expired(doc):
+            return await self.work.close(doc, OrderStatus.EXPIRED, None)
+        # The latest tick, not the one validation saw: a request that stalled in
+        # between fills at today's price. (A stall after this is bounded by the lease:
+        # past it the order is taken over and this plan dropped.)
+        quote = self.market.quote(asset.symbol)
+        tick = quote.tick if quote is not None else None
         triggered = False
         plan: rules.Fill | None = None
         if tick is not None and kind.has_stop:
@@ -341,7 +370,21 @@ class TradingEngine:
             plan = rules.close_plan(state, OrderStatus.CANCELED, f"{tif.value}: not fillable now")
         if plan is None:
             return await self.work.let_go(doc, triggered=triggered)
-        return await self.work.complete(await self.work.begin(doc, plan, triggered=triggered))
+        try:
+            doc = await self.work.begin(doc, plan, triggered=triggered)
+        except LostOwnership:
+            if tick is not None:  # the plan's share of the book was never used
+                await self.liquidity.give_back(tick, plan.quantity)
+            raise
+        return await self.work.complete(doc)
+
+    def _expired(self, doc: dict[str, Any]) -> bool:
+        expires = doc.get("expires_at")
+        return (
+            doc["time_in_force"] == TimeInForce.GTD
+            and expires is not None
+            and _aware(expires) <= self.clock()
+        )
 
     async def _plan_on_tick(
         self,
@@ -450,11 +493,19 @@ class TradingEngine:
     async def cancel_all(
         self, user_id: str, actor: Viewer, origin: Origin, reason: str = "account frozen"
     ) -> int:
-        """Cancel every open order of a user (when an admin freezes the account or
-        the user deletes it); orders being placed or filled are closed by their owner."""
-        canceled = 0
+        """Cancel every open order of a user (when an admin freezes the account or the
+        user deletes it; the account is flagged first, so a placement in flight refuses
+        itself). Orders being placed or filled are closed by their owner. Each order is
+        tried; if any could not be, the error says so after all were tried (calling it
+        again is safe)."""
+        canceled = failed = 0
         async for doc in self.orders.find({"user_id": user_id, "status": {"$in": LIVE}}):
-            closed = await self._close_or_request(doc, OrderStatus.CANCELED, reason, wait=False)
+            try:
+                closed = await self._close_or_request(doc, OrderStatus.CANCELED, reason, wait=False)
+            except Exception:
+                log.exception("could not cancel an order", extra={"order_id": doc["_id"]})
+                failed += 1
+                continue
             if closed["status"] == OrderStatus.CANCELED or closed.get("close_request"):
                 canceled += 1
                 await self.audit.record(
@@ -465,6 +516,8 @@ class TradingEngine:
                     origin=origin,
                     details={"reason": reason},
                 )
+        if failed:
+            raise Conflict(f"{failed} order(s) could not be canceled now; retry", failed=failed)
         return canceled
 
     # -- ticks, expiry (leader) ------------------------------------------------------
@@ -503,6 +556,12 @@ class TradingEngine:
                     log.exception("matching failed", extra={"order_id": doc["_id"]})
 
     async def _match_one(self, doc: dict[str, Any], tick: Tick) -> None:
+        if self._expired(doc):  # past expiresAt: closed, never filled, whatever the sweep's pace
+            taken = await self.work.take(doc, self._owner("expire"))
+            if taken is not None:
+                with contextlib.suppress(LostOwnership):
+                    await self._done(await self.work.close(taken, OrderStatus.EXPIRED, None))
+            return
         kind, side = OrderType(doc["type"]), Side(doc["side"])
         just_triggered = False
         if kind.has_stop and not doc.get("triggered"):
@@ -629,12 +688,11 @@ class TradingEngine:
         """A placement cut off: if its funds were reserved the order goes on (resting;
         an IOC or FOK, which cannot be decided now, is canceled); if not, the hold is
         voided, so the cut-off request can never reserve them later, and it is rejected."""
-        hold = hold_change(doc, rules.ZERO)
-        outcome = await self.ledger.outcome(hold.id)
-        if outcome is None:
-            outcome = await self.ledger.void(hold)
+        # ALREADY if its hold was written (and then the balance is brought up to
+        # date, in case the placement died before moving it); else VOID for good.
+        outcome = await self.ledger.void(hold_change(doc, rules.ZERO))
         if outcome is Outcome.VOID:
-            return await self.work.reject(doc, "interrupted before its funds were reserved")
+            return await self.work.reject(doc, INTERRUPTED)
         if TimeInForce(doc["time_in_force"]).immediate:
             return await self.work.close(
                 doc, OrderStatus.CANCELED, "interrupted before it could fill"
@@ -696,6 +754,10 @@ class TradingEngine:
     async def _on_order_event(self, message: dict[str, Any]) -> None:
         order = OrderDocument.model_validate(message)
         self.hub.publish(orders_topic(order.user_id), order)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _dec(value: Any) -> Decimal | None:

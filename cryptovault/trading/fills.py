@@ -281,9 +281,15 @@ class OrderWork:
     async def begin(
         self, doc: dict[str, Any], plan: Fill, *, triggered: bool = False
     ) -> dict[str, Any]:
-        """Record `plan` as the owned order's work, before doing any of it."""
+        """Record `plan` as the owned order's work, before doing any of it (and renew
+        the lease: an owner making progress keeps its order)."""
         now = self.clock()
-        update: dict[str, Any] = {"$set": {"work": work_of(plan, doc.get("fills", 0), now)}}
+        update: dict[str, Any] = {
+            "$set": {
+                "work": work_of(plan, doc.get("fills", 0), now),
+                "lease_until": now + self.lease,
+            }
+        }
         if triggered:
             update["$set"]["triggered"] = True
             update["$push"] = {"history": {"status": "TRIGGERED", "at": now}}

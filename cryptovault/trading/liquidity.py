@@ -38,6 +38,14 @@ return granted
 """
 
 
+# KEYS[1] budget; ARGV: units. Only a live budget takes quantity back (one that
+# expired stays gone rather than coming back without an expiry).
+_GIVE_BACK = """
+if redis.call('exists', KEYS[1]) == 1 then return redis.call('incrby', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+
 class LiquidityBook(Protocol):
     async def take(self, tick: Tick, wanted: Decimal) -> Decimal: ...
 
@@ -94,6 +102,7 @@ class RedisLiquidity:
         self.prefix = prefix
         self.top_of_book_usd = top_of_book_usd
         self._take = redis.register_script(_TAKE)
+        self._give_back = redis.register_script(_GIVE_BACK)
 
     def _key(self, tick: Tick) -> str:
         return f"{self.prefix}liquidity:{tick.symbol}:{int(tick.timestamp.timestamp() * 1000)}"
@@ -118,7 +127,7 @@ class RedisLiquidity:
         if quantity <= 0:
             return
         try:
-            await self.redis.incrby(self._key(tick), _units(tick.symbol, quantity))
+            await self._give_back(keys=[self._key(tick)], args=[_units(tick.symbol, quantity)])
         except Exception as exc:  # only this tick's remaining offer is understated
             log.warning("could not return liquidity", extra={"error": repr(exc)})
 

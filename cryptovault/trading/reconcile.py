@@ -53,13 +53,13 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
     numbered: dict[tuple[str, str], int] = defaultdict(int)
     legacy: set[tuple[str, str]] = set()  # balances with entries from before numbering
     trial: dict[str, Decimal] = defaultdict(Decimal)
-    written: set[str] = set()
+    written: dict[str, str] = {}  # entry id -> kind
     async for entry in db["ledger"].find({}):
         key = (entry["account"], entry["asset"])
         amount = _d(entry["amount"])
         trial[entry["asset"]] += amount
         total[key] += amount
-        written.add(entry["_id"])
+        written[entry["_id"]] = entry["kind"]
         if entry.get("held_delta") is not None:
             held[key] += _d(entry["held_delta"])
         elif not key[0].startswith("house:"):
@@ -85,8 +85,8 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
                 f"order {order['_id']} is still owned by {order['owner']} after its lease "
                 "ran out (the recovery sweep finishes it)"
             )
-        if order["status"] == "PENDING" and f"hold:{order['_id']}" not in written:
-            continue  # being placed: it reserves once its hold is written
+        if order["status"] == "PENDING" and written.get(f"hold:{order['_id']}") in (None, "void"):
+            continue  # being placed: it reserves once its hold is written (not voided)
         if order["status"] not in LIVE and not order.get("work"):
             continue
         left = _d(order.get("hold_remaining"))

@@ -329,10 +329,11 @@ def plan_fill(
         rest_is_dust = affordable(after, asset, price, rate) < smallest
     close: OrderStatus | None = None
     reason: str | None = None
+    whole = quantity == want if want is not None else rest_is_dust and quantity > 0
+    if immediate is TimeInForce.FOK and not whole:
+        return close_plan(order, OrderStatus.CANCELED, "FOK: not fully fillable now")
     if rest_is_dust and (quantity > 0 or order.filled > 0):
         close = OrderStatus.FILLED
-    elif immediate is TimeInForce.FOK:
-        return close_plan(order, OrderStatus.CANCELED, "FOK: not fully fillable now")
     elif immediate is TimeInForce.IOC:
         close, reason = OrderStatus.CANCELED, "IOC: remainder canceled"
     elif short_of_funds or rest_is_dust:
