@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cryptovault import __version__
+from cryptovault.trading.enums import OrderType, Side
 
 # No `_created` series: they double the series count and no rule here uses them.
 disable_created_metrics()
@@ -58,8 +59,8 @@ MAX_LABEL_LENGTH = 64
 
 HTTP_ROUTES = frozenset({"/graphql", "/health", "/ready", "/metrics"})
 HTTP_METHODS = frozenset({"GET", "POST", "OPTIONS", "HEAD"})
-ORDER_SIDES = ("BUY", "SELL")
-ORDER_TYPES = ("MARKET", "LIMIT", "STOP", "STOP_LIMIT")
+ORDER_SIDES = tuple(Side)
+ORDER_TYPES = tuple(OrderType)
 # What an owner was doing when its lease ran out (trading/engine.py recover).
 TAKEOVER_STAGES = ("placing", "filling", "idle")
 

@@ -41,6 +41,7 @@ from cryptovault.portfolio.books import Books, BooksStore
 from cryptovault.portfolio.performance import Valuation, time_weighted_return
 from cryptovault.portfolio.valuation import BalanceLine, PortfolioValue, value_portfolio
 from cryptovault.trading.engine import ORDERS_CHANNEL, TradingEngine
+from cryptovault.trading.enums import OrderStatus
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ RELOAD_EVERY = 60.0  # seconds: watched books are reloaded at least this often
 PUMP_EVERY = 0.1
 SNAPSHOT_CONCURRENCY = 8
 MAX_POINTS = 500
-FILL_STATUSES = ("PARTIALLY_FILLED", "FILLED")
+FILL_STATUSES = (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)
 
 
 class HistoryRange(StrEnum):

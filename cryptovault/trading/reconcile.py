@@ -23,10 +23,11 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cryptovault.documents.common import now_ms, to_decimal
+from cryptovault.trading.enums import OPEN_STATUSES, OrderStatus
 from cryptovault.trading.fills import ledger_changes
 from cryptovault.trading.ledger import Ledger
 
-LIVE = ("PENDING", "OPEN", "PARTIALLY_FILLED")
+LIVE = (OrderStatus.PENDING, *OPEN_STATUSES)
 
 
 def _d(value: Any) -> Decimal:
@@ -76,7 +77,7 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
 
     reserved: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     async for order in db["orders"].find(
-        {"$or": [{"status": {"$in": list(LIVE)}}, {"owner": {"$ne": None}}]}
+        {"$or": [{"status": {"$in": [s.value for s in LIVE]}}, {"owner": {"$ne": None}}]}
     ):
         key = (order["user_id"], order["hold_asset"])
         lease = order.get("lease_until")
@@ -85,7 +86,7 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
                 f"order {order['_id']} is still owned by {order['owner']} after its lease "
                 "ran out (the recovery sweep finishes it)"
             )
-        if order["status"] == "PENDING" and written.get(f"hold:{order['_id']}") in (None, "void"):
+        if order["status"] == OrderStatus.PENDING and written.get(f"hold:{order['_id']}") in (None, "void"):
             continue  # being placed: it reserves once its hold is written (not voided)
         if order["status"] not in LIVE and not order.get("work"):
             continue
