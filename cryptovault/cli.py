@@ -197,9 +197,11 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    import redis.asyncio as aioredis
+
     from cryptovault.db import open_store
     from cryptovault.errors import DomainError
-    from cryptovault.events.bus import MemoryBus
+    from cryptovault.events.bus import MemoryBus, RedisBus
     from cryptovault.events.hub import Hub
     from cryptovault.security.audit import AuditLog
     from cryptovault.security.identity import IdentityService
@@ -216,8 +218,13 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         store = await open_store(settings.mongodb_url, settings.mongodb_db, settings.data_dir)
+        redis = aioredis.from_url(settings.redis_url) if settings.redis_url else None
         try:
-            audit = AuditLog(MemoryBus(), Hub())
+            # With Redis, the audit entry reaches the running instances, whose open
+            # sockets of the promoted account end at once; without it they see the
+            # change within WS_CREDENTIAL_RECHECK_SECONDS.
+            bus = RedisBus(redis, prefix=f"{settings.mongodb_db}:") if redis else MemoryBus()
+            audit = AuditLog(bus, Hub())
             identity = IdentityService(settings, audit, build_mailer(settings))
             try:
                 user, outcome = await identity.create_admin(
@@ -228,6 +235,8 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"cryptovault: {exc.message}{hint}", file=sys.stderr)
                 return 1
         finally:
+            if redis is not None:
+                await redis.aclose()
             await store.close()
         if outcome == "created":
             print(f"created admin {user.email} (id {user.id})")

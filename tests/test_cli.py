@@ -13,11 +13,15 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
+import redis.asyncio as aioredis
 from gql import Client, gql
 from gql.transport.websockets import WebsocketsTransport
 
+from cryptovault.security.audit import SECURITY_CHANNEL
+from cryptovault.security.origin import SYSTEM
 from cryptovault.services import start_services
-from tests.conftest import free_port, make_settings
+from tests.conftest import REDIS_URL, free_port, make_settings
 
 ROOT = Path(__file__).parents[1]
 
@@ -124,3 +128,37 @@ def test_export_schema_prints_the_committed_schema():
     ).stdout
     assert out == (ROOT / "schema.graphql").read_text()
     assert "type Query" in out and "type Subscription" in out
+
+
+@pytest.mark.redis
+async def test_create_admin_promote_existing_tells_running_instances_through_redis(
+    store_server, tmp_path
+):
+    """The promotion is made by a separate process; with REDIS_URL set its audit
+    entry goes out on the bus, so the running instances end the registrant's sockets
+    at once (tests/test_socket_revocation.py) instead of at their next recheck."""
+    settings = make_settings(store_server.url, redis_url=REDIS_URL)
+    services = await start_services(settings, feed=None)
+    redis = aioredis.from_url(REDIS_URL)
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        email = "ops-registrant@example.com"
+        signed_in = await services.identity.register(email, "a long passphrase", SYSTEM)
+        await pubsub.subscribe(f"{settings.mongodb_db}:{SECURITY_CHANNEL}")
+        env = {"MONGODB_URL": store_server.url, "MONGODB_DB": settings.mongodb_db}
+        env |= {"REDIS_URL": REDIS_URL, "DATA_DIR": str(tmp_path)}
+        proc = spawn("create-admin", "--email", email, "--promote-existing", env=env, cwd=tmp_path)
+        out, err = await asyncio.to_thread(proc.communicate, timeout=60)
+        assert proc.returncode == 0, err
+        assert "is now an admin" in out
+        message = None
+        async with asyncio.timeout(30):
+            while message is None:
+                message = await pubsub.get_message(timeout=1.0)
+        entry = orjson.loads(message["data"])
+        assert (entry["action"], entry["user_id"]) == ("admin.promoted", signed_in.user.id)
+    finally:
+        await pubsub.aclose()
+        await redis.aclose()
+        await services.store.db.client.drop_database(settings.mongodb_db)
+        await services.close()

@@ -22,6 +22,8 @@ class ApiKeyDocument(Document):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The owner's `key_epoch` when the key was created (UserDocument).
+    epoch: int = 0
 
     class Settings:
         name = "api_keys"

@@ -26,6 +26,8 @@ class SessionDocument(Document):
     user_agent: str | None = None
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
+    # The account's `session_epoch` when the login read it (UserDocument).
+    epoch: int = 0
 
     class Settings:
         name = "sessions"

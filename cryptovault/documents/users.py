@@ -35,6 +35,18 @@ class UserDocument(Document):
     totp_last_step: int | None = None
     recovery_codes: list[str] = Field(default_factory=list)
     pending_recovery_codes: list[str] = Field(default_factory=list)
+    # Credential epochs (fencing tokens for sign-ins): a session is valid only while
+    # its `epoch` equals `session_epoch`, an API key only while its `epoch` equals
+    # `key_epoch`. Whatever must end every credential at once (a password change or
+    # reset, a promotion, a deletion) increments them in the same write that changes
+    # the password or role, so a sign-in that read the account before that write
+    # (a login verifying the old password, a key created by an old session) yields
+    # a credential that was never valid, whatever the timing.
+    session_epoch: int = 0
+    key_epoch: int = 0
+    # The session a password change was made from: it stays valid one epoch behind
+    # until it is moved to the new epoch (sessions.session_valid).
+    kept_session: str | None = None
 
     class Settings:
         name = "users"

@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms, older_than
+from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.origin import Origin
@@ -67,6 +68,13 @@ class ApiKeys:
         if active >= MAX_ACTIVE_KEYS:
             raise Conflict(f"At most {MAX_ACTIVE_KEYS} active API keys; revoke one first")
         ordered = [s for s in SCOPES if s in set(scopes)]
+        # Read before the key exists: a promotion or deletion after this read makes
+        # the key invalid from the start (UserDocument.key_epoch).
+        owner = await UserDocument.get_pymongo_collection().find_one(
+            {"_id": viewer.user_id}, {"key_epoch": 1}
+        )
+        if owner is None:
+            raise Unauthenticated("The account no longer exists")
         for _ in range(3):
             prefix = secrets.token_hex(PREFIX_LENGTH // 2)
             key = f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"
@@ -77,6 +85,7 @@ class ApiKeys:
                 secret_hash=digest(key),
                 scopes=ordered,
                 created_at=now_ms(),
+                epoch=owner.get("key_epoch") or 0,
             )
             try:
                 await doc.insert()

@@ -20,11 +20,13 @@ from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import DomainError, Unauthenticated
 from cryptovault.security.apikeys import ApiKeys, key_revoked
-from cryptovault.security.sessions import SessionStore
+from cryptovault.security.sessions import SessionStore, session_valid
 from cryptovault.security.tokens import TokenIssuer
 from cryptovault.security.viewer import Viewer
 
 MAX_CREDENTIAL = 4096
+# What authentication reads of the account: the rights, and the credential epochs.
+USER_FIELDS = {"role": 1, "frozen": 1, "session_epoch": 1, "key_epoch": 1, "kept_session": 1}
 
 
 class TokenAuthenticator:
@@ -61,9 +63,10 @@ class TokenAuthenticator:
         claims = self.tokens.decode(token.strip())
         # Three point reads on every authenticated request: projected, unparsed.
         user, session, revoked = await asyncio.gather(
-            _users().find_one({"_id": claims.user_id}, {"role": 1, "frozen": 1}),
+            _users().find_one({"_id": claims.user_id}, USER_FIELDS),
             _sessions().find_one(
-                {"_id": claims.session_id}, {"user_id": 1, "revoked_at": 1, "last_used_at": 1}
+                {"_id": claims.session_id},
+                {"user_id": 1, "revoked_at": 1, "epoch": 1, "last_used_at": 1},
             ),
             self.sessions.is_blacklisted(claims.token_id),
         )
@@ -83,8 +86,8 @@ class TokenAuthenticator:
 
     async def _api_key(self, raw: str) -> Viewer:
         key = await self.api_keys.authenticate(raw)
-        owner = await _users().find_one({"_id": key.user_id}, {"role": 1, "frozen": 1})
-        _check_owner(owner)
+        owner = await _users().find_one({"_id": key.user_id}, USER_FIELDS)
+        _check_owner(owner, key.epoch)
         assert owner is not None
         await self.api_keys.touch(key, now_ms())
         return Viewer(
@@ -100,16 +103,16 @@ class TokenAuthenticator:
         number of viewers): the viewer with its owner's current role and freeze, or
         the refusal `authenticate` would give it now."""
         users, sessions, keys, revoked = await asyncio.gather(
-            _by_id(_users(), {v.user_id for v in viewers}, {"role": 1, "frozen": 1}),
+            _by_id(_users(), {v.user_id for v in viewers}, USER_FIELDS),
             _by_id(
                 _sessions(),
                 {v.session_id for v in viewers if v.session_id},
-                {"user_id": 1, "revoked_at": 1},
+                {"user_id": 1, "revoked_at": 1, "epoch": 1},
             ),
             _by_id(
                 ApiKeyDocument.get_pymongo_collection(),
                 {v.api_key_id for v in viewers if v.api_key_id},
-                {"user_id": 1, "revoked_at": 1},
+                {"user_id": 1, "revoked_at": 1, "epoch": 1},
             ),
             self.sessions.blacklisted({v.token_id for v in viewers if v.token_id}),
         )
@@ -123,7 +126,7 @@ class TokenAuthenticator:
                         raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
                     if key.get("revoked_at") is not None:
                         raise key_revoked()
-                    _check_owner(user)
+                    _check_owner(user, key.get("epoch") or 0)
                 elif viewer.session_id is not None:
                     session = sessions.get(viewer.session_id)
                     _check_session(viewer.user_id, user, session, viewer.token_id in revoked)
@@ -151,13 +154,22 @@ def _check_session(
         or session is None
         or session.get("revoked_at") is not None
         or session.get("user_id") != user_id
+        # Started before the account's sessions were all ended (UserDocument).
+        or not session_valid(
+            session["_id"],
+            session.get("epoch") or 0,
+            user.get("session_epoch") or 0,
+            user.get("kept_session"),
+        )
     ):
         raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
 
 
-def _check_owner(owner: Mapping[str, Any] | None) -> None:
+def _check_owner(owner: Mapping[str, Any] | None, key_epoch: int) -> None:
     if owner is None:
         raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+    if key_epoch != (owner.get("key_epoch") or 0):
+        raise key_revoked()
 
 
 async def _by_id(

@@ -26,6 +26,7 @@ from cryptovault.errors import (
     BadUserInput,
     Conflict,
     NotFound,
+    RateLimited,
     TwoFactorRequired,
     Unauthenticated,
 )
@@ -42,7 +43,7 @@ from cryptovault.security.passwords import (
     check_new_password,
     normalize_email,
 )
-from cryptovault.security.sessions import SessionStore
+from cryptovault.security.sessions import SessionStore, epoch_is, session_valid
 from cryptovault.security.tokens import IssuedToken, TokenIssuer, digest, new_secret
 from cryptovault.security.totp import TotpVault
 from cryptovault.security.viewer import Viewer
@@ -139,7 +140,7 @@ class IdentityService:
     async def _sign_in(
         self, user: UserDocument, origin: Origin, now: datetime, device: str | None = None
     ) -> SignIn:
-        grant = await self.sessions.start(user.id, origin, now)
+        grant = await self.sessions.start(user.id, origin, now, epoch=user.session_epoch)
         access = self.tokens.issue(user.id, user.role, grant.session.id, now)
         device_token = self.devices.issue(user.id, now, device)
         return SignIn(
@@ -187,11 +188,21 @@ class IdentityService:
                 raise TwoFactorRequired(
                     "Enter the code from your authenticator app (or a recovery code)"
                 )
-            if not await self._check_second_factor(user, otp, origin):
+            try:
+                passed = await self._check_second_factor(user, otp, origin)
+            except RateLimited:
+                passed = False
+                if held_back is None:  # the password is known to be right: say why
+                    await self._login_failed(attempt, email, user.id, "otp_held_back", origin, now)
+                    raise
+            if not passed:
                 await self._login_failed(attempt, email, user.id, "bad_otp", origin, now)
                 raise held_back or TwoFactorRequired("Invalid two-factor code")
         elif held_back is not None:
-            await self.throttle.abandon(attempt)
+            # A right password without a second factor cannot pass a held-back attempt;
+            # it is refused and counted exactly like a wrong one, or the next attempt's
+            # delay would tell which guess was right.
+            await self._login_failed(attempt, email, user.id, "held_back", origin, now)
             raise held_back
         if held_back is None:
             await self.throttle.succeeded(attempt)
@@ -245,7 +256,21 @@ class IdentityService:
             )
 
     async def _check_second_factor(self, user: UserDocument, code: str, origin: Origin) -> bool:
-        """A current TOTP code (never the same one twice) or an unused recovery code."""
+        """A current TOTP code (never the same one twice) or an unused recovery code.
+        Wrong codes are counted per account wherever they are tried (login, turning
+        two-factor off), apart from passwords: once held back (lockout.SECOND_FACTOR),
+        even a right code is refused with RATE_LIMITED until the delay has passed, so
+        a stolen password does not buy unlimited guesses at six digits."""
+        now = now_ms()
+        await self.throttle.check_codes(user.id, now)
+        passed = await self._second_factor_matches(user, code, origin)
+        if passed:
+            await self.throttle.codes_passed(user.id)
+        else:
+            await self.throttle.code_failed(user.id, user.email, now)
+        return passed
+
+    async def _second_factor_matches(self, user: UserDocument, code: str, origin: Origin) -> bool:
         if user.totp_secret is None:
             return False
         step = self.totp.matching_step(self.totp.decrypt(user.totp_secret), code)
@@ -285,6 +310,10 @@ class IdentityService:
         user = await UserDocument.get(grant.session.user_id)
         if user is None:
             raise Unauthenticated("The account no longer exists")
+        if not session_valid(
+            grant.session.id, grant.session.epoch, user.session_epoch, user.kept_session
+        ):
+            raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
         access = self.tokens.issue(user.id, user.role, grant.session.id, now)
         return SignIn(user, access, grant.refresh_token, grant.expires_at, grant.session.id)
 
@@ -345,7 +374,32 @@ class IdentityService:
             await self._login_failed(attempt, user.email, user.id, "bad_password", origin, now)
             raise BadUserInput("The current password is incorrect", field="currentPassword")
         await self.throttle.succeeded(attempt)
-        await self._set_password(user, new, now)
+        # Conditional on the password just verified and the sessions' epoch: of two
+        # concurrent changes (or a change racing a reset or a promotion) one wins,
+        # the other is refused; every other session ends with this write.
+        hashed = await self.hasher.hash(new)
+        changed = await UserDocument.get_pymongo_collection().update_one(
+            {
+                "_id": user.id,
+                "password_hash": user.password_hash,
+                "session_epoch": epoch_is(user.session_epoch),
+            },
+            {
+                "$set": {
+                    "password_hash": hashed,
+                    "password_changed_at": now,
+                    "updated_at": now,
+                    "kept_session": viewer.session_id,
+                },
+                "$inc": {"session_epoch": 1},
+            },
+        )
+        if changed.modified_count != 1:
+            raise Conflict("The password or the account's sessions changed meanwhile; try again")
+        if viewer.session_id is not None:
+            # The kept session moves to the new epoch (until then `kept_session` keeps
+            # it valid; after a crash here, the next change from it moves it).
+            await self.sessions.advance(viewer.session_id, user.session_epoch + 1)
         revoked = await self.sessions.revoke_all(
             user.id, now, "password_changed", keep=viewer.session_id
         )
@@ -357,12 +411,21 @@ class IdentityService:
         )
         return revoked
 
-    async def _set_password(self, user: UserDocument, password: str, now: datetime) -> None:
+    async def _reset_password(self, user: UserDocument, password: str, now: datetime) -> None:
+        """Set the password and end every session in the same write."""
         hashed = await self.hasher.hash(password)
-        await UserDocument.find_one({"_id": user.id}).update(
-            {"$set": {"password_hash": hashed, "password_changed_at": now, "updated_at": now}}
+        await UserDocument.get_pymongo_collection().update_one(
+            {"_id": user.id},
+            {
+                "$set": {
+                    "password_hash": hashed,
+                    "password_changed_at": now,
+                    "updated_at": now,
+                    "kept_session": None,
+                },
+                "$inc": {"session_epoch": 1},
+            },
         )
-        user.password_hash = hashed
 
     async def request_password_reset(self, email: str, origin: Origin) -> None:
         """Always succeeds the same way: whether the account exists is not revealed
@@ -444,7 +507,7 @@ class IdentityService:
         )
         if spent is None:
             raise invalid
-        await self._set_password(user, new_password, now)
+        await self._reset_password(user, new_password, now)
         revoked = await self.sessions.revoke_all(user.id, now, "password_reset")
         await PasswordResetDocument.find({"user_id": user.id, "used_at": None}).delete()
         await self.throttle.clear(user.email)
@@ -510,7 +573,12 @@ class IdentityService:
         now = now_ms()
         # Guessing codes through this door counts like guessing them at login.
         attempt = await self.throttle.admit(user.email, origin.ip, now, _session_of(viewer))
-        if not await self._check_second_factor(user, code, origin):
+        try:
+            passed = await self._check_second_factor(user, code, origin)
+        except RateLimited:
+            await self.throttle.abandon(attempt)
+            raise
+        if not passed:
             await self._login_failed(attempt, user.email, user.id, "bad_otp", origin, now)
             raise BadUserInput("Invalid code", field="code")
         await self.throttle.succeeded(attempt)
@@ -584,7 +652,11 @@ class IdentityService:
                     "totp_last_step": None,
                     "recovery_codes": [],
                     "pending_recovery_codes": [],
-                }
+                    "kept_session": None,
+                },
+                # In the same write as the role: no credential of the registrant's,
+                # even one being issued right now, is ever valid as an admin's.
+                "$inc": {"session_epoch": 1, "key_epoch": 1},
             }
         )
         sessions = await self.sessions.revoke_all(user.id, now, "promoted to admin")

@@ -47,6 +47,10 @@ DEVICE = Bucket(free=5, lookback=timedelta(hours=24))
 # A shared address (an office, a carrier's NAT) gets more before it is slowed down,
 # and forgets sooner; its signed-in devices are not slowed down at all.
 IP = Bucket(free=20, lookback=timedelta(hours=1))
+# Wrong second-factor codes of an account, wherever tried, apart from passwords: a
+# held-back account passes a right password with a right code, so codes need their
+# own brake (~100 guesses a day at most once held back, for 1-in-333,000 odds each).
+SECOND_FACTOR = Bucket(free=5, lookback=timedelta(hours=24))
 
 
 def next_attempt_at(bucket: Bucket, failures: Sequence[datetime], now: datetime) -> datetime:
@@ -141,6 +145,24 @@ class LoginThrottle:
         attempt that passed with its second factor clears nobody's failures)."""
         await attempt.record.delete()
 
+    async def check_codes(self, user_id: str, now: datetime) -> None:
+        """Refuse (RATE_LIMITED) while the account's wrong codes hold it back."""
+        times = await self._times({"device": _codes(user_id)}, SECOND_FACTOR, now)
+        until = next_attempt_at(SECOND_FACTOR, times, now)
+        if until > now:
+            raise RateLimited(
+                "Too many wrong two-factor codes: try again later",
+                retryAfter=_seconds_until(until, now),
+                scope="two_factor",
+            )
+
+    async def code_failed(self, user_id: str, email: str, now: datetime) -> None:
+        # Under the account's email too: a password reset (`clear`) forgets them.
+        await LoginAttemptDocument(email=email, ip=None, at=now, device=_codes(user_id)).insert()
+
+    async def codes_passed(self, user_id: str) -> None:
+        await LoginAttemptDocument.find({"device": _codes(user_id)}).delete()
+
     async def clear(self, email: str) -> None:
         await LoginAttemptDocument.find({"email": email}).delete()
 
@@ -153,6 +175,11 @@ class LoginThrottle:
             .to_list()
         )
         return [min(a.at, now) for a in found]
+
+
+def _codes(user_id: str) -> str:
+    # Wrong codes are kept as attempts of a pseudo-device: no password bucket counts them.
+    return f"codes:{user_id}"
 
 
 def _locked(until: datetime, now: datetime) -> AccountLocked:

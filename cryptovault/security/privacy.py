@@ -120,7 +120,10 @@ class Privacy:
                     "recovery_codes": [],
                     "pending_recovery_codes": [],
                     "updated_at": now,
-                }
+                    "kept_session": None,
+                },
+                # Ends every credential, even one being issued right now.
+                "$inc": {"session_epoch": 1, "key_epoch": 1},
             },
         )
         # After the account is flagged frozen: a placement in flight either is seen

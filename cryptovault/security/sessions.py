@@ -42,9 +42,12 @@ class SessionStore:
         self.refresh_ttl = refresh_ttl
         self.audit = audit
 
-    async def start(self, user_id: str, origin: Origin, now: datetime) -> RefreshGrant:
+    async def start(self, user_id: str, origin: Origin, now: datetime, epoch: int) -> RefreshGrant:
+        """`epoch`: the account's `session_epoch` as read before the password was
+        checked (a change since then makes this session invalid from the start)."""
         session = SessionDocument(
             user_id=user_id,
+            epoch=epoch,
             created_at=now,
             last_used_at=now,
             expires_at=now + self.refresh_ttl,
@@ -132,6 +135,14 @@ class SessionStore:
             {"$set": {"last_used_at": now}},
         )
 
+    async def advance(self, session_id: str, epoch: int) -> None:
+        """Move a session kept across a password change to the account's new epoch
+        (never back: a late call after a newer change is a no-op)."""
+        await SessionDocument.get_pymongo_collection().update_one(
+            {"_id": session_id, "$or": [{"epoch": {"$lt": epoch}}, {"epoch": None}]},
+            {"$set": {"epoch": epoch}},
+        )
+
     async def revoke(self, user_id: str, session_id: str, now: datetime, reason: str) -> bool:
         """Revoke one of the user's sessions; False if the user has no such active
         session (another user's id included)."""
@@ -184,6 +195,21 @@ class SessionStore:
         collection = RevokedTokenDocument.get_pymongo_collection()
         found = collection.find({"_id": {"$in": list(token_ids)}}, {"_id": 1})
         return {d["_id"] async for d in found}
+
+
+def session_valid(
+    session_id: str, epoch: int, account_epoch: int, kept_session: str | None
+) -> bool:
+    """Whether a session belongs to the account's current epoch (UserDocument): it
+    was started since the last change that ended every session, or it is the one the
+    last password change was made from, not yet moved forward."""
+    return epoch == account_epoch or (session_id == kept_session and epoch == account_epoch - 1)
+
+
+def epoch_is(value: int) -> int | dict[str, list[int | None]]:
+    """A filter matching an epoch field equal to `value` (documents written before
+    epochs existed have no field: they are epoch 0)."""
+    return value if value else {"$in": [0, None]}
 
 
 def _aware(moment: datetime) -> datetime:

@@ -1,0 +1,279 @@
+"""Credential epochs (documents.users): whatever ends every credential of an account
+(a password change or reset, a promotion, a deletion) does it in the same write that
+changes the password or role, so a sign-in racing it - a login that verified the old
+password, an API key created by an old session - yields a credential that never
+works. And sign-in throttling gives no verdict on a password while held back; wrong
+second-factor codes have a brake of their own.
+
+Each race is forced by holding one request at the point where it has read the
+account, running the other change to completion, then letting it go."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pyotp
+import pytest
+
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.users import LoginAttemptDocument
+from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
+
+ME = "{ viewer { id role } }"
+USERS = "{ users(first: 1) { totalCount } }"
+REFRESH = "mutation($t: String!) { refreshToken(refreshToken: $t) { accessToken } }"
+CREATE_KEY = """mutation { createApiKey(name: "bot", scopes: [PORTFOLIO_READ]) {
+  key apiKey { id } } }"""
+CHANGE = (
+    "mutation($c: String!, $n: String!) { changePassword(currentPassword: $c, newPassword: $n) }"
+)
+ENABLE = "mutation { enableTwoFactor { secret } }"
+CONFIRM = "mutation($c: String!) { confirmTwoFactor(code: $c) { twoFactorEnabled } }"
+WRONG = "wrong password!"
+
+
+def new_email(tag: str) -> str:
+    return f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
+
+
+class Gate:
+    """Holds the wrapped call after it ran (or before), until released."""
+
+    def __init__(self, expected: int = 1) -> None:
+        self.expected = expected
+        self.arrived = 0
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def wait_here(self) -> None:
+        self.arrived += 1
+        if self.arrived >= self.expected:
+            self.entered.set()
+        await self.release.wait()
+
+
+def refused(body: dict) -> str:
+    assert body.get("data") is None or not any(body["data"].values()), body
+    return body["errors"][0]["extensions"].get("reason") or body["errors"][0]["extensions"]["code"]
+
+
+async def test_a_login_that_verified_the_old_password_during_a_promotion_never_works(
+    services, gql, monkeypatch
+):
+    """The registrant of ops@ signs in while the operator promotes the account: the
+    login checked the registrant's password before the promotion and finishes after
+    it. Its tokens must not work, let alone as an admin's."""
+    email = new_email("ops")
+    await sign_up(gql, email)
+    hasher = services.identity.hasher
+    real_verify = hasher.verify
+    gate = Gate()
+
+    async def verify_then_wait(stored: str, password: str) -> bool:
+        matched = await real_verify(stored, password)
+        await gate.wait_here()
+        return matched
+
+    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    login = asyncio.create_task(log_in(gql, email, PASSWORD))
+    await gate.entered.wait()
+    _, outcome = await services.identity.create_admin(email, None, promote_existing=True)
+    assert outcome == "promoted"
+    gate.release.set()
+    body = await login
+    assert not body.get("errors"), body  # the login answered; what it got is dead
+    signed_in = body["data"]["login"]
+    headers = bearer(signed_in["accessToken"])
+    assert refused(await gql.execute(ME, headers=headers)) == "SESSION_REVOKED"
+    assert refused(await gql.execute(USERS, headers=headers)) == "SESSION_REVOKED"
+    assert refused(await gql.execute(REFRESH, {"t": signed_in["refreshToken"]})) == (
+        "SESSION_REVOKED"
+    )
+
+
+async def test_an_api_key_created_during_a_promotion_never_works(services, gql, monkeypatch):
+    email = new_email("keyrace")
+    member = await sign_up(gql, email)
+    real_insert = ApiKeyDocument.insert
+    gate = Gate()
+
+    async def wait_then_insert(self, *args, **kwargs):
+        await gate.wait_here()
+        return await real_insert(self, *args, **kwargs)
+
+    monkeypatch.setattr(ApiKeyDocument, "insert", wait_then_insert)
+    creating = asyncio.create_task(gql.execute(CREATE_KEY, headers=bearer(member["accessToken"])))
+    await gate.entered.wait()
+    await services.identity.create_admin(email, None, promote_existing=True)
+    gate.release.set()
+    body = await creating
+    assert not body.get("errors"), body
+    key = body["data"]["createApiKey"]["key"]
+    answer = await gql.execute(ME, headers={"X-API-Key": key})
+    assert refused(answer) == "API_KEY_REVOKED"
+
+
+async def test_of_two_concurrent_password_changes_one_wins_and_ends_the_other(
+    services, gql, monkeypatch
+):
+    """Two sessions (the owner's and a thief's) change the password at once, each
+    having verified the current one. Exactly one change applies; the other session
+    is told CONFLICT and is ended by the winner."""
+    email = new_email("tug")
+    first = (await sign_up(gql, email))["accessToken"]
+    second = (await log_in(gql, email))["data"]["login"]["accessToken"]
+    hasher = services.identity.hasher
+    real_hash = hasher.hash
+    gate = Gate(expected=2)
+
+    async def hash_when_both_verified(password: str) -> str:
+        await gate.wait_here()
+        return await real_hash(password)
+
+    monkeypatch.setattr(hasher, "hash", hash_when_both_verified)
+    changes = [
+        asyncio.create_task(gql.execute(CHANGE, {"c": PASSWORD, "n": new}, headers=bearer(token)))
+        for token, new in ((first, "first new passphrase"), (second, "second new passphrase"))
+    ]
+    await gate.entered.wait()
+    gate.release.set()
+    bodies = await asyncio.gather(*changes)
+    outcomes = ["CONFLICT" if b.get("errors") else "changed" for b in bodies]
+    assert sorted(outcomes) == ["CONFLICT", "changed"], bodies
+    assert error_codes(bodies[outcomes.index("CONFLICT")]) == ["CONFLICT"]
+    winner = outcomes.index("changed")
+    tokens = (first, second)
+    passwords = ("first new passphrase", "second new passphrase")
+    assert not (await gql.execute(ME, headers=bearer(tokens[winner]))).get("errors")
+    assert refused(await gql.execute(ME, headers=bearer(tokens[1 - winner]))) == ("SESSION_REVOKED")
+    monkeypatch.setattr(hasher, "hash", real_hash)
+    assert not (await log_in(gql, email, passwords[winner])).get("errors")
+    assert error_codes(await log_in(gql, email, passwords[1 - winner])) == ["UNAUTHENTICATED"]
+
+
+async def test_the_session_a_password_change_came_from_survives_a_crash_before_it_moves(
+    services, gql, monkeypatch
+):
+    """The account's write ends every other session; moving the caller's session to
+    the new epoch is a second write. Crash between the two: the caller's session
+    still works (it is the one the change was made from), and so does the next change
+    made from it."""
+    email = new_email("kept")
+    signed_up = await sign_up(gql, email)
+    other = (await log_in(gql, email))["data"]["login"]["accessToken"]
+    headers = bearer(signed_up["accessToken"])
+
+    async def crashed(session_id: str, epoch: int) -> None:
+        return None
+
+    monkeypatch.setattr(services.identity.sessions, "advance", crashed)
+    changed = await gql.execute(CHANGE, {"c": PASSWORD, "n": "one new passphrase"}, headers=headers)
+    assert changed["data"]["changePassword"] is True, changed
+    assert not (await gql.execute(ME, headers=headers)).get("errors")
+    assert refused(await gql.execute(ME, headers=bearer(other))) == "SESSION_REVOKED"
+    refreshed = await gql.execute(REFRESH, {"t": signed_up["refreshToken"]})
+    assert not refreshed.get("errors"), refreshed
+    monkeypatch.undo()
+    again = await gql.execute(
+        CHANGE, {"c": "one new passphrase", "n": "two new passphrase"}, headers=headers
+    )
+    assert again["data"]["changePassword"] is True, again
+    assert not (await gql.execute(ME, headers=headers)).get("errors")
+
+
+async def test_a_reset_ends_a_login_that_verified_the_old_password(services, gql, monkeypatch):
+    email = new_email("reset")
+    user_id = (await sign_up(gql, email))["user"]["id"]
+    hasher = services.identity.hasher
+    real_verify = hasher.verify
+    gate = Gate()
+
+    async def verify_then_wait(stored: str, password: str) -> bool:
+        matched = await real_verify(stored, password)
+        await gate.wait_here()
+        return matched
+
+    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    login = asyncio.create_task(log_in(gql, email, PASSWORD))
+    await gate.entered.wait()
+    token = "reset-" + uuid.uuid4().hex
+    await _reset_token(user_id, token)
+    await services.identity.reset_password(token, "a brand new passphrase", _origin())
+    gate.release.set()
+    body = await login
+    headers = bearer(body["data"]["login"]["accessToken"])
+    assert refused(await gql.execute(ME, headers=headers)) == "SESSION_REVOKED"
+
+
+async def test_held_back_a_right_password_is_counted_like_a_wrong_one(gql_at):
+    """Held back, a right password without the (absent) second factor is refused like
+    a wrong one; if only wrong guesses were counted, the next attempt's delay would
+    say which guess was right."""
+    attacker = gql_at()
+    email = new_email("oracle")
+    await sign_up(gql_at(), email)
+    for _ in range(5):
+        assert error_codes(await log_in(attacker, email, WRONG)) == ["UNAUTHENTICATED"]
+
+    async def counted() -> int:
+        return await LoginAttemptDocument.find({"email": email}).count()
+
+    before = await counted()
+    wrong = await log_in(attacker, email, WRONG, otp="123456")
+    after_wrong = await counted()
+    right = await log_in(attacker, email, PASSWORD, otp="123456")
+    after_right = await counted()
+    assert error_codes(wrong) == error_codes(right) == ["ACCOUNT_LOCKED"]
+    assert after_wrong - before == after_right - after_wrong == 1
+    # ... and the next attempt's delay grew the same way after each.
+    assert right["errors"][0]["message"] == wrong["errors"][0]["message"]
+
+
+async def test_wrong_second_factor_codes_have_their_own_brake(gql_at):
+    """Someone who has the password guesses codes. Held back, a right password with a
+    right code used to pass, so guessing had no limit but the request rate. After 5
+    wrong codes even the right code is refused, from any device, until the delay."""
+    owner, attacker = gql_at(), gql_at()
+    email = new_email("codes")
+    signed_up = await sign_up(owner, email)
+    headers = bearer(signed_up["accessToken"])
+    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
+    totp = pyotp.TOTP(secret)
+    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+    wrong_code = "000000" if totp.now() != "000000" else "111111"
+    for _ in range(5):
+        body = await log_in(attacker, email, PASSWORD, otp=wrong_code)
+        assert error_codes(body) == ["TWO_FACTOR_REQUIRED"], body
+    body = await log_in(attacker, email, PASSWORD, otp=totp.now())
+    assert error_codes(body) == ["ACCOUNT_LOCKED"], body
+    # The owner's trusted device is not held back by the attacker's password
+    # failures, but the codes are the account's: refused, with a reason.
+    body = await log_in(
+        owner, email, PASSWORD, otp=totp.now(), device_token=signed_up["deviceToken"]
+    )
+    assert error_codes(body) == ["RATE_LIMITED"], body
+    assert body["errors"][0]["extensions"]["scope"] == "two_factor"
+    assert 0 < body["errors"][0]["extensions"]["retryAfter"] <= 30
+
+
+async def _reset_token(user_id: str, token: str) -> None:
+    from datetime import timedelta
+
+    from cryptovault.documents.common import now_ms
+    from cryptovault.documents.users import PasswordResetDocument
+    from cryptovault.security.tokens import digest
+
+    now = now_ms()
+    await PasswordResetDocument(
+        id=digest(token), user_id=user_id, created_at=now, expires_at=now + timedelta(minutes=5)
+    ).insert()
+
+
+def _origin():
+    from cryptovault.security.origin import SYSTEM
+
+    return SYSTEM
+
+
+pytestmark = pytest.mark.usefixtures("services")
