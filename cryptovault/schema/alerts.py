@@ -14,7 +14,7 @@ from cryptovault.resolvers import alerts as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
-from cryptovault.schema.permissions import HasScope, IsAuthenticated
+from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
 
 # Register the domain enums with the schema under their API names.
 strawberry.enum(
@@ -103,9 +103,8 @@ class AlertMutation:
 @strawberry.type
 class AlertSubscription:
     @strawberry.subscription(
-        description="The viewer's price alerts as they fire (each once). Ends with "
-        "UNAUTHENTICATED when the access token expires: reconnect with a fresh token. "
-        "API keys: `portfolio:read`.",
+        description="The viewer's price alerts as they fire (each once). API keys: "
+        "`portfolio:read`. " + PRIVATE_STREAM_ENDS,
         permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
     )
     async def alerts(self, info: Info) -> AsyncGenerator[PriceAlert]:

@@ -13,7 +13,12 @@ from strawberry.scalars import JSON
 from cryptovault.resolvers import audit as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.pagination import Connection
-from cryptovault.schema.permissions import IsAdmin, IsAuthenticated, IsUserSession
+from cryptovault.schema.permissions import (
+    PRIVATE_STREAM_ENDS,
+    IsAdmin,
+    IsAuthenticated,
+    IsUserSession,
+)
 
 
 @strawberry.type(description="One recorded sensitive action.")
@@ -75,8 +80,7 @@ class AuditQuery:
 class AuditSubscription:
     @strawberry.subscription(
         description="The viewer's security events as they happen (e.g. a sign-in from "
-        "another device). Ends with UNAUTHENTICATED when the access token expires: "
-        "reconnect with a fresh token.",
+        "another device). " + PRIVATE_STREAM_ENDS,
         permission_classes=[IsAuthenticated, IsUserSession],
     )
     async def security_events(self, info: Info) -> AsyncGenerator[AuditEntry]:

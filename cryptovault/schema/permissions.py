@@ -84,3 +84,13 @@ def HasScope(scope: str) -> type[BasePermission]:
 
     _HasScope.__name__ = f"HasScope_{scope.replace(':', '_')}"
     return _HasScope
+
+
+# How every private subscription ends (schema descriptions; README "WebSocket").
+PRIVATE_STREAM_ENDS = (
+    "Ends with UNAUTHENTICATED when its credential expires or is revoked (logout, "
+    "password change or reset, a revoked session or API key, account deletion; "
+    "`extensions.reason` says which), the socket then closing with 4403; and with "
+    "FORBIDDEN (reason ACCOUNT_FROZEN or ROLE_CHANGED) when the account is frozen or "
+    "loses its role: subscribe again to keep reading."
+)

@@ -18,7 +18,7 @@ from cryptovault.resolvers import portfolio as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
-from cryptovault.schema.permissions import HasScope, IsAuthenticated
+from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
 from cryptovault.schema.trading import MAX_PAGE, Trade
 
 strawberry.enum(
@@ -174,8 +174,7 @@ class PortfolioQuery:
 class PortfolioSubscription:
     @strawberry.subscription(
         description="The viewer's live portfolio: now, then again when a held asset's price "
-        "moves or a trade lands, at most once a second. Ends with UNAUTHENTICATED when the "
-        "access token expires.",
+        "moves or a trade lands, at most once a second. " + PRIVATE_STREAM_ENDS,
         permission_classes=READ,
     )
     async def portfolio(self, info: Info) -> AsyncGenerator[Portfolio]:

@@ -14,7 +14,13 @@ from cryptovault.resolvers import trading as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
-from cryptovault.schema.permissions import HasScope, IsAdmin, IsAuthenticated, NotFrozen
+from cryptovault.schema.permissions import (
+    PRIVATE_STREAM_ENDS,
+    HasScope,
+    IsAdmin,
+    IsAuthenticated,
+    NotFrozen,
+)
 from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, TimeInForce
 from cryptovault.trading.enums import Side as OrderSide
 
@@ -298,8 +304,7 @@ class TradingMutation:
 @strawberry.type
 class TradingSubscription:
     @strawberry.subscription(
-        description="The viewer's orders on every state change. Ends with UNAUTHENTICATED "
-        "when the access token expires.",
+        description="The viewer's orders on every state change. " + PRIVATE_STREAM_ENDS,
         permission_classes=READ,
     )
     async def order_updates(self, info: Info) -> AsyncGenerator[Order]:
