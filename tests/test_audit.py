@@ -14,6 +14,10 @@ import pyotp
 import pytest
 
 from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.events.bus import MemoryBus
+from cryptovault.events.hub import Hub
+from cryptovault.security import audit as audit_module
+from cryptovault.security.audit import AuditLog, security_topic
 from cryptovault.security.origin import Origin
 from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
 
@@ -274,3 +278,34 @@ async def test_promoting_an_existing_account_takes_away_what_its_registrant_set(
     )
     login = await log_in(gql, email, "the owner's password")
     assert login["data"]["login"]["user"]["role"] == "ADMIN"
+
+
+async def test_a_failed_publish_is_retried_and_pushed_to_subscribers_once(services, monkeypatch):
+    """A revocation's entry must reach the other instances' sockets even if the bus
+    refused the first publish; a publish that failed after it went out is pushed to
+    securityEvents subscribers once, not twice."""
+    monkeypatch.setattr(audit_module, "PUBLISH_RETRIES", (0.0, 0.0, 0.0))
+
+    class FlakyBus(MemoryBus):
+        def __init__(self, failures: list[bool]) -> None:
+            super().__init__()
+            self.failures = failures  # per publish: raise, after delivering or not
+
+        async def publish(self, channel: str, message: dict) -> None:
+            plan = self.failures.pop(0) if self.failures else None
+            if plan is not True:  # None: deliver; False: deliver then fail
+                await super().publish(channel, message)
+            if plan is not None:
+                raise ConnectionError("bus unavailable")
+
+    for failures in ([True, True], [False]):
+        hub = Hub()
+        audit = AuditLog(FlakyBus(list(failures)), hub)
+        user_id = f"retried-{uuid.uuid4().hex[:8]}"
+        with hub.subscribe(security_topic(user_id)) as events:
+            entry = await audit.record("session.revoked", actor=user_id)
+            async with asyncio.timeout(10):
+                received = await anext(aiter(events))
+            assert received.id == entry.id
+            await asyncio.gather(*audit._retries)
+            assert events.queue.empty(), failures  # no second copy

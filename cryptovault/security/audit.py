@@ -4,7 +4,9 @@ pushed live to that user's `securityEvents` subscribers on every instance."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
@@ -23,6 +25,13 @@ from cryptovault.security.viewer import Viewer
 log = logging.getLogger(__name__)
 
 SECURITY_CHANNEL = "security.events"
+# A publish that failed is tried again after these delays (seconds), in the background:
+# a revocation then still reaches the other instances' sockets within seconds rather
+# than at their next credential recheck. A repeated message costs a redundant read.
+PUBLISH_RETRIES = (0.2, 0.5, 1.0, 2.0, 5.0)
+# Entries already pushed to securityEvents subscribers (a retried publish may arrive
+# twice): the newest ids, enough to cover the retries' half a minute.
+SEEN_ENTRIES = 4096
 MAX_PAGE = 200
 # Never stored in details, whatever a caller passes (compared without case, _ and -).
 SECRET_KEYS = frozenset(
@@ -81,6 +90,8 @@ class AuditLog:
     def __init__(self, bus: EventBus, hub: Hub) -> None:
         self.bus = bus
         self.hub = hub
+        self._retries: set[asyncio.Task[None]] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
         bus.subscribe(SECURITY_CHANNEL, self._on_event)
 
     async def record(
@@ -130,17 +141,36 @@ class AuditLog:
                 raise
             return await AuditEntryDocument.get(entry_id) or entry  # recorded already
         if entry.user_id is not None:
+            message = entry.model_dump(mode="json")
             try:
-                await self.bus.publish(SECURITY_CHANNEL, entry.model_dump(mode="json"))
+                await self.bus.publish(SECURITY_CHANNEL, message)
             except Exception:
-                # The entry is stored; only the live notification is lost.
-                log.warning("could not publish a security event", exc_info=True)
+                # The entry is stored; the live notification is tried again.
+                log.warning("could not publish a security event: retrying", exc_info=True)
+                task = asyncio.create_task(self._republish(message))
+                self._retries.add(task)
+                task.add_done_callback(self._retries.discard)
         return entry
+
+    async def _republish(self, message: dict[str, Any]) -> None:
+        for delay in PUBLISH_RETRIES:
+            await asyncio.sleep(delay)
+            try:
+                await self.bus.publish(SECURITY_CHANNEL, message)
+                return
+            except Exception:
+                continue
+        # Open sockets still see the change at their next credential recheck.
+        log.error("a security event was not published", extra={"action": message["action"]})
 
     async def _on_event(self, message: dict[str, Any]) -> None:
         entry = AuditEntryDocument.model_validate(message)
-        if entry.user_id is not None:
-            self.hub.publish(security_topic(entry.user_id), entry)
+        if entry.user_id is None or entry.id in self._seen:
+            return
+        self._seen[entry.id] = None
+        if len(self._seen) > SEEN_ENTRIES:
+            self._seen.popitem(last=False)
+        self.hub.publish(security_topic(entry.user_id), entry)
 
     async def page(
         self,
