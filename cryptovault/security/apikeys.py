@@ -14,10 +14,12 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms, older_than
+from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.origin import Origin
+from cryptovault.security.sessions import session_valid
 from cryptovault.security.tokens import digest
 from cryptovault.security.viewer import Viewer
 
@@ -71,10 +73,28 @@ class ApiKeys:
         # Read before the key exists: a promotion or deletion after this read makes
         # the key invalid from the start (UserDocument.key_epoch).
         owner = await UserDocument.get_pymongo_collection().find_one(
-            {"_id": viewer.user_id}, {"key_epoch": 1}
+            {"_id": viewer.user_id}, {"key_epoch": 1, "session_epoch": 1, "kept_session": 1}
         )
         if owner is None:
             raise Unauthenticated("The account no longer exists")
+        if viewer.session_id is not None:
+            # The asking session, judged against the same read of the account: if a
+            # promotion or deletion ended it before that read, no key; if after, the
+            # key carries the old epoch and never works.
+            session = await SessionDocument.get_pymongo_collection().find_one(
+                {"_id": viewer.session_id}, {"epoch": 1, "revoked_at": 1}
+            )
+            if (
+                session is None
+                or session.get("revoked_at") is not None
+                or not session_valid(
+                    viewer.session_id,
+                    session.get("epoch") or 0,
+                    owner.get("session_epoch") or 0,
+                    owner.get("kept_session"),
+                )
+            ):
+                raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
         for _ in range(3):
             prefix = secrets.token_hex(PREFIX_LENGTH // 2)
             key = f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"

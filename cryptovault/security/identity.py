@@ -214,7 +214,11 @@ class IdentityService:
             # Parameters changed since this hash was made: upgrade it now that we
             # hold the plain password.
             updates["password_hash"] = await self.hasher.hash(password)
-        await UserDocument.find_one({"_id": user.id}).update({"$set": updates})
+        # Conditional on the hash just verified: a reset or promotion that replaced it
+        # meanwhile is not undone by writing the old password back, upgraded.
+        await UserDocument.get_pymongo_collection().update_one(
+            {"_id": user.id, "password_hash": user.password_hash}, {"$set": updates}
+        )
         for key, value in updates.items():
             setattr(user, key, value)
         signed_in = await self._sign_in(user, origin, now, device)

@@ -1,0 +1,179 @@
+"""Adversarial review of credential epochs, the held-back login and the 2FA brake
+(commits 5c11a67 and a6bdc7a). Each test is a finding: it FAILS on the code under
+review and should pass once the finding is fixed.
+
+Races are forced as tests/test_credential_epochs.py does: one request is held at a
+point of its own code (a monkeypatched gate), the other change runs to completion,
+then the first is let go."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import argon2
+import pytest
+
+from cryptovault.documents.users import UserDocument
+from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
+from tests.test_credential_epochs import (
+    CREATE_KEY,
+    Gate,
+    _origin,
+    _reset_token,
+    new_email,
+)
+
+DELETE = "mutation($p: String!) { deleteMyAccount(password: $p) }"
+RESET = "mutation($t: String!, $p: String!) { resetPassword(token: $t, newPassword: $p) }"
+EVENTS = "{ securityEvents(first: 50) { edges { node { action details } } } }"
+PORTFOLIO_READ = "{ viewer { id role } }"
+
+
+def _ok(body: dict) -> bool:
+    return not body.get("errors")
+
+
+# -- (a) a key created by a session authenticated before the promotion/deletion --------
+
+
+async def _key_created_around(services, gql, monkeypatch, change) -> tuple[dict, str]:
+    """createApiKey passes authentication (the session is valid), is held before the
+    key service reads `key_epoch`, `change` ends every credential, then it goes on."""
+    email = new_email("keyauth")
+    member = await sign_up(gql, email)
+    api_keys = services.api_keys
+    real_create = api_keys.create
+    gate = Gate()
+
+    async def wait_then_create(*args, **kwargs):
+        await gate.wait_here()
+        return await real_create(*args, **kwargs)
+
+    monkeypatch.setattr(api_keys, "create", wait_then_create)
+    creating = asyncio.create_task(gql.execute(CREATE_KEY, headers=bearer(member["accessToken"])))
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    await change(email, member)
+    gate.release.set()
+    return await creating, email
+
+
+async def test_probe_key_requested_by_a_session_authenticated_before_a_promotion_works(
+    services, gql, monkeypatch
+):
+    """The registrant's createApiKey is authenticated a moment before the operator
+    promotes the account. `ApiKeys.create` reads `key_epoch` *after* the promotion's
+    write, so the key carries the new epoch: a working key (portfolio:read) on an
+    ADMIN account, created by the registrant whose everything was to be taken away."""
+
+    async def promote(email, _member):
+        await services.identity.create_admin(email, None, promote_existing=True)
+
+    body, _ = await _key_created_around(services, gql, monkeypatch, promote)
+    if not _ok(body):
+        return  # refused outright: fine
+    key = body["data"]["createApiKey"]["key"]
+    answer = await gql.execute(PORTFOLIO_READ, headers={"X-API-Key": key})
+    assert not _ok(answer), f"registrant's key works on the promoted admin account: {answer}"
+
+
+async def test_probe_key_requested_by_a_session_authenticated_before_deletion_works(
+    services, gql, monkeypatch
+):
+    """Same gap with deleteMyAccount: a key whose request was authenticated before
+    the deletion keeps working on the deleted (anonymised) account."""
+
+    async def delete(_email, member):
+        done = await gql.execute(DELETE, {"p": PASSWORD}, headers=bearer(member["accessToken"]))
+        assert done["data"]["deleteMyAccount"] is True, done
+
+    body, _ = await _key_created_around(services, gql, monkeypatch, delete)
+    if not _ok(body):
+        return
+    key = body["data"]["createApiKey"]["key"]
+    answer = await gql.execute(PORTFOLIO_READ, headers={"X-API-Key": key})
+    assert not _ok(answer), f"a key of the deleted account works: {answer}"
+
+
+# -- (a) login's rehash write is unconditional -----------------------------------------
+
+
+async def _legacy_hash(email: str) -> None:
+    """The account's hash made with other Argon2 parameters (an upgrade of
+    ARGON2_* since it was set), so the next login rehashes it."""
+    old = argon2.PasswordHasher(time_cost=2, memory_cost=512, parallelism=1, type=argon2.Type.ID)
+    await UserDocument.get_pymongo_collection().update_one(
+        {"email": email}, {"$set": {"password_hash": old.hash(PASSWORD)}}
+    )
+
+
+async def _login_held_after_verify(services, gql, monkeypatch, email: str):
+    hasher = services.identity.hasher
+    real_verify = hasher.verify
+    gate = Gate()
+
+    async def verify_then_wait(stored: str, password: str) -> bool:
+        matched = await real_verify(stored, password)
+        if password == PASSWORD and not gate.release.is_set():
+            await gate.wait_here()
+        return matched
+
+    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    login = asyncio.create_task(log_in(gql, email, PASSWORD))
+    await asyncio.wait_for(gate.entered.wait(), 10)
+    return login, gate
+
+
+async def test_probe_a_racing_login_rehash_undoes_a_password_reset(services, gql, monkeypatch):
+    """The owner resets a leaked password while the thief logs in with it. The
+    thief's session is dead (epoch), but the login then writes
+    `password_hash = hash(old password)` unconditionally (the rehash after an Argon2
+    parameter change): the reset is undone and the leaked password signs in again."""
+    email = new_email("rehash-reset")
+    user_id = (await sign_up(gql, email))["user"]["id"]
+    await _legacy_hash(email)
+    login, gate = await _login_held_after_verify(services, gql, monkeypatch, email)
+    token = "reset-" + uuid.uuid4().hex
+    await _reset_token(user_id, token)
+    await services.identity.reset_password(token, "the owner's new passphrase", _origin())
+    gate.release.set()
+    await login
+    monkeypatch.undo()
+    again = await log_in(gql, email, PASSWORD)
+    assert error_codes(again) == ["UNAUTHENTICATED"], (
+        f"the leaked password works again after the reset: {again}"
+    )
+    assert _ok(await log_in(gql, email, "the owner's new passphrase"))
+
+
+async def test_probe_a_racing_login_rehash_restores_the_registrants_password_on_an_admin(
+    services, gql, monkeypatch
+):
+    """`create-admin --promote-existing` replaces the registrant's password with an
+    unusable one; a registrant's login racing it (with a hash due for rehash) writes
+    the registrant's password back, onto what is now an ADMIN account."""
+    email = new_email("rehash-promote")
+    await sign_up(gql, email)
+    await _legacy_hash(email)
+    login, gate = await _login_held_after_verify(services, gql, monkeypatch, email)
+    await services.identity.create_admin(email, None, promote_existing=True)
+    gate.release.set()
+    await login
+    monkeypatch.undo()
+    again = await log_in(gql, email, PASSWORD)
+    assert not _ok(again), f"the registrant signs in to the promoted admin account: {again}"
+
+
+# -- (a) deletion does not void pending reset tokens -----------------------------------
+
+
+# -- (d) the 2FA brake is check-then-record ---------------------------------------------
+
+
+# -- (c) held back: the verdict leaks through what is recorded --------------------------
+
+
+# -- (b)/(e) the kept session is refused while its own change is under way -------------
+
+
+pytestmark = pytest.mark.usefixtures("services")
