@@ -23,6 +23,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -70,10 +71,12 @@ _analyses = OperationCache(CACHE_SIZE, _analyze)
 
 @dataclass(slots=True)
 class DocumentWork:
-    """One operation's parsing and validation: CPU seconds spent, points charged."""
+    """One operation's parsing and validation: CPU seconds spent, points charged, and
+    the refusal when the caller could not afford to have its document parsed."""
 
     seconds: float = 0.0
     charged: int = 0
+    refused: GraphQLError | None = None
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
