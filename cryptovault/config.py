@@ -162,7 +162,7 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
-    def admin_ip_allowed(self, ip: str) -> bool:
+    def admin_ip_allowed(self, ip: str | None) -> bool:
         if not self.admin_allowed_ips:
             return True
         try:

@@ -95,7 +95,7 @@ class TrustedSocket:
         """False (and the socket closed with 4429) when its address already has
         WS_MAX_PENDING_PER_IP sockets waiting for their connection_init."""
         pending: PendingSockets = self.view.pending_sockets
-        address = self.context.client_ip
+        address = self.context.client_key
         if not pending.claim(address):
             with contextlib.suppress(Exception):
                 await self.websocket.close(
