@@ -165,6 +165,8 @@ class Settings:
     def admin_ip_allowed(self, ip: str | None) -> bool:
         if not self.admin_allowed_ips:
             return True
+        if ip is None:
+            return False
         try:
             address = ip_address(ip)
         except ValueError:
