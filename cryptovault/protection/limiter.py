@@ -7,6 +7,8 @@
   document) is charged in full even beyond the budget (`charge`): a debt.
 - Auth limits: login, register, password reset and two-factor attempts, per client IP
   and per account (moving window: exact, and the numbers are small).
+- The data export: `exportMyData` calls per user (moving window), whatever their
+  static cost: each reads everything the user has.
 - WebSocket connection slots per identity (this instance).
 
 When the store is unreachable the limiter fails open (and logs): an outage of Redis
@@ -161,6 +163,8 @@ class Limiter:
         self.budget_anonymous = RateLimitItemPerSecond(
             settings.cost_budget_anonymous, settings.cost_window_seconds, namespace="cost"
         )
+        item = parse(settings.export_rate_limit)
+        self.export_limit = type(item)(item.amount, item.multiples, namespace="export")
         self.max_connections = settings.ws_max_connections_per_identity
         self._connections: Counter[str] = Counter()
         self._last_failure_log = 0.0
@@ -266,6 +270,26 @@ class Limiter:
                 retryAfter=retry,
                 scope=scope,
             )
+
+    async def hit_export(self, user_id: str) -> None:
+        """Count one data export of `user_id`; raise RateLimited (with `retryAfter`
+        seconds) once EXPORT_RATE_LIMIT is reached. Call it before reading anything."""
+        key = f"export/user/{user_id}"
+        try:
+            if await self.attempts.hit(self.export_limit, key):
+                return
+            stats = await self.attempts.get_window_stats(self.export_limit, key)
+        except Exception:
+            self._storage_failed()
+            return
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        await self._rejected("export")
+        raise RateLimited(
+            f"At most {self.export_limit.amount} data exports per "
+            f"{self.export_limit.get_expiry()} s; retry in {retry} s",
+            retryAfter=retry,
+            scope="account",
+        )
 
     async def _rejected(self, limit: str) -> None:
         await self.counters.incr(REJECTIONS)
