@@ -321,3 +321,52 @@ def test_the_readme_states_the_default_sign_in_limits():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1] == stated(per_ip), (kind, row)
         assert cells[2].split(" ")[0] == stated(per_account), (kind, row)
+
+
+def test_the_readme_states_the_default_budgets_query_limits_and_lockout():
+    """The numbers operators and partners plan with are the code's defaults."""
+    import re
+    from datetime import timedelta
+    from pathlib import Path
+
+    from cryptovault.config import Settings
+    from cryptovault.security import lockout
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    defaults = Settings()
+
+    def row(start: str) -> list[str]:
+        (line,) = [line for line in readme.splitlines() if line.startswith(start)]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    assert f"`COST_BUDGET` ({defaults.cost_budget:,})" in readme
+    assert f"`COST_BUDGET_ANONYMOUS` ({defaults.cost_budget_anonymous:,})" in readme
+    assert f"`COST_WINDOW_SECONDS` ({defaults.cost_window_seconds} s)" in readme
+    assert f"`MAX_QUERY_COST` (default {defaults.max_query_cost:,})" in readme
+    for setting, value in (
+        ("MAX_QUERY_DEPTH", defaults.max_query_depth),
+        ("MAX_ALIASES", defaults.max_aliases),
+        ("MAX_DIRECTIVES_PER_FIELD", defaults.max_directives_per_field),
+        ("MAX_ROOT_FIELDS", defaults.max_root_fields),
+        ("MAX_TOKENS", defaults.max_tokens),
+        ("MAX_BATCH_OPERATIONS", defaults.max_batch_operations),
+    ):
+        (line,) = [line for line in readme.splitlines() if f"(`{setting}`" in line]
+        assert line.split("|")[2].strip() == f"{value:,}", line
+
+    def hours(delta: timedelta) -> str:
+        return f"{int(delta.total_seconds() // 3600)} h"
+
+    for start, bucket in (
+        ("| an account |", lockout.ACCOUNT),
+        ("| a client IP", lockout.IP),
+        ("| a device |", lockout.DEVICE),
+        ("| a session |", lockout.DEVICE),
+    ):
+        cells = row(start)
+        assert cells[2:] == [str(bucket.free), hours(bucket.lookback)], start
+    text = " ".join(readme.split())
+    delays = re.search(r"waits (\d+) s after the latest failure.*?at most (\d+) minutes", text)
+    assert delays is not None
+    assert int(delays.group(1)) == lockout.BASE_DELAY.total_seconds()
+    assert int(delays.group(2)) * 60 == lockout.MAX_DELAY.total_seconds()
