@@ -10,8 +10,9 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 import orjson
@@ -108,6 +109,19 @@ def graphiql_csp(html: str) -> str:
             "form-action 'none'",
         ]
     )
+
+
+def trusted_hosts(proxies: Iterable[IPv4Network | IPv6Network]) -> list[str]:
+    """TRUSTED_PROXIES for uvicorn's proxy middleware: each IPv4 network also in its
+    IPv4-mapped IPv6 form (`::ffff:10.0.0.0/120`), the way a dual-stack socket reports
+    an IPv4 peer and some proxies write a hop (security/origin.py)."""
+    hosts = []
+    for network in proxies:
+        hosts.append(str(network))
+        if isinstance(network, IPv4Network):
+            mapped = IPv6Address(f"::ffff:{network.network_address}")
+            hosts.append(str(IPv6Network((mapped, 96 + network.prefixlen))))
+    return hosts
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -484,11 +498,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         # Outermost: everything after it sees the client behind the proxy. uvicorn's
         # middleware takes the right-most address of X-Forwarded-For that is not a
         # trusted proxy, so what a client writes on the left of it is ignored.
-        [
-            Middleware(
-                ProxyHeadersMiddleware, trusted_hosts=[str(n) for n in settings.trusted_proxies]
-            )
-        ]
+        [Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted_hosts(settings.trusted_proxies))]
         if settings.trusted_proxies
         else []
     )

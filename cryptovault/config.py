@@ -25,6 +25,8 @@ DEFAULT_AUTH_RATE_LIMITS = (
     "password_reset=10/hour:3/hour,two_factor=20/minute:5/minute"
 )
 
+DEFAULT_EXPORT_RATE_LIMIT = "3/hour"
+
 
 def _new_fernet_key() -> str:
     from cryptography.fernet import Fernet
@@ -112,6 +114,8 @@ class Settings:
     ws_credential_recheck_seconds: float = 30.0
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
+    # exportMyData reads everything a user has: calls per user (limits notation).
+    export_rate_limit: str = DEFAULT_EXPORT_RATE_LIMIT
     # Paper trading.
     starting_balance_usd: Decimal = Decimal("10000")
     maker_fee_rate: Decimal = Decimal("0.001")
@@ -162,9 +166,11 @@ class Settings:
     def is_production(self) -> bool:
         return self.environment == "production"
 
-    def admin_ip_allowed(self, ip: str) -> bool:
+    def admin_ip_allowed(self, ip: str | None) -> bool:
         if not self.admin_allowed_ips:
             return True
+        if ip is None:
+            return False
         try:
             address = ip_address(ip)
         except ValueError:
@@ -420,6 +426,13 @@ def load_settings(
         parse_auth_limits(auth_limits)
     except ValueError as exc:
         raise ConfigError(f"AUTH_RATE_LIMITS is invalid: {exc}") from None
+    export_limit = env.get("EXPORT_RATE_LIMIT", "").strip() or DEFAULT_EXPORT_RATE_LIMIT
+    try:
+        from limits import parse as parse_limit
+
+        parse_limit(export_limit)
+    except ValueError as exc:
+        raise ConfigError(f"EXPORT_RATE_LIMIT is invalid: {exc}") from None
     metrics_token = _optional(env, "METRICS_TOKEN")
     if metrics_token is not None and len(metrics_token) < MIN_METRICS_TOKEN_LENGTH:
         raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
@@ -490,6 +503,7 @@ def load_settings(
         ws_max_pending_per_ip=_int(env, "WS_MAX_PENDING_PER_IP", 20, 1, 100_000),
         ws_credential_recheck_seconds=_float(env, "WS_CREDENTIAL_RECHECK_SECONDS", 30.0, 0.1, 3600),
         auth_rate_limits=auth_limits,
+        export_rate_limit=export_limit,
         admin_allowed_ips=_networks(env, "ADMIN_ALLOWED_IPS"),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         starting_balance_usd=trading["STARTING_BALANCE_USD"],

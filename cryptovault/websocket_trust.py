@@ -5,7 +5,9 @@
 - At connection_init the credential is checked (`on_ws_connect`) and the socket holds
   its watch (security/credentials.py) for its lifetime.
 - Before each operation the socket waits for a change announced on the bus to be read,
-  then runs as the credential's latest state (role, freeze).
+  then runs as the credential's latest state (role, freeze); once the access token
+  expired, as an anonymous caller whose private fields fail with TOKEN_EXPIRED (as
+  over HTTP). Its private streams end at expiry (`while_valid`); public ones go on.
 - When the credential is revoked, its private streams end by themselves
   (`while_valid`: UNAUTHENTICATED with the reason); the socket lets their last frames
   out, then closes with 4403. Public streams end with the socket.
@@ -23,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from cryptovault.errors import DomainError
+from cryptovault.errors import DomainError, Unauthenticated
 from cryptovault.schema.context import Context
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class TrustedSocket:
         """False (and the socket closed with 4429) when its address already has
         WS_MAX_PENDING_PER_IP sockets waiting for their connection_init."""
         pending: PendingSockets = self.view.pending_sockets
-        address = self.context.client_ip
+        address = self.context.client_key
         if not pending.claim(address):
             with contextlib.suppress(Exception):
                 await self.websocket.close(
@@ -125,8 +127,18 @@ class TrustedSocket:
             self._credential_revoked(watch.error)
 
     async def _current_credential(self) -> None:
-        """Before an operation: run it as the credential stands now."""
+        """Before an operation: run it as the credential stands now. Once the access
+        token expired, the socket runs as HTTP runs a request carrying it: as an
+        anonymous caller (the address's budget, the anonymous introspection policy)
+        whose private fields fail with UNAUTHENTICATED, reason TOKEN_EXPIRED."""
         viewer = self.context.viewer
+        if viewer is not None:
+            try:
+                viewer.check_not_expired()
+            except Unauthenticated as expired:
+                self.context.viewer = None
+                self.context.auth_error = expired
+                return
         watch = viewer.watch if viewer is not None else None
         if watch is None:
             return

@@ -189,7 +189,7 @@ def info_for(viewer: Viewer) -> SimpleNamespace:
     services = SimpleNamespace(settings=Settings())
     return SimpleNamespace(
         context=SimpleNamespace(
-            viewer=viewer, auth_error=None, services=services, client_ip="10.0.0.1"
+            viewer=viewer, auth_error=None, services=services, client_address="10.0.0.1"
         )
     )
 

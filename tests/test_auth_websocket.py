@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -167,3 +168,73 @@ async def test_while_valid_relays_until_expiry_and_not_after():
             pass
     no_expiry = Viewer("u1", scopes=frozenset(), api_key_id="k")
     assert [i async for i in while_valid(no_expiry, numbers())] == [0, 1, 2]
+
+
+class Clock:
+    """`datetime` for security.viewer: the test decides when tokens expire."""
+
+    now_value = datetime.now(UTC)
+
+    @classmethod
+    def install(cls, monkeypatch) -> type[datetime]:
+        class Frozen(datetime):
+            @classmethod
+            def now(cls_, tz=None):
+                return cls.now_value
+
+        monkeypatch.setattr("cryptovault.security.viewer.datetime", Frozen)
+        return Frozen
+
+
+async def test_a_socket_whose_token_expired_runs_as_anonymous_like_http(store_server, monkeypatch):
+    """Over HTTP an expired bearer token gives an anonymous caller whose private fields
+    fail with TOKEN_EXPIRED (public ones answer, on the client address's budget, with
+    the production introspection policy for anonymous callers). A socket whose token
+    expired since connection_init behaves the same: no user budget, no introspection."""
+    from tests.auth import TestAuthenticator
+    from tests.conftest import serve
+    from tests.harness import running
+
+    expires_at = datetime.now(UTC) + timedelta(minutes=15)
+
+    class Expiring(TestAuthenticator):
+        async def authenticate(self, request, payload=None):
+            viewer = await super().authenticate(request, payload)
+            return None if viewer is None else dataclasses.replace(viewer, expires_at=expires_at)
+
+    Clock.now_value = expires_at - timedelta(minutes=5)
+    Clock.install(monkeypatch)
+    budgets = {"cost_budget": 9_000, "cost_budget_anonymous": 2_000, "environment": "production"}
+    async with running(store_server.url, **budgets) as (app, services), serve(app) as url:
+        services.authenticator = Expiring()
+        ws = await open_socket(url, {"authorization": "Bearer test:u1"})
+        assert (await receive(ws))["type"] == "connection_ack"
+
+        async def run(op_id: str, query: str) -> dict:
+            await ws.send(
+                json.dumps({"id": op_id, "type": "subscribe", "payload": {"query": query}})
+            )
+            message = await receive(ws)
+            assert message["type"] == "next", message
+            assert (await receive(ws))["type"] == "complete"
+            return message["payload"]
+
+        assert (await run("1", "{ rateLimit { limit } }"))["data"]["rateLimit"]["limit"] == 9_000
+        introspect = "{ __schema { queryType { name } } }"
+        assert (await run("2", introspect))["data"]["__schema"]["queryType"]["name"] == "Query"
+
+        Clock.now_value = expires_at + timedelta(seconds=1)
+        assert (await run("3", "{ rateLimit { limit } }"))["data"]["rateLimit"]["limit"] == 2_000
+        await ws.send(
+            json.dumps({"id": "4", "type": "subscribe", "payload": {"query": introspect}})
+        )
+        refused = await receive(ws)  # refused before it runs: an `error` message
+        assert refused["type"] == "error"
+        assert refused["payload"][0]["extensions"]["code"] == "FORBIDDEN"
+        private = await run("5", "{ viewer { id } }")
+        assert private["errors"][0]["extensions"] == {
+            "code": "UNAUTHENTICATED",
+            "reason": "TOKEN_EXPIRED",
+        }
+        assert (await run("6", "{ assets { symbol } }"))["data"]["assets"]
+        await ws.close()

@@ -54,6 +54,7 @@ def test_development_generates_a_secret_once_and_keeps_it(tmp_path):
         ({"JWT_SECRET": "short"}, "JWT_SECRET"),
         ({"CORS_ORIGINS": "example.com"}, "CORS_ORIGINS"),
         ({"TRUSTED_PROXIES": "10.0.0.1,proxy.local"}, "TRUSTED_PROXIES"),
+        ({"EXPORT_RATE_LIMIT": "three an hour"}, "EXPORT_RATE_LIMIT"),
     ],
 )
 def test_invalid_values_name_the_variable(tmp_path, env, variable):

@@ -119,3 +119,33 @@ async def test_other_introspection_runs_and_is_charged_by_its_cost(store_server)
             for field in body["data"]["__type"]["fields"]
         )
         assert returned > 0 and body["extensions"]["cost"]["actualQueryCost"] == actual
+
+
+@pytest.mark.parametrize(
+    ("query", "variables"),
+    [
+        # A required variable missing.
+        ("query($d: Boolean!) { __schema { queryType @include(if: $d) { name } } }", {}),
+        # A variable of the wrong type, used by a directive.
+        ("query($d: Boolean!) { __schema { queryType @include(if: $d) { name } } }", {"d": "yes"}),
+        # A variable of the wrong type, as an argument.
+        (
+            "query($d: Boolean) { __schema { queryType { fields(includeDeprecated: $d) { name } } } }",
+            {"d": {"not": "a boolean"}},
+        ),
+        # null for a non-null variable.
+        ("query($d: Boolean!) { __schema { queryType @skip(if: $d) { name } } }", {"d": None}),
+    ],
+)
+async def test_a_plain_introspection_with_bad_variables_gets_the_uncached_errors(
+    store_server, monkeypatch, query, variables
+):
+    """GraphQL coerces an operation's variables before executing it: the cached answer
+    must not skip that, and its errors are the ones executing it would give."""
+    async with running(store_server.url) as (app, _), http(app) as client:
+        cached = (await gql(client, query, variables)).json()
+        monkeypatch.setattr(introspection, "answer", lambda *args: None)
+        executed = (await gql(client, query, variables)).json()
+    assert codes(executed) == ["BAD_USER_INPUT"]
+    assert cached.get("data") == executed.get("data") is None
+    assert cached["errors"] == executed["errors"]

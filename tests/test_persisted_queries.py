@@ -167,13 +167,18 @@ async def test_only_documents_that_run_are_registered(store_server, document, co
 
 async def test_registration_is_charged_and_refused_without_budget(store_server):
     document = "{ rateLimit { limit remaining } }" + " " * 250  # 283 bytes: 3 points
-    limits = {"cost_budget_anonymous": 5, "max_query_cost": 5}
+    # Slots of 100 bytes: a document of more than one pays for its bytes.
+    limits = {"cost_budget_anonymous": 5, "max_query_cost": 5, "apq_cache_bytes": 1_000_000}
     async with running(store_server.url, **limits) as (app, _), http(app) as client:
         registered = await client.post(
             "/graphql", json={"query": document, "extensions": pq(document)}
         )
         body = registered.json()
-        assert body["extensions"]["cost"]["persistedQueryCost"] == registration_cost(document) == 3
+        assert (
+            body["extensions"]["cost"]["persistedQueryCost"]
+            == registration_cost(document, 100)
+            == 3
+        )
         assert body["data"]["rateLimit"]["remaining"] == 5 - 3
         by_hash = (await client.post("/graphql", json={"extensions": pq(document)})).json()
         assert "persistedQueryCost" not in by_hash["extensions"]["cost"]  # once only
@@ -184,6 +189,28 @@ async def test_registration_is_charged_and_refused_without_budget(store_server):
         assert refused.status_code == 429 and codes(refused.json()) == ["RATE_LIMITED"]
         missing = (await client.post("/graphql", json={"extensions": pq(other)})).json()
         assert codes(missing) == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+async def test_flushing_the_store_with_small_documents_costs_what_filling_its_bytes_does(
+    store_server,
+):
+    """Each registration pushes the least recently used document out once the store is
+    full: flushing everyone's documents with tiny ones must not be cheaper than with
+    big ones. A registration costs at least one slot's share of APQ_CACHE_BYTES."""
+    limits = {"apq_cache_size": 10, "apq_cache_bytes": 10_000}  # slots of 1,000 bytes
+    async with running(store_server.url, **limits) as (app, _), http(app) as client:
+        spent = 0
+        for n in range(10):
+            tiny = f"query Q{n} {{ __typename }}"
+            body = (
+                await client.post("/graphql", json={"query": tiny, "extensions": pq(tiny)})
+            ).json()
+            assert codes(body) == []
+            spent += body["extensions"]["cost"]["persistedQueryCost"]
+        assert spent == 10_000 // 100  # the store's bytes at 1 point per 100 bytes
+        big = "{ rateLimit { limit } }" + " " * 2_000  # more than a slot: its bytes
+        body = (await client.post("/graphql", json={"query": big, "extensions": pq(big)})).json()
+        assert body["extensions"]["cost"]["persistedQueryCost"] == 21
 
 
 async def test_the_memory_store_is_bounded_by_entries_and_bytes():

@@ -6,7 +6,7 @@ from __future__ import annotations
 from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.trading.reconcile import reconcile
-from tests.conftest import PASSWORD, error_codes, log_in, tick
+from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up, tick
 
 EXPORT = "mutation { exportMyData }"
 DELETE = "mutation($p: String!) { deleteMyAccount(password: $p) }"
@@ -69,3 +69,21 @@ async def test_deletion_needs_the_password_erases_personal_data_and_keeps_the_bo
     assert order["status"] == "CANCELED"
     report = await reconcile(services.store.db)
     assert report.ok, report.discrepancies
+
+
+async def test_exports_are_limited_per_user(user_gql, gql_at):
+    """An export reads everything the user has: a few an hour (EXPORT_RATE_LIMIT,
+    3/hour by default), whatever its static cost says."""
+    for _ in range(3):
+        assert "user" in (await user_gql.data(EXPORT))["exportMyData"]
+    refused = await user_gql.post(EXPORT)
+    assert refused.status_code == 429
+    body = refused.json()
+    assert error_codes(body) == ["RATE_LIMITED"]
+    assert body["errors"][0]["extensions"]["scope"] == "account"
+    assert 1 <= body["errors"][0]["extensions"]["retryAfter"] <= 3600
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3600
+    # Another user (from the same address) has exports of their own.
+    other = gql_at("10.9.8.7")
+    other.headers.update(bearer((await sign_up(other))["accessToken"]))
+    assert error_codes(await other.execute(EXPORT)) == []

@@ -218,7 +218,7 @@ REPEATED = "{" + " rateLimit { remaining }" * 400 + "}"
 
 async def test_parsing_and_validating_a_new_document_is_charged(store_server):
     async with (
-        running(store_server.url, cost_budget_anonymous=2000, max_query_cost=100) as (app, _),
+        running(store_server.url, cost_budget_anonymous=100_000, max_query_cost=100) as (app, _),
         http(app) as client,
     ):
         body = (await gql(client, REPEATED)).json()
@@ -226,34 +226,80 @@ async def test_parsing_and_validating_a_new_document_is_charged(store_server):
         charged = body["extensions"]["cost"]["documentCost"]
         # At least 40 ms of CPU (10 ms free, then 0.1 ms a point); this takes ~10x that.
         assert charged >= 300
-        assert body["data"]["rateLimit"]["remaining"] == 2000 - charged
+        assert body["data"]["rateLimit"]["remaining"] == 100_000 - charged
         assert body["extensions"]["cost"]["requestedQueryCost"] == 0
 
         # The same document again is cached: nothing more to pay.
         again = (await gql(client, REPEATED)).json()
         assert "documentCost" not in again["extensions"]["cost"]
-        assert again["data"]["rateLimit"]["remaining"] == 2000 - charged
+        assert again["data"]["rateLimit"]["remaining"] == 100_000 - charged
 
 
-async def test_no_new_document_is_validated_for_a_caller_without_points(store_server, monkeypatch):
+async def test_a_new_document_is_charged_in_full_even_beyond_what_is_left(store_server):
+    """No discount for a caller near the end of its budget: the parsing and validation
+    it caused are charged in full, as a debt that the refill pays off."""
     async with (
         running(store_server.url, cost_budget_anonymous=100, max_query_cost=100) as (app, _),
         http(app) as client,
     ):
-        body = (await gql(client, REPEATED.replace("remaining", "remaining limit"))).json()
-        assert body["extensions"]["cost"]["documentCost"] == 100  # all that was left
-        validated = []
+        body = (await gql(client, REPEATED.replace("remaining", "limit"))).json()
+        assert codes(body) == []
+        # At least 40 ms of CPU (10 ms free, then 0.1 ms a point); this takes ~10x that.
+        assert body["extensions"]["cost"]["documentCost"] >= 300
+        assert body["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] == 0
+
+
+class FakeClock:
+    """`time.time()` for the in-memory limits storage: the test moves time on."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_a_debt_is_paid_off_by_the_refill_not_forgiven(monkeypatch):
+    clock = FakeClock(6000.0)  # the start of a 60 s window
+    monkeypatch.setattr("limits.aio.storage.memory.time", clock)
+    limiter = Limiter(make_settings("mongodb://unused", cost_budget=100, cost_window_seconds=60))
+    await limiter.charge("user:indebted", 250)  # 150 beyond the budget
+    await limiter.charge("user:spent", 100)  # exactly the budget
+    for at, indebted, spent in ((6000, False, False), (6061, False, True), (6090, False, True)):
+        clock.now = at
+        assert (await limiter.afford("user:indebted", 1)).allowed is indebted, at
+        assert (await limiter.afford("user:spent", 1)).allowed is spent, at
+    # The previous window's 250 weigh 250 x 20/60 = 83 now: the debt is paid off.
+    clock.now = 6100
+    assert (await limiter.afford("user:indebted", 16)).allowed
+    assert not (await limiter.afford("user:indebted", 18)).allowed
+
+
+async def test_a_caller_without_points_gets_no_new_document_parsed(store_server, monkeypatch):
+    async with (
+        running(store_server.url, cost_budget_anonymous=100, max_query_cost=100) as (app, _),
+        http(app) as client,
+    ):
+        assert codes((await gql(client, ASSETS_QUERY)).json()) == []  # cached from now on
+        body = (await gql(client, REPEATED.replace("remaining", "cost"))).json()
+        assert body["extensions"]["cost"]["documentCost"] > 100 - COST  # in debt now
+        parsed, validated = [], []
+        monkeypatch.setattr(
+            "cryptovault.schema.parsing.parse", lambda *a, **k: parsed.append(a) or None
+        )
+        monkeypatch.setattr("strawberry.schema.schema.parse", lambda *a, **k: parsed.append(a))
         monkeypatch.setattr(
             "cryptovault.schema.parsing.validate", lambda *a, **k: validated.append(a) or []
         )
-        refused = await gql(client, "{ rateLimit { limit } }")
-        assert refused.status_code == 429
-        assert codes(refused.json()) == ["RATE_LIMITED"]
-        assert 1 <= int(refused.headers["Retry-After"]) <= 120
-        assert validated == []
+        for document in ("{ rateLimit { limit } }", "{ bad", ASSETS_QUERY):
+            refused = await gql(client, document)
+            assert refused.status_code == 429, document
+            assert codes(refused.json()) == ["RATE_LIMITED"]
+            assert 1 <= int(refused.headers["Retry-After"]) <= 120
+        assert parsed == [] and validated == []
         # Another caller is not affected.
         async with http(app, ip="10.9.9.9") as other:
-            assert codes((await gql(other, "{ rateLimit { limit } }")).json()) == []
+            assert codes((await gql(other, ASSETS_QUERY)).json()) == []
 
 
 def test_the_readme_states_the_default_sign_in_limits():
@@ -275,3 +321,52 @@ def test_the_readme_states_the_default_sign_in_limits():
         cells = [cell.strip() for cell in row.strip("|").split("|")]
         assert cells[1] == stated(per_ip), (kind, row)
         assert cells[2].split(" ")[0] == stated(per_account), (kind, row)
+
+
+def test_the_readme_states_the_default_budgets_query_limits_and_lockout():
+    """The numbers operators and partners plan with are the code's defaults."""
+    import re
+    from datetime import timedelta
+    from pathlib import Path
+
+    from cryptovault.config import Settings
+    from cryptovault.security import lockout
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    defaults = Settings()
+
+    def row(start: str) -> list[str]:
+        (line,) = [line for line in readme.splitlines() if line.startswith(start)]
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    assert f"`COST_BUDGET` ({defaults.cost_budget:,})" in readme
+    assert f"`COST_BUDGET_ANONYMOUS` ({defaults.cost_budget_anonymous:,})" in readme
+    assert f"`COST_WINDOW_SECONDS` ({defaults.cost_window_seconds} s)" in readme
+    assert f"`MAX_QUERY_COST` (default {defaults.max_query_cost:,})" in readme
+    for setting, value in (
+        ("MAX_QUERY_DEPTH", defaults.max_query_depth),
+        ("MAX_ALIASES", defaults.max_aliases),
+        ("MAX_DIRECTIVES_PER_FIELD", defaults.max_directives_per_field),
+        ("MAX_ROOT_FIELDS", defaults.max_root_fields),
+        ("MAX_TOKENS", defaults.max_tokens),
+        ("MAX_BATCH_OPERATIONS", defaults.max_batch_operations),
+    ):
+        (line,) = [line for line in readme.splitlines() if f"(`{setting}`" in line]
+        assert line.split("|")[2].strip() == f"{value:,}", line
+
+    def hours(delta: timedelta) -> str:
+        return f"{int(delta.total_seconds() // 3600)} h"
+
+    for start, bucket in (
+        ("| an account |", lockout.ACCOUNT),
+        ("| a client IP", lockout.IP),
+        ("| a device |", lockout.DEVICE),
+        ("| a session |", lockout.DEVICE),
+    ):
+        cells = row(start)
+        assert cells[2:] == [str(bucket.free), hours(bucket.lookback)], start
+    text = " ".join(readme.split())
+    delays = re.search(r"waits (\d+) s after the latest failure.*?at most (\d+) minutes", text)
+    assert delays is not None
+    assert int(delays.group(1)) == lockout.BASE_DELAY.total_seconds()
+    assert int(delays.group(2)) * 60 == lockout.MAX_DELAY.total_seconds()

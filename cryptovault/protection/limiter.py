@@ -3,9 +3,12 @@
 - Cost budgets: each identity (user, API key, or client IP when anonymous) may spend
   `budget` cost points per `window` seconds. The sliding window counter strategy keeps
   two counters per identity whatever the cost, and never charges a refused hit (the
-  fixed window strategy does).
+  fixed window strategy does). Work done before it could be priced (parsing a new
+  document) is charged in full even beyond the budget (`charge`): a debt.
 - Auth limits: login, register, password reset and two-factor attempts, per client IP
   and per account (moving window: exact, and the numbers are small).
+- The data export: `exportMyData` calls per user (moving window), whatever their
+  static cost: each reads everything the user has.
 - WebSocket connection slots per identity (this instance).
 
 When the store is unreachable the limiter fails open (and logs): an outage of Redis
@@ -35,6 +38,9 @@ log = logging.getLogger(__name__)
 REJECTIONS = "rate_limit_rejections"
 
 AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
+# Larger than any budget: what `Limiter.charge` passes as the limit, so that a charge
+# for work already done is never refused (exact in Redis' Lua numbers too).
+_NO_LIMIT = 2**52
 
 
 def parse_auth_limits(spec: str) -> dict[str, tuple[RateLimitItem, RateLimitItem]]:
@@ -157,6 +163,8 @@ class Limiter:
         self.budget_anonymous = RateLimitItemPerSecond(
             settings.cost_budget_anonymous, settings.cost_window_seconds, namespace="cost"
         )
+        item = parse(settings.export_rate_limit)
+        self.export_limit = type(item)(item.amount, item.multiples, namespace="export")
         self.max_connections = settings.ws_max_connections_per_identity
         self._connections: Counter[str] = Counter()
         self._last_failure_log = 0.0
@@ -181,11 +189,34 @@ class Limiter:
         if not allowed:
             await self._rejected("cost")
         if allowed and cost > 0:
-            # One round trip fewer than reading the window again.
-            # A first hit opens a window that lives two window lengths (as limits does).
-            ttl = counts.current_ttl if counts.current_ttl > 0 else 2.0 * self.window
-            counts = _Counts(counts.previous, counts.previous_ttl, counts.current + cost, ttl)
+            counts = self._after(counts, cost)
         return _status(item.amount, self.window, counts, max(cost, 0), allowed)
+
+    async def charge(self, key: str, cost: int) -> BudgetStatus:
+        """Charge `cost` points of work already done (parsing and validating a new
+        document), even beyond the budget: never refused. The debt is paid off by the
+        refill, and `key` is refused everything that costs until then (at most two
+        windows: the counters of older windows expire)."""
+        item = self._budget_item(key)
+        try:
+            counts = await self._counts(item, key)
+            if cost > 0:
+                await self.storage.acquire_sliding_window_entry(
+                    item.key_for(key), _NO_LIMIT, item.get_expiry(), cost
+                )
+        except Exception:
+            self._storage_failed()
+            return self._unknown(item, cost)
+        if cost > 0:
+            counts = self._after(counts, cost)
+        return _status(item.amount, self.window, counts, max(cost, 0), True)
+
+    def _after(self, counts: _Counts, cost: int) -> _Counts:
+        """The counts once `cost` was added: one round trip fewer than reading them
+        again. A first hit opens a window that lives two window lengths (as limits
+        does)."""
+        ttl = counts.current_ttl if counts.current_ttl > 0 else 2.0 * self.window
+        return _Counts(counts.previous, counts.previous_ttl, counts.current + cost, ttl)
 
     async def peek(self, key: str) -> BudgetStatus:
         return await self.spend(key, 0)
@@ -239,6 +270,26 @@ class Limiter:
                 retryAfter=retry,
                 scope=scope,
             )
+
+    async def hit_export(self, user_id: str) -> None:
+        """Count one data export of `user_id`; raise RateLimited (with `retryAfter`
+        seconds) once EXPORT_RATE_LIMIT is reached. Call it before reading anything."""
+        key = f"export/user/{user_id}"
+        try:
+            if await self.attempts.hit(self.export_limit, key):
+                return
+            stats = await self.attempts.get_window_stats(self.export_limit, key)
+        except Exception:
+            self._storage_failed()
+            return
+        retry = max(1, math.ceil(stats.reset_time - time.time()))
+        await self._rejected("export")
+        raise RateLimited(
+            f"At most {self.export_limit.amount} data exports per "
+            f"{self.export_limit.get_expiry()} s; retry in {retry} s",
+            retryAfter=retry,
+            scope="account",
+        )
 
     async def _rejected(self, limit: str) -> None:
         await self.counters.incr(REJECTIONS)

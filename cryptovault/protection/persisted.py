@@ -7,7 +7,10 @@
   entries and bytes (least recently used out first), in memory or in Redis.
   Registration is part of the operation: the document is kept only once it parsed,
   validated and its operation was charged (with the registration's own cost,
-  `registration_cost`); a document that fails any of these is never stored.
+  `registration_cost`); a document that fails any of these is never stored. Once the
+  store is full each registration pushes others' documents out, so a registration
+  costs at least its slot (APQ_CACHE_BYTES / APQ_CACHE_SIZE): flushing the store with
+  tiny documents costs what filling its bytes does.
 - Trusted documents (`PERSISTED_QUERIES=only`): only the documents of a manifest file
   (a JSON object mapping hash -> document, or Apollo's persisted query manifest) run,
   whether sent by hash or in full.
@@ -35,7 +38,8 @@ from cryptovault.errors import BadUserInput, Forbidden, PersistedQueryNotFound
 # sha256 hex digests, or the ids of a manifest (some tools use other hashes).
 _DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 REDIS_TTL_SECONDS = 7 * 24 * 3600
-# Registering a document costs 1 point per this many bytes (at least 1).
+# Registering a document costs 1 point per this many bytes (at least 1), counting at
+# least a slot's bytes.
 REGISTRATION_BYTES_PER_POINT = 100
 
 
@@ -43,8 +47,11 @@ def sha256_hex(query: str) -> str:
     return hashlib.sha256(query.encode()).hexdigest()
 
 
-def registration_cost(query: str) -> int:
-    return max(1, math.ceil(len(query.encode()) / REGISTRATION_BYTES_PER_POINT))
+def registration_cost(query: str, slot_bytes: float = 0) -> int:
+    """Points for keeping `query`: its bytes, or a slot's (`slot_bytes`: the store's
+    bytes per entry) if more, at REGISTRATION_BYTES_PER_POINT; at least 1."""
+    size = max(len(query.encode()), slot_bytes)
+    return max(1, math.ceil(size / REGISTRATION_BYTES_PER_POINT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,10 +60,7 @@ class Registration:
 
     key: str
     query: str
-
-    @property
-    def cost(self) -> int:
-        return registration_cost(self.query)
+    cost: int
 
 
 # Set by `resolve` for the request (or WebSocket message) being handled; the
@@ -197,10 +201,16 @@ def load_manifest(path: Path) -> dict[str, str]:
 
 class PersistedQueries:
     def __init__(
-        self, mode: str, store: QueryStore, manifest: Mapping[str, str] | None = None
+        self,
+        mode: str,
+        store: QueryStore,
+        manifest: Mapping[str, str] | None = None,
+        slot_bytes: float = 0,
     ) -> None:
         self.mode = mode
         self.store = store
+        # The store's bytes per entry: what a registration displaces at least.
+        self.slot_bytes = slot_bytes
         self.manifest = dict(manifest or {})
         # In trusted mode a full document is accepted when it is one of the manifest's.
         self._trusted_hashes = {sha256_hex(q) for q in self.manifest.values()}
@@ -222,7 +232,8 @@ class PersistedQueries:
             if redis is not None
             else MemoryQueryStore(settings.apq_cache_size, settings.apq_cache_bytes)
         )
-        return cls(settings.persisted_queries, store, manifest)
+        slot = settings.apq_cache_bytes / settings.apq_cache_size
+        return cls(settings.persisted_queries, store, manifest, slot)
 
     async def resolve(self, query: str | None, extensions: object) -> str | None:
         """The document to run for a request's `query` and `extensions`; raises
@@ -254,7 +265,7 @@ class PersistedQueries:
                 return query
             if sha256_hex(query) != requested:
                 raise BadUserInput("The provided sha256Hash does not match the query")
-            _pending.set(Registration(requested, query))
+            _pending.set(Registration(requested, query, registration_cost(query, self.slot_bytes)))
             return query
         found = self.manifest.get(requested)
         if found is None and self.mode == "apq":

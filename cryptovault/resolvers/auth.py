@@ -137,7 +137,7 @@ def _cookie_refresh_token(info: Info) -> str | None:
 
 async def _limit(info: Info, kind: str, account: str | None) -> None:
     """Per-IP and per-account attempt limits, checked before any password hashing."""
-    await info.context.services.limiter.hit_auth(kind, info.context.client_ip, account)
+    await info.context.services.limiter.hit_auth(kind, info.context.client_key, account)
 
 
 async def register(info: Info, data: types.RegisterInput) -> types.AuthPayload:

@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 
 async def export_my_data(info: Info) -> Any:
     viewer = require_viewer(info)
+    # Its static cost is flat, but it reads everything the user has: a few an hour.
+    await info.context.services.limiter.hit_export(viewer.user_id)
     return await info.context.services.privacy.export(viewer, info.context.origin)
 
 

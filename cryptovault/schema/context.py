@@ -11,7 +11,7 @@ from starlette.websockets import WebSocket
 from strawberry.types import Info as StrawberryInfo
 
 from cryptovault.errors import DomainError
-from cryptovault.security.origin import Origin
+from cryptovault.security.origin import Origin, address_key, client_address
 from cryptovault.security.viewer import Viewer
 from cryptovault.services import Services
 
@@ -32,17 +32,24 @@ class Context:
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def client_ip(self) -> str:
+    def client_address(self) -> str | None:
+        """The client's address (behind TRUSTED_PROXIES, the one they forwarded), an
+        IPv4-mapped IPv6 address as its IPv4 (security/origin.py)."""
         client = self.request.client if self.request is not None else None
-        return client.host if client else "unknown"
+        return client_address(client.host if client else None)
+
+    @property
+    def client_key(self) -> str:
+        """What per-address limits count the client under: its IPv4 address or its
+        IPv6 /64 (security/origin.py)."""
+        return address_key(self.client_address) or "unknown"
 
     @property
     def origin(self) -> Origin:
         """Where the request came from, for sessions and audit entries."""
-        client = self.request.client
         state = self.request.scope.get("state") or {}
         return Origin(
-            ip=client.host if client else None,
+            ip=self.client_address,
             user_agent=self.request.headers.get("user-agent"),
             request_id=state.get("request_id"),
         )

@@ -6,20 +6,31 @@ caller's cost:
   no "Did you mean ..." suggestions in production.
 
 Invariant: CPU spent parsing and validating a document this process has not seen is
-charged to the caller's cost budget (README "Budgets"): one point per
+charged to the caller's cost budget in full (README "Budgets"): one point per
 DOCUMENT_POINT_SECONDS beyond the first DOCUMENT_FREE_SECONDS, whether the document
-turns out valid or not; a caller with no point left gets no new document validated.
-Without this, 2,000 tokens of repeated fields cost ~0.5 s of validation for free.
-Cached documents cost nothing here.
+turns out valid or not, even beyond what is left of the budget (a debt the refill pays
+off). A caller with no point left gets no new document parsed, nor validated. Without
+this, 2,000 tokens of repeated fields cost ~0.5 s of validation for free, and a
+caller near the end of its budget would get it at a discount. Cached documents cost
+nothing here.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import AsyncIterator, Iterator
 
-from graphql import DocumentNode, GraphQLError, parse, validate
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    NameNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    parse,
+    validate,
+)
 from graphql.validation import ASTValidationRule, MaxIntrospectionDepthRule
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -52,21 +63,32 @@ def document_points(cpu_seconds: float) -> int:
     return max(0, math.ceil((cpu_seconds - DOCUMENT_FREE_SECONDS) / DOCUMENT_POINT_SECONDS))
 
 
-async def _charge(work: DocumentWork, ctx: Context, status: BudgetStatus | None) -> None:
-    """Charge work already done: never refused, it takes what is left of the budget."""
-    limiter = ctx.services.limiter
-    key = identity_key(ctx)
-    if status is None:
-        status = await limiter.peek(key)
-    taken = min(document_points(work.seconds) - work.charged, status.remaining)
-    if taken > 0:
-        await limiter.spend(key, taken)
-        work.charged += taken
+async def _charge(work: DocumentWork, ctx: Context) -> None:
+    """Charge the work done and not paid for yet, in full: never refused, it may
+    leave the caller in debt."""
+    points = document_points(work.seconds) - work.charged
+    if points > 0:
+        await ctx.services.limiter.charge(identity_key(ctx), points)
+        work.charged += points
 
 
-@functools.lru_cache(maxsize=CACHE_SIZE)
-def _parse(query: str, max_tokens: int) -> DocumentNode:
-    return parse(query, max_lexical_tokens=max_tokens, max_comments=max_tokens)
+# (query text, MAX_TOKENS) -> its document.
+_documents: Lru[tuple[str, int], DocumentNode] = Lru(CACHE_SIZE)
+
+
+def _unparsed(operation_name: str | None) -> DocumentNode:
+    """Stands for a document refused before it was parsed: Strawberry reads the
+    operation's type between parsing and validation, where the refusal is reported."""
+    operation = OperationDefinitionNode(
+        operation=OperationType.QUERY,
+        name=NameNode(value=operation_name) if operation_name else None,
+        variable_definitions=(),
+        directives=(),
+        selection_set=SelectionSetNode(
+            selections=(FieldNode(name=NameNode(value="__typename"), arguments=(), directives=()),)
+        ),
+    )
+    return DocumentNode(definitions=(operation,))
 
 
 class Parsing(SchemaExtension):
@@ -84,24 +106,32 @@ class Parsing(SchemaExtension):
         ec = self.execution_context
         limit = ec.parse_options.get("max_lexical_tokens")
         if ec.query and isinstance(limit, int):
-            work = document_work(ec)
-            misses = _parse.cache_info().misses
-            parsed = True
-            with work.measure():
-                try:
-                    ec.graphql_document = _parse(ec.query, limit)
-                except GraphQLError:
-                    parsed = False
-            if not parsed:
-                # Strawberry parses it again to report the error: the same work twice.
-                ec.graphql_document = None
-                work.seconds *= 2
-                ctx = app_context(ec.context)
-                if ctx is not None:
-                    await _charge(work, ctx, None)
-            elif _parse.cache_info().misses == misses:
-                work.seconds = 0.0  # cached: nothing was parsed
+            document = _documents.get((ec.query, limit))
+            if document is None:
+                document = await self._parse_new(ec, ec.query, limit)
+            # None: Strawberry parses it again to report the syntax error.
+            ec.graphql_document = document
         yield
+
+    async def _parse_new(self, ec: ExecutionContext, query: str, limit: int) -> DocumentNode | None:
+        work = document_work(ec)
+        ctx = app_context(ec.context)
+        if ctx is not None:
+            status = await ctx.services.limiter.afford(identity_key(ctx), 1)
+            if not status.allowed:
+                work.refused = _budget_exhausted(status)
+                return _unparsed(ec.operation_name)
+        try:
+            with work.measure():
+                document = parse(query, max_lexical_tokens=limit, max_comments=limit)
+        except GraphQLError:
+            # Strawberry parses it again to report the error: the same work twice.
+            work.seconds *= 2
+            if ctx is not None:
+                await _charge(work, ctx)
+            return None
+        _documents.put((query, limit), document)
+        return document
 
 
 # (schema, document, rules, hide suggestions) -> the validation errors.
@@ -113,6 +143,11 @@ _validations: Lru[
 class Validation(SchemaExtension):
     async def on_validate(self) -> AsyncIterator[None]:
         ec = self.execution_context
+        refused = document_work(ec).refused
+        if refused is not None:
+            ec.pre_execution_errors = [refused]
+            yield
+            return
         assert ec.graphql_document is not None
         extra = (MaxIntrospectionDepthRule, MaybeNullValidationRule, OneOfInputValidationRule)
         rules = (*ec.validation_rules, *(r for r in extra if r not in ec.validation_rules))
@@ -135,19 +170,19 @@ class Validation(SchemaExtension):
         assert ec.graphql_document is not None
         work = document_work(ec)
         ctx = app_context(ec.context)
-        status = None
         if ctx is not None:
-            need = document_points(work.seconds) + 1
-            status = await ctx.services.limiter.afford(identity_key(ctx), need)
+            status = await ctx.services.limiter.afford(
+                identity_key(ctx), document_points(work.seconds) + 1
+            )
             if not status.allowed:
-                await _charge(work, ctx, status)
+                await _charge(work, ctx)  # its parsing
                 return [_budget_exhausted(status)]
         schema = ec.schema._schema
         with work.measure():
             errors = validate(schema, ec.graphql_document, rules, hide_suggestions=hide)
         _validations.put(key, errors, keep=(schema, ec.graphql_document))
         if ctx is not None:
-            await _charge(work, ctx, status)
+            await _charge(work, ctx)
         return errors
 
 

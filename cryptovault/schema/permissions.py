@@ -45,7 +45,7 @@ class IsAdmin(BasePermission):
         viewer = require_viewer(info)
         if not viewer.is_admin or viewer.is_api_key:
             raise Forbidden(self.message)
-        if not info.context.services.settings.admin_ip_allowed(info.context.client_ip):
+        if not info.context.services.settings.admin_ip_allowed(info.context.client_address):
             raise Forbidden("Admin access is not allowed from this address")
         return True
 

@@ -15,7 +15,9 @@ class PrivacyMutation:
     @strawberry.mutation(
         description="Everything stored about the viewer (account, sessions, API keys "
         "without secrets, orders, trades, ledger, balances, audit entries, watchlist, "
-        "alerts) as JSON; exact numbers and dates in relaxed Extended JSON. Audited.",
+        "alerts) as JSON; exact numbers and dates in relaxed Extended JSON. Audited. "
+        "At most EXPORT_RATE_LIMIT (3 an hour by default) per user: RATE_LIMITED with "
+        "retryAfter beyond.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
     async def export_my_data(self, info: Info) -> JSON:

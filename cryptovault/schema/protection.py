@@ -5,7 +5,8 @@
   shape limits (depth, aliases, directives per field, root fields), the static cost
   against MAX_QUERY_COST, then the caller's cost budget; reports
   `extensions.cost` and the RateLimit headers. A plain introspection is answered from
-  the schema's cached result (schema.introspection) at a small fixed cost.
+  the schema's cached result (schema.introspection) at a small fixed cost, once its
+  variables coerced as executing it would (with the same errors otherwise).
 - `HidingSuggestionsExecutor`: no suggestions in variable coercion errors in
   production either.
 """
@@ -23,6 +24,7 @@ from typing import Any
 from graphql import (
     DocumentNode,
     ExecutionResult,
+    GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
@@ -70,10 +72,12 @@ _analyses = OperationCache(CACHE_SIZE, _analyze)
 
 @dataclass(slots=True)
 class DocumentWork:
-    """One operation's parsing and validation: CPU seconds spent, points charged."""
+    """One operation's parsing and validation: CPU seconds spent, points charged, and
+    the refusal when the caller could not afford to have its document parsed."""
 
     seconds: float = 0.0
     charged: int = 0
+    refused: GraphQLError | None = None
 
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
@@ -111,7 +115,7 @@ class HidingSuggestionsExecutor(StrawberryGraphQLCoreExecutionContext):
 
 def identity_key(ctx: Context) -> str:
     """Whose budget an operation spends: the user or API key, else the client IP."""
-    return ctx.viewer.rate_limit_key if ctx.viewer is not None else f"ip:{ctx.client_ip}"
+    return ctx.viewer.rate_limit_key if ctx.viewer is not None else f"ip:{ctx.client_key}"
 
 
 def introspection_allowed(ctx: Context) -> bool:
@@ -134,6 +138,25 @@ def rate_limit_headers(status: BudgetStatus) -> dict[str, str]:
     if not status.allowed:
         headers["Retry-After"] = str(max(1, math.ceil(status.retry_after)))
     return headers
+
+
+def _cached_result(
+    ec: ExecutionContext, document: DocumentNode, data: dict[str, Any]
+) -> ExecutionResult:
+    """The cached introspection answer, once the operation's variables coerced: else
+    the errors executing it would give (graphql-core coerces them before any field
+    runs, with the same executor, so suggestions are hidden alike)."""
+    built = ec.schema.execution_context_class.build(
+        ec.schema._schema,
+        document,
+        root_value=ec.root_value,
+        context_value=ec.context,
+        raw_variable_values=ec.variables,
+        operation_name=ec.operation_name,
+    )
+    if isinstance(built, list):
+        return ExecutionResult(data=None, errors=built)
+    return ExecutionResult(data=data)
 
 
 class Protection(SchemaExtension):
@@ -181,7 +204,7 @@ class Protection(SchemaExtension):
             self.cached = True
             self.requested = introspection.CACHED_INTROSPECTION_COST
             await self._spend(ctx, self.requested)
-            ec.result = ExecutionResult(data=answer)
+            ec.result = _cached_result(ec, ec.graphql_document, answer)
             return
         for limit, actual, maximum in (
             ("depth", analysis.depth, settings.max_query_depth),

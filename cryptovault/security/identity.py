@@ -167,7 +167,7 @@ class IdentityService:
         now = now_ms()
         user = await UserDocument.find_one({"email": email})
         device = self.devices.device_of(device_token, user, now)
-        attempt = await self.throttle.begin(email, origin.ip, now, device)
+        attempt = await self.throttle.begin(email, origin.ip_key, now, device)
         otp = otp.strip() if otp else None
         # Held back by failed attempts, only a correct password with a correct second
         # factor passes, and every refusal looks the same: no password oracle.
