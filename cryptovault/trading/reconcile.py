@@ -86,7 +86,10 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
                 f"order {order['_id']} is still owned by {order['owner']} after its lease "
                 "ran out (the recovery sweep finishes it)"
             )
-        if order["status"] == OrderStatus.PENDING and written.get(f"hold:{order['_id']}") in (None, "void"):
+        if order["status"] == OrderStatus.PENDING and written.get(f"hold:{order['_id']}") in (
+            None,
+            "void",
+        ):
             continue  # being placed: it reserves once its hold is written (not voided)
         if order["status"] not in LIVE and not order.get("work"):
             continue
