@@ -42,6 +42,17 @@ def flat_engine(path: str) -> Any:
       condition. Here such a filter reads the one document with that `_id` and
       matches the rest in Python.
 
+    - reads with a filter such as `{account: u}` or `{account: u, created_at: {$gte:
+      t}}` (count_documents, the ledger since a checkpoint, the expiry sweep's
+      `{time_in_force: "GTD", ...}`) by evaluating the filter's JSON on every document
+      of the collection: its SQL never names the expressions the indexes are built
+      on, so SQLite cannot use them. Here an equality on a string, on a top-level
+      field that leads an index, also states the condition in the index's own terms
+      (its type expression is '' and its value expression is the string), so SQLite
+      reads only the documents with that value, as MongoDB would through the same
+      index. The original condition stays: the extra one only narrows the rows it is
+      checked on, and is implied by it while no document holds an array there.
+
     Measured through the wire server in bench/embedded.py; tests/test_embedded_engine.py
     proves it answers every write and query of its cases as the stock engine does."""
     import threading
@@ -52,6 +63,13 @@ def flat_engine(path: str) -> Any:
     from mongoeco.core.query_plan import AndCondition, EqualsCondition
     from mongoeco.engines import SQLiteEngine
     from mongoeco.engines._sqlite_connection import sqlite_read_scope
+    from mongoeco.engines._sqlite_plan_heuristics import sort_requires_python
+    from mongoeco.engines.sqlite_query import (
+        json_path_for_field,
+        translate_query_plan,
+        type_expression_sql,
+        value_expression_sql,
+    )
 
     def by_id(plan: Any) -> Any:
         """The `_id` an AND of conditions pins down (a non-numeric one), or None."""
@@ -179,6 +197,79 @@ def flat_engine(path: str) -> Any:
                 return None
             document = self._deserialize_document(row[1])
             return (row[0], document) if QueryEngine.match_plan(document, plan) else None
+
+        def _translate_query_plan_with_multikey(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, plan
+        ):
+            sql, params = super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
+            if not isinstance(plan, EqualsCondition):
+                return sql, params  # an AND's clauses came through here one by one
+            return self._narrowed(db_name, coll_name, plan, sql, params)
+
+        def _sort_requires_python(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, plan, sort
+        ):
+            # Asks "does a matching document hold an array or an object at a sort
+            # field" with a SQL filter of its own: narrowed the same way.
+            def translate(node: Any) -> tuple[str, list[Any]]:
+                sql, params = translate_query_plan(node)
+                return self._narrowed(db_name, coll_name, node, sql, params)
+
+            return sort_requires_python(
+                db_name=db_name,
+                coll_name=coll_name,
+                plan=plan,
+                sort=sort,
+                plan_has_array_traversing_paths=self._plan_has_array_traversing_paths,
+                translate_query_plan=translate,
+                field_traverses_array_in_collection=self._field_traverses_array_in_collection,
+                field_contains_tagged_bytes_in_collection=self._field_contains_tagged_bytes_in_collection,
+                field_contains_tagged_undefined_in_collection=self._field_contains_tagged_undefined_in_collection,
+                fetchone=lambda sql, params: (
+                    self._require_connection().execute(sql, params).fetchone()
+                ),
+                type_expression_sql=type_expression_sql,
+                json_path_for_field=json_path_for_field,
+            )
+
+        def _narrowed(
+            self, db_name: str, coll_name: str, plan: Any, sql: str, params: list[Any]
+        ) -> tuple[str, list[Any]]:
+            """`sql` (the translation of `plan`) and, for each equality on a string of
+            a top-level field that leads an index (the plan, or a clause of the AND
+            it is), the same condition in the index's expressions."""
+            clauses = plan.clauses if isinstance(plan, AndCondition) else (plan,)
+            extra: list[str] = []
+            values: list[Any] = []
+            for clause in clauses:
+                if (
+                    isinstance(clause, EqualsCondition)
+                    and type(clause.value) is str
+                    and "." not in clause.field
+                    and clause.field != "_id"
+                    and self._leads_an_index(db_name, coll_name, clause.field)
+                    and not self._field_is_top_level_array_in_collection(
+                        db_name, coll_name, clause.field
+                    )
+                ):
+                    # Literally the index's expressions: SQLite matches them as written.
+                    extra.append(
+                        f"{type_expression_sql(clause.field)} = '' "
+                        f"AND {value_expression_sql(clause.field)} = ?"
+                    )
+                    values.append(clause.value)
+            if not extra:
+                return sql, params
+            return " AND ".join([f"({sql})", *extra]), [*params, *values]
+
+        def _leads_an_index(self, db_name: str, coll_name: str, field: str) -> bool:
+            return any(
+                index.get("physical_name")
+                and not index.get("hidden")
+                and index.get("collation") is None
+                and index.get("fields", [None])[0] == field
+                for index in self._load_indexes(db_name, coll_name)
+            )
 
         def _unique_index_conflict_via_scalar_entries(  # type: ignore[no-untyped-def]
             self, conn, collection_id, index, document, **options

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -242,3 +243,182 @@ async def test_a_unique_index_over_arrays_refuses_as_the_stock_engine(clients):
     stock = await outcomes(clients["stock"])
     assert "duplicate" in stock
     assert await outcomes(clients["flat"]) == stock
+
+
+# Equalities on a string of a field that leads an index are also stated in the index's
+# expressions (so SQLite reads only the matching documents): every query, count and
+# write below must still find what the stock engine finds — other types under the
+# same field, negations, $or, and after an array arrives under the field.
+INDEXED_STEPS: list[tuple[str, Any]] = [
+    (
+        "insert_many",
+        [
+            {"_id": "a1", "k": "a", "t": 1},
+            {"_id": "a2", "k": "a", "t": 2},
+            {"_id": "b1", "k": "b", "t": 1},
+            {"_id": "n1", "k": 1, "t": 1},
+            {"_id": "o1", "k": OID, "t": 1},
+            {"_id": "d1", "k": {"x": "a"}, "t": 1},
+            {"_id": "q1", "k": 'it\'s "a"', "t": 1},
+            {"_id": "u1", "k": "ä", "t": 1},
+            {"_id": "z1", "k": None, "t": 1},
+            {"_id": "m1", "t": 1},
+            {"_id": "e1", "k": Decimal128("1"), "t": 1},
+        ],
+    ),
+    ("find", {"k": "a"}),
+    ("find", {"k": "a", "t": {"$gte": 2}}),
+    ("find", {"k": 'it\'s "a"'}),
+    ("find", {"k": "ä"}),
+    ("find", {"k": "missing"}),
+    ("find", {"k": 1}),
+    ("find", {"k": {"$ne": "a"}}),
+    ("find", {"k": {"$not": {"$eq": "a"}}}),
+    ("find", {"$or": [{"k": "a"}, {"k": "b"}]}),
+    ("find", {"$nor": [{"k": "a"}]}),
+    ("find", {"k": {"$in": ["a", "b"]}}),
+    ("find", {"$and": [{"k": "a"}, {"t": 1}]}),
+    ("sorted", {"k": "a"}),
+    ("count", {"k": "a"}),
+    ("count", {"k": "b", "t": 1}),
+    ("update_many", ({"k": "a"}, {"$inc": {"t": 10}})),
+    ("find", {"k": "a", "t": {"$gte": 12}}),
+    ("insert", {"_id": "r1", "k": ["a", "c"], "t": 5}),  # now an array under k
+    ("find", {"k": "a"}),
+    ("find", {"k": "c"}),
+    ("sorted", {"k": "a"}),
+    ("count", {"k": "a"}),
+    ("delete_many", {"k": "a"}),
+    ("find", {"k": {"$exists": True}}),
+]
+
+
+async def run_indexed_steps(client: AsyncMongoClient) -> list[Any]:
+    collection = client["equivalence"][f"i{uuid.uuid4().hex[:8]}"]
+    await collection.create_indexes([IndexModel([("k", 1), ("t", -1)]), IndexModel([("t", 1)])])
+    seen: list[Any] = []
+    for kind, arg in INDEXED_STEPS:
+        if kind == "insert":
+            await collection.insert_one(arg)
+        elif kind == "insert_many":
+            await collection.insert_many(arg)
+        elif kind == "update_many":
+            seen.append((await collection.update_many(*arg)).modified_count)
+        elif kind == "delete_many":
+            seen.append((await collection.delete_many(arg)).deleted_count)
+        elif kind == "count":
+            seen.append(await collection.count_documents(arg))
+        elif kind == "sorted":
+            seen.append([d["_id"] async for d in collection.find(arg).sort([("t", 1), ("_id", 1)])])
+        else:
+            seen.append(sorted([d["_id"] async for d in collection.find(arg)]))
+    return seen
+
+
+async def test_indexed_equalities_find_what_the_stock_engine_finds(clients):
+    stock = await run_indexed_steps(clients["stock"])
+    assert stock[0] == ["a1", "a2"] and stock[17] == ["a1", "a2", "r1"]  # they mean something
+    assert await run_indexed_steps(clients["flat"]) == stock
+
+
+class SQLiteSteps:
+    """Counts the SQLite virtual machine instructions the embedded store executes: a
+    measure of the rows it reads that does not depend on the machine's speed."""
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self.count = 0
+        make = server.engine._create_sqlite_connection
+
+        def counted() -> Any:
+            connection = make()
+            connection.set_progress_handler(self._step, 1)
+            return connection
+
+        server.engine._create_sqlite_connection = counted
+
+    def _step(self) -> int:
+        self.count += 1
+        return 0  # go on
+
+
+async def test_the_ledger_and_order_reads_of_a_trade_read_only_the_accounts_rows(
+    tmp_path_factory,
+):
+    """The reads a trade makes by account (count_documents for the books, the entries
+    since the checkpoint) and the expiry sweep's read cost the same SQLite work whether
+    the collections hold 40 or 400 documents of other accounts (with the app's own
+    indexes). The stock engine, which reads every document, proves the measure."""
+    from cryptovault.documents.trading import LedgerEntryDocument, OrderDocument
+
+    now = datetime.now(UTC)
+    reads: dict[str, Callable[[AsyncCollection, AsyncCollection], Awaitable[Any]]] = {
+        "count": lambda ledger, orders: ledger.count_documents({"account": "me"}),
+        "since": lambda ledger, orders: (
+            ledger.find(
+                {"account": "me", "created_at": {"$gte": now - timedelta(seconds=60)}},
+                {"txn_id": 1, "asset": 1, "amount": 1, "kind": 1, "created_at": 1},
+            )
+            .sort([("created_at", 1), ("_id", 1)])
+            .to_list()
+        ),
+        "expiry": lambda ledger, orders: orders.find(
+            {"time_in_force": "GTD", "status": {"$in": ["OPEN"]}, "expires_at": {"$lte": now}}
+        ).to_list(),
+    }
+
+    def entry(n: int, account: str) -> dict[str, Any]:
+        return {
+            "_id": f"{account}:{n}",
+            "txn_id": f"t{n}",
+            "account": account,
+            "asset": "USD",
+            "amount": Decimal128("1.5"),
+            "lines": [],
+            "slot": f"{account}:USD#{n}",
+            "seq": n,
+            "kind": "trade",
+            "created_at": now,
+        }
+
+    def order(n: int) -> dict[str, Any]:
+        return {
+            "_id": f"o{n}",
+            "user_id": f"u{n % 7}",
+            "idempotency_key": f"order:o{n}",
+            "symbol": "BTC",
+            "status": "FILLED",
+            "time_in_force": "GTC",
+            "expires_at": None,
+            "lease_until": None,
+            "created_at": now,
+        }
+
+    async def steps(stock: bool) -> dict[str, list[int]]:
+        server = EmbeddedServer(tmp_path_factory.mktemp("steps"), stock=stock)
+        counter = SQLiteSteps(server)
+        client: AsyncMongoClient = AsyncMongoClient(await server.start(), tz_aware=True)
+        ledger, orders = client["steps"]["ledger"], client["steps"]["orders"]
+        await ledger.create_indexes(LedgerEntryDocument.Settings.indexes)
+        await orders.create_indexes(OrderDocument.Settings.indexes)
+        await ledger.insert_many([entry(n, "me") for n in range(1, 4)])
+        measured: dict[str, list[int]] = {name: [] for name in reads}
+        written = 0
+        for size in (40, 400):
+            await ledger.insert_many([entry(n, f"u{n % 7}") for n in range(written, size)])
+            await orders.insert_many([order(n) for n in range(written, size)])
+            written = size
+            for name, read in reads.items():
+                await read(ledger, orders)  # what the engine learns once per collection
+                counter.count = 0
+                await read(ledger, orders)
+                measured[name].append(counter.count)
+        await client.close()
+        await server.close()
+        return measured
+
+    stock = await steps(stock=True)
+    for name, (small, big) in stock.items():
+        assert big > 5 * small, (name, stock[name])  # a read of every document
+    flat = await steps(stock=False)
+    for name, (small, big) in flat.items():
+        assert big == small, (name, flat[name])
