@@ -125,6 +125,9 @@ async def test_a_warm_candle_page_reads_nothing_from_the_store(gql, services, co
         commands.reset()
         await gql.data(query, variables)
         assert commands.commands == [], variables
+    # From the candle cache itself, not only from a kept answer (tests/test_kept_results).
+    page, _ = await services.market.candle_page("DOT", Interval.ONE_HOUR, 100, None)
+    assert len(page) == 100 and commands.commands == []
 
 
 async def test_a_follower_that_missed_ticks_serves_the_leaders_candles(services, commands):
