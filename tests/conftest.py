@@ -230,6 +230,9 @@ class CommandCounter(monitoring.CommandListener):
         self.targets: list[tuple[str, str | None]] = []
         # None: count every command (a background writer's too).
         self._window: object | None = None
+        # Documents the counted find/getMore commands returned, per collection.
+        self.returned: dict[str | None, int] = {}
+        self._reading: dict[int, str | None] = {}
 
     def started(self, event) -> None:
         if self._window is not None and _WINDOW.get() is not self._window:
@@ -242,6 +245,10 @@ class CommandCounter(monitoring.CommandListener):
             self.commands.append(event.command_name)
             target = event.command.get(event.command_name)
             self.targets.append((event.command_name, target if isinstance(target, str) else None))
+            if event.command_name == "find":
+                self._reading[event.request_id] = target
+            elif event.command_name == "getMore":
+                self._reading[event.request_id] = event.command.get("collection")
 
     def on(self, *collections: str) -> list[str]:
         """The names of the commands sent to these collections, in order."""
@@ -259,14 +266,19 @@ class CommandCounter(monitoring.CommandListener):
         self._window = None
 
     def succeeded(self, event) -> None:
-        pass
+        target = self._reading.pop(event.request_id, False)
+        if target is not False:
+            cursor = event.reply.get("cursor") or {}
+            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+            self.returned[target] = self.returned.get(target, 0) + len(batch)
 
     def failed(self, event) -> None:
-        pass
+        self._reading.pop(event.request_id, None)
 
     def reset(self) -> None:
         self.commands.clear()
         self.targets.clear()
+        self.returned.clear()
 
     @property
     def count(self) -> int:
