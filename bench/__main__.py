@@ -36,7 +36,7 @@ async def run(only: set[str], quick: bool) -> dict[str, Any]:
 
 def teammates(quick: bool, results: dict[str, Any]) -> None:
     """Slots for the other features' benches (placeOrder throughput: bench.orders;
-    limiter overhead: bench.limiter). Each module's main(argv) runs in this process
+    limiter overhead: bench.limiter; cost as history grows: bench.growth). Each module's main(argv) runs in this process
     tree when present; its own output has the figures."""
     import importlib
 
@@ -46,6 +46,7 @@ def teammates(quick: bool, results: dict[str, Any]) -> None:
         ("alerts", []),
         ("extensions", ["--n", "500"] if quick else []),
         ("introspection", ["--n", "10", "--rounds", "1"] if quick else []),
+        ("growth", ["--quick", "--sizes", "100,2000"] if quick else []),
     ):
         try:
             module = importlib.import_module(f"bench.{name}")

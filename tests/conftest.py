@@ -117,6 +117,14 @@ def commands() -> CommandCounter:
     return CommandCounter()
 
 
+@pytest.fixture(autouse=True)
+def _commands_count_everything_at_first(request: pytest.FixtureRequest) -> None:
+    """A test starts counting every command: a window an earlier test opened (with
+    only_this_task) would otherwise hide this test's commands and pass it vacuously."""
+    if "commands" in request.fixturenames:
+        request.getfixturevalue("commands").count_everything()
+
+
 @pytest.fixture(scope="module")
 async def services(settings: Settings, commands) -> AsyncIterator[Services]:
     started = await start_services(settings, feed=None, event_listeners=[commands])
@@ -206,7 +214,9 @@ def tick(symbol: str, price: str, volume: str = "1", at: datetime | None = None)
     )
 
 
-_COUNTING: contextvars.ContextVar[bool] = contextvars.ContextVar("counting", default=False)
+# The counting window a task (and the tasks it starts) belongs to: a fresh token per
+# CommandCounter.only_this_task() call.
+_WINDOW: contextvars.ContextVar[object | None] = contextvars.ContextVar("window", default=None)
 
 
 class CommandCounter(monitoring.CommandListener):
@@ -218,35 +228,57 @@ class CommandCounter(monitoring.CommandListener):
         self.commands: list[str] = []
         # (command name, collection) of each command, e.g. ("find", "orders").
         self.targets: list[tuple[str, str | None]] = []
-        self._scoped = False
+        # None: count every command (a background writer's too).
+        self._window: object | None = None
+        # Documents the counted find/getMore commands returned, per collection.
+        self.returned: dict[str | None, int] = {}
+        self._reading: dict[int, str | None] = {}
 
     def started(self, event) -> None:
-        if self._scoped and not _COUNTING.get():
-            return  # a background task's command (a sweep, a writer), not the request's
+        if self._window is not None and _WINDOW.get() is not self._window:
+            # A command of a task that is not the window's: a background loop, or a
+            # task an earlier request started (e.g. a portfolio point after a trade)
+            # finishing late. Timing decides whether those land in the window, so
+            # they are never counted in it.
+            return
         if event.command_name not in self.IGNORED:
             self.commands.append(event.command_name)
             target = event.command.get(event.command_name)
             self.targets.append((event.command_name, target if isinstance(target, str) else None))
+            if event.command_name == "find":
+                self._reading[event.request_id] = target
+            elif event.command_name == "getMore":
+                self._reading[event.request_id] = event.command.get("collection")
 
     def on(self, *collections: str) -> list[str]:
         """The names of the commands sent to these collections, in order."""
         return [name for name, target in self.targets if target in collections]
 
     def only_this_task(self) -> None:
-        """From now on count only commands sent from the calling task and the tasks
-        it starts, not from background loops started earlier."""
-        self._scoped = True
-        _COUNTING.set(True)
+        """From now on count only commands sent from the calling task and the tasks it
+        starts from now on: not background loops, nor tasks started before this call
+        (each call opens a new window, so a task an earlier request of the same test
+        started is not counted, however late it runs)."""
+        self._window = object()
+        _WINDOW.set(self._window)
+
+    def count_everything(self) -> None:
+        self._window = None
 
     def succeeded(self, event) -> None:
-        pass
+        target = self._reading.pop(event.request_id, False)
+        if target is not False:
+            cursor = event.reply.get("cursor") or {}
+            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+            self.returned[target] = self.returned.get(target, 0) + len(batch)
 
     def failed(self, event) -> None:
-        pass
+        self._reading.pop(event.request_id, None)
 
     def reset(self) -> None:
         self.commands.clear()
         self.targets.clear()
+        self.returned.clear()
 
     @property
     def count(self) -> int:

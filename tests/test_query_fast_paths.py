@@ -43,12 +43,14 @@ async def stored_candles(services) -> None:
 
 
 @pytest.mark.parametrize("first", [1, 20, 100, 250])
-async def test_a_candles_page_is_one_store_query_whatever_its_size(
-    gql, commands, stored_candles, first
+async def test_a_candles_page_is_one_store_query_cold_and_none_warm(
+    gql, services, commands, stored_candles, first
 ):
-    commands.only_this_task()  # not the trading sweep's reads meanwhile
-    commands.reset()
-    data = await gql.data(CANDLES, {"first": first})
-    assert len(data["candles"]["edges"]) == first
-    assert data["candles"]["pageInfo"]["hasNextPage"] is True
-    assert commands.commands == ["find"]
+    services.market.candle_cache.drop()  # cold: as after a start or a missed message
+    for expected in (["find"], []):
+        commands.only_this_task()  # not the trading sweep's reads meanwhile
+        commands.reset()
+        data = await gql.data(CANDLES, {"first": first})
+        assert len(data["candles"]["edges"]) == first
+        assert data["candles"]["pageInfo"]["hasNextPage"] is True
+        assert commands.commands == expected

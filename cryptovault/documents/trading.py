@@ -128,6 +128,24 @@ class OrderDocument(Document):
                 [("symbol", pymongo.ASCENDING), ("status", pymongo.ASCENDING)],
                 name="symbol_status",
             ),
+            # The tick matcher reads only the orders a tick crosses (matching.crossing):
+            # per branch of its filter, the symbol's open orders by trigger price.
+            IndexModel(
+                [
+                    ("symbol", pymongo.ASCENDING),
+                    ("status", pymongo.ASCENDING),
+                    ("limit_price", pymongo.ASCENDING),
+                ],
+                name="symbol_status_limit_price",
+            ),
+            IndexModel(
+                [
+                    ("symbol", pymongo.ASCENDING),
+                    ("status", pymongo.ASCENDING),
+                    ("stop_price", pymongo.ASCENDING),
+                ],
+                name="symbol_status_stop_price",
+            ),
             # The recovery sweep: owned orders whose lease ran out.
             IndexModel([("lease_until", pymongo.ASCENDING)], name="lease"),
             IndexModel(

@@ -1,13 +1,15 @@
 """The market service: every instance's view of the market. It consumes ticks from the
 event bus (whoever produced them), keeps the latest quote, rolling 24 h statistics and
 open candles in memory, and republishes to local subscribers through the hub. The
-leader also persists closed candles."""
+leader also persists closed candles and then announces them on the bus, from which
+every instance keeps its cache of closed candles (market/candle_cache.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from cryptovault.errors import BadUserInput
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import ASSETS, Asset
+from cryptovault.market.candle_cache import CandleCache, candle_from_message, candle_to_message
 from cryptovault.market.candles import RETENTION, Candle, CandleBook, Interval
 from cryptovault.market.stats import MINUTES, DayStats, RollingStats
 from cryptovault.market.ticks import Tick
@@ -30,6 +33,8 @@ from cryptovault.observability.metrics import Metrics
 log = logging.getLogger(__name__)
 
 TICKS_CHANNEL = "market.ticks"
+# Closed candles, published by the leader once they are in the store.
+CANDLES_CHANNEL = "market.candles"
 MAX_CANDLE_PAGE = 500
 
 # Called with every accepted tick, after the quote is updated (e.g. price alerts).
@@ -57,7 +62,13 @@ class Quote:
 
 
 class MarketService:
-    def __init__(self, bus: EventBus, hub: Hub, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        hub: Hub,
+        metrics: Metrics | None = None,
+        cache_candles: bool = True,
+    ) -> None:
         self.bus = bus
         self.hub = hub
         self.metrics = metrics
@@ -71,7 +82,16 @@ class MarketService:
         self._writer: asyncio.Task[None] | None = None
         self._closing = False
         self._tick_listeners: list[TickListener] = []
+        # Closed candle pages from memory; None: every page from the store.
+        self.candle_cache = CandleCache(self._stored_candles) if cache_candles else None
+        self._publisher = uuid.uuid4().hex
+        self._published = 0
+        # Bumped by every change to what a symbol's candle pages show (a tick moves
+        # the open candle; closed candles arrive): cached answers check it.
+        self.versions: dict[str, int] = {}
         bus.subscribe(TICKS_CHANNEL, self._on_message)
+        bus.subscribe(CANDLES_CHANNEL, self._on_candles)
+        bus.on_reconnect(self._on_reconnect)
 
     def add_tick_listener(self, listener: TickListener) -> None:
         """Call `listener(tick)` for every tick this instance accepts (known symbol,
@@ -98,6 +118,7 @@ class MarketService:
             return  # a stale tick (e.g. a replayed message) must not move the price back
         self.ticks_received += 1
         self.latest[tick.symbol] = tick
+        self._changed(tick.symbol)
         for candle in self.candles.apply(tick):
             if candle.interval is Interval.ONE_MINUTE:
                 self.stats.add_closed_minute(candle)
@@ -128,11 +149,18 @@ class MarketService:
     def quotes(self, assets: Sequence[Asset]) -> list[Quote]:
         return [q for a in assets if (q := self.quote(a.symbol)) is not None]
 
+    def version(self, symbol: str) -> int:
+        return self.versions.get(symbol, 0)
+
+    def _changed(self, symbol: str) -> None:
+        self.versions[symbol] = self.versions.get(symbol, 0) + 1
+
     async def candle_page(
         self, symbol: str, interval: Interval, first: int, before: datetime | None
     ) -> tuple[list[Candle], bool]:
-        """Newest first: the open candle (when no cursor), then closed ones from the
-        store older than `before`. Returns the page and whether more exist."""
+        """Newest first: the open candle (when no cursor), then closed ones older than
+        `before` (from the cache, the store for what it does not hold). Returns the
+        page and whether more exist."""
         if not 1 <= first <= MAX_CANDLE_PAGE:
             raise BadUserInput(f"first must be between 1 and {MAX_CANDLE_PAGE}", first=first)
         page: list[Candle] = []
@@ -140,18 +168,45 @@ class MarketService:
         if before is None and current is not None:
             page.append(current)
             before = current.start
+        limit = first - len(page) + 1
+        if self.candle_cache is None:
+            page.extend(await self._stored_candles(symbol, interval, before, limit))
+        else:
+            now = datetime.now(UTC)
+            page.extend(await self.candle_cache.page(symbol, interval, before, limit, now))
+        return page[:first], len(page) > first
+
+    async def _stored_candles(
+        self, symbol: str, interval: Interval, before: datetime | None, limit: int
+    ) -> list[Candle]:
+        """The newest `limit` stored candles older than `before`, newest first."""
         query: dict[str, Any] = {"symbol": symbol, "interval": interval.value}
         if before is not None:
             query["start"] = {"$lt": before}
-        limit = first - len(page) + 1
         # Raw documents: a page is read-only, and validating it into Beanie models
         # took a quarter of a 100-candle query's CPU. batch_size: the whole page in
         # the first reply (MongoDB's first batch is otherwise 101): one round trip.
         cursor = CandleDocument.get_pymongo_collection().find(
             query, sort=[("start", -1)], limit=limit, batch_size=limit
         )
-        page.extend([_from_raw(d) async for d in cursor])
-        return page[:first], len(page) > first
+        return [_from_raw(d) async for d in cursor]
+
+    async def _on_reconnect(self) -> None:
+        # Announcements may have been lost while the bus was down: refill the cache
+        # now rather than at the next announcement's gap.
+        if self.candle_cache is not None:
+            self.candle_cache.drop()
+        for symbol in ASSETS:
+            self._changed(symbol)
+
+    async def _on_candles(self, message: dict[str, Any]) -> None:
+        candles = [candle_from_message(m) for m in message["candles"]]
+        if self.candle_cache is not None:
+            self.candle_cache.on_message(
+                str(message["publisher"]), int(message["seq"]), candles, datetime.now(UTC)
+            )
+        for symbol in {c.symbol for c in candles}:
+            self._changed(symbol)
 
     # -- persistence (leader) --------------------------------------------------------
 
@@ -200,6 +255,22 @@ class MarketService:
             log.exception("candle flush failed; will retry", extra={"candles": len(batch)})
             await asyncio.sleep(1)
             self._flush_wakeup.set()
+            return
+        await self._announce(batch)
+
+    async def _announce(self, batch: list[Candle]) -> None:
+        """Tell every instance's cache (this one's too, through the bus) what is now
+        stored. Numbered: a lost message shows as a gap, and the caches refill."""
+        seq, self._published = self._published, self._published + 1
+        message = {
+            "publisher": self._publisher,
+            "seq": seq,
+            "candles": [candle_to_message(c) for c in batch],
+        }
+        try:
+            await self.bus.publish(CANDLES_CHANNEL, message)
+        except Exception:
+            log.warning("could not announce closed candles", exc_info=True)
 
     async def prune(self) -> None:
         now = datetime.now(UTC)

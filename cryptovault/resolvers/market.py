@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING
 
 from cryptovault.errors import BadUserInput
@@ -24,6 +25,7 @@ from cryptovault.schema.pagination import (
     decode_cursor,
     encode_cursor,
 )
+from cryptovault.schema.results import depends_on
 
 if TYPE_CHECKING:
     from cryptovault.schema.context import Info
@@ -101,7 +103,10 @@ async def candles(
         if not raw.isdigit():
             raise BadUserInput("Invalid cursor", cursor=after)
         before = datetime.fromtimestamp(int(raw), UTC)
-    page, more = await info.context.services.market.candle_page(a.symbol, interval, size, before)
+    market = info.context.services.market
+    # Read before the page: a tick during the read makes the kept answer stale.
+    depends_on(info, partial(market.version, a.symbol), market.version(a.symbol))
+    page, more = await market.candle_page(a.symbol, interval, size, before)
     edges, end = build_edges(
         page, lambda c: encode_cursor("candle", str(int(c.start.timestamp()))), to_candle
     )

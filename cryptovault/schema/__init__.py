@@ -18,6 +18,7 @@ from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
 from cryptovault.schema.privacy import PrivacyMutation
 from cryptovault.schema.protection import HidingSuggestionsExecutor, Protection
 from cryptovault.schema.rate_limit import RateLimitQuery
+from cryptovault.schema.results import KeptResults
 from cryptovault.schema.scalars import SCALAR_MAP
 from cryptovault.schema.trading import TradingMutation, TradingQuery, TradingSubscription
 from cryptovault.schema.users import UserQuery
@@ -67,8 +68,9 @@ def build_schema(max_batch_operations: int = 0) -> strawberry.Schema:
         subscription=Subscription,
         # Classes: a fresh extension per operation; the parse and validation caches
         # are module-level. Order matters: errors are mapped last, on the way out,
-        # and metrics (first) see the mapped codes.
-        extensions=[OperationMetrics, ErrorMapping, Parsing, Validation, Protection],
+        # and metrics (first) see the mapped codes; kept answers (last) are served only
+        # after Protection has checked and charged the operation.
+        extensions=[OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults],
         execution_context_class=HidingSuggestionsExecutor,
         config=StrawberryConfig(
             auto_camel_case=True,

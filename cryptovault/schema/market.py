@@ -16,6 +16,7 @@ from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import Connection
+from cryptovault.schema.results import shared_result
 from cryptovault.subscriptions.policy import shared_stream
 
 # Registers the domain enum with the schema under its API name.
@@ -98,7 +99,7 @@ class MarketQuery:
 
     @strawberry.field(
         description="Candles for one asset, newest first (the open one first).",
-        metadata=cost(max_page=MAX_CANDLE_PAGE),
+        metadata={**cost(max_page=MAX_CANDLE_PAGE), **shared_result()},
     )
     async def candles(
         self,

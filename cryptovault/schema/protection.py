@@ -18,6 +18,7 @@ import gc
 import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,10 @@ from cryptovault.schema.cost import Analysis, CostAnalyzer
 
 INTROSPECTION_SCOPE = "schema:read"
 CACHE_SIZE = 1024
+# Set per operation by schema.results: a dict shared by every request served the same
+# kept answer, where its actual cost is remembered once computed. A context variable,
+# not ctx.state: a WebSocket's operations share one context, and may run at once.
+actual_cost_memo: ContextVar[dict[str, int] | None] = ContextVar("actual_cost_memo", default=None)
 
 
 def app_context(value: object) -> Context | None:
@@ -279,8 +284,13 @@ class Protection(SchemaExtension):
         if self.cached:
             actual = self.requested
         elif self.analyzer is not None and self.status is not None and self.status.allowed:
-            data = getattr(ec.result, "data", None)
-            actual = self.analyzer.actual_cost(data)
+            memo = actual_cost_memo.get()
+            if memo is not None and "cost" in memo:
+                actual = memo["cost"]  # the same data as when it was computed
+            else:
+                actual = self.analyzer.actual_cost(getattr(ec.result, "data", None))
+                if memo is not None:
+                    memo["cost"] = actual
         cost: dict[str, Any] = {
             "requestedQueryCost": self.requested,
             "actualQueryCost": actual,

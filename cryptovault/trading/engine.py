@@ -544,12 +544,17 @@ class TradingEngine:
                     del self._pending_ticks[symbol]
 
     async def match_tick(self, tick: Tick) -> None:
-        """Fill or trigger every resting order of the tick's symbol that it crosses."""
+        """Fill or trigger every resting order of the tick's symbol that it crosses
+        (only those are read: matching.crossing)."""
         lock = self._symbol_locks.setdefault(tick.symbol, asyncio.Lock())
         async with lock:
-            async for doc in self.orders.find(
-                {"symbol": tick.symbol, "status": {"$in": OPEN}, "owner": None}
-            ).sort([("created_at", 1)]):
+            query = {
+                "symbol": tick.symbol,
+                "status": {"$in": OPEN},
+                "owner": None,
+                **matching.crossing(tick, self.clock()),
+            }
+            async for doc in self.orders.find(query).sort([("created_at", 1)]):
                 try:
                     await self._match_one(doc, tick)
                 except Exception:
