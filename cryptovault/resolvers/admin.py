@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cryptovault.resolvers.users import to_user
 from cryptovault.schema import admin as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_time_cursor,
     encode_time_cursor,
+    items_before,
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.schema.users import User
@@ -29,12 +30,20 @@ async def users(
 ) -> Connection[User]:
     size = check_page_size(first, 50, MAX_PAGE)
     position = decode_time_cursor(CURSOR, after) if after is not None else None
-    found, more, total = await info.context.services.admin.users_page(size, position, search)
-    edges, end = build_edges(
-        found, lambda u: encode_time_cursor(CURSOR, u.created_at, u.id), to_user
-    )
-    return Connection(
-        edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end), total_count=total
+    admin = info.context.services.admin
+    found, more, total = await admin.users_page(size, position, search)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _, _ = await admin.users_page(1, None, search)
+        return (top[0].created_at, top[0].id) if top else None
+
+    return connection(
+        found,
+        lambda u: encode_time_cursor(CURSOR, u.created_at, u.id),
+        to_user,
+        has_next=more,
+        has_previous=await items_before(position, newest),
+        total_count=total,
     )
 
 

@@ -18,9 +18,8 @@ from cryptovault.market.service import (
 from cryptovault.schema import market as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_cursor,
     encode_cursor,
 )
@@ -101,11 +100,24 @@ async def candles(
         if not raw.isdigit():
             raise BadUserInput("Invalid cursor", cursor=after)
         before = datetime.fromtimestamp(int(raw), UTC)
-    page, more = await info.context.services.market.candle_page(a.symbol, interval, size, before)
-    edges, end = build_edges(
-        page, lambda c: encode_cursor("candle", str(int(c.start.timestamp()))), to_candle
+    market = info.context.services.market
+    page, more = await market.candle_page(a.symbol, interval, size, before)
+    previous = False
+    if before is not None:
+        # Before the cursor's candle: the open candle or a stored one that new.
+        newest, _ = await market.candle_page(a.symbol, interval, 1, None)
+        previous = bool(newest) and _aware(newest[0].start) >= before
+    return connection(
+        page,
+        lambda c: encode_cursor("candle", str(int(c.start.timestamp()))),
+        to_candle,
+        has_next=more,
+        has_previous=previous,
     )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 async def price_stream(info: Info, symbols: list[str] | None) -> AsyncIterator[types.Price]:
