@@ -58,6 +58,7 @@ def to_entry(doc: LedgerEntryDocument) -> types.LedgerEntry:
         amount=doc.amount,
         balance_after=doc.balance_after,
         kind=doc.kind,
+        type=types.LedgerEntryType(doc.kind),
         order_id=doc.order_id,  # type: ignore[arg-type]
         trade_id=doc.trade_id,  # type: ignore[arg-type]
         created_at=doc.created_at,
@@ -103,7 +104,10 @@ def to_order(doc: OrderDocument) -> types.Order:
         held_amount=doc.hold_remaining,
         reject_reason=doc.reject_reason,
         cancel_requested=doc.close_request is not None,
-        history=[types.OrderEvent(status=h["status"], at=h["at"]) for h in doc.history],
+        history=[
+            types.OrderEvent(status=h["status"], type=types.OrderEventType(h["status"]), at=h["at"])
+            for h in doc.history
+        ],
         created_at=doc.created_at,
         updated_at=doc.updated_at,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -62,6 +63,36 @@ strawberry.enum(
 )
 
 
+@strawberry.enum(
+    description="What an order event records: the status the order entered (as OrderStatus), "
+    "or TRIGGERED when a stop order's stop price was crossed. Values may be added: treat an "
+    "unknown one as a status you do not display."
+)
+class OrderEventType(Enum):
+    PENDING = "PENDING"
+    OPEN = "OPEN"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELED = "CANCELED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    TRIGGERED = "TRIGGERED"
+
+
+@strawberry.enum(
+    description="Why money moved. FUNDING: the starting balance credited on first use; "
+    "ADJUSTMENT: an administrator's credit or debit (adjustBalance); TRADE: a fill (the "
+    "asset bought or sold, the cash paid or received, its fee included); FEE: a fill's fee "
+    "as its own entry, only on entries written before fees were part of the trade's "
+    "entry. Values may be added: treat an unknown one as a movement of another kind."
+)
+class LedgerEntryType(Enum):
+    FUNDING = "funding"
+    ADJUSTMENT = "adjustment"
+    TRADE = "trade"
+    FEE = "fee"
+
+
 @strawberry.type(description="One asset of an account. total = available + held.")
 class Balance:
     asset: str
@@ -86,8 +117,10 @@ class LedgerEntry:
     balance_after: Decimal | None = strawberry.field(description="The account's total after it.")
     kind: str = strawberry.field(
         description="funding, adjustment or trade (fee: entries written before fees "
-        "were part of their trade's entry)."
+        "were part of their trade's entry). The same as `type`, lower-case.",
+        deprecation_reason="Use `type` (the LedgerEntryType enum): the same values, typed.",
     )
+    type: LedgerEntryType = strawberry.field(description="Why the money moved.")
     order_id: strawberry.ID | None
     trade_id: strawberry.ID | None
     created_at: datetime
@@ -115,7 +148,13 @@ class Trade:
 
 @strawberry.type(description="A status an order passed through, and when.")
 class OrderEvent:
-    status: str = strawberry.field(description="An OrderStatus, or TRIGGERED for stops.")
+    status: str = strawberry.field(
+        description="An OrderStatus, or TRIGGERED for stops. The same as `type`.",
+        deprecation_reason="Use `type` (the OrderEventType enum): the same values, typed.",
+    )
+    type: OrderEventType = strawberry.field(
+        description="The status the order entered, or TRIGGERED."
+    )
     at: datetime
 
 
