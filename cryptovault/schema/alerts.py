@@ -13,6 +13,7 @@ from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
 from cryptovault.resolvers import alerts as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
+from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import Connection
 from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
 
@@ -44,8 +45,8 @@ class CreatePriceAlertInput:
 
 
 @strawberry.type(description="A condition on an asset's price that notifies the viewer once.")
-class PriceAlert:
-    id: strawberry.ID
+class PriceAlert(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     symbol: str
     condition: AlertCondition
     value: Decimal

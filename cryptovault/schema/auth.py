@@ -9,6 +9,7 @@ import strawberry
 
 from cryptovault.resolvers import auth as resolve
 from cryptovault.schema.context import Info
+from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import Connection
 from cryptovault.schema.permissions import IsAuthenticated, IsUserSession, NotFrozen
 from cryptovault.schema.users import User
@@ -84,8 +85,8 @@ class ApiKeyScope(Enum):
 
 
 @strawberry.type(description="A partner API key (the secret itself is never shown again).")
-class ApiKey:
-    id: strawberry.ID
+class ApiKey(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     name: str
     prefix: str = strawberry.field(description="The key's public part: `cvk_<prefix>_...`.")
     scopes: list[ApiKeyScope]

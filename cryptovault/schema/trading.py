@@ -14,6 +14,7 @@ from strawberry.permission import BasePermission
 from cryptovault.resolvers import trading as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
+from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import Connection
 from cryptovault.schema.permissions import (
     PRIVATE_STREAM_ENDS,
@@ -127,8 +128,8 @@ class LedgerEntry:
 
 
 @strawberry.type(description="One fill of an order.")
-class Trade:
-    id: strawberry.ID
+class Trade(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     order_id: strawberry.ID
     symbol: str
     side: OrderSide
@@ -159,8 +160,8 @@ class OrderEvent:
 
 
 @strawberry.type(description="An order. Fills come from the price feed, never from the client.")
-class Order:
-    id: strawberry.ID
+class Order(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     client_order_id: str | None
     symbol: str
     side: OrderSide

@@ -9,6 +9,7 @@ import strawberry
 
 from cryptovault.resolvers import users as resolve
 from cryptovault.schema.context import Info
+from cryptovault.schema.node import NODE_ID, Node
 
 
 @strawberry.enum(description="What an account may do: ADMIN adds the admin-only fields.")
@@ -18,8 +19,8 @@ class Role(Enum):
 
 
 @strawberry.type(description="An account.")
-class User:
-    id: strawberry.ID
+class User(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     email: str = strawberry.field(description="Normalized: trimmed and lower-case.")
     role: Role
     two_factor_enabled: bool = strawberry.field(
