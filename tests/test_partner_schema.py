@@ -4,14 +4,19 @@ admin's trading statistics."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import pytest
 
+from cryptovault.documents.trading import OrderDocument
 from cryptovault.schema.node import MAX_NODES
 from tests.conftest import bearer, error_codes, sign_up, tick
 from tests.test_admin import admin_headers
 
 PLACE = """mutation($i: PlaceOrderInput!) { placeOrder(input: $i) { id status } }"""
 HISTORY = """query($id: ID!) { order(id: $id) { history { status type } } }"""
+FILLS = "query($id: ID!) { order(id: $id) { trades { id quantity price } } }"
 LEDGER = "{ ledger(first: 50) { edges { node { kind type } } } }"
 
 
@@ -58,11 +63,7 @@ async def owned_objects(gql) -> dict[str, str]:
     resting = await place(
         gql, symbol="BTC", side="BUY", type="LIMIT", quantity="1", limitPrice="5.00"
     )
-    trade = (
-        await gql.data(
-            HISTORY.replace("history { status type }", "trades { id }"), {"id": bought["id"]}
-        )
-    )["order"]["trades"][0]["id"]
+    trade = (await gql.data(FILLS, {"id": bought["id"]}))["order"]["trades"][0]["id"]
     alert = (await gql.data(ALERT))["createPriceAlert"]["id"]
     key = (await gql.data(KEY, {"s": ["MARKET_READ"]}))["createApiKey"]["apiKey"]["id"]
     user = gql.payload["user"]["id"]
@@ -137,3 +138,33 @@ async def test_nodes_costs_one_object_per_id_and_refuses_too_many(user_gql):
     assert error_codes(body) == ["BAD_USER_INPUT"]
     single = await user_gql.execute(NODE, {"id": "x"})
     assert single["extensions"]["cost"]["requestedQueryCost"] == 1
+
+
+STATS = "{ stats { orders24h trades24h tradeVolume24h openOrders } }"
+
+
+async def test_stats_count_the_last_days_orders_fills_volume_and_open_orders(
+    user_gql, gql_at, services
+):
+    admin = gql_at()
+    admin.headers.update(await admin_headers(services, admin))
+    before = (await admin.data(STATS))["stats"]
+    bought = await place(user_gql, symbol="BTC", side="BUY", type="MARKET", quantity="2")
+    resting = await place(
+        user_gql, symbol="ETH", side="BUY", type="LIMIT", quantity="1", limitPrice="5.00"
+    )
+    fills = (await user_gql.data(FILLS, {"id": bought["id"]}))["order"]["trades"]
+    after = (await admin.data(STATS))["stats"]
+    assert after["orders24h"] == before["orders24h"] + 2
+    assert after["trades24h"] == before["trades24h"] + len(fills)
+    volume = sum(Decimal(f["quantity"]) * Decimal(f["price"]) for f in fills)
+    assert Decimal(after["tradeVolume24h"]) - Decimal(before["tradeVolume24h"]) == volume
+    assert after["openOrders"] == before["openOrders"] + 1
+    # An order from two days ago is not of the last 24 hours, but is still open.
+    await OrderDocument.get_pymongo_collection().update_one(
+        {"_id": resting["id"]}, {"$set": {"created_at": datetime.now(UTC) - timedelta(days=2)}}
+    )
+    later = (await admin.data(STATS))["stats"]
+    assert later["orders24h"] == after["orders24h"] - 1
+    assert later["openOrders"] == after["openOrders"]
+    assert error_codes(await user_gql.execute(STATS)) == ["FORBIDDEN"]

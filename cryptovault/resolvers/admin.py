@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from cryptovault.resolvers.users import to_user
@@ -17,6 +18,7 @@ from cryptovault.schema.pagination import (
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.schema.users import User
+from cryptovault.trading.stats import trading_stats
 
 if TYPE_CHECKING:
     from cryptovault.schema.context import Info
@@ -63,7 +65,9 @@ async def revoke_user_sessions(info: Info, user_id: str) -> int:
 
 
 async def stats(info: Info) -> types.SystemStats:
-    s = await info.context.services.admin.account_stats()
+    s, t = await asyncio.gather(
+        info.context.services.admin.account_stats(), trading_stats(datetime.now(UTC))
+    )
     return types.SystemStats(
         users=s.users,
         active_users24h=s.active_users_24h,
@@ -72,4 +76,8 @@ async def stats(info: Info) -> types.SystemStats:
         rate_limit_rejections24h=s.rate_limit_rejections_24h,
         websocket_connections=s.websocket_connections,
         active_subscriptions=s.active_subscriptions,
+        orders24h=t.orders_24h,
+        trades24h=t.trades_24h,
+        trade_volume24h=t.trade_volume_24h,
+        open_orders=t.open_orders,
     )

@@ -4,6 +4,8 @@ ADMIN_ALLOWED_IPS is set, a request from one of those addresses."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import strawberry
 
 from cryptovault.resolvers import admin as resolve
@@ -25,6 +27,18 @@ class SystemStats:
     )
     websocket_connections: int = strawberry.field(description="Open on this instance.")
     active_subscriptions: int = strawberry.field(description="Live on this instance.")
+    orders24h: int = strawberry.field(
+        description="Orders placed in the last 24 hours, whatever became of them (all "
+        "instances: read from the store)."
+    )
+    trades24h: int = strawberry.field(description="Fills in the last 24 hours.")
+    trade_volume24h: Decimal = strawberry.field(
+        description="USD value of those fills: the sum of quantity x price, fees excluded, "
+        "to the cent."
+    )
+    open_orders: int = strawberry.field(
+        description="Orders resting now (OPEN or PARTIALLY_FILLED), every account."
+    )
 
 
 @strawberry.type
