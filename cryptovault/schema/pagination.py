@@ -15,7 +15,7 @@ import base64
 import binascii
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import strawberry
 
@@ -156,3 +156,17 @@ async def items_before(
         return False
     top = await newest()
     return top is not None and (_utc(top[0]), top[1]) >= (_utc(after[0]), after[1])
+
+
+def first_argument(maximum: int) -> Any:
+    """The description of a paginated field's `first` argument."""
+    return strawberry.argument(
+        description=f"How many items to return: 1 to {maximum} (BAD_USER_INPUT outside); "
+        "the query's cost counts this many items."
+    )
+
+
+AFTER = strawberry.argument(
+    description="Return the items after this cursor (an edge's `cursor`, e.g. "
+    "`pageInfo.endCursor`); omit it for the first page. A malformed cursor is BAD_USER_INPUT."
+)
