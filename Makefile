@@ -36,10 +36,13 @@ lint: install
 schema: install
 	$(PY) -m cryptovault export-schema > schema.graphql
 
+# In sync with the code, and no breaking change against the previous schema (the merge
+# base with origin/main, else HEAD~1) that a deprecation did not announce first.
 schema-check: install
 	@$(PY) -m cryptovault export-schema | diff -u schema.graphql - \
 		&& echo "schema.graphql is in sync" \
 		|| (echo "schema.graphql is stale: run 'make schema'" && exit 1)
+	@$(PY) -m cryptovault schema-diff
 
 bench: install
 	$(PY) -m bench

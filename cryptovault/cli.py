@@ -1,5 +1,5 @@
 """`cryptovault` command line: serve, db, migrate, backup, restore, reconcile,
-export-schema, create-admin."""
+export-schema, schema-diff, create-admin."""
 
 from __future__ import annotations
 
@@ -181,6 +181,38 @@ def _export_schema(settings: Settings | None, args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema_diff(settings: Settings | None, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cryptovault.schema import compat
+
+    new_path = Path(args.new)
+    new = new_path.read_text()
+    if args.old is not None:
+        label, old = args.old, Path(args.old).read_text()
+    else:
+        found = compat.previous_schema(new_path, args.base)
+        if found is None:
+            print(f"schema-diff: no previous {new_path.name} to compare with: nothing to check")
+            return 0
+        label, old = found
+    for change in compat.dangerous_changes(old, new):
+        print(f"schema-diff: warning: {change}")
+    breaking = compat.unannounced_breaking_changes(old, new)
+    for change in breaking:
+        print(f"schema-diff: BREAKING: {change}", file=sys.stderr)
+    if breaking:
+        print(
+            f"schema-diff: {len(breaking)} breaking change(s) against {label} without a "
+            "deprecation: keep the field (argument, enum value) with deprecation_reason "
+            "and remove it in a later release",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"schema-diff: no unannounced breaking change against {label}")
+    return 0
+
+
 def _read_password(args: argparse.Namespace) -> str | None:
     if args.password is not None:
         return args.password
@@ -337,6 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
     export.set_defaults(func=_export_schema, needs_settings=False)
+
+    diff = sub.add_parser(
+        "schema-diff",
+        help="fail on a breaking schema change that was not deprecated first",
+        description="Compare a schema file with its previous version (by default: the "
+        "merge base with origin/main, else the commit before HEAD; nothing to compare "
+        "with passes). Exit 1 when a change breaks clients without a deprecation "
+        "announcing it; dangerous changes are printed as warnings.",
+    )
+    diff.add_argument("--new", default="schema.graphql", metavar="FILE")
+    diff.add_argument("--old", default=None, metavar="FILE", help="compare with this file")
+    diff.add_argument("--base", default=None, metavar="REF", help="compare with FILE at REF")
+    diff.set_defaults(func=_schema_diff, needs_settings=False)
     return parser
 
 

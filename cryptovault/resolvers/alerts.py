@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -12,11 +13,11 @@ from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus, alert_topic
 from cryptovault.schema import alerts as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_time_cursor,
     encode_time_cursor,
+    items_before,
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.viewer import while_valid
@@ -55,13 +56,20 @@ async def price_alerts(
     viewer = require_viewer(info)
     size = check_page_size(first, 50, MAX_PAGE)
     position = decode_time_cursor(CURSOR, after) if after is not None else None
-    found, more = await info.context.services.alerts.page(
-        viewer.user_id, size, position, statuses=status, symbol=symbol
+    alerts = info.context.services.alerts
+    found, more = await alerts.page(viewer.user_id, size, position, statuses=status, symbol=symbol)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _ = await alerts.page(viewer.user_id, 1, None, statuses=status, symbol=symbol)
+        return (top[0].created_at, top[0].id) if top else None
+
+    return connection(
+        found,
+        lambda a: encode_time_cursor(CURSOR, a.created_at, a.id),
+        to_alert,
+        has_next=more,
+        has_previous=await items_before(position, newest),
     )
-    edges, end = build_edges(
-        found, lambda a: encode_time_cursor(CURSOR, a.created_at, a.id), to_alert
-    )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
 
 
 async def create(info: Info, input: types.CreatePriceAlertInput) -> types.PriceAlert:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from strawberry.scalars import JSON
 
@@ -13,11 +13,11 @@ from cryptovault.errors import BadUserInput
 from cryptovault.schema import audit as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_time_cursor,
     encode_time_cursor,
+    items_before,
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.audit import MAX_PAGE, security_topic
@@ -45,9 +45,25 @@ def to_entry(doc: AuditEntryDocument) -> types.AuditEntry:
     )
 
 
-def _connection(found: list[AuditEntryDocument], more: bool) -> Connection[types.AuditEntry]:
-    edges, end = build_edges(found, lambda e: encode_time_cursor(CURSOR, e.at, e.id), to_entry)
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
+async def _entries(
+    info: Info, first: int, after: str | None, **filters: Any
+) -> Connection[types.AuditEntry]:
+    """A newest-first page of the entries matching `filters` (AuditLog.page's)."""
+    audit = info.context.services.audit
+    position = decode_time_cursor(CURSOR, after) if after is not None else None
+    found, more = await audit.page(first, position, **filters)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _ = await audit.page(1, None, **filters)
+        return (top[0].at, top[0].id) if top else None
+
+    return connection(
+        found,
+        lambda e: encode_time_cursor(CURSOR, e.at, e.id),
+        to_entry,
+        has_next=more,
+        has_previous=await items_before(position, newest),
+    )
 
 
 async def audit_log(
@@ -60,13 +76,11 @@ async def audit_log(
     until: datetime | None = None,
 ) -> Connection[types.AuditEntry]:
     size = check_page_size(first, 50, MAX_PAGE)
-    position = decode_time_cursor(CURSOR, after) if after is not None else None
     if since is not None and until is not None and since >= until:
         raise BadUserInput("`from` must be before `to`", field="from")
-    found, more = await info.context.services.audit.page(
-        size, position, user_id=user_id, action=action, since=since, until=until
+    return await _entries(
+        info, size, after, user_id=user_id, action=action, since=since, until=until
     )
-    return _connection(found, more)
 
 
 async def security_events(
@@ -74,9 +88,7 @@ async def security_events(
 ) -> Connection[types.AuditEntry]:
     viewer = require_viewer(info)
     size = check_page_size(first, 50, MAX_PAGE)
-    position = decode_time_cursor(CURSOR, after) if after is not None else None
-    found, more = await info.context.services.audit.page(size, position, own_user_id=viewer.user_id)
-    return _connection(found, more)
+    return await _entries(info, size, after, own_user_id=viewer.user_id)
 
 
 async def security_event_stream(info: Info) -> AsyncIterator[types.AuditEntry]:

@@ -3,6 +3,7 @@ and handle the browser refresh cookie (with its CSRF rule)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -16,11 +17,11 @@ from cryptovault.resolvers.users import to_user
 from cryptovault.schema import auth as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_time_cursor,
     encode_time_cursor,
+    items_before,
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.devices import TTL as DEVICE_TTL
@@ -267,23 +268,37 @@ async def sessions(info: Info, first: int | None, after: str | None) -> Connecti
     viewer = require_viewer(info)
     size = check_page_size(first, 50, MAX_PAGE)
     position = decode_time_cursor("session", after) if after is not None else None
-    found, more = await info.context.services.identity.sessions.page(
-        viewer.user_id, now_ms(), size, position
-    )
-    edges, end = build_edges(
+    sessions, now = info.context.services.identity.sessions, now_ms()
+    found, more = await sessions.page(viewer.user_id, now, size, position)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _ = await sessions.page(viewer.user_id, now, 1, None)
+        return (top[0].created_at, top[0].id) if top else None
+
+    return connection(
         found,
         lambda s: encode_time_cursor("session", s.created_at, s.id),
         lambda s: to_session(s, viewer.session_id),
+        has_next=more,
+        has_previous=await items_before(position, newest),
     )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
 
 
 async def api_keys(info: Info, first: int | None, after: str | None) -> Connection[types.ApiKey]:
     viewer = require_viewer(info)
     size = check_page_size(first, 50, MAX_PAGE)
     position = decode_time_cursor("apikey", after) if after is not None else None
-    found, more = await info.context.services.api_keys.page(viewer.user_id, size, position)
-    edges, end = build_edges(
-        found, lambda k: encode_time_cursor("apikey", k.created_at, k.id), to_api_key
+    keys = info.context.services.api_keys
+    found, more = await keys.page(viewer.user_id, size, position)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _ = await keys.page(viewer.user_id, 1, None)
+        return (top[0].created_at, top[0].id) if top else None
+
+    return connection(
+        found,
+        lambda k: encode_time_cursor("apikey", k.created_at, k.id),
+        to_api_key,
+        has_next=more,
+        has_previous=await items_before(position, newest),
     )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))

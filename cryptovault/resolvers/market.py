@@ -19,9 +19,8 @@ from cryptovault.market.service import (
 from cryptovault.schema import market as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_cursor,
     encode_cursor,
 )
@@ -107,10 +106,22 @@ async def candles(
     # Read before the page: a tick during the read makes the kept answer stale.
     depends_on(info, partial(market.version, a.symbol), market.version(a.symbol))
     page, more = await market.candle_page(a.symbol, interval, size, before)
-    edges, end = build_edges(
-        page, lambda c: encode_cursor("candle", str(int(c.start.timestamp()))), to_candle
+    previous = False
+    if before is not None:
+        # Before the cursor's candle: the open candle or a stored one that new.
+        newest, _ = await market.candle_page(a.symbol, interval, 1, None)
+        previous = bool(newest) and _aware(newest[0].start) >= before
+    return connection(
+        page,
+        lambda c: encode_cursor("candle", str(int(c.start.timestamp()))),
+        to_candle,
+        has_next=more,
+        has_previous=previous,
     )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 async def price_stream(info: Info, symbols: list[str] | None) -> AsyncIterator[types.Price]:

@@ -18,9 +18,8 @@ from cryptovault.resolvers import trading as trading_resolvers
 from cryptovault.schema import portfolio as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     encode_time_cursor,
 )
 from cryptovault.schema.permissions import require_viewer
@@ -121,10 +120,13 @@ async def holding_trades(
         # Every holding's first page in one store read.
         loaders[key] = DataLoader(load_fn=partial(_first_pages, viewer.user_id, size))
     found, more = await loaders[key].load(asset)
-    edges, end = build_edges(
-        found, lambda t: encode_time_cursor("trade", t.created_at, t.id), trading_resolvers.to_trade
+    return connection(  # a first page: nothing before it
+        found,
+        lambda t: encode_time_cursor("trade", t.created_at, t.id),
+        trading_resolvers.to_trade,
+        has_next=more,
+        has_previous=False,
     )
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
 
 
 async def _first_pages(

@@ -25,11 +25,11 @@ from cryptovault.market.assets import get_asset
 from cryptovault.schema import trading as types
 from cryptovault.schema.pagination import (
     Connection,
-    PageInfo,
-    build_edges,
     check_page_size,
+    connection,
     decode_time_cursor,
     encode_time_cursor,
+    items_before,
 )
 from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.viewer import while_valid
@@ -58,6 +58,7 @@ def to_entry(doc: LedgerEntryDocument) -> types.LedgerEntry:
         amount=doc.amount,
         balance_after=doc.balance_after,
         kind=doc.kind,
+        type=types.LedgerEntryType(doc.kind),
         order_id=doc.order_id,  # type: ignore[arg-type]
         trade_id=doc.trade_id,  # type: ignore[arg-type]
         created_at=doc.created_at,
@@ -103,7 +104,10 @@ def to_order(doc: OrderDocument) -> types.Order:
         held_amount=doc.hold_remaining,
         reject_reason=doc.reject_reason,
         cancel_requested=doc.close_request is not None,
-        history=[types.OrderEvent(status=h["status"], at=h["at"]) for h in doc.history],
+        history=[
+            types.OrderEvent(status=h["status"], type=types.OrderEventType(h["status"]), at=h["at"])
+            for h in doc.history
+        ],
         created_at=doc.created_at,
         updated_at=doc.updated_at,
     )
@@ -178,9 +182,24 @@ async def _page(model, query: dict[str, Any], first: int) -> tuple[list[Any], bo
     return found[:first], len(found) > first
 
 
-def _connection(kind: str, found: list[Any], more: bool, to_node) -> Connection:
-    edges, end = build_edges(found, lambda d: encode_time_cursor(kind, d.created_at, d.id), to_node)
-    return Connection(edges=edges, page_info=PageInfo(has_next_page=more, end_cursor=end))
+async def _time_page(
+    model, kind: str, base: dict[str, Any], first: int, after: str | None, to_node
+) -> Connection:
+    """A newest-first page of `model` documents matching `base`, after a cursor."""
+    position = decode_time_cursor(kind, after) if after is not None else None
+    found, more = await _page(model, _page_query(base, position), first)
+
+    async def newest() -> tuple[datetime, str] | None:
+        top, _ = await _page(model, base, 1)
+        return (top[0].created_at, top[0].id) if top else None
+
+    return connection(
+        found,
+        lambda d: encode_time_cursor(kind, d.created_at, d.id),
+        to_node,
+        has_next=more,
+        has_previous=await items_before(position, newest),
+    )
 
 
 async def orders(
@@ -199,9 +218,7 @@ async def orders(
         base["status"] = {"$in": [s.value for s in status]}
     if symbol is not None:
         base["symbol"] = get_asset(symbol).symbol
-    position = decode_time_cursor("order", after) if after is not None else None
-    found, more = await _page(OrderDocument, _page_query(base, position), size)
-    return _connection("order", found, more, to_order)
+    return await _time_page(OrderDocument, "order", base, size, after, to_order)
 
 
 async def order(info: Info, order_id: str) -> types.Order | None:
@@ -219,9 +236,7 @@ async def trades(
     base: dict[str, Any] = {"user_id": viewer.user_id}
     if symbol is not None:
         base["symbol"] = get_asset(symbol).symbol
-    position = decode_time_cursor("trade", after) if after is not None else None
-    found, more = await _page(TradeDocument, _page_query(base, position), size)
-    return _connection("trade", found, more, to_trade)
+    return await _time_page(TradeDocument, "trade", base, size, after, to_trade)
 
 
 async def ledger(
@@ -234,9 +249,7 @@ async def ledger(
     base: dict[str, Any] = {"account": viewer.user_id, "kind": {"$nin": list(RESERVATION_KINDS)}}
     if asset is not None:
         base["asset"] = USD if asset.strip().upper() == USD else get_asset(asset).symbol
-    position = decode_time_cursor("ledger", after) if after is not None else None
-    found, more = await _page(LedgerEntryDocument, _page_query(base, position), size)
-    return _connection("ledger", found, more, to_entry)
+    return await _time_page(LedgerEntryDocument, "ledger", base, size, after, to_entry)
 
 
 async def reconciliation(info: Info) -> types.Reconciliation:

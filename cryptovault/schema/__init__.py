@@ -12,6 +12,7 @@ from cryptovault.schema.auth import AuthMutation, AuthQuery
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
 from cryptovault.schema.metrics import OperationMetrics
+from cryptovault.schema.nodes import NodeQuery
 from cryptovault.schema.parsing import Parsing, Validation
 from cryptovault.schema.ping import PingQuery
 from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
@@ -38,6 +39,7 @@ class Query(
     WatchlistQuery,
     AlertQuery,
     PortfolioQuery,
+    NodeQuery,
 ):
     pass
 

@@ -4,27 +4,49 @@ ADMIN_ALLOWED_IPS is set, a request from one of those addresses."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Annotated
+
 import strawberry
 
 from cryptovault.resolvers import admin as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import IsAdmin
 from cryptovault.schema.users import User
+
+# The largest page of `users` (resolvers/admin.py).
+MAX_USERS_PAGE = 200
 
 
 @strawberry.type(description="System-wide figures for operators. 24h = the last 24 hours.")
 class SystemStats:
-    users: int
+    users: int = strawberry.field(
+        description="Accounts, every role, deleted (anonymized) ones included."
+    )
     active_users24h: int = strawberry.field(description="Accounts that signed in.")
-    signups24h: int
-    failed_logins24h: int
+    signups24h: int = strawberry.field(description="Accounts registered.")
+    failed_logins24h: int = strawberry.field(
+        description="Sign-ins refused for a wrong email or password (audited as auth.login.failed)."
+    )
     rate_limit_rejections24h: int = strawberry.field(
         description="Requests refused for an exhausted budget or attempt limit (all "
         "instances with Redis; this instance without)."
     )
     websocket_connections: int = strawberry.field(description="Open on this instance.")
     active_subscriptions: int = strawberry.field(description="Live on this instance.")
+    orders24h: int = strawberry.field(
+        description="Orders placed in the last 24 hours, whatever became of them (all "
+        "instances: read from the store)."
+    )
+    trades24h: int = strawberry.field(description="Fills in the last 24 hours.")
+    trade_volume24h: Decimal = strawberry.field(
+        description="USD value of those fills: the sum of quantity x price, fees excluded, "
+        "to the cent."
+    )
+    open_orders: int = strawberry.field(
+        description="Orders resting now (OPEN or PARTIALLY_FILLED), every account."
+    )
 
 
 @strawberry.type
@@ -36,14 +58,26 @@ class AdminQuery:
     async def users(
         self,
         info: Info,
-        first: int | None = 50,
-        after: str | None = None,
-        search: str | None = None,
+        first: Annotated[int | None, first_argument(MAX_USERS_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        search: Annotated[
+            str | None,
+            strawberry.argument(
+                description="1 to 100 characters matched anywhere in the email, "
+                "case-insensitive and literal (no patterns)."
+            ),
+        ] = None,
     ) -> Connection[User]:
         return await resolve.users(info, first, after, search)
 
     @strawberry.field(description="One account by id.", permission_classes=[IsAdmin])
-    async def user(self, info: Info, id: strawberry.ID) -> User:
+    async def user(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="A User id; NOT_FOUND if unknown.")
+        ],
+    ) -> User:
         return await resolve.user(info, str(id))
 
     @strawberry.field(description="System statistics.", permission_classes=[IsAdmin])
@@ -58,11 +92,32 @@ class AdminMutation:
         "API keys; its open orders are canceled and their holds released. Audited.",
         permission_classes=[IsAdmin],
     )
-    async def freeze_user(self, info: Info, id: strawberry.ID, reason: str) -> User:
+    async def freeze_user(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The account's User id; NOT_FOUND if unknown."),
+        ],
+        reason: Annotated[
+            str,
+            strawberry.argument(
+                description="Why, shown as frozenReason and audited: 1 to 500 characters, "
+                "not blank."
+            ),
+        ],
+    ) -> User:
         return await resolve.set_frozen(info, str(id), True, reason)
 
     @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=[IsAdmin])
-    async def unfreeze_user(self, info: Info, id: strawberry.ID) -> User:
+    async def unfreeze_user(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The account's User id; NOT_FOUND if unknown."),
+        ],
+    ) -> User:
         return await resolve.set_frozen(info, str(id), False, None)
 
     @strawberry.mutation(
@@ -70,5 +125,12 @@ class AdminMutation:
         "tokens). Returns how many were revoked. Audited.",
         permission_classes=[IsAdmin],
     )
-    async def revoke_user_sessions(self, info: Info, id: strawberry.ID) -> int:
+    async def revoke_user_sessions(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The account's User id; NOT_FOUND if unknown."),
+        ],
+    ) -> int:
         return await resolve.revoke_user_sessions(info, str(id))

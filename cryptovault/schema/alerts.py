@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
 import strawberry
 
@@ -13,29 +14,43 @@ from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
 from cryptovault.resolvers import alerts as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.enums import register_enum
+from cryptovault.schema.node import NODE_ID, Node
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
 
 # Register the domain enums with the schema under their API names.
-strawberry.enum(
+register_enum(
     AlertCondition,
     name="AlertCondition",
     description="When a price alert fires. ABOVE: the last price is at or above `value`. "
     "BELOW: at or below `value`. PERCENT_CHANGE_24H: `value` is a signed percentage; "
     "positive fires when the 24 h change is at or above it, negative when at or below it "
     "(e.g. 5 = up 5 %, -5 = down 5 %).",
+    values={
+        "ABOVE": "Fires when the last price is at or above `value` (USD).",
+        "BELOW": "Fires when the last price is at or below `value` (USD).",
+        "PERCENT_CHANGE_24H": "Fires when the 24 h change reaches `value` percent: at or "
+        "above it when positive, at or below it when negative.",
+    },
 )
-strawberry.enum(
+register_enum(
     AlertStatus,
     name="AlertStatus",
     description="ACTIVE until a tick meets the condition, then TRIGGERED (once, for good).",
+    values={
+        "ACTIVE": "Watching every tick.",
+        "TRIGGERED": "Fired once (see triggeredAt, triggeredPrice); never fires again.",
+    },
 )
 
 
 @strawberry.input(description="A new price alert.")
 class CreatePriceAlertInput:
     symbol: str = strawberry.field(description='An asset symbol, e.g. "BTC".')
-    condition: AlertCondition
+    condition: AlertCondition = strawberry.field(
+        description="ABOVE, BELOW or PERCENT_CHANGE_24H: how `value` is read."
+    )
     value: Decimal = strawberry.field(
         description="ABOVE/BELOW: a USD price, a positive multiple of the asset's "
         "`priceIncrement`. PERCENT_CHANGE_24H: a non-zero percentage with at most 2 "
@@ -44,13 +59,18 @@ class CreatePriceAlertInput:
 
 
 @strawberry.type(description="A condition on an asset's price that notifies the viewer once.")
-class PriceAlert:
-    id: strawberry.ID
-    symbol: str
-    condition: AlertCondition
-    value: Decimal
-    status: AlertStatus
-    created_at: datetime
+class PriceAlert(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
+    symbol: str = strawberry.field(description='The asset watched, e.g. "BTC".')
+    condition: AlertCondition = strawberry.field(
+        description="How `value` is compared with each tick."
+    )
+    value: Decimal = strawberry.field(
+        description="The USD price (ABOVE/BELOW) or signed percentage "
+        "(PERCENT_CHANGE_24H), as Decimal."
+    )
+    status: AlertStatus = strawberry.field(description="ACTIVE, or TRIGGERED once it fired.")
+    created_at: datetime = strawberry.field(description="When it was created.")
     triggered_at: datetime | None = strawberry.field(
         description="When the tick that met the condition was observed."
     )
@@ -71,10 +91,22 @@ class AlertQuery:
     async def price_alerts(
         self,
         info: Info,
-        first: int | None = 50,
-        after: str | None = None,
-        status: list[AlertStatus] | None = None,
-        symbol: str | None = None,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        status: Annotated[
+            list[AlertStatus] | None,
+            strawberry.argument(
+                description="Only alerts in these statuses; omit for all, an empty list is "
+                "BAD_USER_INPUT."
+            ),
+        ] = None,
+        symbol: Annotated[
+            str | None,
+            strawberry.argument(
+                description='Only alerts on this asset, e.g. "BTC"; unknown symbols are '
+                "BAD_USER_INPUT."
+            ),
+        ] = None,
     ) -> Connection[PriceAlert]:
         return await resolve.price_alerts(info, first, after, status, symbol)
 
@@ -88,7 +120,14 @@ class AlertMutation:
         "`portfolio:write`.",
         permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
     )
-    async def create_price_alert(self, info: Info, input: CreatePriceAlertInput) -> PriceAlert:
+    async def create_price_alert(
+        self,
+        info: Info,
+        input: Annotated[
+            CreatePriceAlertInput,
+            strawberry.argument(description="The alert's asset, condition and value."),
+        ],
+    ) -> PriceAlert:
         return await resolve.create(info, input)
 
     @strawberry.mutation(
@@ -96,7 +135,11 @@ class AlertMutation:
         "NOT_FOUND for any other id. API keys: `portfolio:write`.",
         permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
     )
-    async def delete_price_alert(self, info: Info, id: strawberry.ID) -> PriceAlert:
+    async def delete_price_alert(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="A PriceAlert id.")],
+    ) -> PriceAlert:
         return await resolve.delete(info, id)
 
 

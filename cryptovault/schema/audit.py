@@ -12,22 +12,32 @@ from strawberry.scalars import JSON
 
 from cryptovault.resolvers import audit as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import (
     PRIVATE_STREAM_ENDS,
     IsAdmin,
     IsAuthenticated,
     IsUserSession,
 )
+from cryptovault.security.audit import MAX_PAGE
 
 
 @strawberry.type(description="One recorded sensitive action.")
 class AuditEntry:
-    id: strawberry.ID
-    at: datetime
+    id: strawberry.ID = strawberry.field(description="The entry's id (entries are never changed).")
+    at: datetime = strawberry.field(description="When it happened.")
+    # A String, not an enum: actions are an open set that grows with features, and a
+    # new enum value would break clients that switch exhaustively over it.
     action: str = strawberry.field(
-        description='Dotted name, e.g. "auth.login.succeeded", "auth.login.failed", '
-        '"auth.refresh_token.reused", "apikey.created", "order.placed".'
+        description="What happened, as a dotted name (a String: new actions are added as "
+        "features are, so handle unknown names). Today: user.registered, user.frozen, "
+        "user.unfrozen, user.deleted, user.data_exported, auth.login.succeeded, "
+        "auth.login.failed, auth.account.locked, auth.logout, auth.refresh_token.reused, "
+        "auth.password.changed, auth.password.reset_requested, auth.password.reset, "
+        "auth.2fa.setup_started, auth.2fa.enabled, auth.2fa.disabled, "
+        "auth.2fa.recovery_code_used, apikey.created, apikey.revoked, session.revoked, "
+        "session.others_revoked, admin.created, admin.promoted, admin.sessions.revoked, "
+        "admin.balance_adjusted, order.placed, order.canceled."
     )
     actor_id: strawberry.ID | None = strawberry.field(
         description="The user who acted; null for anonymous callers and the system."
@@ -39,9 +49,16 @@ class AuditEntry:
     target: str | None = strawberry.field(
         description='What was acted on, as "<kind>:<id>", e.g. "session:65f0...".'
     )
-    ip: str | None
-    user_agent: str | None
-    request_id: str | None
+    ip: str | None = strawberry.field(
+        description="The client address of the request; null for the system, and "
+        "erased when the account is deleted."
+    )
+    user_agent: str | None = strawberry.field(
+        description="The request's User-Agent; erased when the account is deleted."
+    )
+    request_id: str | None = strawberry.field(
+        description="The request's id, as in the X-Request-ID response header and the logs."
+    )
     details: JSON = strawberry.field(description="Facts about the action; never secrets.")
 
 
@@ -56,12 +73,28 @@ class AuditQuery:
     async def audit_log(
         self,
         info: Info,
-        first: int | None = 50,
-        after: str | None = None,
-        user_id: strawberry.ID | None = None,
-        action: str | None = None,
-        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-        to: datetime | None = None,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        user_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only entries where this user acted or was concerned."),
+        ] = None,
+        action: Annotated[
+            str | None,
+            strawberry.argument(
+                description='Only this action, by exact name, e.g. "auth.login.failed".'
+            ),
+        ] = None,
+        from_: Annotated[
+            datetime | None,
+            strawberry.argument(description="Only entries at or after this time.", name="from"),
+        ] = None,
+        to: Annotated[
+            datetime | None,
+            strawberry.argument(
+                description="Only entries before this time (after `from`, else BAD_USER_INPUT)."
+            ),
+        ] = None,
     ) -> Connection[AuditEntry]:
         return await resolve.audit_log(info, first, after, user_id, action, from_, to)
 
@@ -71,7 +104,10 @@ class AuditQuery:
         permission_classes=[IsAuthenticated, IsUserSession],
     )
     async def security_events(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
     ) -> Connection[AuditEntry]:
         return await resolve.security_events(info, first, after)
 

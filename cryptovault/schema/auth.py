@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Annotated
 
 import strawberry
 
 from cryptovault.resolvers import auth as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.enums import register_enum
+from cryptovault.schema.node import NODE_ID, Node
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import IsAuthenticated, IsUserSession, NotFrozen
 from cryptovault.schema.users import User
+
+# The largest page of `sessions` and `apiKeys` (resolvers/auth.py).
+MAX_KEYS_PAGE = 100
 
 
 @strawberry.input(description="A new account.")
 class RegisterInput:
-    email: str
+    email: str = strawberry.field(
+        description="The sign-in address (trimmed, lower-cased); CONFLICT if an account has it."
+    )
     password: str = strawberry.field(
         description="10 to 128 characters, not containing the email's local part."
     )
@@ -24,8 +32,8 @@ class RegisterInput:
 
 @strawberry.input(description="Credentials for `login`.")
 class LoginInput:
-    email: str
-    password: str
+    email: str = strawberry.field(description="The account's email (case-insensitive).")
+    password: str = strawberry.field(description="The account's password.")
     otp: str | None = strawberry.field(
         default=None,
         description="With two-factor authentication on: the current 6-digit code, or a "
@@ -51,8 +59,12 @@ class AuthPayload:
         "refresh token revokes the whole session."
     )
     expires_at: datetime = strawberry.field(description="When the access token expires.")
-    refresh_token_expires_at: datetime
-    user: User
+    refresh_token_expires_at: datetime = strawberry.field(
+        description="When the refresh token (and so the session) expires unless "
+        "used: REFRESH_TOKEN_TTL_DAYS (14 by default) after this "
+        "sign-in or refresh."
+    )
+    user: User = strawberry.field(description="The signed-in account.")
     device_token: str | None = strawberry.field(
         default=None,
         description="`register` and `login` only: keep it on this device and send it "
@@ -63,18 +75,21 @@ class AuthPayload:
 
 @strawberry.type(description="A signed-in device: one login and its refreshes.")
 class Session:
-    id: strawberry.ID
-    created_at: datetime
-    last_used_at: datetime
+    id: strawberry.ID = strawberry.field(description="The session's id, for `revokeSession`.")
+    created_at: datetime = strawberry.field(description="When the session signed in.")
+    last_used_at: datetime = strawberry.field(description="When its refresh token was last used.")
     expires_at: datetime = strawberry.field(
         description="When the session ends unless refreshed again."
     )
-    ip: str | None
-    user_agent: str | None
+    ip: str | None = strawberry.field(
+        description="The client address it signed in or last refreshed from."
+    )
+    user_agent: str | None = strawberry.field(
+        description="The User-Agent header it signed in or last refreshed with."
+    )
     current: bool = strawberry.field(description="True for the session making this request.")
 
 
-@strawberry.enum(description="What an API key may do (it acts as its owner within these).")
 class ApiKeyScope(Enum):
     MARKET_READ = "market:read"
     PORTFOLIO_READ = "portfolio:read"
@@ -83,21 +98,41 @@ class ApiKeyScope(Enum):
     SCHEMA_READ = "schema:read"
 
 
+register_enum(
+    ApiKeyScope,
+    name="ApiKeyScope",
+    description="What an API key may do (it acts as its owner within these).",
+    values={
+        "MARKET_READ": "Market data. Market fields are public today, so this grants nothing "
+        "more yet; give it to keys that only read the market.",
+        "PORTFOLIO_READ": "Read the account: balances, portfolio, orders, trades, ledger, "
+        "watchlist, price alerts, `node` for those, and their streams.",
+        "PORTFOLIO_WRITE": "Change the watchlist and price alerts.",
+        "TRADE": "Place and cancel orders.",
+        "SCHEMA_READ": "Introspect the schema where production forbids it.",
+    },
+)
+
+
 @strawberry.type(description="A partner API key (the secret itself is never shown again).")
-class ApiKey:
-    id: strawberry.ID
-    name: str
+class ApiKey(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
+    name: str = strawberry.field(description="Your label for it (1 to 64 characters).")
     prefix: str = strawberry.field(description="The key's public part: `cvk_<prefix>_...`.")
-    scopes: list[ApiKeyScope]
-    created_at: datetime
+    scopes: list[ApiKeyScope] = strawberry.field(
+        description="What it may do; it acts as its owner within these."
+    )
+    created_at: datetime = strawberry.field(description="When it was created.")
     last_used_at: datetime | None = strawberry.field(description="Updated at most once a minute.")
-    revoked_at: datetime | None
+    revoked_at: datetime | None = strawberry.field(
+        description="When it was revoked; null while active."
+    )
 
 
 @strawberry.type(description="A new API key. `key` is shown only here, once: store it now.")
 class CreatedApiKey:
     key: str = strawberry.field(description="Send as the `X-API-Key` header.")
-    api_key: ApiKey
+    api_key: ApiKey = strawberry.field(description="The key's details, as `apiKeys` lists them.")
 
 
 @strawberry.type(
@@ -106,9 +141,15 @@ class CreatedApiKey:
     "in once without the app. Shown only here."
 )
 class TwoFactorSetup:
-    secret: str
-    otpauth_uri: str
-    recovery_codes: list[str]
+    secret: str = strawberry.field(
+        description="The TOTP secret (base32), for manual entry in an authenticator app."
+    )
+    otpauth_uri: str = strawberry.field(
+        description="The same secret as an otpauth:// URI, to show as a QR code."
+    )
+    recovery_codes: list[str] = strawberry.field(
+        description="10 single-use codes that sign in (and disable 2FA) without the app."
+    )
 
 
 @strawberry.type
@@ -118,7 +159,10 @@ class AuthQuery:
         permission_classes=[IsAuthenticated, IsUserSession],
     )
     async def sessions(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, first_argument(MAX_KEYS_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Session]:
         return await resolve.sessions(info, first, after)
 
@@ -127,7 +171,10 @@ class AuthQuery:
         permission_classes=[IsAuthenticated, IsUserSession],
     )
     async def api_keys(
-        self, info: Info, first: int | None = 50, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, first_argument(MAX_KEYS_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
     ) -> Connection[ApiKey]:
         return await resolve.api_keys(info, first, after)
 
@@ -135,7 +182,13 @@ class AuthQuery:
 @strawberry.type
 class AuthMutation:
     @strawberry.mutation(description="Create an account and sign in.")
-    async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
+    async def register(
+        self,
+        info: Info,
+        input: Annotated[
+            RegisterInput, strawberry.argument(description="The new account's email and password.")
+        ],
+    ) -> AuthPayload:
         return await resolve.register(info, input)
 
     @strawberry.mutation(
@@ -143,14 +196,33 @@ class AuthMutation:
         "way). 5 failures in 15 minutes: ACCOUNT_LOCKED for 15 minutes. With two-factor "
         "on and no valid `otp`: TWO_FACTOR_REQUIRED."
     )
-    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+    async def login(
+        self,
+        info: Info,
+        input: Annotated[
+            LoginInput,
+            strawberry.argument(
+                description="Email, password, and the 2FA code and device token when you have them."
+            ),
+        ],
+    ) -> AuthPayload:
         return await resolve.login(info, input)
 
     @strawberry.mutation(
         description="Exchange a refresh token for new tokens. Without the argument the "
         "HttpOnly cookie is used, and the request must carry the `X-CSRF-Protection` header."
     )
-    async def refresh_token(self, info: Info, refresh_token: str | None = None) -> AuthPayload:
+    async def refresh_token(
+        self,
+        info: Info,
+        refresh_token: Annotated[
+            str | None,
+            strawberry.argument(
+                description="The refresh token from the last AuthPayload; omit it in "
+                "browsers (the HttpOnly cookie is used)."
+            ),
+        ] = None,
+    ) -> AuthPayload:
         return await resolve.refresh(info, refresh_token)
 
     @strawberry.mutation(
@@ -164,27 +236,67 @@ class AuthMutation:
         description="Change the password; every other session is signed out.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def change_password(self, info: Info, current_password: str, new_password: str) -> bool:
+    async def change_password(
+        self,
+        info: Info,
+        current_password: Annotated[
+            str, strawberry.argument(description="The password now (BAD_USER_INPUT if wrong).")
+        ],
+        new_password: Annotated[
+            str,
+            strawberry.argument(
+                description="The new password: 10 to 128 characters, not containing the "
+                "email's local part."
+            ),
+        ],
+    ) -> bool:
         return await resolve.change_password(info, current_password, new_password)
 
     @strawberry.mutation(
         description="Mail a single-use reset token (valid 30 minutes) if the account exists. "
         "Always returns true: it does not reveal whether an account exists."
     )
-    async def request_password_reset(self, info: Info, email: str) -> bool:
+    async def request_password_reset(
+        self,
+        info: Info,
+        email: Annotated[str, strawberry.argument(description="The account's email.")],
+    ) -> bool:
         return await resolve.request_password_reset(info, email)
 
     @strawberry.mutation(
         description="Set a new password with a mailed reset token; every session is signed out."
     )
-    async def reset_password(self, info: Info, token: str, new_password: str) -> bool:
+    async def reset_password(
+        self,
+        info: Info,
+        token: Annotated[
+            str,
+            strawberry.argument(
+                description="The token from the reset mail (single use, 30 minutes); "
+                "BAD_USER_INPUT when invalid, spent or expired."
+            ),
+        ],
+        new_password: Annotated[
+            str,
+            strawberry.argument(
+                description="The new password: 10 to 128 characters, not containing the "
+                "email's local part."
+            ),
+        ],
+    ) -> bool:
         return await resolve.reset_password(info, token, new_password)
 
     @strawberry.mutation(
         description="Sign out one of the viewer's sessions (NOT_FOUND for any other id).",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def revoke_session(self, info: Info, id: strawberry.ID) -> bool:
+    async def revoke_session(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="A Session id from `sessions`.")
+        ],
+    ) -> bool:
         return await resolve.revoke_session(info, id)
 
     @strawberry.mutation(
@@ -205,14 +317,34 @@ class AuthMutation:
         description="Turn two-factor authentication on with a current code from the app.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def confirm_two_factor(self, info: Info, code: str) -> User:
+    async def confirm_two_factor(
+        self,
+        info: Info,
+        code: Annotated[
+            str,
+            strawberry.argument(
+                description="The 6-digit code the authenticator app shows now; "
+                "BAD_USER_INPUT if wrong."
+            ),
+        ],
+    ) -> User:
         return await resolve.confirm_two_factor(info, code)
 
     @strawberry.mutation(
         description="Turn two-factor authentication off with a current code or a recovery code.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def disable_two_factor(self, info: Info, code: str) -> User:
+    async def disable_two_factor(
+        self,
+        info: Info,
+        code: Annotated[
+            str,
+            strawberry.argument(
+                description="A current 6-digit code or an unused recovery code; "
+                "BAD_USER_INPUT if wrong."
+            ),
+        ],
+    ) -> User:
         return await resolve.disable_two_factor(info, code)
 
     @strawberry.mutation(
@@ -220,7 +352,18 @@ class AuthMutation:
         permission_classes=[IsAuthenticated, IsUserSession, NotFrozen],
     )
     async def create_api_key(
-        self, info: Info, name: str, scopes: list[ApiKeyScope]
+        self,
+        info: Info,
+        name: Annotated[
+            str, strawberry.argument(description="Your label for the key: 1 to 64 characters.")
+        ],
+        scopes: Annotated[
+            list[ApiKeyScope],
+            strawberry.argument(
+                description="At least one scope (BAD_USER_INPUT otherwise): grant only what"
+                " the integration needs."
+            ),
+        ],
     ) -> CreatedApiKey:
         return await resolve.create_api_key(info, name, scopes)
 
@@ -228,5 +371,11 @@ class AuthMutation:
         description="Revoke one of the viewer's API keys (NOT_FOUND for any other id).",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
+    async def revoke_api_key(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="An ApiKey id from `apiKeys`.")
+        ],
+    ) -> ApiKey:
         return await resolve.revoke_api_key(info, id)

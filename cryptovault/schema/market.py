@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -15,17 +15,29 @@ from cryptovault.market.service import MAX_CANDLE_PAGE
 from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.enums import register_enum
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.results import shared_result
 from cryptovault.subscriptions.policy import shared_stream
 
 # Registers the domain enum with the schema under its API name.
-strawberry.enum(Interval, name="CandleInterval", description="The time span of one candle.")
+register_enum(
+    Interval,
+    name="CandleInterval",
+    description="The time span of one candle.",
+    values={
+        "ONE_MINUTE": "1 minute.",
+        "FIVE_MINUTES": "5 minutes.",
+        "FIFTEEN_MINUTES": "15 minutes.",
+        "ONE_HOUR": "1 hour.",
+        "ONE_DAY": "1 day (UTC midnight to midnight).",
+    },
+)
 
 
 @strawberry.type(description="The latest quote of an asset, with its rolling 24 h statistics.")
 class Price:
-    symbol: str
+    symbol: str = strawberry.field(description='The asset, e.g. "BTC".')
     price: Decimal = strawberry.field(description="Last traded price in USD.")
     bid: Decimal = strawberry.field(description="Best bid: what a market sell would get.")
     ask: Decimal = strawberry.field(description="Best ask: what a market buy would pay.")
@@ -33,16 +45,20 @@ class Price:
     change_percent24h: Decimal | None = strawberry.field(
         description="Price change over 24 hours, in percent (two decimals)."
     )
-    high24h: Decimal | None
-    low24h: Decimal | None
+    high24h: Decimal | None = strawberry.field(
+        description="The highest last price over the past 24 hours (USD); null until known."
+    )
+    low24h: Decimal | None = strawberry.field(
+        description="The lowest last price over the past 24 hours (USD); null until known."
+    )
     volume24h: Decimal | None = strawberry.field(description="Base units traded in 24 hours.")
     timestamp: datetime = strawberry.field(description="When the price was observed.")
 
 
 @strawberry.type(description="A tradable crypto asset, quoted in USD.")
 class Asset:
-    symbol: str
-    name: str
+    symbol: str = strawberry.field(description='The ticker used everywhere else, e.g. "BTC".')
+    name: str = strawberry.field(description='The display name, e.g. "Bitcoin".')
     precision: int = strawberry.field(description="Decimal places of a quantity.")
     quantity_increment: Decimal = strawberry.field(
         description="Quantities must be multiples of this."
@@ -58,15 +74,19 @@ class Asset:
 
 @strawberry.type(description="Open, high, low, close and volume over one interval.")
 class Candle:
-    symbol: str
-    interval: Interval
-    open_time: datetime
-    close_time: datetime
-    open: Decimal
-    high: Decimal
-    low: Decimal
-    close: Decimal
-    volume: Decimal
+    symbol: str = strawberry.field(description='The asset, e.g. "BTC".')
+    interval: Interval = strawberry.field(description="The span the candle covers.")
+    open_time: datetime = strawberry.field(description="Start of the interval (inclusive).")
+    close_time: datetime = strawberry.field(
+        description="End of the interval (exclusive): openTime + the interval."
+    )
+    open: Decimal = strawberry.field(description="The first last price in the interval (USD).")
+    high: Decimal = strawberry.field(description="The highest last price in the interval (USD).")
+    low: Decimal = strawberry.field(description="The lowest last price in the interval (USD).")
+    close: Decimal = strawberry.field(
+        description="The last price at the interval's end, or now while it runs (USD)."
+    )
+    volume: Decimal = strawberry.field(description="Base units traded in the interval.")
     closed: bool = strawberry.field(description="False while the interval is still running.")
 
 
@@ -87,14 +107,34 @@ class MarketQuery:
     @strawberry.field(
         description="One asset by symbol (case-insensitive); unknown symbols are BAD_USER_INPUT."
     )
-    def asset(self, info: Info, symbol: str) -> Asset | None:
+    def asset(
+        self,
+        info: Info,
+        symbol: Annotated[
+            str,
+            strawberry.argument(
+                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
+                "symbols are BAD_USER_INPUT."
+            ),
+        ],
+    ) -> Asset | None:
         return resolve.asset(info, symbol)
 
     @strawberry.field(
         description="Latest prices, for the given symbols or every asset.",
         metadata=cost(list_size=_symbols_count),
     )
-    def prices(self, info: Info, symbols: list[str] | None = None) -> list[Price]:
+    def prices(
+        self,
+        info: Info,
+        symbols: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description='Asset symbols, e.g. ["BTC", "ETH"]; omit for every asset. '
+                "Unknown symbols and an empty list are BAD_USER_INPUT."
+            ),
+        ] = None,
+    ) -> list[Price]:
         return resolve.prices(info, symbols)
 
     @strawberry.field(
@@ -104,10 +144,16 @@ class MarketQuery:
     async def candles(
         self,
         info: Info,
-        symbol: str,
-        interval: Interval,
-        first: int | None = 100,
-        after: str | None = None,
+        symbol: Annotated[
+            str,
+            strawberry.argument(
+                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
+                "symbols are BAD_USER_INPUT."
+            ),
+        ],
+        interval: Annotated[Interval, strawberry.argument(description="The candle span.")],
+        first: Annotated[int | None, first_argument(MAX_CANDLE_PAGE)] = 100,
+        after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Candle]:
         return await resolve.candles(info, symbol, interval, first, after)
 
@@ -121,7 +167,17 @@ class MarketSubscription:
         description="Live prices: one event per tick per symbol.",
         metadata=shared_stream(coalesce_by=lambda price: price.symbol),
     )
-    async def prices(self, info: Info, symbols: list[str] | None = None) -> AsyncGenerator[Price]:
+    async def prices(
+        self,
+        info: Info,
+        symbols: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description='Asset symbols, e.g. ["BTC", "ETH"]; omit for every asset. '
+                "Unknown symbols and an empty list are BAD_USER_INPUT."
+            ),
+        ] = None,
+    ) -> AsyncGenerator[Price]:
         async for price in resolve.price_stream(info, symbols):
             yield price
 
@@ -129,6 +185,17 @@ class MarketSubscription:
         description="The open candle on every tick, then each candle once more when it closes.",
         metadata=shared_stream(coalesce_by=lambda candle: (candle.symbol, candle.open_time)),
     )
-    async def candles(self, info: Info, symbol: str, interval: Interval) -> AsyncGenerator[Candle]:
+    async def candles(
+        self,
+        info: Info,
+        symbol: Annotated[
+            str,
+            strawberry.argument(
+                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
+                "symbols are BAD_USER_INPUT."
+            ),
+        ],
+        interval: Annotated[Interval, strawberry.argument(description="The candle span.")],
+    ) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):
             yield candle

@@ -17,23 +17,31 @@ from cryptovault.portfolio.valuation import PortfolioValue
 from cryptovault.resolvers import portfolio as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.enums import register_enum
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
 from cryptovault.schema.trading import MAX_PAGE, Trade
 
-strawberry.enum(
+register_enum(
     HistoryRange,
     name="HistoryRange",
     description="A period ending now: the last 24 hours, 7 days, 30 days, 365 days, or "
     "everything since the first snapshot.",
+    values={
+        "DAY": "The last 24 hours.",
+        "WEEK": "The last 7 days.",
+        "MONTH": "The last 30 days.",
+        "YEAR": "The last 365 days.",
+        "ALL": "Everything since the account's first snapshot.",
+    },
 )
 
 
 @strawberry.type(description="One asset held, valued at the current bid.")
 class Holding:
-    asset: str
+    asset: str = strawberry.field(description='The asset symbol, e.g. "BTC".')
     quantity: Decimal = strawberry.field(description="available + held.")
-    available: Decimal
+    available: Decimal = strawberry.field(description="Free to sell now.")
     held: Decimal = strawberry.field(description="Reserved by open sell orders.")
     average_cost: Decimal | None = strawberry.field(
         description="Weighted average cost per unit, fees included (USD); null when the "
@@ -62,14 +70,19 @@ class Holding:
         metadata=cost(max_page=MAX_PAGE),
     )
     async def trades(
-        self, info: Info, first: int | None = 20, after: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 20,
+        after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Trade]:
         return await resolve.holding_trades(info, self.asset, first, after)
 
 
 @strawberry.type(description="The portfolio's value at one moment.")
 class PortfolioPoint:
-    at: datetime
+    at: datetime = strawberry.field(
+        description="When the value was taken (a snapshot, or now for the last point)."
+    )
     value: Decimal = strawberry.field(description="Total value (USD).")
     net_flows: Decimal = strawberry.field(
         description="Deposits and adjustments received up to then (USD, cumulative)."
@@ -86,13 +99,16 @@ def _points_size(args: Mapping[str, Any]) -> int:
     "SNAPSHOT_INTERVAL_MINUTES and after every trade, plus the live value."
 )
 class PortfolioHistory:
-    start: datetime = strawberry.field(name="from")
-    end: datetime = strawberry.field(name="to")
+    start: datetime = strawberry.field(name="from", description="The period's start.")
+    end: datetime = strawberry.field(name="to", description="The period's end (now for a range).")
     start_value: Decimal | None = strawberry.field(
         description="The value the period starts from (the last snapshot at or before `from`, "
         "else the first in the period)."
     )
-    end_value: Decimal | None
+    end_value: Decimal | None = strawberry.field(
+        description="The value at `to` (the live value when `to` is now); null "
+        "without any value in the period."
+    )
     net_flows: Decimal = strawberry.field(
         description="Deposits and adjustments within the period (USD): not return."
     )
@@ -107,7 +123,16 @@ class PortfolioHistory:
         description=f"The points, oldest first, evenly thinned to `limit` (1 to {MAX_POINTS}).",
         metadata=cost(list_size=_points_size),
     )
-    def points(self, limit: int = 100) -> list[PortfolioPoint]:
+    def points(
+        self,
+        limit: Annotated[
+            int,
+            strawberry.argument(
+                description=f"How many points at most: 1 to {MAX_POINTS} (BAD_USER_INPUT "
+                "outside); the first and the last are kept (with 1: the last)."
+            ),
+        ] = 100,
+    ) -> list[PortfolioPoint]:
         return resolve.sample_points(self.all_points, limit)
 
 
@@ -118,7 +143,9 @@ class PortfolioHistory:
 class Portfolio:
     total_value: Decimal = strawberry.field(description="cash + the holdings' marketValue.")
     cash: Decimal = strawberry.field(description="USD, available + held.")
-    cash_available: Decimal
+    cash_available: Decimal = strawberry.field(
+        description="USD free to spend now (cash minus what open buy orders hold)."
+    )
     holdings: list[Holding] = strawberry.field(
         description="Assets held (quantity > 0), by symbol.",
         metadata=cost(list_size=len(ASSETS)),
@@ -140,7 +167,7 @@ class Portfolio:
     complete: bool = strawberry.field(
         description="False while a holding has no price yet (it is then left out of totals)."
     )
-    valued_at: datetime
+    valued_at: datetime = strawberry.field(description="When these figures were computed.")
     # The valuation this was built from: `history` ends with it instead of valuing
     # the portfolio again (the subscription resolves this type on every push).
     value: strawberry.Private[PortfolioValue]
@@ -151,9 +178,23 @@ class Portfolio:
     async def history(
         self,
         info: Info,
-        range: HistoryRange | None = None,
-        start: Annotated[datetime | None, strawberry.argument(name="from")] = None,
-        end: Annotated[datetime | None, strawberry.argument(name="to")] = None,
+        range: Annotated[
+            HistoryRange | None,
+            strawberry.argument(
+                description="A period ending now; DAY when neither range nor from is given."
+                " Not with from/to (BAD_USER_INPUT)."
+            ),
+        ] = None,
+        start: Annotated[
+            datetime | None,
+            strawberry.argument(
+                description="The period's start (inclusive), instead of range.", name="from"
+            ),
+        ] = None,
+        end: Annotated[
+            datetime | None,
+            strawberry.argument(description="The period's end; now when omitted.", name="to"),
+        ] = None,
     ) -> PortfolioHistory:
         return await resolve.history(info, range, start, end, self.value)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.scalars import JSON
 
@@ -30,5 +32,14 @@ class PrivacyMutation:
         "kept under the anonymous account id so the books still balance.",
         permission_classes=[IsAuthenticated, IsUserSession],
     )
-    async def delete_my_account(self, info: Info, password: str) -> bool:
+    async def delete_my_account(
+        self,
+        info: Info,
+        password: Annotated[
+            str,
+            strawberry.argument(
+                description="The account's password, to confirm (UNAUTHENTICATED if wrong)."
+            ),
+        ],
+    ) -> bool:
         return await resolve.delete_my_account(info, password)

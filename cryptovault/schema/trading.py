@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from decimal import Decimal
+from enum import Enum
+from typing import Annotated
 
 import strawberry
 from strawberry.permission import BasePermission
@@ -13,7 +15,9 @@ from strawberry.permission import BasePermission
 from cryptovault.resolvers import trading as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
-from cryptovault.schema.pagination import Connection
+from cryptovault.schema.enums import register_enum
+from cryptovault.schema.node import NODE_ID, Node
+from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import (
     PRIVATE_STREAM_ENDS,
     HasScope,
@@ -30,80 +34,182 @@ TRADE: list[type[BasePermission]] = [IsAuthenticated, NotFrozen, HasScope("trade
 
 
 # The domain's enums, registered under their schema names (as market intervals are).
-strawberry.enum(OrderSide, name="OrderSide")
-strawberry.enum(
+register_enum(
+    OrderSide,
+    name="OrderSide",
+    description="Which way an order or a fill goes, the asset bought or sold against USD.",
+    values={
+        "BUY": "Buy the asset with USD (holds USD while open).",
+        "SELL": "Sell the asset for USD (holds the asset while open).",
+    },
+)
+register_enum(
     OrderType,
     name="OrderType",
-    description="MARKET fills now at the ask/bid; LIMIT at its price or better; "
-    "STOP becomes a market order when the last price crosses stopPrice; STOP_LIMIT becomes "
-    "a limit order then.",
+    description="How an order is priced; see each value.",
+    values={
+        "MARKET": "Fills at once at the ask (buys) or bid (sells); needs quantity, or "
+        "quoteQuantity for buys.",
+        "LIMIT": "Fills at limitPrice or better; what does not fill at once rests (per "
+        "timeInForce).",
+        "STOP": "Rests until the last price crosses stopPrice (at or above it for buys, at "
+        "or below for sells), then fills as a market order.",
+        "STOP_LIMIT": "As STOP, but becomes a limit order at limitPrice when triggered.",
+    },
 )
-strawberry.enum(
+register_enum(
     TimeInForce,
     name="TimeInForce",
-    description="GTC: until filled or canceled; IOC: fill what can be filled "
-    "now, cancel the rest; FOK: fill everything now or nothing; GTD: until expiresAt.",
+    description="How long an order may rest; see each value.",
+    values={
+        "GTC": "Good till canceled: rests until filled or canceled (the default).",
+        "IOC": "Immediate or cancel: fills what it can now, the rest is canceled.",
+        "FOK": "Fill or kill: fills entirely now, or is canceled without any fill.",
+        "GTD": "Good till date: rests until expiresAt (required), then EXPIRED.",
+    },
 )
-strawberry.enum(
+register_enum(
     OrderStatus,
     name="OrderStatus",
-    description="PENDING: being placed (funds being reserved, fills on arrival); OPEN: "
-    "resting, nothing filled; PARTIALLY_FILLED: resting, part filled; FILLED: done (any "
-    "unusable remainder below minSize released); CANCELED: by you, by IOC/FOK, by a "
-    "freeze, or because its funds cannot cover the rest (see rejectReason); REJECTED: "
-    "never placed (rejectReason says why: insufficient funds, or interrupted); EXPIRED: "
-    "a GTD order past expiresAt.",
+    description="Where an order is in its life. OPEN and PARTIALLY_FILLED orders rest and "
+    "hold funds; FILLED, CANCELED, REJECTED and EXPIRED are final.",
+    values={
+        "PENDING": "Being placed: funds being reserved, fills on arrival. Brief; an "
+        "interrupted placement is finished or REJECTED by the recovery sweep.",
+        "OPEN": "Resting, nothing filled yet.",
+        "PARTIALLY_FILLED": "Resting, part filled.",
+        "FILLED": "Done; any unusable remainder below the asset's minSize was released.",
+        "CANCELED": "By you, by IOC/FOK, by an account freeze, or because its funds cannot "
+        "cover the rest (rejectReason says which, except for yours).",
+        "REJECTED": "Never placed: insufficient funds, or an interrupted placement "
+        "(rejectReason says which).",
+        "EXPIRED": "A GTD order past expiresAt.",
+    },
 )
-strawberry.enum(
+register_enum(
     Liquidity,
     name="Liquidity",
-    description="MAKER: a limit order that rested, filled by a later tick; TAKER: filled "
-    "on arrival (market orders, marketable limits, triggered stops).",
+    description="Whether a fill added liquidity (rested first) or took it.",
+    values={
+        "MAKER": "A limit order that rested and was filled by a later tick.",
+        "TAKER": "Filled on arrival: market orders, marketable limits, triggered stops.",
+    },
 )
+
+
+@strawberry.enum(
+    description="What an order event records: the status the order entered (as OrderStatus), "
+    "or TRIGGERED when a stop order's stop price was crossed. Values may be added: treat an "
+    "unknown one as a status you do not display."
+)
+class OrderEventType(Enum):
+    PENDING = strawberry.enum_value("PENDING", description="Placement started.")
+    OPEN = strawberry.enum_value("OPEN", description="The order started resting.")
+    PARTIALLY_FILLED = strawberry.enum_value(
+        "PARTIALLY_FILLED", description="A fill left part of it open."
+    )
+    FILLED = strawberry.enum_value("FILLED", description="The last fill completed it.")
+    CANCELED = strawberry.enum_value("CANCELED", description="It was canceled (final).")
+    REJECTED = strawberry.enum_value("REJECTED", description="It was refused (final).")
+    EXPIRED = strawberry.enum_value("EXPIRED", description="Its GTD time passed (final).")
+    TRIGGERED = strawberry.enum_value(
+        "TRIGGERED",
+        description="A stop order's stop price was crossed: it now fills (STOP) or rests "
+        "as a limit order (STOP_LIMIT). Not a status.",
+    )
+
+
+@strawberry.enum(
+    description="Why money moved. FUNDING: the starting balance credited on first use; "
+    "ADJUSTMENT: an administrator's credit or debit (adjustBalance); TRADE: a fill (the "
+    "asset bought or sold, the cash paid or received, its fee included); FEE: a fill's fee "
+    "as its own entry, only on entries written before fees were part of the trade's "
+    "entry. Values may be added: treat an unknown one as a movement of another kind."
+)
+class LedgerEntryType(Enum):
+    FUNDING = strawberry.enum_value(
+        "funding", description="The starting balance, credited once on first use."
+    )
+    ADJUSTMENT = strawberry.enum_value(
+        "adjustment", description="An administrator's credit or debit (audited)."
+    )
+    TRADE = strawberry.enum_value(
+        "trade",
+        description="A fill: the asset bought or sold, or the USD paid or received (fee included).",
+    )
+    FEE = strawberry.enum_value(
+        "fee",
+        description="A fill's fee on its own: only entries written before fees were part "
+        "of the trade's entry.",
+    )
 
 
 @strawberry.type(description="One asset of an account. total = available + held.")
 class Balance:
-    asset: str
-    available: Decimal
+    asset: str = strawberry.field(description='"USD" or an asset symbol, e.g. "BTC".')
+    available: Decimal = strawberry.field(
+        description="Free to spend or sell now (Decimal, in the asset's units)."
+    )
     held: Decimal = strawberry.field(description="Reserved by open orders.")
-    total: Decimal
+    total: Decimal = strawberry.field(
+        description="available + held: what the account owns of the asset."
+    )
 
 
 @strawberry.type(description="The viewer's paper trading account.")
 class Account:
-    balances: list[Balance] = strawberry.field(metadata=cost(list_size=11))
+    balances: list[Balance] = strawberry.field(
+        description="USD and every asset the account has held, by asset; funded with the "
+        "starting balance on first use.",
+        metadata=cost(list_size=11),
+    )
 
 
 @strawberry.type(
     description="One leg of a ledger movement; the legs of a movement sum to zero per asset."
 )
 class LedgerEntry:
-    id: strawberry.ID
+    id: strawberry.ID = strawberry.field(
+        description="The entry's id (not a Node: read entries through `ledger` or "
+        "Trade.ledgerEntries)."
+    )
     txn_id: str = strawberry.field(description="The movement this entry belongs to.")
-    asset: str
+    asset: str = strawberry.field(description='"USD" or the asset symbol the amount is in.')
     amount: Decimal = strawberry.field(description="Positive: credited; negative: debited.")
     balance_after: Decimal | None = strawberry.field(description="The account's total after it.")
     kind: str = strawberry.field(
         description="funding, adjustment or trade (fee: entries written before fees "
-        "were part of their trade's entry)."
+        "were part of their trade's entry). The same as `type`, lower-case.",
+        deprecation_reason="Use `type` (the LedgerEntryType enum): the same values, typed.",
     )
-    order_id: strawberry.ID | None
-    trade_id: strawberry.ID | None
-    created_at: datetime
+    type: LedgerEntryType = strawberry.field(description="Why the money moved.")
+    order_id: strawberry.ID | None = strawberry.field(
+        description="The order that caused it, for trade entries; else null."
+    )
+    trade_id: strawberry.ID | None = strawberry.field(
+        description="The fill that caused it, for trade (and legacy fee) entries; else null."
+    )
+    created_at: datetime = strawberry.field(description="When the movement was recorded.")
 
 
 @strawberry.type(description="One fill of an order.")
-class Trade:
-    id: strawberry.ID
-    order_id: strawberry.ID
-    symbol: str
-    side: OrderSide
-    quantity: Decimal
-    price: Decimal
+class Trade(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
+    order_id: strawberry.ID = strawberry.field(
+        description="The order this fill belongs to (see `order(id:)`)."
+    )
+    symbol: str = strawberry.field(description='The asset traded against USD, e.g. "BTC".')
+    side: OrderSide = strawberry.field(description="BUY or SELL, as the order.")
+    quantity: Decimal = strawberry.field(description="Base units filled (Decimal).")
+    price: Decimal = strawberry.field(
+        description="USD per unit: the ask for buys, the bid for sells, or the limit price for a "
+        "maker fill."
+    )
     fee: Decimal = strawberry.field(description="In USD.")
-    liquidity: Liquidity
-    created_at: datetime
+    liquidity: Liquidity = strawberry.field(
+        description="MAKER (the order rested first) or TAKER; sets the fee rate."
+    )
+    created_at: datetime = strawberry.field(description="When the fill happened.")
 
     @strawberry.field(
         description="The viewer's ledger entries of this fill (its legs in their account).",
@@ -115,31 +221,51 @@ class Trade:
 
 @strawberry.type(description="A status an order passed through, and when.")
 class OrderEvent:
-    status: str = strawberry.field(description="An OrderStatus, or TRIGGERED for stops.")
-    at: datetime
+    status: str = strawberry.field(
+        description="An OrderStatus, or TRIGGERED for stops. The same as `type`.",
+        deprecation_reason="Use `type` (the OrderEventType enum): the same values, typed.",
+    )
+    type: OrderEventType = strawberry.field(
+        description="The status the order entered, or TRIGGERED."
+    )
+    at: datetime = strawberry.field(description="When the order entered it.")
 
 
 @strawberry.type(description="An order. Fills come from the price feed, never from the client.")
-class Order:
-    id: strawberry.ID
-    client_order_id: str | None
-    symbol: str
-    side: OrderSide
-    type: OrderType
-    time_in_force: TimeInForce
-    status: OrderStatus
+class Order(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
+    client_order_id: str | None = strawberry.field(
+        description="Your id for the order (1 to 64 characters), if you gave one at placement."
+    )
+    symbol: str = strawberry.field(description='The asset traded against USD, e.g. "BTC".')
+    side: OrderSide = strawberry.field(description="BUY or SELL.")
+    type: OrderType = strawberry.field(description="MARKET, LIMIT, STOP or STOP_LIMIT.")
+    time_in_force: TimeInForce = strawberry.field(
+        description="How long it may rest (GTC by default)."
+    )
+    status: OrderStatus = strawberry.field(
+        description="Where the order is now; `history` lists every step."
+    )
     quantity: Decimal | None = strawberry.field(
         description="In base units; null for quoteQuantity buys."
     )
     quote_quantity: Decimal | None = strawberry.field(description="USD to spend (market buys).")
-    limit_price: Decimal | None
-    stop_price: Decimal | None
-    expires_at: datetime | None
+    limit_price: Decimal | None = strawberry.field(
+        description="USD per unit, LIMIT and STOP_LIMIT orders only."
+    )
+    stop_price: Decimal | None = strawberry.field(
+        description="USD per unit: the last price that triggers a STOP or STOP_LIMIT order."
+    )
+    expires_at: datetime | None = strawberry.field(
+        description="GTD orders only: when it expires if still open."
+    )
     triggered: bool = strawberry.field(description="A stop order whose stop price was crossed.")
-    filled_quantity: Decimal
+    filled_quantity: Decimal = strawberry.field(description="Base units filled so far (Decimal).")
     average_fill_price: Decimal | None = strawberry.field(description="Volume-weighted over fills.")
     fees: Decimal = strawberry.field(description="In USD.")
-    held_asset: str
+    held_asset: str = strawberry.field(
+        description='"USD" for buys, the asset for sells: what the order reserves.'
+    )
     held_amount: Decimal = strawberry.field(description="Still reserved for this order.")
     reject_reason: str | None = strawberry.field(
         description="Why the system rejected, canceled or expired it; null when you "
@@ -149,9 +275,12 @@ class Order:
         description="A cancel was asked while the order was being placed or filled: it "
         "is canceled as soon as that is done (orderUpdates shows it)."
     )
-    history: list[OrderEvent] = strawberry.field(metadata=cost(list_size=5))
-    created_at: datetime
-    updated_at: datetime
+    history: list[OrderEvent] = strawberry.field(
+        description="Every status the order entered, oldest first (at most a handful).",
+        metadata=cost(list_size=5),
+    )
+    created_at: datetime = strawberry.field(description="When it was placed.")
+    updated_at: datetime = strawberry.field(description="When it last changed.")
 
     @strawberry.field(
         description="The fills of this order, oldest first.", metadata=cost(list_size=10)
@@ -160,11 +289,19 @@ class Order:
         return await resolve.trades_of_order(info, str(self.id))
 
 
-@strawberry.input
+@strawberry.input(
+    description="A new order. Quantities and prices are Decimal strings, multiples of the "
+    "asset's quantityIncrement / priceIncrement; BAD_USER_INPUT (with `extensions.field`) names "
+    "what is wrong."
+)
 class PlaceOrderInput:
-    symbol: str
-    side: OrderSide
-    type: OrderType
+    symbol: str = strawberry.field(
+        description='The asset, e.g. "BTC" (case-insensitive); unknown symbols are BAD_USER_INPUT.'
+    )
+    side: OrderSide = strawberry.field(description="BUY or SELL.")
+    type: OrderType = strawberry.field(
+        description="MARKET, LIMIT, STOP or STOP_LIMIT (see OrderType for what each needs)."
+    )
     quantity: Decimal | None = strawberry.field(
         default=None, description="Base units, a multiple of the asset's quantityIncrement."
     )
@@ -172,9 +309,20 @@ class PlaceOrderInput:
         default=None,
         description="Market buys only: USD to spend, fees included, instead of quantity.",
     )
-    limit_price: Decimal | None = None
-    stop_price: Decimal | None = None
-    time_in_force: TimeInForce = TimeInForce.GTC
+    limit_price: Decimal | None = strawberry.field(
+        default=None,
+        description="USD per unit, a multiple of the asset's priceIncrement: required for LIMIT and"
+        " STOP_LIMIT, refused otherwise.",
+    )
+    stop_price: Decimal | None = strawberry.field(
+        default=None,
+        description="USD per unit, a multiple of the asset's priceIncrement: required for STOP and "
+        "STOP_LIMIT, refused otherwise.",
+    )
+    time_in_force: TimeInForce = strawberry.field(
+        default=TimeInForce.GTC,
+        description="GTC by default; IOC and FOK only for MARKET and LIMIT; GTD needs expiresAt.",
+    )
     expires_at: datetime | None = strawberry.field(default=None, description="GTD orders only.")
     client_order_id: str | None = strawberry.field(
         default=None,
@@ -182,12 +330,14 @@ class PlaceOrderInput:
     )
 
 
-@strawberry.input
+@strawberry.input(description="An administrator's credit or debit of paper funds.")
 class AdjustBalanceInput:
-    user_id: strawberry.ID
+    user_id: strawberry.ID = strawberry.field(
+        description="The account to credit or debit (NOT_FOUND if unknown)."
+    )
     asset: str = strawberry.field(description='"USD" or an asset symbol.')
     amount: Decimal = strawberry.field(description="Positive credits, negative debits.")
-    reason: str
+    reason: str = strawberry.field(description="Why, for the audit log (required, not blank).")
     idempotency_key: str | None = strawberry.field(
         default=None,
         description="Your unique key for this adjustment (1 to 100 characters): sending "
@@ -196,22 +346,32 @@ class AdjustBalanceInput:
     )
 
 
-@strawberry.type
+@strawberry.type(description="One asset's total over the whole ledger.")
 class AssetTotal:
-    asset: str
-    total: Decimal
+    asset: str = strawberry.field(description='"USD" or an asset symbol.')
+    total: Decimal = strawberry.field(
+        description="The sum of every ledger entry in that asset (Decimal): zero when the books "
+        "balance."
+    )
 
 
 @strawberry.type(description="Whether the books balance: ok is true when nothing is listed.")
 class Reconciliation:
-    ok: bool
+    ok: bool = strawberry.field(
+        description="True when the books balance and nothing is listed in discrepancies."
+    )
     trial_balance: list[AssetTotal] = strawberry.field(
         description="The sum of every ledger entry per asset: always zero.",
         metadata=cost(list_size=11),
     )
-    discrepancies: list[str]
-    checked_balances: int
-    checked_orders: int
+    discrepancies: list[str] = strawberry.field(
+        description="Each mismatch found, in words (balance vs. ledger, hold vs. open orders); "
+        "empty when ok."
+    )
+    checked_balances: int = strawberry.field(
+        description="How many balances were checked against the ledger."
+    )
+    checked_orders: int = strawberry.field(description="How many open orders' holds were checked.")
 
 
 @strawberry.type
@@ -228,15 +388,35 @@ class TradingQuery:
     async def orders(
         self,
         info: Info,
-        first: int | None = 50,
-        after: str | None = None,
-        status: list[OrderStatus] | None = None,
-        symbol: str | None = None,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        status: Annotated[
+            list[OrderStatus] | None,
+            strawberry.argument(
+                description="Only orders in these statuses (e.g. [OPEN, PARTIALLY_FILLED]); omit for all, "
+                "an empty list is BAD_USER_INPUT."
+            ),
+        ] = None,
+        symbol: Annotated[
+            str | None,
+            strawberry.argument(
+                description='Only orders of this asset, e.g. "BTC"; unknown symbols are BAD_USER_INPUT.'
+            ),
+        ] = None,
     ) -> Connection[Order]:
         return await resolve.orders(info, first, after, status, symbol)
 
     @strawberry.field(description="One of the viewer's orders.", permission_classes=READ)
-    async def order(self, info: Info, id: strawberry.ID) -> Order | None:
+    async def order(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The order's id. Another user's order, or an unknown id, answers null."
+            ),
+        ],
+    ) -> Order | None:
         return await resolve.order(info, str(id))
 
     @strawberry.field(
@@ -247,9 +427,14 @@ class TradingQuery:
     async def trades(
         self,
         info: Info,
-        first: int | None = 50,
-        after: str | None = None,
-        symbol: str | None = None,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        symbol: Annotated[
+            str | None,
+            strawberry.argument(
+                description='Only fills of this asset, e.g. "BTC"; unknown symbols are BAD_USER_INPUT.'
+            ),
+        ] = None,
     ) -> Connection[Trade]:
         return await resolve.trades(info, first, after, symbol)
 
@@ -259,7 +444,17 @@ class TradingQuery:
         metadata=cost(max_page=MAX_PAGE),
     )
     async def ledger(
-        self, info: Info, first: int | None = 50, after: str | None = None, asset: str | None = None
+        self,
+        info: Info,
+        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        after: Annotated[str | None, AFTER] = None,
+        asset: Annotated[
+            str | None,
+            strawberry.argument(
+                description='"USD" or an asset symbol: only entries in it. Unknown symbols are '
+                "BAD_USER_INPUT."
+            ),
+        ] = None,
     ) -> Connection[LedgerEntry]:
         return await resolve.ledger(info, first, after, asset)
 
@@ -280,7 +475,11 @@ class TradingMutation:
         "order's status after placement. Later fills come from the price feed.",
         permission_classes=TRADE,
     )
-    async def place_order(self, info: Info, input: PlaceOrderInput) -> Order:
+    async def place_order(
+        self,
+        info: Info,
+        input: Annotated[PlaceOrderInput, strawberry.argument(description="The order.")],
+    ) -> Order:
         return await resolve.place_order(info, input)
 
     @strawberry.mutation(
@@ -289,7 +488,17 @@ class TradingMutation:
         "has cancelRequested: true while that is under way).",
         permission_classes=TRADE,
     )
-    async def cancel_order(self, info: Info, id: strawberry.ID) -> Order:
+    async def cancel_order(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The order's id: NOT_FOUND for another user's or an unknown id; CONFLICT when "
+                "it is no longer open (already filled, canceled, rejected or expired)."
+            ),
+        ],
+    ) -> Order:
         return await resolve.cancel_order(info, str(id))
 
     @strawberry.mutation(
@@ -297,7 +506,14 @@ class TradingMutation:
         "idempotencyKey. Audited.",
         permission_classes=[IsAdmin],
     )
-    async def adjust_balance(self, info: Info, input: AdjustBalanceInput) -> Balance:
+    async def adjust_balance(
+        self,
+        info: Info,
+        input: Annotated[
+            AdjustBalanceInput,
+            strawberry.argument(description="The adjustment, with its idempotencyKey."),
+        ],
+    ) -> Balance:
         return await resolve.adjust_balance(info, input)
 
 

@@ -9,19 +9,24 @@ import strawberry
 
 from cryptovault.resolvers import users as resolve
 from cryptovault.schema.context import Info
+from cryptovault.schema.node import NODE_ID, Node
 
 
 @strawberry.enum(description="What an account may do: ADMIN adds the admin-only fields.")
 class Role(Enum):
-    USER = "USER"
-    ADMIN = "ADMIN"
+    USER = strawberry.enum_value("USER", description="An account holder: their own data only.")
+    ADMIN = strawberry.enum_value(
+        "ADMIN",
+        description="An operator: also the admin fields (users, stats, auditLog, "
+        "reconciliation, freezes, adjustments), in a user session only.",
+    )
 
 
 @strawberry.type(description="An account.")
-class User:
-    id: strawberry.ID
+class User(Node):
+    id: strawberry.ID = strawberry.field(description=NODE_ID)
     email: str = strawberry.field(description="Normalized: trimmed and lower-case.")
-    role: Role
+    role: Role = strawberry.field(description="USER, or ADMIN for operators.")
     two_factor_enabled: bool = strawberry.field(
         description="True once a TOTP app is confirmed: login then needs `otp`."
     )
@@ -31,7 +36,7 @@ class User:
     frozen_reason: str | None = strawberry.field(
         default=None, description="Why the account was frozen (set by an administrator)."
     )
-    created_at: datetime
+    created_at: datetime = strawberry.field(description="When the account was registered.")
     last_login_at: datetime | None = strawberry.field(
         default=None, description="The last successful sign-in."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import strawberry
 
@@ -49,7 +50,13 @@ class WatchlistMutation:
         "50 by default): CONFLICT. API keys: `portfolio:write`.",
         permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
     )
-    async def add_to_watchlist(self, info: Info, symbol: str) -> Watchlist:
+    async def add_to_watchlist(
+        self,
+        info: Info,
+        symbol: Annotated[
+            str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
+        ],
+    ) -> Watchlist:
         return await resolve.add(info, symbol)
 
     @strawberry.mutation(
@@ -57,5 +64,11 @@ class WatchlistMutation:
         "Unknown symbol: BAD_USER_INPUT. API keys: `portfolio:write`.",
         permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
     )
-    async def remove_from_watchlist(self, info: Info, symbol: str) -> Watchlist:
+    async def remove_from_watchlist(
+        self,
+        info: Info,
+        symbol: Annotated[
+            str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
+        ],
+    ) -> Watchlist:
         return await resolve.remove(info, symbol)

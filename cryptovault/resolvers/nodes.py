@@ -1,0 +1,75 @@
+"""`node`/`nodes`: find the objects behind ids with the same owner and permission
+rules as each type's own fields (schema/nodes.py says which)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import TYPE_CHECKING, Any
+
+from cryptovault.documents.alerts import PriceAlertDocument
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.trading import OrderDocument, TradeDocument
+from cryptovault.documents.users import UserDocument
+from cryptovault.errors import BadUserInput, DomainError, Forbidden
+from cryptovault.resolvers.alerts import to_alert
+from cryptovault.resolvers.auth import to_api_key
+from cryptovault.resolvers.trading import to_order, to_trade
+from cryptovault.resolvers.users import to_user
+from cryptovault.schema.node import MAX_NODES, Node
+from cryptovault.schema.permissions import IsAdmin, IsUserSession, require_viewer
+
+if TYPE_CHECKING:
+    from cryptovault.schema.context import Info
+    from cryptovault.security.viewer import Viewer
+
+# What ids look like (documents/common.py): an ObjectId, or a trade's
+# "<order id>:<fill number>". Anything else is no object: not looked up.
+_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
+_TRADE_ID = re.compile(r"[0-9a-f]{24}:[0-9]{1,9}")
+PORTFOLIO_READ = "portfolio:read"
+
+
+def _may(permission: type, info: Info) -> bool:
+    try:
+        return bool(permission().has_permission(None, info))
+    except DomainError:
+        return False
+
+
+async def _find(model: Any, ids: list[str], **owner: str) -> list[Any]:
+    if not ids:
+        return []
+    return await model.find({"_id": {"$in": ids}, **owner}).to_list()
+
+
+async def nodes(info: Info, ids: list[str]) -> list[Node | None]:
+    viewer: Viewer = require_viewer(info)
+    if not 1 <= len(ids) <= MAX_NODES:
+        raise BadUserInput(f"ids must hold 1 to {MAX_NODES} ids", count=len(ids))
+    wanted = set(ids)
+    object_ids = sorted(i for i in wanted if _OBJECT_ID.fullmatch(i))
+    trade_ids = sorted(i for i in wanted if _TRADE_ID.fullmatch(i))
+    admin = _may(IsAdmin, info)
+    user_ids = object_ids if admin else [i for i in object_ids if i == viewer.user_id]
+    mine = viewer.user_id
+    orders, alerts, keys, users, trades = await asyncio.gather(
+        _find(OrderDocument, object_ids, user_id=mine),
+        _find(PriceAlertDocument, object_ids, user_id=mine),
+        _find(ApiKeyDocument, object_ids, user_id=mine),
+        _find(UserDocument, user_ids),
+        _find(TradeDocument, trade_ids, user_id=mine),
+    )
+    # The caller's own objects, found: the key's scopes and the session rule apply as
+    # on the type's own fields (a refusal reveals nothing of anyone else's).
+    if (orders or alerts or trades) and not viewer.has_scope(PORTFOLIO_READ):
+        raise Forbidden(f"This API key lacks the '{PORTFOLIO_READ}' scope", scope=PORTFOLIO_READ)
+    if keys and not _may(IsUserSession, info):
+        raise Forbidden(IsUserSession.message)
+    found: dict[str, Node] = {}
+    found.update((d.id, to_user(d)) for d in users)
+    found.update((d.id, to_api_key(d)) for d in keys)
+    found.update((d.id, to_alert(d)) for d in alerts)
+    found.update((d.id, to_order(d)) for d in orders)
+    found.update((d.id, to_trade(d)) for d in trades)
+    return [found.get(i) for i in ids]
