@@ -45,7 +45,7 @@ web-if-node:
 
 # Screenshots of every page into web/screenshots/ (a real server, headless Chromium).
 screenshots: install web
-	CRYPTOVAULT_SCREENSHOTS=web/screenshots $(PY) -m pytest -q tests/test_web_browser.py -k screenshots
+	CRYPTOVAULT_SCREENSHOTS=web/screenshots $(PY) -m pytest -q tests/test_web_browser.py
 
 # Long runs of the money path's model test (random schedules with pauses and crashes);
 # not part of CI. SOAK_EXAMPLES schedules of up to 80 steps each.

@@ -146,7 +146,7 @@ export function CandleChart({ symbol, interval }: { symbol: string; interval: Ca
       <div className="chart" ref={box} data-testid="candle-chart" data-candles={state.count} />
       <div className="chart-status">
         {state.error ? <span className="error">{state.error}</span> : null}
-        {state.loading ? "Loading candles…" : `${state.count} candles${state.more ? " · scroll left for older" : " · all history loaded"}`}
+        {state.loading ? "Loading candles…" : `${state.count} candle${state.count === 1 ? "" : "s"}${state.more ? " · scroll left for older" : " · all history loaded"}`}
         <ChartCredit />
       </div>
     </div>
