@@ -469,6 +469,29 @@ def test_graphiql_runs_offline_with_a_token_in_the_headers(
     expect(page.locator(".result-window")).to_contain_text('"cash": "10000.00"')
 
 
+def test_a_revoked_session_signs_the_page_out_without_a_retry_storm(
+    watched: Watched, server: Server
+) -> None:
+    page = watched.page
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    sign_up(page, "revoked@example.com")
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-status", "connected")
+    # Another sign-in of the same account signs this one out: its socket is closed
+    # with 4403 and its refresh cookie no longer works.
+    other = server.query(
+        'mutation { login(input: {email: "revoked@example.com",'
+        ' password: "correct horse battery"}) { accessToken } }'
+    )["login"]["accessToken"]
+    before = len(sockets)
+    server.query("mutation { revokeOtherSessions }", token=other)
+    expect(page.get_by_role("banner").get_by_role("link", name="Sign in")).to_be_visible()
+    expect(page.get_by_test_id("live-status")).to_have_attribute("data-status", "connected")
+    expect(page.get_by_test_id("total-value")).to_have_count(0)
+    # One new (anonymous) socket for the public streams, not a retry per attempt.
+    assert len(sockets) - before == 1, sockets[before:]
+
+
 def test_built_pages_load_nothing_inline_or_foreign() -> None:
     for name in ("index.html", "graphiql.html"):
         html = (DIST / name).read_text()

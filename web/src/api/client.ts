@@ -42,6 +42,9 @@ function isCloseEvent(event: unknown): event is CloseEvent {
 export const ws: WsClient = createWsClient({
   url: wsUrl,
   lazy: false,
+  // A close that is not retried (4403) is handled by shouldRetry below; the default
+  // would log it to the console as an error.
+  onNonLazyError: () => undefined,
   keepAlive: 10_000,
   retryAttempts: Number.POSITIVE_INFINITY,
   // A restart of ours reconnects at once; a lost server is tried again after 1 s,
@@ -104,6 +107,7 @@ export function restartSocket(): void {
   if (authenticating || (token === sentToken && activeSocket)) return;
   if (activeSocket && activeSocket.readyState === WebSocket.OPEN) {
     restarting = true;
+    link.update((s) => ({ ...s, status: "connecting" }));
     activeSocket.close(4205, "Client Restart");
   } else {
     // Closed after a fatal 4403: a new subscription (or this ping) connects again.
