@@ -6,7 +6,7 @@ PORT ?= 8000
 DATA_DIR ?= ./data
 export HOST PORT DATA_DIR
 
-.PHONY: run test soak lint schema schema-check bench install clean
+.PHONY: run test soak lint schema schema-check bench install clean web web-if-node screenshots
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $$(tools/find-python) -m venv $(VENV)
@@ -16,11 +16,36 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-run: install
+run: install web-if-node
 	$(PY) -m cryptovault serve --host $(HOST) --port $(PORT)
 
-test: install
+test: install web-if-node
 	$(PY) -m pytest -q
+
+# The web app and GraphiQL (web/): `npm ci` from the committed lockfile, then codegen,
+# typecheck and the Vite build into web/dist, each only when its inputs changed.
+WEB_INPUTS := $(shell find web/src -type f -not -path 'web/src/gql/*' 2>/dev/null) \
+	web/index.html web/graphiql.html web/vite.config.ts web/codegen.ts web/tsconfig.json \
+	web/package.json schema.graphql
+
+web/node_modules/.package-lock.json: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+
+web/dist/index.html: web/node_modules/.package-lock.json $(WEB_INPUTS)
+	cd web && npm run build
+	@touch $@
+
+web: web/dist/index.html
+
+# `make run` and `make test` build the web app when Node.js is there; without it the
+# API runs alone (and the browser tests fail in CI, skip elsewhere).
+web-if-node:
+	@if tools/has-node; then $(MAKE) --no-print-directory web; \
+	else echo "make: no Node.js >= 20 with npm: not building web/ (the API runs alone; / says how to build the app)"; fi
+
+# Screenshots of every page into web/screenshots/ (a real server, headless Chromium).
+screenshots: install web
+	CRYPTOVAULT_SCREENSHOTS=web/screenshots $(PY) -m pytest -q tests/test_web_browser.py
 
 # Long runs of the money path's model test (random schedules with pauses and crashes);
 # not part of CI. SOAK_EXAMPLES schedules of up to 80 steps each.
@@ -48,4 +73,4 @@ bench: install
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache web/node_modules web/dist web/src/gql

@@ -4,11 +4,8 @@ starts/stops the services in the lifespan."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
@@ -22,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
@@ -56,6 +53,7 @@ from cryptovault.schema.protection import identity_key
 from cryptovault.services import Services, readiness, start_services
 from cryptovault.subscriptions.groups import SubscriptionGroups
 from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
+from cryptovault.web import WebApp
 from cryptovault.websocket import (
     LegacyWSHandler,
     LimitedWebSocketAdapter,
@@ -71,7 +69,6 @@ from cryptovault.websocket_trust import (
 log = logging.getLogger(__name__)
 
 
-_HOST = re.compile(r"^[A-Za-z0-9.\[\]:-]{1,255}$")
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 JSON = "application/json"
 # Headers a browser client may read from a cross-origin response.
@@ -85,30 +82,6 @@ EXPOSED_HEADERS = [
     "X-RateLimit-Reset",
     "X-RateLimit-Used",
 ]
-
-
-def graphiql_csp(html: str) -> str:
-    """The least the GraphiQL page needs: its CDN (taken from the page itself), its
-    inline script by hash, inline styles, and the fonts its stylesheet imports."""
-    origins = sorted({m.group(1) for m in re.finditer(r'(?:src|href)="(https://[^/"]+)/', html)})
-    hashes = [
-        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
-        for script in re.findall(r"<script>(.*?)</script>", html, re.S)
-    ]
-    cdn = " ".join(origins)
-    return "; ".join(
-        [
-            "default-src 'none'",
-            f"script-src {cdn} {' '.join(hashes)}",
-            f"style-src 'unsafe-inline' {cdn} https://fonts.googleapis.com",
-            "font-src data: https://fonts.gstatic.com",
-            "img-src 'self' data:",
-            "connect-src 'self'",
-            "frame-ancestors 'none'",
-            "base-uri 'none'",
-            "form-action 'none'",
-        ]
-    )
 
 
 def trusted_hosts(proxies: Iterable[IPv4Network | IPv6Network]) -> list[str]:
@@ -176,7 +149,10 @@ class GraphQLApp(GraphQL[Context, None]):
     def __init__(self, app: Starlette, settings: Settings) -> None:
         super().__init__(
             build_schema(settings.max_batch_operations),
-            graphql_ide=None if settings.is_production else "graphiql",
+            # Browser visits of /graphql get the self-hosted GraphiQL (cryptovault/web.py)
+            # in every environment; where introspection is refused to anonymous
+            # callers, the page asks for a sign-in or an API key first.
+            graphql_ide="graphiql",
             allow_queries_via_get=True,
             keep_alive=True,  # graphql-ws (legacy) `ka` messages
             keep_alive_interval=settings.ws_ping_interval_seconds,
@@ -196,8 +172,7 @@ class GraphQLApp(GraphQL[Context, None]):
         )
         # Sockets per client address not yet past connection_init (websocket_trust.py).
         self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
-        self._ide_html = self.graphql_ide_html if self.graphql_ide else ""
-        self._ide_csp = graphiql_csp(self._ide_html) if self._ide_html else ""
+        self.web = WebApp(settings.web_dist_dir)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -254,19 +229,14 @@ class GraphQLApp(GraphQL[Context, None]):
         )
 
     async def render_graphql_ide(self, request: Request) -> Response:  # type: ignore[override]
-        csp = self._ide_csp
-        host = request.headers.get("host", "")
-        if _HOST.match(host):
-            # Subscriptions: not every browser counts ws(s) to this host as 'self'.
-            csp = csp.replace("connect-src 'self'", f"connect-src 'self' ws://{host} wss://{host}")
-        return HTMLResponse(self._ide_html, headers={"Content-Security-Policy": csp})
+        return self.web.graphiql(request)
 
     async def get_sub_response(self, request: Request) -> Response:  # type: ignore[override]
         sub_response = await super().get_sub_response(request)
         media = negotiate(request.headers.get("accept"))
         if media is None:
             if request.method == "GET" and "query" not in request.query_params:
-                media = JSON  # a page visit: GraphiQL, or 404 in production
+                media = JSON  # a page visit: GraphiQL
             else:
                 raise HTTPException(
                     406, f"Accept {GRAPHQL_RESPONSE_JSON} or {JSON} to receive GraphQL responses"
@@ -541,6 +511,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             Route("/metrics", metrics_endpoint(settings.metrics_token), methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            # Last: the app's pages catch every other browser navigation.
+            *graphql.web.routes(),
         ]
     )
     return app

@@ -41,6 +41,9 @@ class ConfigError(Exception):
     """A setting is missing or invalid; the message names the variable."""
 
 
+WEB_DIST_DEFAULT = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     environment: Literal["development", "test", "production"] = "development"
@@ -161,6 +164,9 @@ class Settings:
     watchlist_max_symbols: int = 50
     # Portfolio history: a snapshot of every account this often (and after each trade).
     snapshot_interval_minutes: int = 60
+    # The web app and GraphiQL as built by `web/` (npm run build): served at / and
+    # /graphql. Without it the API still runs and / says how to build them.
+    web_dist_dir: Path = WEB_DIST_DEFAULT
 
     @property
     def is_production(self) -> bool:
@@ -459,6 +465,7 @@ def load_settings(
         log_format=_choice(env, "LOG_FORMAT", "json", LOG_FORMATS),  # type: ignore[arg-type]
         market_feed=feed,
         tick_interval_ms=_int(env, "TICK_INTERVAL_MS", 1000, 10, 3_600_000),
+        web_dist_dir=Path(env.get("WEB_DIST_DIR", "").strip() or WEB_DIST_DEFAULT),
         feed_seed=_int(env, "FEED_SEED", 0, 0, 2**32 - 1) if seed_raw else None,
         replay_speed=replay_speed,
         argon2_time_cost=_int(env, "ARGON2_TIME_COST", 3, 1, 100),

@@ -98,7 +98,7 @@ def error_response(
 
 
 # Strict for API responses: they are JSON, never rendered as a page. The GraphiQL page
-# sets its own policy (app.graphiql_csp).
+# sets its own policy (cryptovault/web.py).
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
