@@ -98,6 +98,24 @@ def _symbols_count(args: Mapping[str, Any]) -> int:
     return len(symbols) if isinstance(symbols, list) else len(ASSETS)
 
 
+# Arguments shared by the queries and the subscriptions.
+Symbol = Annotated[
+    str,
+    strawberry.argument(
+        description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
+        "symbols are BAD_USER_INPUT."
+    ),
+]
+Symbols = Annotated[
+    list[str] | None,
+    strawberry.argument(
+        description='Asset symbols, e.g. ["BTC", "ETH"]; omit for every asset. '
+        "Unknown symbols and an empty list are BAD_USER_INPUT."
+    ),
+]
+CandleInterval = Annotated[Interval, strawberry.argument(description="The candle span.")]
+
+
 @strawberry.type
 class MarketQuery:
     @strawberry.field(description="Every tradable asset.", metadata=cost(list_size=len(ASSETS)))
@@ -110,13 +128,7 @@ class MarketQuery:
     def asset(
         self,
         info: Info,
-        symbol: Annotated[
-            str,
-            strawberry.argument(
-                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
-                "symbols are BAD_USER_INPUT."
-            ),
-        ],
+        symbol: Symbol,
     ) -> Asset | None:
         return resolve.asset(info, symbol)
 
@@ -127,13 +139,7 @@ class MarketQuery:
     def prices(
         self,
         info: Info,
-        symbols: Annotated[
-            list[str] | None,
-            strawberry.argument(
-                description='Asset symbols, e.g. ["BTC", "ETH"]; omit for every asset. '
-                "Unknown symbols and an empty list are BAD_USER_INPUT."
-            ),
-        ] = None,
+        symbols: Symbols = None,
     ) -> list[Price]:
         return resolve.prices(info, symbols)
 
@@ -144,14 +150,8 @@ class MarketQuery:
     async def candles(
         self,
         info: Info,
-        symbol: Annotated[
-            str,
-            strawberry.argument(
-                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
-                "symbols are BAD_USER_INPUT."
-            ),
-        ],
-        interval: Annotated[Interval, strawberry.argument(description="The candle span.")],
+        symbol: Symbol,
+        interval: CandleInterval,
         first: Annotated[int | None, first_argument(MAX_CANDLE_PAGE)] = 100,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Candle]:
@@ -170,13 +170,7 @@ class MarketSubscription:
     async def prices(
         self,
         info: Info,
-        symbols: Annotated[
-            list[str] | None,
-            strawberry.argument(
-                description='Asset symbols, e.g. ["BTC", "ETH"]; omit for every asset. '
-                "Unknown symbols and an empty list are BAD_USER_INPUT."
-            ),
-        ] = None,
+        symbols: Symbols = None,
     ) -> AsyncGenerator[Price]:
         async for price in resolve.price_stream(info, symbols):
             yield price
@@ -188,14 +182,8 @@ class MarketSubscription:
     async def candles(
         self,
         info: Info,
-        symbol: Annotated[
-            str,
-            strawberry.argument(
-                description='An asset symbol, e.g. "BTC" (case-insensitive); unknown '
-                "symbols are BAD_USER_INPUT."
-            ),
-        ],
-        interval: Annotated[Interval, strawberry.argument(description="The candle span.")],
+        symbol: Symbol,
+        interval: CandleInterval,
     ) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):
             yield candle
