@@ -53,6 +53,21 @@ class Gate:
         await self.release.wait()
 
 
+def hold_after_verifying(services, monkeypatch) -> Gate:
+    """Every password check, once done, waits for the gate's release."""
+    hasher = services.identity.hasher
+    real_verify = hasher.verify
+    gate = Gate()
+
+    async def verify_then_wait(stored: str, password: str) -> bool:
+        matched = await real_verify(stored, password)
+        await gate.wait_here()
+        return matched
+
+    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    return gate
+
+
 def refused(body: dict) -> str:
     assert body.get("data") is None or not any(body["data"].values()), body
     return body["errors"][0]["extensions"].get("reason") or body["errors"][0]["extensions"]["code"]
@@ -66,16 +81,7 @@ async def test_a_login_that_verified_the_old_password_during_a_promotion_never_w
     it. Its tokens must not work, let alone as an admin's."""
     email = new_email("ops")
     await sign_up(gql, email)
-    hasher = services.identity.hasher
-    real_verify = hasher.verify
-    gate = Gate()
-
-    async def verify_then_wait(stored: str, password: str) -> bool:
-        matched = await real_verify(stored, password)
-        await gate.wait_here()
-        return matched
-
-    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    gate = hold_after_verifying(services, monkeypatch)
     login = asyncio.create_task(log_in(gql, email, PASSWORD))
     await gate.entered.wait()
     _, outcome = await services.identity.create_admin(email, None, promote_existing=True)
@@ -185,16 +191,7 @@ async def test_the_session_a_password_change_came_from_survives_a_crash_before_i
 async def test_a_reset_ends_a_login_that_verified_the_old_password(services, gql, monkeypatch):
     email = new_email("reset")
     user_id = (await sign_up(gql, email))["user"]["id"]
-    hasher = services.identity.hasher
-    real_verify = hasher.verify
-    gate = Gate()
-
-    async def verify_then_wait(stored: str, password: str) -> bool:
-        matched = await real_verify(stored, password)
-        await gate.wait_here()
-        return matched
-
-    monkeypatch.setattr(hasher, "verify", verify_then_wait)
+    gate = hold_after_verifying(services, monkeypatch)
     login = asyncio.create_task(log_in(gql, email, PASSWORD))
     await gate.entered.wait()
     token = "reset-" + uuid.uuid4().hex
