@@ -266,6 +266,9 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
                 hint = " (--promote-existing)" if exc.code == "CONFLICT" else ""
                 print(f"cryptovault: {exc.message}{hint}", file=sys.stderr)
                 return 1
+            finally:
+                # A publish that failed is retried in the background: not past exit.
+                await audit.flush()
         finally:
             if redis is not None:
                 await redis.aclose()

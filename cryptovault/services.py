@@ -85,6 +85,8 @@ class Services:
         await self.alerts.close()
         await self.portfolio.close()
         await self.market.close()
+        # Security events still being retried get a last try while the bus is open.
+        await self.audit.flush()
         await self.bus.close()
         if self.redis is not None:
             with contextlib.suppress(Exception):

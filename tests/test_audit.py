@@ -309,3 +309,32 @@ async def test_a_failed_publish_is_retried_and_pushed_to_subscribers_once(servic
             assert received.id == entry.id
             await asyncio.gather(*audit._retries)
             assert events.queue.empty(), failures  # no second copy
+
+
+async def test_unsent_security_events_get_a_last_try_when_the_bus_closes(monkeypatch):
+    """Shutdown (or the end of `create-admin`) must not drop a security event whose
+    publish is waiting to be retried: `flush` tries it once more at once."""
+    monkeypatch.setattr(audit_module, "PUBLISH_RETRIES", (3600.0,))
+
+    class DownOnceBus(MemoryBus):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = True
+
+        async def publish(self, channel: str, message: dict) -> None:
+            if self.down:
+                self.down = False
+                raise ConnectionError("bus unavailable")
+            await super().publish(channel, message)
+
+    hub = Hub()
+    audit = AuditLog(DownOnceBus(), hub)
+    user_id = f"flushed-{uuid.uuid4().hex[:8]}"
+    with hub.subscribe(security_topic(user_id)) as events:
+        entry = await audit.record("user.promoted", actor=user_id)
+        assert events.queue.empty()  # the retry waits an hour
+        assert await audit.flush() == 0
+        async with asyncio.timeout(10):
+            received = await anext(aiter(events))
+        assert received.id == entry.id
+        assert not audit._retries

@@ -90,7 +90,8 @@ class AuditLog:
     def __init__(self, bus: EventBus, hub: Hub) -> None:
         self.bus = bus
         self.hub = hub
-        self._retries: set[asyncio.Task[None]] = set()
+        # Publishes being retried in the background, with their messages (`flush`).
+        self._retries: dict[asyncio.Task[None], dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
         bus.subscribe(SECURITY_CHANNEL, self._on_event)
 
@@ -148,8 +149,8 @@ class AuditLog:
                 # The entry is stored; the live notification is tried again.
                 log.warning("could not publish a security event: retrying", exc_info=True)
                 task = asyncio.create_task(self._republish(message))
-                self._retries.add(task)
-                task.add_done_callback(self._retries.discard)
+                self._retries[task] = message
+                task.add_done_callback(lambda done: self._retries.pop(done, None))
         return entry
 
     async def _republish(self, message: dict[str, Any]) -> None:
@@ -162,6 +163,26 @@ class AuditLog:
                 continue
         # Open sockets still see the change at their next credential recheck.
         log.error("a security event was not published", extra={"action": message["action"]})
+
+    async def flush(self, timeout: float = 2.0) -> int:
+        """Before the bus closes (shutdown, the end of a CLI command): stop waiting
+        between retries and try each unsent security event once more, now. Returns
+        how many are still unsent (logged)."""
+        pending = dict(self._retries)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        unsent = 0
+        for task, message in pending.items():
+            if not task.cancelled():
+                continue  # it finished on its own: sent, or given up and logged
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.bus.publish(SECURITY_CHANNEL, message)
+            except Exception:
+                unsent += 1
+                log.error("a security event was not published", extra={"action": message["action"]})
+        return unsent
 
     async def _on_event(self, message: dict[str, Any]) -> None:
         entry = AuditEntryDocument.model_validate(message)
