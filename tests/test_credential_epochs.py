@@ -11,6 +11,7 @@ account, running the other change to completion, then letting it go."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pyotp
@@ -227,31 +228,84 @@ async def test_held_back_a_right_password_is_counted_like_a_wrong_one(gql_at):
     assert right["errors"][0]["message"] == wrong["errors"][0]["message"]
 
 
-async def test_wrong_second_factor_codes_have_their_own_brake(gql_at):
-    """Someone who has the password guesses codes. Held back, a right password with a
-    right code used to pass, so guessing had no limit but the request rate. After 5
-    wrong codes even the right code is refused, from any device, until the delay."""
-    owner, attacker = gql_at(), gql_at()
+async def _two_factor_account(owner) -> tuple[str, dict, pyotp.TOTP]:
     email = new_email("codes")
     signed_up = await sign_up(owner, email)
     headers = bearer(signed_up["accessToken"])
     secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
     totp = pyotp.TOTP(secret)
     await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
-    wrong_code = "000000" if totp.now() != "000000" else "111111"
+    return email, signed_up, totp
+
+
+def _wrong(totp: pyotp.TOTP) -> str:
+    return "000000" if totp.now() != "000000" else "111111"
+
+
+async def test_wrong_second_factor_codes_have_their_own_brake(gql_at):
+    """Someone who has the password guesses codes. Held back, a right password with a
+    right code used to pass, so guessing had no limit but the request rate. After 5
+    wrong codes even the right code is refused from an unknown device, until the
+    delay; the owner's trusted device has a bucket of its own and still signs in."""
+    owner, attacker = gql_at(), gql_at()
+    email, signed_up, totp = await _two_factor_account(owner)
     for _ in range(5):
-        body = await log_in(attacker, email, PASSWORD, otp=wrong_code)
+        body = await log_in(attacker, email, PASSWORD, otp=_wrong(totp))
         assert error_codes(body) == ["TWO_FACTOR_REQUIRED"], body
     body = await log_in(attacker, email, PASSWORD, otp=totp.now())
     assert error_codes(body) == ["ACCOUNT_LOCKED"], body
-    # The owner's trusted device is not held back by the attacker's password
-    # failures, but the codes are the account's: refused, with a reason.
-    body = await log_in(
-        owner, email, PASSWORD, otp=totp.now(), device_token=signed_up["deviceToken"]
-    )
+    # Not held back by the password failures any more (a trusted device), only by
+    # the codes: refused with a reason.
+    stranger = gql_at()
+    await LoginAttemptDocument.find({"email": email, "device": None}).delete()
+    body = await log_in(stranger, email, PASSWORD, otp=totp.now())
     assert error_codes(body) == ["RATE_LIMITED"], body
     assert body["errors"][0]["extensions"]["scope"] == "two_factor"
     assert 0 < body["errors"][0]["extensions"]["retryAfter"] <= 30
+    # The owner's device: the attacker's wrong codes do not hold back its code.
+    next_code = totp.at(time.time() + totp.interval)  # the setup used this step's
+    body = await log_in(
+        owner, email, PASSWORD, otp=next_code, device_token=signed_up["deviceToken"]
+    )
+    assert "errors" not in body, body
+    assert body["data"]["login"]["accessToken"]
+
+
+async def test_a_burst_of_parallel_wrong_codes_gets_no_more_checks_than_a_sequence(
+    gql_at, services, monkeypatch
+):
+    """Wrong codes sent in parallel: each is counted before its check, so no more than
+    the brake's 5 free codes are ever checked, however the burst interleaves (every
+    check is held until all the others have been checked or refused)."""
+    owner = gql_at()
+    email, _, totp = await _two_factor_account(owner)
+    identity = services.identity
+    real_matches = identity._second_factor_matches
+    checked = 0
+    release = asyncio.Event()
+
+    async def held_matches(*args, **kwargs):
+        nonlocal checked
+        checked += 1
+        await release.wait()
+        return await real_matches(*args, **kwargs)
+
+    monkeypatch.setattr(identity, "_second_factor_matches", held_matches)
+    burst = 12
+    attempts = [
+        asyncio.create_task(log_in(gql_at(), email, PASSWORD, otp=_wrong(totp)))
+        for _ in range(burst)
+    ]
+    async with asyncio.timeout(60):
+        while checked + sum(t.done() for t in attempts) < burst:
+            await asyncio.sleep(0.01)
+    release.set()
+    bodies = await asyncio.gather(*attempts)
+    answers = [error_codes(b)[0] for b in bodies]
+    # (The burst also holds back the account's password bucket: a held-back attempt
+    # may still pass with a right code, so its code is checked all the same.)
+    assert checked <= 5, answers
+    assert set(answers) <= {"TWO_FACTOR_REQUIRED", "RATE_LIMITED", "ACCOUNT_LOCKED"}, answers
 
 
 async def _reset_token(user_id: str, token: str) -> None:

@@ -87,3 +87,34 @@ async def test_exports_are_limited_per_user(user_gql, gql_at):
     other = gql_at("10.9.8.7")
     other.headers.update(bearer((await sign_up(other))["accessToken"]))
     assert error_codes(await other.execute(EXPORT)) == []
+
+
+RESET = "mutation($t: String!, $n: String!) { resetPassword(token: $t, newPassword: $n) }"
+
+
+async def _reset_token(user_id: str, token: str) -> None:
+    from datetime import timedelta
+
+    from cryptovault.documents.common import now_ms
+    from cryptovault.documents.users import PasswordResetDocument
+    from cryptovault.security.tokens import digest
+
+    now = now_ms()
+    await PasswordResetDocument(
+        id=digest(token), user_id=user_id, created_at=now, expires_at=now + timedelta(minutes=5)
+    ).insert()
+
+
+async def test_a_reset_token_never_gives_a_deleted_account_a_password(user_gql, gql_at):
+    """A reset mailed before the deletion (or one whose request raced it) must not
+    make the deleted account usable again: no password, no sign-in."""
+    user_id = user_gql.payload["user"]["id"]
+    await _reset_token(user_id, "mailed-before-deletion")
+    assert (await user_gql.data(DELETE, {"p": PASSWORD}))["deleteMyAccount"] is True
+    await _reset_token(user_id, "made-while-deleting")
+    for token in ("mailed-before-deletion", "made-while-deleting"):
+        body = await gql_at().execute(RESET, {"t": token, "n": "a brand new password"})
+        assert error_codes(body) == ["BAD_USER_INPUT"], body
+    user = await UserDocument.get(user_id)
+    assert user is not None and user.password_hash == "!"
+    assert user.deleted_at is not None

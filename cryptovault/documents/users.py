@@ -27,6 +27,8 @@ class UserDocument(Document):
     password_changed_at: datetime | None = None
     last_login_at: datetime | None = None
     last_reset_mail_at: datetime | None = None
+    # Set once by account deletion (security.privacy): nothing signs in again.
+    deleted_at: datetime | None = None
     # Two-factor authentication. Secrets are Fernet tokens (TOTP_ENCRYPTION_KEY);
     # recovery codes are keyed hashes, each removed when used.
     two_factor_enabled: bool = False

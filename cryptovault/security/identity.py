@@ -189,7 +189,7 @@ class IdentityService:
                     "Enter the code from your authenticator app (or a recovery code)"
                 )
             try:
-                passed = await self._check_second_factor(user, otp, origin)
+                passed = await self._check_second_factor(user, otp, origin, device)
             except RateLimited:
                 passed = False
                 if held_back is None:  # the password is known to be right: say why
@@ -259,19 +259,19 @@ class IdentityService:
                 details={"email": email, "locked_until": locked_until},
             )
 
-    async def _check_second_factor(self, user: UserDocument, code: str, origin: Origin) -> bool:
+    async def _check_second_factor(
+        self, user: UserDocument, code: str, origin: Origin, device: str | None
+    ) -> bool:
         """A current TOTP code (never the same one twice) or an unused recovery code.
-        Wrong codes are counted per account wherever they are tried (login, turning
-        two-factor off), apart from passwords: once held back (lockout.SECOND_FACTOR),
-        even a right code is refused with RATE_LIMITED until the delay has passed, so
-        a stolen password does not buy unlimited guesses at six digits."""
-        now = now_ms()
-        await self.throttle.check_codes(user.id, now)
+        Wrong codes are counted apart from passwords (lockout.SECOND_FACTOR): per
+        account for unknown devices, wherever tried, and per trusted device or session
+        (`device`). Once a bucket is held back even a right code is refused with
+        RATE_LIMITED until the delay has passed, so a stolen password does not buy
+        unlimited guesses at six digits, nor a way to hold back the owner's devices."""
+        record = await self.throttle.begin_code(user.id, user.email, now_ms(), device)
         passed = await self._second_factor_matches(user, code, origin)
         if passed:
-            await self.throttle.codes_passed(user.id)
-        else:
-            await self.throttle.code_failed(user.id, user.email, now)
+            await self.throttle.code_passed(record)
         return passed
 
     async def _second_factor_matches(self, user: UserDocument, code: str, origin: Origin) -> bool:
@@ -415,11 +415,12 @@ class IdentityService:
         )
         return revoked
 
-    async def _reset_password(self, user: UserDocument, password: str, now: datetime) -> None:
-        """Set the password and end every session in the same write."""
+    async def _reset_password(self, user: UserDocument, password: str, now: datetime) -> bool:
+        """Set the password and end every session in the same write; False if the
+        account was deleted (conditional: a deletion racing the reset wins)."""
         hashed = await self.hasher.hash(password)
-        await UserDocument.get_pymongo_collection().update_one(
-            {"_id": user.id},
+        result = await UserDocument.get_pymongo_collection().update_one(
+            {"_id": user.id, "deleted_at": None},
             {
                 "$set": {
                     "password_hash": hashed,
@@ -430,6 +431,7 @@ class IdentityService:
                 "$inc": {"session_epoch": 1},
             },
         )
+        return result.modified_count == 1
 
     async def request_password_reset(self, email: str, origin: Origin) -> None:
         """Always succeeds the same way: whether the account exists is not revealed
@@ -501,7 +503,7 @@ class IdentityService:
             {"_id": token_id, "used_at": None, "expires_at": {"$gt": now}}
         )
         user = await UserDocument.get(pending.user_id) if pending else None
-        if pending is None or user is None:
+        if pending is None or user is None or user.deleted_at is not None:
             raise invalid
         # Validate before spending the token: a rejected password keeps it usable.
         check_new_password(new_password, user.email)
@@ -511,7 +513,9 @@ class IdentityService:
         )
         if spent is None:
             raise invalid
-        await self._reset_password(user, new_password, now)
+        if not await self._reset_password(user, new_password, now):
+            # Deleted meanwhile: a deleted account never gets a password again.
+            raise invalid
         revoked = await self.sessions.revoke_all(user.id, now, "password_reset")
         await PasswordResetDocument.find({"user_id": user.id, "used_at": None}).delete()
         await self.throttle.clear(user.email)
@@ -578,7 +582,9 @@ class IdentityService:
         # Guessing codes through this door counts like guessing them at login.
         attempt = await self.throttle.admit(user.email, origin.ip, now, _session_of(viewer))
         try:
-            passed = await self._check_second_factor(user, code, origin)
+            passed = await self._check_second_factor(
+                user, code, origin, f"session:{_session_of(viewer)}"
+            )
         except RateLimited:
             await self.throttle.abandon(attempt)
             raise

@@ -47,9 +47,10 @@ DEVICE = Bucket(free=5, lookback=timedelta(hours=24))
 # A shared address (an office, a carrier's NAT) gets more before it is slowed down,
 # and forgets sooner; its signed-in devices are not slowed down at all.
 IP = Bucket(free=20, lookback=timedelta(hours=1))
-# Wrong second-factor codes of an account, wherever tried, apart from passwords: a
-# held-back account passes a right password with a right code, so codes need their
-# own brake (~100 guesses a day at most once held back, for 1-in-333,000 odds each).
+# Wrong second-factor codes, apart from passwords: a held-back account passes a right
+# password with a right code, so codes need their own brake (~100 guesses a day at
+# most once held back, for 1-in-333,000 odds each). Counted per account for unknown
+# devices, and per trusted device or session of the account.
 SECOND_FACTOR = Bucket(free=5, lookback=timedelta(hours=24))
 
 
@@ -145,23 +146,31 @@ class LoginThrottle:
         attempt that passed with its second factor clears nobody's failures)."""
         await attempt.record.delete()
 
-    async def check_codes(self, user_id: str, now: datetime) -> None:
-        """Refuse (RATE_LIMITED) while the account's wrong codes hold it back."""
-        times = await self._times({"device": _codes(user_id)}, SECOND_FACTOR, now)
-        until = next_attempt_at(SECOND_FACTOR, times, now)
+    async def begin_code(
+        self, user_id: str, email: str, now: datetime, device: str | None = None
+    ) -> LoginAttemptDocument:
+        """Record a second-factor code attempt as wrong (until `code_passed`) and refuse
+        it (RATE_LIMITED) while the bucket's wrong codes hold it back. Recorded before
+        the check, like a password attempt: of a parallel burst, no more get as far as
+        a code check than a sequence would. `device`: a trusted device or session of
+        the account, whose codes are counted apart from everyone else's."""
+        record = LoginAttemptDocument(email=email, ip=None, at=now, device=_codes(user_id, device))
+        await record.insert()
+        others = {"device": record.device, "_id": {"$ne": record.id}}
+        until = next_attempt_at(SECOND_FACTOR, await self._times(others, SECOND_FACTOR, now), now)
         if until > now:
+            # A refused attempt checks nothing: it is not counted.
+            await record.delete()
             raise RateLimited(
                 "Too many wrong two-factor codes: try again later",
                 retryAfter=_seconds_until(until, now),
                 scope="two_factor",
             )
+        return record
 
-    async def code_failed(self, user_id: str, email: str, now: datetime) -> None:
-        # Under the account's email too: a password reset (`clear`) forgets them.
-        await LoginAttemptDocument(email=email, ip=None, at=now, device=_codes(user_id)).insert()
-
-    async def codes_passed(self, user_id: str) -> None:
-        await LoginAttemptDocument.find({"device": _codes(user_id)}).delete()
+    async def code_passed(self, record: LoginAttemptDocument) -> None:
+        """A right code clears its own bucket's wrong codes."""
+        await LoginAttemptDocument.find({"device": record.device}).delete()
 
     async def clear(self, email: str) -> None:
         await LoginAttemptDocument.find({"email": email}).delete()
@@ -177,9 +186,11 @@ class LoginThrottle:
         return [min(a.at, now) for a in found]
 
 
-def _codes(user_id: str) -> str:
-    # Wrong codes are kept as attempts of a pseudo-device: no password bucket counts them.
-    return f"codes:{user_id}"
+def _codes(user_id: str, device: str | None) -> str:
+    # Wrong codes are kept as attempts of a pseudo-device: no password bucket counts
+    # them. A trusted device's (or session's) codes have a bucket of their own, so
+    # someone who has only the password cannot hold back the owner's second factor.
+    return f"codes:{user_id}" if device is None else f"codes:{user_id}:{device}"
 
 
 def _locked(until: datetime, now: datetime) -> AccountLocked:

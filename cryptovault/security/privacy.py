@@ -10,7 +10,7 @@ from typing import Any
 from bson import json_util
 
 from cryptovault.documents.common import now_ms
-from cryptovault.documents.users import UserDocument
+from cryptovault.documents.users import PasswordResetDocument, UserDocument
 from cryptovault.errors import NotFound, Unauthenticated
 from cryptovault.portfolio.alerts import PriceAlerts
 from cryptovault.portfolio.watchlist import Watchlists
@@ -130,6 +130,9 @@ class Privacy:
         # here or refuses itself on the flag (trading.engine).
         await self.trading.cancel_all(viewer.user_id, viewer, origin, reason="account deleted")
         await db["login_attempts"].delete_many({"email": user.email})
+        # A reset token mailed earlier must not give the account a password again
+        # (resetPassword also refuses a deleted account, for a token made meanwhile).
+        await PasswordResetDocument.find({"user_id": viewer.user_id}).delete()
         await db["audit_log"].update_many(
             {"$or": [{"user_id": viewer.user_id}, {"actor_id": viewer.user_id}]},
             {"$set": {"ip": None, "user_agent": None, "details.email": None}},
