@@ -1,4 +1,13 @@
-# CryptoVault API image: small, non-root, health-checked.
+# CryptoVault API image: small, non-root, health-checked, with the web app and
+# GraphiQL built in (served at / and /graphql; no CDN, nothing fetched at run time).
+FROM node:22-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY schema.graphql /src/schema.graphql
+COPY web ./
+RUN npm run build
+
 FROM python:3.13-slim AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -11,7 +20,9 @@ FROM python:3.13-slim
 RUN groupadd --system app && useradd --system --gid app --home /app --shell /usr/sbin/nologin app \
     && mkdir -p /app/data && chown app:app /app/data
 COPY --from=build /opt/venv /opt/venv
+COPY --from=web /src/web/dist /app/web
 ENV PATH=/opt/venv/bin:$PATH \
+    WEB_DIST_DIR=/app/web \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8000 \

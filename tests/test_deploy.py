@@ -78,3 +78,66 @@ def test_prometheus_scrapes_the_app_and_loads_the_rules():
     mounts = {v.split(":")[1] for v in prometheus["volumes"] if v.startswith("./")}
     assert mounts == {"/etc/prometheus/prometheus.yml", "/etc/prometheus/prometheus-alerts.yml"}
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def _dockerfile_stages() -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions (name, arguments), continuation lines joined."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, _, args = line.partition(" ")
+        if name == "FROM":
+            current = []
+            parts = args.split()
+            stages[parts[2] if len(parts) > 2 else "final"] = current
+        current.append((name, args.strip()))
+    return stages
+
+
+def test_the_image_builds_the_web_app_where_it_serves_it(tmp_path):
+    """The Docker image serves the web app and GraphiQL: its node stage, replayed here
+    in the image's file layout (only what its COPY lines copy), builds them, and the
+    final stage puts them where WEB_DIST_DIR says (no Docker daemon on CI machines)."""
+    import shutil
+    import subprocess
+
+    stages = _dockerfile_stages()
+    web = stages["web"]
+    workdir = Path("/")
+    for name, args in web:
+        if name == "WORKDIR":
+            workdir = Path(args)
+        elif name == "COPY":
+            *sources, dest = args.split()
+            target = tmp_path / (workdir / dest).relative_to("/")
+            for source in sources:
+                origin = ROOT / source
+                if origin.is_dir():
+                    ignored = shutil.ignore_patterns("node_modules", "dist", "gql", "screenshots")
+                    shutil.copytree(origin, target, ignore=ignored, dirs_exist_ok=True)
+                elif dest.endswith("/") or dest == "." or len(sources) > 1:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(origin, target)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(origin, target)
+        elif name == "RUN":
+            here = tmp_path / workdir.relative_to("/")
+            if args.startswith("npm ci") and (ROOT / "web" / "node_modules").is_dir():
+                # What `npm ci` installs from the lockfile: already here from `make test`.
+                (here / "node_modules").symlink_to(ROOT / "web" / "node_modules")
+                continue
+            subprocess.run(args, shell=True, cwd=here, check=True, capture_output=True)
+    copied = [a.split() for n, a in stages["final"] if n == "COPY" and a.startswith("--from=web")]
+    assert len(copied) == 1, copied
+    _, built, served = copied[0]
+    env = " ".join(a for n, a in stages["final"] if n == "ENV")
+    assert f"WEB_DIST_DIR={served}" in env.split()
+    dist = tmp_path / Path(built).relative_to("/")
+    assert (dist / "index.html").is_file() and (dist / "graphiql.html").is_file()
+    assert any((dist / "assets").glob("*.js"))
+    assert "https://" not in (dist / "index.html").read_text()  # nothing from a CDN
