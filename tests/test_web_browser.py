@@ -9,6 +9,7 @@ is watched for console errors and CSP violations. With CRYPTOVAULT_SCREENSHOTS s
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
@@ -25,6 +26,8 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
+import zxingcpp
+from PIL import Image
 
 from tests.conftest import LAX_AUTH_LIMITS, free_port
 
@@ -383,6 +386,15 @@ def test_two_factor_sign_in_sessions_and_api_keys(watched: Watched) -> None:
     page.get_by_test_id("account-link").click()
     page.get_by_role("button", name="Set up two-factor authentication").click()
     secret = page.get_by_test_id("totp-secret").inner_text().strip()
+    # The QR code holds the same key, for the authenticator app's camera.
+    scanned = zxingcpp.read_barcodes(
+        Image.open(io.BytesIO(page.get_by_test_id("totp-qr").screenshot()))
+    )
+    assert len(scanned) == 1 and scanned[0].format == zxingcpp.BarcodeFormat.QRCode
+    uri = urllib.parse.urlparse(scanned[0].text)
+    assert (uri.scheme, uri.netloc) == ("otpauth", "totp")
+    assert urllib.parse.parse_qs(uri.query)["secret"] == [secret]
+    shot(page, "two-factor-setup")
     recovery = page.locator(".codes li").first.inner_text().strip()
     page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Turn on").click()

@@ -4,6 +4,7 @@ import { session, signOut, updateUser } from "../api/auth";
 import { problem } from "../api/errors";
 import { useFreshQuery, useNow } from "../api/hooks";
 import { Field, FormError } from "../components/Field";
+import { QrCode } from "../components/QrCode";
 import { graphql } from "../gql";
 import type { ApiKeyScope } from "../gql/graphql";
 import { ago, dateTime } from "../lib/format";
@@ -203,7 +204,8 @@ function TwoFactor() {
       </p>
       {setup ? (
         <div className="setup">
-          <p>Add this key to your authenticator app (or open the link on your phone), then enter the code it shows.</p>
+          <p>Scan this code with your authenticator app (or type the key, or open the link on your phone), then enter the code it shows.</p>
+          <QrCode text={setup.otpauthUri} label="QR code of the two-factor key for an authenticator app" />
           <code className="secret" data-testid="totp-secret">
             {setup.secret}
           </code>
