@@ -14,6 +14,7 @@ import uuid
 import argon2
 import pytest
 
+from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
 from tests.test_credential_epochs import (
@@ -177,3 +178,61 @@ async def test_probe_a_racing_login_rehash_restores_the_registrants_password_on_
 
 
 pytestmark = pytest.mark.usefixtures("services")
+
+
+# -- (d) the session a password change came from, checked while that change runs ------
+
+
+async def test_a_key_asked_for_by_the_session_changing_its_password_is_not_refused(
+    services, gql, monkeypatch
+):
+    """createApiKey from session S reads S and the account; S changes the password in
+    between (which keeps S: `kept_session`, then S moves to the new epoch). Whichever
+    read comes first, S must still be judged valid: it is the kept session."""
+    email = new_email("kept")
+    member = await sign_up(gql, email)
+    headers = bearer(member["accessToken"])
+    collections = {
+        "users": UserDocument.get_pymongo_collection,
+        "sessions": SessionDocument.get_pymongo_collection,
+    }
+    armed = True
+
+    class ChangeAfterFirstRead:
+        def __init__(self, real) -> None:
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        async def find_one(self, *args, **kwargs):
+            nonlocal armed
+            found = await self.real.find_one(*args, **kwargs)
+            if armed:
+                armed = False  # the change's own reads and writes go straight through
+                changed = await gql.execute(
+                    "mutation($c: String!, $n: String!) "
+                    "{ changePassword(currentPassword: $c, newPassword: $n) }",
+                    {"c": PASSWORD, "n": "another long password"},
+                    headers=headers,
+                )
+                assert _ok(changed), changed
+            return found
+
+    def wrapped(name):
+        return classmethod(lambda cls: ChangeAfterFirstRead(collections[name]()))
+
+    original_create = services.api_keys.create
+
+    async def create_with_hook(*args, **kwargs):
+        with monkeypatch.context() as patch:
+            patch.setattr(UserDocument, "get_pymongo_collection", wrapped("users"))
+            patch.setattr(SessionDocument, "get_pymongo_collection", wrapped("sessions"))
+            return await original_create(*args, **kwargs)
+
+    monkeypatch.setattr(services.api_keys, "create", create_with_hook)
+    body = await gql.execute(CREATE_KEY, headers=headers)
+    assert not armed  # the change ran between the two reads
+    assert _ok(body), body
+    # ... and S still works after its own change.
+    assert _ok(await gql.execute(PORTFOLIO_READ, headers=headers))

@@ -70,6 +70,17 @@ class ApiKeys:
         if active >= MAX_ACTIVE_KEYS:
             raise Conflict(f"At most {MAX_ACTIVE_KEYS} active API keys; revoke one first")
         ordered = [s for s in SCOPES if s in set(scopes)]
+        # The asking session is read before the account: epochs only grow, so the
+        # session's is never ahead of the account read after it, and a password
+        # change made from this very session (which moves it to the new epoch) is
+        # judged right whichever read it falls between (sessions.session_valid).
+        session = (
+            await SessionDocument.get_pymongo_collection().find_one(
+                {"_id": viewer.session_id}, {"epoch": 1, "revoked_at": 1}
+            )
+            if viewer.session_id is not None
+            else None
+        )
         # Read before the key exists: a promotion or deletion after this read makes
         # the key invalid from the start (UserDocument.key_epoch).
         owner = await UserDocument.get_pymongo_collection().find_one(
@@ -77,24 +88,20 @@ class ApiKeys:
         )
         if owner is None:
             raise Unauthenticated("The account no longer exists")
-        if viewer.session_id is not None:
-            # The asking session, judged against the same read of the account: if a
-            # promotion or deletion ended it before that read, no key; if after, the
-            # key carries the old epoch and never works.
-            session = await SessionDocument.get_pymongo_collection().find_one(
-                {"_id": viewer.session_id}, {"epoch": 1, "revoked_at": 1}
+        # The asking session, judged against the same read of the account: if a
+        # promotion or deletion ended it before that read, no key; if after, the key
+        # carries the old epoch and never works.
+        if viewer.session_id is not None and (
+            session is None
+            or session.get("revoked_at") is not None
+            or not session_valid(
+                viewer.session_id,
+                session.get("epoch") or 0,
+                owner.get("session_epoch") or 0,
+                owner.get("kept_session"),
             )
-            if (
-                session is None
-                or session.get("revoked_at") is not None
-                or not session_valid(
-                    viewer.session_id,
-                    session.get("epoch") or 0,
-                    owner.get("session_epoch") or 0,
-                    owner.get("kept_session"),
-                )
-            ):
-                raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
+        ):
+            raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
         for _ in range(3):
             prefix = secrets.token_hex(PREFIX_LENGTH // 2)
             key = f"{KEY_MARK}{prefix}_{secrets.token_urlsafe(32)}"
