@@ -338,3 +338,46 @@ async def test_unsent_security_events_get_a_last_try_when_the_bus_closes(monkeyp
             received = await anext(aiter(events))
         assert received.id == entry.id
         assert not audit._retries
+
+
+async def test_flush_tries_the_unsent_events_together_not_one_timeout_after_another(
+    monkeypatch,
+):
+    """With the bus unreachable but not refusing
+    (a partitioned Redis: a publish hangs until its timeout), `flush` tries the
+    unsent events one after another, each with its own `timeout`: shutdown takes
+    N x timeout (2 s each by default) for N events queued during the outage, and an
+    orchestrator's grace period (e.g. 30 s) kills the process before the bus and
+    the store are closed. Here the bus answers only once all three publishes are
+    in flight together: a flush that tries them at once ends at once; one that
+    tries them in turn never gets past the first."""
+    monkeypatch.setattr(audit_module, "PUBLISH_RETRIES", (3600.0,))
+    unsent = 3
+
+    class PartitionedBus(MemoryBus):
+        def __init__(self) -> None:
+            super().__init__()
+            self.down = True
+            self.in_flight = 0
+            self.all_in_flight = asyncio.Event()
+
+        async def publish(self, channel: str, message: dict) -> None:
+            if self.down:
+                raise ConnectionError("bus unavailable")
+            self.in_flight += 1
+            if self.in_flight >= unsent:
+                self.all_in_flight.set()
+            await self.all_in_flight.wait()
+            await super().publish(channel, message)
+
+    bus = PartitionedBus()
+    audit = AuditLog(bus, Hub())
+    for i in range(unsent):
+        await audit.record("user.promoted", actor=f"flush-{i}-{uuid.uuid4().hex[:6]}")
+    assert len(audit._retries) == unsent
+    bus.down = False
+    # In turn, the first publish waits out its whole (hour-long) timeout: the outer
+    # budget is only a hang detector, never reached by a flush that tries them at once.
+    async with asyncio.timeout(20):
+        remaining = await audit.flush(timeout=3600.0)
+    assert remaining == 0

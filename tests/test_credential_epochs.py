@@ -11,7 +11,6 @@ account, running the other change to completion, then letting it go."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 
 import pyotp
@@ -19,6 +18,7 @@ import pytest
 
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.users import LoginAttemptDocument
+from cryptovault.security.lockout import SECOND_FACTOR
 from tests.conftest import PASSWORD, bearer, error_codes, log_in, sign_up
 
 ME = "{ viewer { id role } }"
@@ -32,6 +32,7 @@ CHANGE = (
 ENABLE = "mutation { enableTwoFactor { secret } }"
 CONFIRM = "mutation($c: String!) { confirmTwoFactor(code: $c) { twoFactorEnabled } }"
 WRONG = "wrong password!"
+DISABLE = "mutation($c: String!) { disableTwoFactor(code: $c) { id } }"
 
 
 def new_email(tag: str) -> str:
@@ -228,14 +229,16 @@ async def test_held_back_a_right_password_is_counted_like_a_wrong_one(gql_at):
     assert right["errors"][0]["message"] == wrong["errors"][0]["message"]
 
 
-async def _two_factor_account(owner) -> tuple[str, dict, pyotp.TOTP]:
+async def _two_factor_account(owner) -> tuple[str, list[str], pyotp.TOTP]:
+    """(email, recovery codes, TOTP) of a new account with two-factor on."""
     email = new_email("codes")
     signed_up = await sign_up(owner, email)
     headers = bearer(signed_up["accessToken"])
-    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
-    totp = pyotp.TOTP(secret)
+    setup = "mutation { enableTwoFactor { secret recoveryCodes } }"
+    started = (await owner.data(setup, headers=headers))["enableTwoFactor"]
+    totp = pyotp.TOTP(started["secret"])
     await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
-    return email, signed_up, totp
+    return email, started["recoveryCodes"], totp
 
 
 def _wrong(totp: pyotp.TOTP) -> str:
@@ -248,7 +251,11 @@ async def test_wrong_second_factor_codes_have_their_own_brake(gql_at):
     wrong codes even the right code is refused from an unknown device, until the
     delay; the owner's trusted device has a bucket of its own and still signs in."""
     owner, attacker = gql_at(), gql_at()
-    email, signed_up, totp = await _two_factor_account(owner)
+    email, recovery, totp = await _two_factor_account(owner)
+    # The owner's device signs in with a code: from then on it is trusted with codes
+    # (a device token from before two-factor was on is not: it could be anyone's).
+    signed_in = await log_in(owner, email, PASSWORD, otp=recovery[0])
+    device_token = signed_in["data"]["login"]["deviceToken"]
     for _ in range(5):
         body = await log_in(attacker, email, PASSWORD, otp=_wrong(totp))
         assert error_codes(body) == ["TWO_FACTOR_REQUIRED"], body
@@ -263,10 +270,7 @@ async def test_wrong_second_factor_codes_have_their_own_brake(gql_at):
     assert body["errors"][0]["extensions"]["scope"] == "two_factor"
     assert 0 < body["errors"][0]["extensions"]["retryAfter"] <= 30
     # The owner's device: the attacker's wrong codes do not hold back its code.
-    next_code = totp.at(time.time() + totp.interval)  # the setup used this step's
-    body = await log_in(
-        owner, email, PASSWORD, otp=next_code, device_token=signed_up["deviceToken"]
-    )
+    body = await log_in(owner, email, PASSWORD, otp=recovery[1], device_token=device_token)
     assert "errors" not in body, body
     assert body["data"]["login"]["accessToken"]
 
@@ -306,6 +310,83 @@ async def test_a_burst_of_parallel_wrong_codes_gets_no_more_checks_than_a_sequen
     # may still pass with a right code, so its code is checked all the same.)
     assert checked <= 5, answers
     assert set(answers) <= {"TWO_FACTOR_REQUIRED", "RATE_LIMITED", "ACCOUNT_LOCKED"}, answers
+
+
+def _count_code_checks(services, monkeypatch) -> list[int]:
+    """Counts every second-factor code that reaches a real check."""
+    identity = services.identity
+    real = identity._second_factor_matches
+    checked = [0]
+
+    async def counted(*args, **kwargs):
+        checked[0] += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(identity, "_second_factor_matches", counted)
+    return checked
+
+
+async def test_devices_trusted_before_two_factor_get_no_codes_of_their_own(
+    gql_at, services, monkeypatch
+):
+    """Someone who has only the password signs in a few times while two-factor is
+    still off: each login mints a trusted device, and turning two-factor on does not
+    end that trust for passwords. Were those devices trusted with codes, N tokens
+    would buy N x the brake's guesses. Nobody who never passed two-factor gets more
+    code checks than the account's unknown-device bucket allows (5)."""
+    owner, attacker = gql_at(), gql_at()
+    email = new_email("mint")
+    signed_up = await sign_up(owner, email)
+    # The attacker (password only) mints trusted devices while two-factor is off.
+    minted = 3
+    tokens = []
+    for _ in range(minted):
+        body = await log_in(attacker, email, PASSWORD)
+        assert "errors" not in body, body
+        tokens.append(body["data"]["login"]["deviceToken"])
+    assert len(set(tokens)) == minted
+    # The owner turns two-factor on (the usual answer to a leaked password).
+    headers = bearer(signed_up["accessToken"])
+    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
+    totp = pyotp.TOTP(secret)
+    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+
+    checked = _count_code_checks(services, monkeypatch)
+    answers = []
+    for token in tokens:
+        for _ in range(SECOND_FACTOR.free):
+            body = await log_in(attacker, email, PASSWORD, otp=_wrong(totp), device_token=token)
+            answers.append(error_codes(body)[0])
+    # Without a device token the attacker would have been cut off after 5 checks.
+    assert checked[0] <= SECOND_FACTOR.free, (checked[0], answers)
+
+
+async def test_sessions_opened_before_two_factor_get_no_codes_of_their_own(
+    gql_at, services, monkeypatch
+):
+    """The same through `disableTwoFactor`: sessions opened while two-factor was off
+    survive turning it on; their wrong codes count together, as unknown devices'."""
+    owner, attacker = gql_at(), gql_at()
+    email = new_email("sessions")
+    signed_up = await sign_up(owner, email)
+    minted = 3
+    sessions = []
+    for _ in range(minted):
+        body = await log_in(attacker, email, PASSWORD)
+        assert "errors" not in body, body
+        sessions.append(bearer(body["data"]["login"]["accessToken"]))
+    headers = bearer(signed_up["accessToken"])
+    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
+    totp = pyotp.TOTP(secret)
+    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+
+    checked = _count_code_checks(services, monkeypatch)
+    answers = []
+    for session in sessions:
+        for _ in range(SECOND_FACTOR.free):
+            body = await attacker.execute(DISABLE, {"c": _wrong(totp)}, headers=session)
+            answers.append(error_codes(body)[0])
+    assert checked[0] <= SECOND_FACTOR.free, (checked[0], answers)
 
 
 async def _reset_token(user_id: str, token: str) -> None:

@@ -127,10 +127,12 @@ def test_the_image_builds_the_web_app_where_it_serves_it(tmp_path):
                     shutil.copy(origin, target)
         elif name == "RUN":
             here = tmp_path / workdir.relative_to("/")
-            if args.startswith("npm ci") and (ROOT / "web" / "node_modules").is_dir():
-                # What `npm ci` installs from the lockfile: already here from `make test`.
-                (here / "node_modules").symlink_to(ROOT / "web" / "node_modules")
-                continue
+            if args.startswith("npm ci"):
+                _lockfile_in_sync(here)
+                if _installed_from(here / "package-lock.json", ROOT / "web" / "node_modules"):
+                    # What `npm ci` installs from this lockfile: here from `make test`.
+                    (here / "node_modules").symlink_to(ROOT / "web" / "node_modules")
+                    continue
             subprocess.run(args, shell=True, cwd=here, check=True, capture_output=True)
     copied = [a.split() for n, a in stages["final"] if n == "COPY" and a.startswith("--from=web")]
     assert len(copied) == 1, copied
@@ -141,3 +143,33 @@ def test_the_image_builds_the_web_app_where_it_serves_it(tmp_path):
     assert (dist / "index.html").is_file() and (dist / "graphiql.html").is_file()
     assert any((dist / "assets").glob("*.js"))
     assert "https://" not in (dist / "index.html").read_text()  # nothing from a CDN
+
+
+def _lockfile_in_sync(web: Path) -> None:
+    """What `npm ci` checks first: the lockfile was made from this package.json."""
+    import json
+
+    package = json.loads((web / "package.json").read_text())
+    locked = json.loads((web / "package-lock.json").read_text())["packages"][""]
+    for field in ("dependencies", "devDependencies"):
+        assert package.get(field, {}) == locked.get(field, {}), (
+            f"web/package-lock.json is stale ({field}): run npm install in web/"
+        )
+
+
+def _installed_from(lockfile: Path, modules: Path) -> bool:
+    """Whether `modules` holds exactly the packages `lockfile` pins (npm's own record
+    of an install, node_modules/.package-lock.json)."""
+    import json
+
+    record = modules / ".package-lock.json"
+    if not record.is_file():
+        return False
+    pinned = {
+        k: v.get("version")
+        for k, v in json.loads(lockfile.read_text())["packages"].items()
+        # Optional packages for other platforms are never installed here.
+        if k.startswith("node_modules/") and not v.get("optional")
+    }
+    installed = json.loads(record.read_text())["packages"]
+    return all(installed.get(k, {}).get("version") == v for k, v in pinned.items())

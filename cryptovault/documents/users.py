@@ -32,6 +32,9 @@ class UserDocument(Document):
     # Two-factor authentication. Secrets are Fernet tokens (TOTP_ENCRYPTION_KEY);
     # recovery codes are keyed hashes, each removed when used.
     two_factor_enabled: bool = False
+    # When two-factor was last turned on: only devices and sessions that signed in
+    # since then (with a code) have wrong-code buckets of their own (security.lockout).
+    two_factor_at: datetime | None = None
     totp_secret: str | None = None
     totp_pending_secret: str | None = None
     totp_last_step: int | None = None

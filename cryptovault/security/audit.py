@@ -166,23 +166,28 @@ class AuditLog:
 
     async def flush(self, timeout: float = 2.0) -> int:
         """Before the bus closes (shutdown, the end of a CLI command): stop waiting
-        between retries and try each unsent security event once more, now. Returns
-        how many are still unsent (logged)."""
+        between retries and try every unsent security event once more, now, all at
+        once and within `timeout` in all (a hung bus cannot hold shutdown up).
+        Returns how many are still unsent (logged)."""
         pending = dict(self._retries)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        unsent = 0
-        for task, message in pending.items():
-            if not task.cancelled():
-                continue  # it finished on its own: sent, or given up and logged
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.bus.publish(SECURITY_CHANNEL, message)
-            except Exception:
-                unsent += 1
+        # A task that finished on its own was sent, or given up on and logged.
+        unsent = [message for task, message in pending.items() if task.cancelled()]
+        tries = [asyncio.ensure_future(self.bus.publish(SECURITY_CHANNEL, m)) for m in unsent]
+        if not tries:
+            return 0
+        _sent, late = await asyncio.wait(tries, timeout=timeout)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
+        failed = 0
+        for task, message in zip(tries, unsent, strict=True):
+            if task in late or task.exception() is not None:
+                failed += 1
                 log.error("a security event was not published", extra={"action": message["action"]})
-        return unsent
+        return failed
 
     async def _on_event(self, message: dict[str, Any]) -> None:
         entry = AuditEntryDocument.model_validate(message)

@@ -65,16 +65,25 @@ class DeviceTokens:
             return None
         return user_id, device_id, issued_at
 
-    def device_of(self, token: str | None, user: UserDocument | None, now: datetime) -> str | None:
+    def device_of(
+        self,
+        token: str | None,
+        user: UserDocument | None,
+        now: datetime,
+        since: datetime | None = None,
+    ) -> str | None:
         """The device id when `token` was issued to `user` since its password last
-        changed; None otherwise."""
+        changed (and since `since`); None otherwise."""
         found = self.read(token, now)
         if found is None or user is None or found[0] != user.id:
             return None
-        changed = user.password_changed_at
-        if changed is not None:
-            changed = changed if changed.tzinfo is not None else changed.replace(tzinfo=UTC)
-            # Both have the store's millisecond precision.
-            if found[2] < changed - timedelta(microseconds=changed.microsecond % 1000):
+        for moment in (user.password_changed_at, since):
+            if moment is not None and found[2] < _ms(moment):
                 return None
         return found[1]
+
+
+def _ms(moment: datetime) -> datetime:
+    """An aware time at the store's millisecond precision (a token's too)."""
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment - timedelta(microseconds=moment.microsecond % 1000)

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pymongo import ReturnDocument
@@ -17,7 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from cryptovault.config import Settings
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms
-from cryptovault.documents.sessions import RefreshTokenDocument
+from cryptovault.documents.sessions import RefreshTokenDocument, SessionDocument
 from cryptovault.documents.users import (
     PasswordResetDocument,
     UserDocument,
@@ -188,8 +188,15 @@ class IdentityService:
                 raise TwoFactorRequired(
                     "Enter the code from your authenticator app (or a recovery code)"
                 )
+            # Its own bucket of codes only for a device that signed in with a code
+            # before (a token from before two-factor was on could be anyone's).
+            code_device = (
+                self.devices.device_of(device_token, user, now, since=user.two_factor_at)
+                if user.two_factor_at is not None
+                else None
+            )
             try:
-                passed = await self._check_second_factor(user, otp, origin, device)
+                passed = await self._check_second_factor(user, otp, origin, code_device)
             except RateLimited:
                 passed = False
                 if held_back is None:  # the password is known to be right: say why
@@ -273,6 +280,16 @@ class IdentityService:
         if passed:
             await self.throttle.code_passed(record)
         return passed
+
+    async def _code_session(self, user: UserDocument, viewer: Viewer) -> str | None:
+        """A session's own bucket of codes, for a session that signed in with a code
+        (since two-factor was last turned on); others count with unknown devices."""
+        if user.two_factor_at is None or viewer.session_id is None:
+            return None
+        session = await SessionDocument.get(viewer.session_id)
+        if session is None or _aware(session.created_at) < _aware(user.two_factor_at):
+            return None
+        return f"session:{viewer.session_id}"
 
     async def _second_factor_matches(self, user: UserDocument, code: str, origin: Origin) -> bool:
         if user.totp_secret is None:
@@ -560,6 +577,7 @@ class IdentityService:
             {
                 "$set": {
                     "two_factor_enabled": True,
+                    "two_factor_at": now_ms(),
                     "totp_secret": user.totp_pending_secret,
                     "recovery_codes": user.pending_recovery_codes,
                     "totp_last_step": step,
@@ -583,7 +601,7 @@ class IdentityService:
         attempt = await self.throttle.admit(user.email, origin.ip, now, _session_of(viewer))
         try:
             passed = await self._check_second_factor(
-                user, code, origin, f"session:{_session_of(viewer)}"
+                user, code, origin, await self._code_session(user, viewer)
             )
         except RateLimited:
             await self.throttle.abandon(attempt)
@@ -741,6 +759,10 @@ class IdentityService:
         """Wait for background work (reset mails) to finish; used at shutdown."""
         if self._background:
             await asyncio.wait(set(self._background), timeout=within)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _session_of(viewer: Viewer) -> str:
