@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import contextvars
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -92,6 +93,25 @@ async def test_a_repeated_request_with_a_token_or_a_key_reads_nothing_from_the_s
     await twice_then_thrice(bearer(owner["accessToken"]))
     key = (await gql.data(CREATE_KEY, headers=bearer(owner["accessToken"])))["createApiKey"]
     await twice_then_thrice({"X-API-Key": key["key"]})
+
+
+async def test_the_sessions_last_use_is_still_written_at_most_once_a_minute(
+    gql, services, commands, monkeypatch
+):
+    owner = await sign_up(gql)
+    headers = bearer(owner["accessToken"])
+    await gql.data(PING, headers=headers)
+    session_id = services.identity.tokens.decode(owner["accessToken"]).session_id
+    started = (await SessionDocument.get(session_id)).last_used_at
+    later = started + timedelta(minutes=2)
+    monkeypatch.setattr(authenticator_module, "now_ms", lambda: later)
+    commands.only_this_task()
+    commands.reset()
+    for _ in range(3):
+        await gql.data(PING, headers=headers)
+    # One write for the three requests, no read.
+    assert commands.on(*AUTH_COLLECTIONS) == ["update"]
+    assert (await SessionDocument.get(session_id)).last_used_at == later
 
 
 # -- changes apply at once ------------------------------------------------------------
