@@ -115,6 +115,10 @@ class Settings:
     # Open sockets' credentials are re-read at least this often, even if a revocation
     # message was lost (it normally arrives through the bus at once).
     ws_credential_recheck_seconds: float = 30.0
+    # How long an accepted credential's state is used without reading the store again
+    # (changes normally reach every instance through the bus at once); 0: read on
+    # every request.
+    auth_cache_seconds: float = 30.0
     # Sensitive auth calls: attempts per client IP and per account (limits notation).
     auth_rate_limits: str = DEFAULT_AUTH_RATE_LIMITS
     # exportMyData reads everything a user has: calls per user (limits notation).
@@ -509,6 +513,7 @@ def load_settings(
         ),
         ws_max_pending_per_ip=_int(env, "WS_MAX_PENDING_PER_IP", 20, 1, 100_000),
         ws_credential_recheck_seconds=_float(env, "WS_CREDENTIAL_RECHECK_SECONDS", 30.0, 0.1, 3600),
+        auth_cache_seconds=_float(env, "AUTH_CACHE_SECONDS", 30.0, 0, 3600),
         auth_rate_limits=auth_limits,
         export_rate_limit=export_limit,
         admin_allowed_ips=_networks(env, "ADMIN_ALLOWED_IPS"),

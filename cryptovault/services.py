@@ -34,6 +34,7 @@ from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.retention import Retention
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog
+from cryptovault.security.authcache import AuthCache
 from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.credentials import LiveCredentials
 from cryptovault.security.identity import IdentityService
@@ -127,8 +128,13 @@ async def start_services(
             lease = LocalLease()  # type: ignore[assignment]
         hub = Hub()
         audit = AuditLog(bus, hub)
+        # Accepted credentials, dropped as the bus (or this instance's own audit
+        # entries, at once) announces changes: built before the bus starts.
+        auth_cache = AuthCache(settings.auth_cache_seconds)
+        auth_cache.attach(bus)
+        audit.local_listeners.append(auth_cache.observe)
         identity = IdentityService(settings, audit, build_mailer(settings), metrics=metrics)
-        api_keys = ApiKeys(audit)
+        api_keys = ApiKeys(audit, auth_cache)
         authenticator = TokenAuthenticator(identity.tokens, identity.sessions, api_keys)
         # Listens to the bus: built before it starts.
         credentials = LiveCredentials(bus, settings.ws_credential_recheck_seconds)

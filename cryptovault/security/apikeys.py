@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,8 +20,9 @@ from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
 from cryptovault.security.audit import AuditLog
+from cryptovault.security.authcache import AuthCache
 from cryptovault.security.origin import Origin
-from cryptovault.security.sessions import session_valid
+from cryptovault.security.sessions import aware, session_valid
 from cryptovault.security.tokens import digest
 from cryptovault.security.viewer import Viewer
 
@@ -30,10 +33,34 @@ MAX_KEY_LENGTH = 100
 MAX_NAME = 64
 MAX_ACTIVE_KEYS = 25
 TOUCH_EVERY = timedelta(minutes=1)
+# What authentication reads of the account: the rights, and the credential epochs.
+USER_FIELDS = {"role": 1, "frozen": 1, "session_epoch": 1, "key_epoch": 1, "kept_session": 1}
+
+
+@dataclass(slots=True)
+class KeyGrant:
+    """What an accepted API key stands for, as the cache keeps it (AuthCache)."""
+
+    key_id: str
+    user_id: str
+    scopes: frozenset[str]
+    role: str
+    frozen: bool
+    # The key's last use as last read or recorded here (see `touch`).
+    last_used_at: datetime | None
 
 
 def key_revoked() -> Unauthenticated:
     return Unauthenticated("This API key has been revoked", reason="API_KEY_REVOKED")
+
+
+def check_owner(owner: Mapping[str, Any] | None, key_epoch: int) -> None:
+    """A key stands while its owner exists and has not ended every key since it was
+    made (UserDocument.key_epoch)."""
+    if owner is None:
+        raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
+    if key_epoch != (owner.get("key_epoch") or 0):
+        raise key_revoked()
 
 
 def _parse(raw: str) -> str | None:
@@ -52,8 +79,10 @@ def _parse(raw: str) -> str | None:
 
 
 class ApiKeys:
-    def __init__(self, audit: AuditLog) -> None:
+    def __init__(self, audit: AuditLog, cache: AuthCache | None = None) -> None:
         self.audit = audit
+        # Accepted credentials (keys and access tokens); none kept without one.
+        self.cache = cache if cache is not None else AuthCache(max_age=0)
 
     async def create(
         self, viewer: Viewer, name: str, scopes: list[str], origin: Origin
@@ -163,25 +192,52 @@ class ApiKeys:
         )
         return found[:first], len(found) > first
 
-    async def authenticate(self, raw: str) -> ApiKeyDocument:
+    async def authenticate(self, raw: str) -> KeyGrant:
+        """The key and its owner's rights: from the cache (no read), else read (the
+        key by its prefix, then its owner) and kept, keyed by the digest of the
+        whole key, so only the key itself finds its entry."""
         invalid = Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
-        prefix = _parse(raw.strip())
+        raw = raw.strip()
+        prefix = _parse(raw)
         if prefix is None:
             raise invalid
+        secret_hash = digest(raw)
+        key = f"k:{secret_hash}"
+        cached: KeyGrant | None = self.cache.get(key)
+        if cached is not None:
+            return cached
+        ticket = self.cache.ticket()
         doc = await ApiKeyDocument.find_one({"prefix": prefix})
-        if doc is None or not hmac.compare_digest(doc.secret_hash, digest(raw.strip())):
+        if doc is None or not hmac.compare_digest(doc.secret_hash, secret_hash):
             raise invalid
         if doc.revoked_at is not None:
             raise key_revoked()
-        return doc
+        owner = await UserDocument.get_pymongo_collection().find_one(
+            {"_id": doc.user_id}, USER_FIELDS
+        )
+        check_owner(owner, doc.epoch)
+        assert owner is not None
+        grant = KeyGrant(
+            key_id=doc.id,
+            user_id=doc.user_id,
+            scopes=frozenset(doc.scopes),
+            role=owner.get("role", "USER"),
+            frozen=bool(owner.get("frozen", False)),
+            last_used_at=doc.last_used_at,
+        )
+        self.cache.put(key, doc.user_id, grant, ticket)
+        return grant
 
-    async def touch(self, doc: ApiKeyDocument, now: datetime) -> None:
-        """Record use, at most once per TOUCH_EVERY per key."""
-        if doc.last_used_at is not None and now - doc.last_used_at < TOUCH_EVERY:
+    async def touch(self, grant: KeyGrant, now: datetime) -> None:
+        """Record use, at most once per TOUCH_EVERY per key (and instance)."""
+        last_used = grant.last_used_at
+        if last_used is not None and now - aware(last_used) < TOUCH_EVERY:
             return
+        # Noted before the write: concurrent requests with the key do not all write.
+        grant.last_used_at = now
         await ApiKeyDocument.get_pymongo_collection().update_one(
             {
-                "_id": doc.id,
+                "_id": grant.key_id,
                 "$or": [{"last_used_at": None}, {"last_used_at": {"$lt": now - TOUCH_EVERY}}],
             },
             {"$set": {"last_used_at": now}},

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -93,6 +93,10 @@ class AuditLog:
         # Publishes being retried in the background, with their messages (`flush`).
         self._retries: dict[asyncio.Task[None], dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        # Told of each entry concerning a user on this instance at once, before it is
+        # published (the bus brings it back later): e.g. the authentication cache, so
+        # a logout's own instance refuses the token from the logout's answer on.
+        self.local_listeners: list[Callable[[dict[str, Any]], None]] = []
         bus.subscribe(SECURITY_CHANNEL, self._on_event)
 
     async def record(
@@ -143,6 +147,8 @@ class AuditLog:
             return await AuditEntryDocument.get(entry_id) or entry  # recorded already
         if entry.user_id is not None:
             message = entry.model_dump(mode="json")
+            for listener in self.local_listeners:
+                listener(message)
             try:
                 await self.bus.publish(SECURITY_CHANNEL, message)
             except Exception:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -19,21 +21,41 @@ from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import DomainError, Unauthenticated
-from cryptovault.security.apikeys import ApiKeys, key_revoked
-from cryptovault.security.sessions import SessionStore, session_valid
-from cryptovault.security.tokens import TokenIssuer
+from cryptovault.security.apikeys import USER_FIELDS, ApiKeys, check_owner, key_revoked
+from cryptovault.security.authcache import AuthCache
+from cryptovault.security.sessions import TOUCH_EVERY, SessionStore, aware, session_valid
+from cryptovault.security.tokens import AccessClaims, TokenIssuer
 from cryptovault.security.viewer import Viewer
 
 MAX_CREDENTIAL = 4096
-# What authentication reads of the account: the rights, and the credential epochs.
-USER_FIELDS = {"role": 1, "frozen": 1, "session_epoch": 1, "key_epoch": 1, "kept_session": 1}
+
+
+@dataclass(slots=True)
+class SessionGrant:
+    """What an accepted access token stands for, as the cache keeps it (AuthCache)."""
+
+    user_id: str
+    session_id: str
+    role: str
+    frozen: bool
+    expires_at: datetime
+    # The session's last use as last read or recorded here (see `_bearer`).
+    last_used_at: datetime
 
 
 class TokenAuthenticator:
-    def __init__(self, tokens: TokenIssuer, sessions: SessionStore, api_keys: ApiKeys) -> None:
+    def __init__(
+        self,
+        tokens: TokenIssuer,
+        sessions: SessionStore,
+        api_keys: ApiKeys,
+        cache: AuthCache | None = None,
+    ) -> None:
         self.tokens = tokens
         self.sessions = sessions
         self.api_keys = api_keys
+        # One cache for both kinds of credential: the API keys' unless told otherwise.
+        self.cache = cache if cache is not None else api_keys.cache
 
     async def authenticate(
         self, request: HTTPConnection, payload: Mapping[str, object] | None = None
@@ -61,7 +83,34 @@ class TokenAuthenticator:
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthenticated('Use "Authorization: Bearer <access token>"')
         claims = self.tokens.decode(token.strip())
-        # Three point reads on every authenticated request: projected, unparsed.
+        key = f"t:{claims.token_id}"
+        grant: SessionGrant | None = self.cache.get(key)
+        if grant is None or grant.user_id != claims.user_id:
+            grant = await self._read_session(claims, key)
+        now = now_ms()
+        # Expiry needs no read: the token says it (decode checked it too).
+        if now >= grant.expires_at:
+            raise Unauthenticated("The access token has expired", reason="TOKEN_EXPIRED")
+        if now - grant.last_used_at >= TOUCH_EVERY:
+            # Noted before the write: concurrent requests of the session do not all
+            # write it (at most one write per TOUCH_EVERY per session and instance).
+            last_used, grant.last_used_at = grant.last_used_at, now
+            await self.sessions.touch(claims.session_id, last_used, now)
+        return Viewer(
+            user_id=claims.user_id,
+            # The stored role, not the token's: a demotion applies at once.
+            role=grant.role,
+            scopes=None,
+            frozen=grant.frozen,
+            session_id=claims.session_id,
+            expires_at=claims.expires_at,
+            token_id=claims.token_id,
+        )
+
+    async def _read_session(self, claims: AccessClaims, key: str) -> SessionGrant:
+        """The token's state read from the store (three point reads, projected and
+        unparsed), kept in the cache unless a change was announced meanwhile."""
+        ticket = self.cache.ticket()
         user, session, revoked = await asyncio.gather(
             _users().find_one({"_id": claims.user_id}, USER_FIELDS),
             _sessions().find_one(
@@ -72,30 +121,26 @@ class TokenAuthenticator:
         )
         _check_session(claims.user_id, user, session, revoked)
         assert user is not None and session is not None
-        await self.sessions.touch(claims.session_id, session["last_used_at"], now_ms())
-        return Viewer(
+        grant = SessionGrant(
             user_id=claims.user_id,
-            # The stored role, not the token's: a demotion applies at once.
-            role=user.get("role", "USER"),
-            scopes=None,
-            frozen=bool(user.get("frozen", False)),
             session_id=claims.session_id,
+            role=user.get("role", "USER"),
+            frozen=bool(user.get("frozen", False)),
             expires_at=claims.expires_at,
-            token_id=claims.token_id,
+            last_used_at=aware(session["last_used_at"]),
         )
+        self.cache.put(key, claims.user_id, grant, ticket)
+        return grant
 
     async def _api_key(self, raw: str) -> Viewer:
-        key = await self.api_keys.authenticate(raw)
-        owner = await _users().find_one({"_id": key.user_id}, USER_FIELDS)
-        _check_owner(owner, key.epoch)
-        assert owner is not None
-        await self.api_keys.touch(key, now_ms())
+        grant = await self.api_keys.authenticate(raw)
+        await self.api_keys.touch(grant, now_ms())
         return Viewer(
-            user_id=key.user_id,
-            role=owner.get("role", "USER"),
-            scopes=frozenset(key.scopes),
-            frozen=bool(owner.get("frozen", False)),
-            api_key_id=key.id,
+            user_id=grant.user_id,
+            role=grant.role,
+            scopes=grant.scopes,
+            frozen=grant.frozen,
+            api_key_id=grant.key_id,
         )
 
     async def revalidate(self, viewers: Sequence[Viewer]) -> list[Viewer | DomainError]:
@@ -126,7 +171,7 @@ class TokenAuthenticator:
                         raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
                     if key.get("revoked_at") is not None:
                         raise key_revoked()
-                    _check_owner(user, key.get("epoch") or 0)
+                    check_owner(user, key.get("epoch") or 0)
                 elif viewer.session_id is not None:
                     session = sessions.get(viewer.session_id)
                     _check_session(viewer.user_id, user, session, viewer.token_id in revoked)
@@ -163,13 +208,6 @@ def _check_session(
         )
     ):
         raise Unauthenticated("The session has ended", reason="SESSION_REVOKED")
-
-
-def _check_owner(owner: Mapping[str, Any] | None, key_epoch: int) -> None:
-    if owner is None:
-        raise Unauthenticated("Invalid API key", reason="API_KEY_INVALID")
-    if key_epoch != (owner.get("key_epoch") or 0):
-        raise key_revoked()
 
 
 async def _by_id(

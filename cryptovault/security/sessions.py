@@ -91,7 +91,7 @@ class SessionStore:
                 "This refresh token was already used; the session has been revoked",
                 reason="REFRESH_TOKEN_REUSED",
             )
-        if _aware(spent["expires_at"]) <= now:
+        if aware(spent["expires_at"]) <= now:
             raise Unauthenticated("The refresh token has expired", reason="REFRESH_TOKEN_EXPIRED")
         session = await SessionDocument.get(spent["session_id"])
         if session is None or session.revoked_at is not None:
@@ -128,7 +128,7 @@ class SessionStore:
 
     async def touch(self, session_id: str, last_used_at: datetime, now: datetime) -> None:
         """Record use, at most once per TOUCH_EVERY per session."""
-        if now - _aware(last_used_at) < TOUCH_EVERY:
+        if now - aware(last_used_at) < TOUCH_EVERY:
             return
         await SessionDocument.get_pymongo_collection().update_one(
             {"_id": session_id, "last_used_at": {"$lt": now - TOUCH_EVERY}},
@@ -212,7 +212,7 @@ def epoch_is(value: int) -> int | dict[str, list[int | None]]:
     return value if value else {"$in": [0, None]}
 
 
-def _aware(moment: datetime) -> datetime:
+def aware(moment: datetime) -> datetime:
     # The client is tz-aware; documents built in memory are too. Guard anyway: a naive
     # value compared to an aware one raises.
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
