@@ -236,3 +236,120 @@ async def test_a_key_asked_for_by_the_session_changing_its_password_is_not_refus
     assert _ok(body), body
     # ... and S still works after its own change.
     assert _ok(await gql.execute(PORTFOLIO_READ, headers=headers))
+
+
+class _ChangeBetweenReads:
+    """Makes one authentication read the account, then lets a password change from
+    the same session run to completion, then read the session: the two reads
+    straddle the change, in the order that used to refuse the changing session."""
+
+    def __init__(self, monkeypatch, change) -> None:
+        from cryptovault.security import authenticator
+
+        self.change = change
+        self.changed = asyncio.Event()
+        self.armed = {"users": True, "sessions": True}
+        real = {"users": authenticator._users, "sessions": authenticator._sessions}
+        for name in real:
+            monkeypatch.setattr(authenticator, f"_{name}", self._collection(name, real[name]))
+
+    def _collection(self, name, real):
+        hook = self
+
+        class Held:
+            def __init__(self) -> None:
+                self.real = real()
+
+            def __getattr__(self, attribute):
+                return getattr(self.real, attribute)
+
+            def find_one(self, *args, **kwargs):
+                return hook._read(name, self.real.find_one, *args, **kwargs)
+
+            def find(self, *args, **kwargs):
+                return hook._cursor(name, self.real.find(*args, **kwargs))
+
+        return Held
+
+    async def _read(self, name, read, *args, **kwargs):
+        if not self.armed[name]:
+            return await read(*args, **kwargs)
+        self.armed[name] = False
+        if name == "sessions":
+            await self.changed.wait()
+            return await read(*args, **kwargs)
+        found = await read(*args, **kwargs)
+        await self.change()
+        self.changed.set()
+        return found
+
+    def _cursor(self, name, cursor):
+        hook = self
+
+        class Cursor:
+            def __aiter__(self):
+                return self._rows().__aiter__()
+
+            async def _rows(self):
+                rows = [r async for r in cursor] if not hook.armed[name] else None
+                if rows is None:
+                    hook.armed[name] = False
+                    if name == "sessions":
+                        await hook.changed.wait()
+                        rows = [r async for r in cursor]
+                    else:
+                        rows = [r async for r in cursor]
+                        await hook.change()
+                        hook.changed.set()
+                for row in rows:
+                    yield row
+
+        return Cursor()
+
+
+async def test_a_session_is_not_refused_while_its_own_password_change_runs(
+    services, gql, monkeypatch
+):
+    """A request of session S reads the account, S changes the password meanwhile
+    (S is kept, then moved to the new epoch), then the request reads S: S is valid
+    throughout, so the request passes; and so does a socket's recheck of S."""
+    for path in ("recheck", "request"):
+        email = new_email(f"own-change-{path}")
+        member = await sign_up(gql, email)
+        headers = bearer(member["accessToken"])
+
+        async def change(headers: dict = headers) -> None:
+            body = await gql.execute(
+                "mutation($c: String!, $n: String!) "
+                "{ changePassword(currentPassword: $c, newPassword: $n) }",
+                {"c": PASSWORD, "n": "another long password"},
+                headers=headers,
+            )
+            assert _ok(body), body
+
+        with monkeypatch.context() as patch:
+            hook = _ChangeBetweenReads(patch, change)
+            if path == "request":
+                body = await gql.execute(PORTFOLIO_READ, headers=headers)
+                assert _ok(body), body
+            else:
+                viewer = (await services.authenticator.revalidate([_viewer_of(member)]))[0]
+                assert not isinstance(viewer, Exception), viewer
+            assert hook.changed.is_set()
+
+
+def _viewer_of(member: dict):
+    import jwt
+
+    from cryptovault.security.viewer import Viewer
+
+    claims = jwt.decode(member["accessToken"], options={"verify_signature": False})
+    return Viewer(
+        user_id=claims["sub"],
+        role="USER",
+        scopes=None,
+        frozen=False,
+        session_id=claims["sid"],
+        expires_at=None,
+        token_id=claims["jti"],
+    )

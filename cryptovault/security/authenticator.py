@@ -119,6 +119,8 @@ class TokenAuthenticator:
             ),
             self.sessions.is_blacklisted(claims.token_id),
         )
+        if _ahead(session, user):
+            user = await _users().find_one({"_id": claims.user_id}, USER_FIELDS)
         _check_session(claims.user_id, user, session, revoked)
         assert user is not None and session is not None
         grant = SessionGrant(
@@ -161,6 +163,13 @@ class TokenAuthenticator:
             ),
             self.sessions.blacklisted({v.token_id for v in viewers if v.token_id}),
         )
+        stale = {
+            str(session["user_id"])
+            for session in sessions.values()
+            if _ahead(session, users.get(session.get("user_id", "")))
+        }
+        if stale:
+            users.update(await _by_id(_users(), stale, USER_FIELDS))
         verdicts: list[Viewer | DomainError] = []
         for viewer in viewers:
             user = users.get(viewer.user_id)
@@ -187,6 +196,18 @@ class TokenAuthenticator:
                 )
             )
         return verdicts
+
+
+def _ahead(session: Mapping[str, Any] | None, user: Mapping[str, Any] | None) -> bool:
+    """Whether a session's epoch is ahead of the account read beside it: the account
+    was read before a change the session has already moved past (a password change
+    from that very session). Epochs only grow, so the account read again, after
+    the session, is judged right (sessions.session_valid)."""
+    return (
+        session is not None
+        and user is not None
+        and (session.get("epoch") or 0) > (user.get("session_epoch") or 0)
+    )
 
 
 def _check_session(
