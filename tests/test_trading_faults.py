@@ -162,7 +162,7 @@ async def test_a_placement_stalled_at_any_point_past_its_lease_answers_the_truth
 async def test_a_placement_slower_than_usual_but_within_its_lease_is_left_alone(world: World):
     user = await funded(world)
     placing = await world.act("place", lambda e: e.place(user, buy("0.5"), SYSTEM))
-    await until(world, placing, "ledger.insert_one")  # about to reserve the funds
+    await until(world, placing, "ledger.insert_many")  # about to reserve the funds and fill
     world.clock.advance(LEASE - 1)  # slow, not dead
     assert await sweep(world) == {"orders": 0, "adjustments": 0, "failed": 0}
     answer = await world.scheduler.finish(placing)
@@ -190,7 +190,7 @@ async def test_a_fill_resumed_after_the_sweep_finished_it_and_70_more_changes_is
     assert resting.status == "OPEN"
     crossing = set_price(world, "98.00")
     matcher = await world.act("match", lambda e: e.match_tick(crossing))
-    await until(world, matcher, "ledger.insert_one")  # the fill planned, its entries next
+    await until(world, matcher, "ledger.insert_many")  # the fill planned, its entries next
     world.clock.advance(LEASE + 1)
     await sweep(world)  # takes the fill over and completes it
     engine = world.engine()
@@ -321,7 +321,9 @@ async def test_a_tick_matched_while_an_order_is_being_placed_never_fills_it(
     user = await funded(world)
     request = buy("0.5", OrderType.LIMIT, limit_price=Decimal("101.00"), time_in_force=tif)
     placing = await world.act("place", lambda e: e.place(user, request, SYSTEM))
-    await until(world, placing, "orders.find_one_and_update")  # funds held, about to fill
+    # Funds held and its fill's entries written (planned before the order was), its
+    # trade and its completion next.
+    await until(world, placing, "trades.insert_one")
     crossing = set_price(world, "100.00")
     matcher = await world.act("match", lambda e: e.match_tick(crossing))
     await world.scheduler.finish(matcher)
@@ -337,21 +339,35 @@ async def test_a_tick_matched_while_an_order_is_being_placed_never_fills_it(
     await clean(world)
 
 
-async def test_an_ioc_cut_off_after_reserving_is_canceled_by_the_sweep_not_left_resting(
-    world: World,
+@pytest.mark.parametrize(
+    ("limit", "cut_before", "decided"),
+    [
+        ("101.00", "balances.bulk_write", "FILLED"),  # its hold and fill entries written
+        ("101.00", "trades.insert_one", "FILLED"),
+        ("101.00", "orders.find_one_and_update", "FILLED"),
+        ("90.00", "balances.update_one", "CANCELED"),  # not fillable: hold and release
+        ("90.00", "orders.find_one_and_update", "CANCELED"),
+    ],
+)
+async def test_an_ioc_cut_off_after_reserving_is_finished_as_decided_not_left_resting(
+    world: World, limit: str, cut_before: str, decided: str
 ):
-    """Defect 8: an interrupted IOC/FOK was reopened by the sweep as a resting order."""
+    """Defect 8: an interrupted IOC/FOK was reopened by the sweep as a resting order.
+    Its fill (or cancel) is decided when it is placed and recorded in the order: the
+    sweep carries that out, once."""
     user = await funded(world)
     request = buy(
-        "0.5", OrderType.LIMIT, limit_price=Decimal("101.00"), time_in_force=TimeInForce.IOC
+        "0.5", OrderType.LIMIT, limit_price=Decimal(limit), time_in_force=TimeInForce.IOC
     )
     placing = await world.act("place", lambda e: e.place(user, request, SYSTEM))
-    await until(world, placing, "orders.find_one_and_update")  # held, not filled yet
+    await until(world, placing, cut_before)
     await world.scheduler.crash(placing)
     world.clock.advance(LEASE + 1)
     await sweep(world)
     (cut,) = await world.db["orders"].find({"user_id": user.user_id}).to_list()
-    assert cut["status"] == "CANCELED" and cut["reject_reason"].startswith("interrupted")
+    assert cut["status"] == decided
+    trades = await world.db["trades"].count_documents({"order_id": cut["_id"]})
+    assert trades == (1 if decided == "FILLED" else 0)
     await clean(world)
 
 

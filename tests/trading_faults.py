@@ -45,6 +45,7 @@ LIVE = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 COMMANDS = {
     "insert_one",
     "insert_many",
+    "bulk_write",
     "update_one",
     "update_many",
     "find_one",
