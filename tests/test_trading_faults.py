@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from bson import Decimal128
@@ -356,9 +357,7 @@ async def test_an_ioc_cut_off_after_reserving_is_finished_as_decided_not_left_re
     Its fill (or cancel) is decided when it is placed and recorded in the order: the
     sweep carries that out, once."""
     user = await funded(world)
-    request = buy(
-        "0.5", OrderType.LIMIT, limit_price=Decimal(limit), time_in_force=TimeInForce.IOC
-    )
+    request = buy("0.5", OrderType.LIMIT, limit_price=Decimal(limit), time_in_force=TimeInForce.IOC)
     placing = await world.act("place", lambda e: e.place(user, request, SYSTEM))
     await until(world, placing, cut_before)
     await world.scheduler.crash(placing)
@@ -481,4 +480,49 @@ async def test_a_hold_that_fails_ambiguously_is_settled_by_the_sweep_not_orphane
     world.clock.advance(LEASE + 1)
     await sweep(world)
     assert (await order(world, cut["_id"]))["status"] == "OPEN"  # its hold was applied
+    await clean(world)
+
+
+class LostMidBatch:
+    """A ledger collection whose next batch insert reaches the store only in part (the
+    first `written` entries, as an ordered insert applies them) and then fails: the
+    connection is lost in the middle of the batch, and so is the process."""
+
+    def __init__(self, inner: Any, written: int) -> None:
+        self.inner, self.written = inner, written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def insert_many(self, documents: list[dict[str, Any]], **kwargs: Any) -> Any:
+        await self.inner.scheduler.gate("ledger.insert_many")
+        if self.written:
+            await self.inner.inner.insert_many(documents[: self.written], **kwargs)
+        raise AutoReconnect("connection reset in the middle of a batch")
+
+
+@pytest.mark.parametrize(
+    ("side", "written"),
+    [(Side.BUY, 0), (Side.BUY, 1), (Side.BUY, 2), (Side.SELL, 1), (Side.SELL, 2)],
+)
+async def test_a_placement_whose_batch_reached_the_store_in_part_is_finished_by_the_sweep(
+    world: World, side: Side, written: int
+):
+    """Its hold and fill entries are one ordered insert: a prefix of it may be written
+    when the placement dies. With the hold written, the sweep carries out the fill
+    recorded in the order (each entry once); without it, the order is rejected."""
+    user = await funded(world, btc="1")
+    engine = world.engine()
+    engine.ledger.entries = LostMidBatch(engine.ledger.entries, written)  # type: ignore[assignment]
+    request = OrderRequest(symbol="BTC", side=side, type=OrderType.MARKET, quantity=Decimal("0.5"))
+    placing = await world.scheduler.start("place", engine.place(user, request, SYSTEM))
+    await until(world, placing, "ledger.insert_many")
+    await world.scheduler.step(placing)  # the batch, in part; the request fails
+    assert isinstance(placing.task.exception(), AutoReconnect)
+    await world.scheduler.crash(placing)
+    world.clock.advance(LEASE + 1)
+    await sweep(world)
+    (cut,) = await world.db["orders"].find({"user_id": user.user_id, "side": side.value}).to_list()
+    assert cut["status"] == ("REJECTED" if written == 0 else "FILLED")
+    assert await world.db["trades"].count_documents({"order_id": cut["_id"]}) == (written > 0)
     await clean(world)
