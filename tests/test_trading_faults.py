@@ -526,3 +526,73 @@ async def test_a_placement_whose_batch_reached_the_store_in_part_is_finished_by_
     assert cut["status"] == ("REJECTED" if written == 0 else "FILLED")
     assert await world.db["trades"].count_documents({"order_id": cut["_id"]}) == (written > 0)
     await clean(world)
+
+
+async def cancel_commands(world: World) -> int:
+    """How many store commands an undisturbed cancel of a resting order sends."""
+    user = await funded(world)
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    resting = await world.scheduler.finish(
+        await world.act("p", lambda e: e.place(user, request, SYSTEM))
+    )
+    actor = await world.act("probe", lambda e: e.cancel(user, resting.id, SYSTEM))
+    await world.scheduler.finish(actor)
+    return actor.sent
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        buy("1", OrderType.LIMIT, limit_price=Decimal("90.00")),  # rests
+        buy("0.5"),  # fills at once: the hold and both legs in one batch
+        buy("2"),  # fills over the book: part now, the rest rests
+        buy("0.5", OrderType.LIMIT, limit_price=Decimal("90.00"), time_in_force=TimeInForce.IOC),
+        OrderRequest(symbol="BTC", side=Side.SELL, type=OrderType.MARKET, quantity=Decimal("0.5")),
+    ],
+    ids=["resting-limit", "market", "market-partial", "ioc-canceled", "market-sell"],
+)
+async def test_a_placement_killed_at_any_point_is_finished_or_rejected_by_the_sweep(
+    world: World, request_: OrderRequest
+):
+    """The placement's process dies before each of its store commands in turn (the
+    batched ones included): the sweep finishes what its recorded plan says or rejects
+    it, every entry once, and the books are settled and reconciled."""
+    total = await placement_commands(world, request_)
+    for point in range(total):
+        set_price(world, "100.00")
+        user = await funded(world, btc="1")
+        placing = await world.act("place", lambda e, u=user: e.place(u, request_, SYSTEM))
+        for _ in range(point):
+            await world.scheduler.step(placing)
+        await world.scheduler.crash(placing)
+        world.clock.advance(LEASE + 1)
+        await sweep(world)
+        # None when it died before writing its order (opening the account first).
+        for cut in await world.db["orders"].find({"user_id": user.user_id}).to_list():
+            settled = ("REJECTED", "OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED")
+            assert cut["status"] in settled and cut["owner"] is None, (point, cut["status"])
+        await clean(world)
+
+
+async def test_a_cancel_killed_at_any_point_is_carried_out_by_the_sweep(world: World):
+    """The cancel records itself on the order in the write that takes it: killed before
+    any later command, the sweep releases the hold and closes the order, once."""
+    total = await cancel_commands(world)
+    assert total >= 4
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    for point in range(1, total):
+        user = await funded(world)
+        placing = await world.act("p", lambda e, u=user: e.place(u, request, SYSTEM))
+        resting = await world.scheduler.finish(placing)
+        canceling = await world.act(
+            "cancel", lambda e, u=user, o=resting.id: e.cancel(u, o, SYSTEM)
+        )
+        for _ in range(point):
+            await world.scheduler.step(canceling)
+        await world.scheduler.crash(canceling)
+        world.clock.advance(LEASE + 1)
+        await sweep(world)
+        stored = await order(world, resting.id)
+        assert stored["status"] == "CANCELED" and stored["owner"] is None, point
+        assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
+        await clean(world)
