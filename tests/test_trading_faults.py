@@ -596,3 +596,55 @@ async def test_a_cancel_killed_at_any_point_is_carried_out_by_the_sweep(world: W
         assert stored["status"] == "CANCELED" and stored["owner"] is None, point
         assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
         await clean(world)
+
+
+async def test_reconcile_counts_a_cancel_cut_off_between_its_release_and_its_close(world: World):
+    """A cancel records itself as the order's close request, not as work: what it
+    releases follows from the order. Cut off after its release entry, reconcile still
+    finds the held amount equal to what the order reserves (its release included)."""
+    user = await funded(world)
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    resting = await world.scheduler.finish(
+        await world.act("place", lambda e: e.place(user, request, SYSTEM))
+    )
+    canceling = await world.act("cancel", lambda e: e.cancel(user, resting.id, SYSTEM))
+    await until(world, canceling, "orders.find_one_and_update", times=2)  # released; close next
+    await world.scheduler.crash(canceling)
+    assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
+    report = await reconcile(world.db, now=world.clock())
+    assert report.ok, report.discrepancies
+    world.clock.advance(LEASE + 1)
+    await sweep(world)
+    assert (await order(world, resting.id))["status"] == "CANCELED"
+    await clean(world)
+
+
+async def test_a_batch_refused_in_the_middle_applies_the_rest_one_by_one(world: World):
+    """Another instance moved the buyer's BTC balance after this one's snapshot of it:
+    the batch (hold, USD leg, BTC leg) is refused at the BTC leg's number, after the
+    first two were written. Each entry is still written once, at the right number."""
+    user = await funded(world, btc="1")
+    here, there = world.engine(), world.engine()
+    await world.scheduler.finish(  # `here` sees the BTC balance (a sale of 0.5)
+        await world.scheduler.start(
+            "sell",
+            here.place(
+                user,
+                OrderRequest(
+                    symbol="BTC", side=Side.SELL, type=OrderType.MARKET, quantity=Decimal("0.5")
+                ),
+                SYSTEM,
+            ),
+        )
+    )
+    await there.adjust_balance(ADMIN, user.user_id, "BTC", Decimal("0.25"), "gift", SYSTEM, "g")
+    set_price(world, "100.00")
+    buying = await world.scheduler.start("buy", here.place(user, buy("0.5"), SYSTEM))
+    done = await world.scheduler.finish(buying)
+    assert done.status == "FILLED"
+    btc = await world.db["balances"].find_one({"_id": f"{user.user_id}:BTC"})
+    assert btc["available"].to_decimal() == Decimal("1.25")
+    assert btc["seq"] == await world.db["ledger"].count_documents(
+        {"account": user.user_id, "asset": "BTC", "seq": {"$ne": None}}
+    )
+    await clean(world)

@@ -284,7 +284,8 @@ class Ledger:
         """Move each balance from its snapshot to after its new entries: one command."""
         if len(moves) == 1:
             bid, (account, asset), before, after = moves[0]
-            await self._advance(bid, account, asset, before, after)
+            if not await self._advance(bid, account, asset, before, after):
+                await self._catch_up(bid)  # moved by someone: maybe not past all of them
             return
         ops = [
             UpdateOne(
@@ -309,8 +310,10 @@ class Ledger:
             if moved:
                 self._remember(bid, after)
             else:
-                # Which of them moved is not known: whoever needs one next moves it.
+                # Moved by someone else meanwhile, maybe past only some of these
+                # entries (a catch-up between two of them): brought up to date here.
                 self._seen.pop(bid, None)
+                await self._catch_up(bid)
 
     async def void(self, change: Change) -> Outcome:
         """Decide that `change` never happens: VOID, or ALREADY if it happened first."""
