@@ -12,7 +12,10 @@ order go, and taking over work whose owner's lease ran out.
 - Work is recorded on the order before any of it is done (`work`: the fill planned to
   the cent, the close and what it releases), so completing it is mechanical: whoever
   owns the order next completes the same work. Its ledger entries and trade have
-  deterministic ids, so they are written once, forever (trading/ledger.py).
+  deterministic ids, so they are written once, forever (trading/ledger.py). A
+  placement records its plan in the order's first write; a close taken with its close
+  request recorded (a cancel) needs no other record: what it releases follows from
+  the order, unchanged until the close completes.
 - Letting go is conditional on no close request: a cancel, expiry or freeze asked
   while the order was owned is carried out by its owner before it lets go.
 """

@@ -16,6 +16,10 @@ process can bring up to date:
 - The balance records the number it includes (`seq`) and moves from n to n + 1 by
   one conditional update adding entry n + 1's amounts; whoever finds an entry the
   balance does not include yet (its writer died in between) applies it.
+- The entries of one movement (a hold and its fill's legs) may be written as one
+  ordered insert, numbered from this instance's snapshots, and their balances moved in
+  one update (`apply_all`): an entry refused (a number taken, an id voided) stops the
+  insert there, and it and the rest are applied one by one as above.
 - A change decided NOT to happen (e.g. the hold of an order whose placement was cut
   off and taken over) is written as a void entry under the same id: a paused writer
   that wakes up finds the id taken and learns that it lost.
