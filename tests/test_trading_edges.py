@@ -280,20 +280,23 @@ async def test_a_slow_placement_fills_at_the_latest_price(world: World):
 # -- R6. liquidity given back on every path ----------------------------------------------
 
 
-async def test_a_placement_taken_over_gives_back_the_book_it_took(world: World):
+@pytest.mark.parametrize("cut_before", ["users.find_one", "ledger.insert_many"])
+async def test_a_placement_taken_over_gives_back_the_book_it_took(world: World, cut_before: str):
     """`_plan_on_tick` takes the plan's quantity from the tick's shared book; when the
-    placement then finds it lost its order (begin -> LostOwnership) nothing gives it
-    back: that part of the tick's book is gone though nothing traded (with Redis, for
-    every instance)."""
+    placement then finds it lost its order (its hold voided by the sweep) nothing gave
+    it back: that part of the tick's book was gone though nothing traded (with Redis,
+    for every instance)."""
     tick = set_price(world, "100.00")
     user = await funded(world)
     placing = await world.act("place", lambda e: e.place(user, buy("0.5"), SYSTEM))
-    await until(world, placing, "orders.find_one_and_update")  # planned, about to begin
+    await until(world, placing, cut_before)  # planned (and recorded), funds not held yet
+    assert await world.liquidity.left(tick) == Decimal("2.5")
     world.clock.advance(LEASE + 1)
     await world.scheduler.finish(await world.act("sweep", lambda e: e.recover()))
     answer = await world.scheduler.finish(placing)
-    assert answer.status == OrderStatus.OPEN  # the sweep let it rest: nothing filled
+    assert answer.status == OrderStatus.REJECTED  # the sweep voided its hold: no fill
     assert await world.liquidity.left(tick) == Decimal(3)
+    assert await world.db["trades"].count_documents({}) == 0
     await clean(world)
 
 

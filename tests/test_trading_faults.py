@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from bson import Decimal128
@@ -162,7 +163,7 @@ async def test_a_placement_stalled_at_any_point_past_its_lease_answers_the_truth
 async def test_a_placement_slower_than_usual_but_within_its_lease_is_left_alone(world: World):
     user = await funded(world)
     placing = await world.act("place", lambda e: e.place(user, buy("0.5"), SYSTEM))
-    await until(world, placing, "ledger.insert_one")  # about to reserve the funds
+    await until(world, placing, "ledger.insert_many")  # about to reserve the funds and fill
     world.clock.advance(LEASE - 1)  # slow, not dead
     assert await sweep(world) == {"orders": 0, "adjustments": 0, "failed": 0}
     answer = await world.scheduler.finish(placing)
@@ -190,7 +191,7 @@ async def test_a_fill_resumed_after_the_sweep_finished_it_and_70_more_changes_is
     assert resting.status == "OPEN"
     crossing = set_price(world, "98.00")
     matcher = await world.act("match", lambda e: e.match_tick(crossing))
-    await until(world, matcher, "ledger.insert_one")  # the fill planned, its entries next
+    await until(world, matcher, "ledger.insert_many")  # the fill planned, its entries next
     world.clock.advance(LEASE + 1)
     await sweep(world)  # takes the fill over and completes it
     engine = world.engine()
@@ -321,7 +322,9 @@ async def test_a_tick_matched_while_an_order_is_being_placed_never_fills_it(
     user = await funded(world)
     request = buy("0.5", OrderType.LIMIT, limit_price=Decimal("101.00"), time_in_force=tif)
     placing = await world.act("place", lambda e: e.place(user, request, SYSTEM))
-    await until(world, placing, "orders.find_one_and_update")  # funds held, about to fill
+    # Funds held and its fill's entries written (planned before the order was), its
+    # trade and its completion next.
+    await until(world, placing, "trades.insert_one")
     crossing = set_price(world, "100.00")
     matcher = await world.act("match", lambda e: e.match_tick(crossing))
     await world.scheduler.finish(matcher)
@@ -337,21 +340,33 @@ async def test_a_tick_matched_while_an_order_is_being_placed_never_fills_it(
     await clean(world)
 
 
-async def test_an_ioc_cut_off_after_reserving_is_canceled_by_the_sweep_not_left_resting(
-    world: World,
+@pytest.mark.parametrize(
+    ("limit", "cut_before", "decided"),
+    [
+        ("101.00", "balances.bulk_write", "FILLED"),  # its hold and fill entries written
+        ("101.00", "trades.insert_one", "FILLED"),
+        ("101.00", "orders.find_one_and_update", "FILLED"),
+        ("90.00", "balances.update_one", "CANCELED"),  # not fillable: hold and release
+        ("90.00", "orders.find_one_and_update", "CANCELED"),
+    ],
+)
+async def test_an_ioc_cut_off_after_reserving_is_finished_as_decided_not_left_resting(
+    world: World, limit: str, cut_before: str, decided: str
 ):
-    """Defect 8: an interrupted IOC/FOK was reopened by the sweep as a resting order."""
+    """Defect 8: an interrupted IOC/FOK was reopened by the sweep as a resting order.
+    Its fill (or cancel) is decided when it is placed and recorded in the order: the
+    sweep carries that out, once."""
     user = await funded(world)
-    request = buy(
-        "0.5", OrderType.LIMIT, limit_price=Decimal("101.00"), time_in_force=TimeInForce.IOC
-    )
+    request = buy("0.5", OrderType.LIMIT, limit_price=Decimal(limit), time_in_force=TimeInForce.IOC)
     placing = await world.act("place", lambda e: e.place(user, request, SYSTEM))
-    await until(world, placing, "orders.find_one_and_update")  # held, not filled yet
+    await until(world, placing, cut_before)
     await world.scheduler.crash(placing)
     world.clock.advance(LEASE + 1)
     await sweep(world)
     (cut,) = await world.db["orders"].find({"user_id": user.user_id}).to_list()
-    assert cut["status"] == "CANCELED" and cut["reject_reason"].startswith("interrupted")
+    assert cut["status"] == decided
+    trades = await world.db["trades"].count_documents({"order_id": cut["_id"]})
+    assert trades == (1 if decided == "FILLED" else 0)
     await clean(world)
 
 
@@ -465,4 +480,171 @@ async def test_a_hold_that_fails_ambiguously_is_settled_by_the_sweep_not_orphane
     world.clock.advance(LEASE + 1)
     await sweep(world)
     assert (await order(world, cut["_id"]))["status"] == "OPEN"  # its hold was applied
+    await clean(world)
+
+
+class LostMidBatch:
+    """A ledger collection whose next batch insert reaches the store only in part (the
+    first `written` entries, as an ordered insert applies them) and then fails: the
+    connection is lost in the middle of the batch, and so is the process."""
+
+    def __init__(self, inner: Any, written: int) -> None:
+        self.inner, self.written = inner, written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def insert_many(self, documents: list[dict[str, Any]], **kwargs: Any) -> Any:
+        await self.inner.scheduler.gate("ledger.insert_many")
+        if self.written:
+            await self.inner.inner.insert_many(documents[: self.written], **kwargs)
+        raise AutoReconnect("connection reset in the middle of a batch")
+
+
+@pytest.mark.parametrize(
+    ("side", "written"),
+    [(Side.BUY, 0), (Side.BUY, 1), (Side.BUY, 2), (Side.SELL, 1), (Side.SELL, 2)],
+)
+async def test_a_placement_whose_batch_reached_the_store_in_part_is_finished_by_the_sweep(
+    world: World, side: Side, written: int
+):
+    """Its hold and fill entries are one ordered insert: a prefix of it may be written
+    when the placement dies. With the hold written, the sweep carries out the fill
+    recorded in the order (each entry once); without it, the order is rejected."""
+    user = await funded(world, btc="1")
+    engine = world.engine()
+    engine.ledger.entries = LostMidBatch(engine.ledger.entries, written)  # type: ignore[assignment]
+    request = OrderRequest(symbol="BTC", side=side, type=OrderType.MARKET, quantity=Decimal("0.5"))
+    placing = await world.scheduler.start("place", engine.place(user, request, SYSTEM))
+    await until(world, placing, "ledger.insert_many")
+    await world.scheduler.step(placing)  # the batch, in part; the request fails
+    assert isinstance(placing.task.exception(), AutoReconnect)
+    await world.scheduler.crash(placing)
+    world.clock.advance(LEASE + 1)
+    await sweep(world)
+    (cut,) = await world.db["orders"].find({"user_id": user.user_id, "side": side.value}).to_list()
+    assert cut["status"] == ("REJECTED" if written == 0 else "FILLED")
+    assert await world.db["trades"].count_documents({"order_id": cut["_id"]}) == (written > 0)
+    await clean(world)
+
+
+async def cancel_commands(world: World) -> int:
+    """How many store commands an undisturbed cancel of a resting order sends."""
+    user = await funded(world)
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    resting = await world.scheduler.finish(
+        await world.act("p", lambda e: e.place(user, request, SYSTEM))
+    )
+    actor = await world.act("probe", lambda e: e.cancel(user, resting.id, SYSTEM))
+    await world.scheduler.finish(actor)
+    return actor.sent
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        buy("1", OrderType.LIMIT, limit_price=Decimal("90.00")),  # rests
+        buy("0.5"),  # fills at once: the hold and both legs in one batch
+        buy("2"),  # fills over the book: part now, the rest rests
+        buy("0.5", OrderType.LIMIT, limit_price=Decimal("90.00"), time_in_force=TimeInForce.IOC),
+        OrderRequest(symbol="BTC", side=Side.SELL, type=OrderType.MARKET, quantity=Decimal("0.5")),
+    ],
+    ids=["resting-limit", "market", "market-partial", "ioc-canceled", "market-sell"],
+)
+async def test_a_placement_killed_at_any_point_is_finished_or_rejected_by_the_sweep(
+    world: World, request_: OrderRequest
+):
+    """The placement's process dies before each of its store commands in turn (the
+    batched ones included): the sweep finishes what its recorded plan says or rejects
+    it, every entry once, and the books are settled and reconciled."""
+    total = await placement_commands(world, request_)
+    for point in range(total):
+        set_price(world, "100.00")
+        user = await funded(world, btc="1")
+        placing = await world.act("place", lambda e, u=user: e.place(u, request_, SYSTEM))
+        for _ in range(point):
+            await world.scheduler.step(placing)
+        await world.scheduler.crash(placing)
+        world.clock.advance(LEASE + 1)
+        await sweep(world)
+        # None when it died before writing its order (opening the account first).
+        for cut in await world.db["orders"].find({"user_id": user.user_id}).to_list():
+            settled = ("REJECTED", "OPEN", "PARTIALLY_FILLED", "FILLED", "CANCELED")
+            assert cut["status"] in settled and cut["owner"] is None, (point, cut["status"])
+        await clean(world)
+
+
+async def test_a_cancel_killed_at_any_point_is_carried_out_by_the_sweep(world: World):
+    """The cancel records itself on the order in the write that takes it: killed before
+    any later command, the sweep releases the hold and closes the order, once."""
+    total = await cancel_commands(world)
+    assert total >= 4
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    for point in range(1, total):
+        user = await funded(world)
+        placing = await world.act("p", lambda e, u=user: e.place(u, request, SYSTEM))
+        resting = await world.scheduler.finish(placing)
+        canceling = await world.act(
+            "cancel", lambda e, u=user, o=resting.id: e.cancel(u, o, SYSTEM)
+        )
+        for _ in range(point):
+            await world.scheduler.step(canceling)
+        await world.scheduler.crash(canceling)
+        world.clock.advance(LEASE + 1)
+        await sweep(world)
+        stored = await order(world, resting.id)
+        assert stored["status"] == "CANCELED" and stored["owner"] is None, point
+        assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
+        await clean(world)
+
+
+async def test_reconcile_counts_a_cancel_cut_off_between_its_release_and_its_close(world: World):
+    """A cancel records itself as the order's close request, not as work: what it
+    releases follows from the order. Cut off after its release entry, reconcile still
+    finds the held amount equal to what the order reserves (its release included)."""
+    user = await funded(world)
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    resting = await world.scheduler.finish(
+        await world.act("place", lambda e: e.place(user, request, SYSTEM))
+    )
+    canceling = await world.act("cancel", lambda e: e.cancel(user, resting.id, SYSTEM))
+    await until(world, canceling, "orders.find_one_and_update", times=2)  # released; close next
+    await world.scheduler.crash(canceling)
+    assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
+    report = await reconcile(world.db, now=world.clock())
+    assert report.ok, report.discrepancies
+    world.clock.advance(LEASE + 1)
+    await sweep(world)
+    assert (await order(world, resting.id))["status"] == "CANCELED"
+    await clean(world)
+
+
+async def test_a_batch_refused_in_the_middle_applies_the_rest_one_by_one(world: World):
+    """Another instance moved the buyer's BTC balance after this one's snapshot of it:
+    the batch (hold, USD leg, BTC leg) is refused at the BTC leg's number, after the
+    first two were written. Each entry is still written once, at the right number."""
+    user = await funded(world, btc="1")
+    here, there = world.engine(), world.engine()
+    await world.scheduler.finish(  # `here` sees the BTC balance (a sale of 0.5)
+        await world.scheduler.start(
+            "sell",
+            here.place(
+                user,
+                OrderRequest(
+                    symbol="BTC", side=Side.SELL, type=OrderType.MARKET, quantity=Decimal("0.5")
+                ),
+                SYSTEM,
+            ),
+        )
+    )
+    await there.adjust_balance(ADMIN, user.user_id, "BTC", Decimal("0.25"), "gift", SYSTEM, "g")
+    set_price(world, "100.00")
+    buying = await world.scheduler.start("buy", here.place(user, buy("0.5"), SYSTEM))
+    done = await world.scheduler.finish(buying)
+    assert done.status == "FILLED"
+    btc = await world.db["balances"].find_one({"_id": f"{user.user_id}:BTC"})
+    assert btc["available"].to_decimal() == Decimal("1.25")
+    assert btc["seq"] == await world.db["ledger"].count_documents(
+        {"account": user.user_id, "asset": "BTC", "seq": {"$ne": None}}
+    )
     await clean(world)

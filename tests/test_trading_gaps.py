@@ -94,7 +94,7 @@ async def test_the_sweep_leaves_live_work_alone_until_its_lease_runs_out(world: 
     )
     crossing = set_price(world, "98.00")
     matcher = await world.act("match", lambda e: e.match_tick(crossing))
-    await until(world, matcher, "ledger.insert_one")  # the fill recorded, entries next
+    await until(world, matcher, "ledger.insert_many")  # the fill recorded, entries next
     world.clock.advance(LEASE - 1)
     assert await sweep(world) == {"orders": 0, "adjustments": 0, "failed": 0}
     owned = await world.db["orders"].find_one({"_id": placed.id})

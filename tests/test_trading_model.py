@@ -17,7 +17,7 @@ import asyncio
 import os
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -93,6 +93,10 @@ def order_requests(draw: st.DrawFn) -> OrderRequest:
 
 class MoneyPath(RuleBasedStateMachine):
     store_url = ""
+    # Over every schedule of a run: the commands actors were stopped at (between which
+    # a schedule can pause, step or kill them), and those they were killed at.
+    stopped_at: ClassVar[set[str]] = set()
+    killed_at: ClassVar[set[str]] = set()
 
     def __init__(self) -> None:
         super().__init__()
@@ -222,6 +226,7 @@ class MoneyPath(RuleBasedStateMachine):
     def crash(self, index: int) -> None:
         actor = self._pick(index)
         self.crashed.add(actor)
+        MoneyPath.killed_at.add(actor.next)
         self.run(self.world.scheduler.crash(actor))
 
     @rule(seconds=st.sampled_from([1, 4, LEASE + 1]))
@@ -265,6 +270,7 @@ class MoneyPath(RuleBasedStateMachine):
         try:
             self.run(self._settle())
         finally:
+            MoneyPath.stopped_at |= self.world.scheduler.stopped_at
             self.run(self.client.drop_database(self.world.db.name))
             self.run(self.client.close())
             self.loop.close()
@@ -309,3 +315,18 @@ async def test_the_money_path_keeps_its_books_under_any_schedule(store_server):
         print_blob=True,
     )
     await asyncio.to_thread(run_state_machine_as_test, MoneyPath, settings=profile)
+    # Actors wait at a gate before every kind of write an order makes, the batched ones
+    # included (its hold with its fill's entries, both balances in one update): a
+    # schedule can pause or kill an actor there. (tests/test_trading_faults.py kills a
+    # placement and a cancel at each of their commands in turn, deterministically.)
+    placing = {
+        "orders.insert_one",
+        "users.find_one",
+        "ledger.insert_one",
+        "ledger.insert_many",
+        "balances.update_one",
+        "balances.bulk_write",
+        "trades.insert_one",
+        "orders.find_one_and_update",
+    }
+    assert placing <= MoneyPath.stopped_at, placing - MoneyPath.stopped_at

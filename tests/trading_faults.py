@@ -45,6 +45,7 @@ LIVE = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 COMMANDS = {
     "insert_one",
     "insert_many",
+    "bulk_write",
     "update_one",
     "update_many",
     "find_one",
@@ -82,6 +83,7 @@ class Scheduler:
     def __init__(self, timeout: float = 60.0) -> None:
         self.actors: list[Actor] = []
         self.timeout = timeout
+        self.stopped_at: set[str] = set()  # every command an actor waited at a gate for
 
     async def gate(self, command: str) -> None:
         actor = CURRENT.get()
@@ -91,6 +93,7 @@ class Scheduler:
             raise Crash(actor.name)
         actor.gate = asyncio.get_running_loop().create_future()
         actor.next = command
+        self.stopped_at.add(command)
         actor.parked.set()
         await actor.gate
         actor.sent += 1

@@ -4,8 +4,12 @@ the live valuation pushed to `portfolio` subscribers.
 - `valuation(user_id)`: balances + books (checkpointed fold of the ledger) + quotes:
   a constant number of store commands whatever the number of holdings or trades.
 - Snapshots (the points of `history`): on the feed leader, every
-  SNAPSHOT_INTERVAL_MINUTES for every account, and after every trade; deterministic ids
-  make a retried or doubled snapshot a no-op.
+  SNAPSHOT_INTERVAL_MINUTES for every account (deterministic ids make a retried or
+  doubled one a no-op), and after trades: coalesced, at most one point per account per
+  TRADE_POINT_EVERY, written off the request path by one background writer (the first
+  trade after a quiet interval at once, later ones as one point at the interval's end).
+  A point is a valuation of what the ledger held at that time: one lost to a crash
+  costs the chart a point, never a balance, and the next trade or schedule writes one.
 - Live: one watch per user on each instance, shared by all that user's subscribers.
   A tick of a held asset marks it dirty, an order event marks its books stale; at most
   once per PUSH_EVERY a dirty watch is valued once and the same value goes to every
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -29,7 +34,7 @@ from bson import Decimal128
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import new_id, now_ms
 from cryptovault.documents.portfolio import PortfolioSnapshotDocument
 from cryptovault.documents.trading import BalanceDocument
 from cryptovault.errors import BadUserInput
@@ -50,6 +55,8 @@ RELOAD_EVERY = 60.0  # seconds: watched books are reloaded at least this often
 PUMP_EVERY = 0.1
 SNAPSHOT_CONCURRENCY = 8
 MAX_POINTS = 500
+# At most one history point per account per this, however many trades it makes.
+TRADE_POINT_EVERY = 60.0  # seconds
 FILL_STATUSES = (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)
 
 
@@ -137,10 +144,17 @@ class PortfolioService:
         self.valuations = 0  # live valuations computed (one per user per change)
         self._watches: dict[str, _Watch] = {}
         self._by_symbol: dict[str, set[str]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._pump: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
+        # Trade points: when each account's next one is due (monotonic), when its last
+        # one was taken (kept for an interval), and the writer that takes them.
+        self.trade_point_every = TRADE_POINT_EVERY
+        self._points_due: dict[str, float] = {}
+        self._points_taken: dict[str, float] = {}
+        self._points_wake = asyncio.Event()
+        self._points_lock = asyncio.Lock()
+        self._point_writer: asyncio.Task[None] | None = None
         bus.subscribe(ORDERS_CHANNEL, self._on_order_event)
         market.add_tick_listener(self._on_tick)
 
@@ -284,15 +298,70 @@ class PortfolioService:
             watch.stale = watch.dirty = True
         fills = int(message.get("fills") or 0)
         if fills and message.get("status") in FILL_STATUSES and self.market.is_leader:
-            # A trade landed: a history point after it (once per fill, whoever runs it).
-            trade_id = f"{message.get('id') or message.get('_id')}:{fills - 1}"
-            self._spawn(self._snapshot_quietly(user_id, f"{user_id}:t:{trade_id}"))
+            self._trade_point_due(user_id)
 
-    async def _snapshot_quietly(self, user_id: str, snapshot_id: str) -> None:
-        try:
-            await self.snapshot(user_id, "trade", snapshot_id)
-        except Exception:
-            log.exception("portfolio snapshot after a trade failed", extra={"user": user_id})
+    # -- trade points ------------------------------------------------------------------
+
+    def _trade_point_due(self, user_id: str) -> None:
+        """A trade landed: a history point after it, at once if the account had none
+        for an interval, else one at the interval's end for every trade until then."""
+        if user_id in self._points_due or self._closing:
+            return  # one is due already: it will include this trade
+        now = time.monotonic()
+        last = self._points_taken.get(user_id)
+        self._points_due[user_id] = now if last is None else last + self.trade_point_every
+        self._points_wake.set()
+        if self._point_writer is None or self._point_writer.done():
+            # Its own context: the writer serves every request, it belongs to none.
+            self._point_writer = asyncio.get_running_loop().create_task(
+                self._write_trade_points(),
+                name="portfolio-trade-points",
+                context=contextvars.Context(),
+            )
+
+    async def _write_trade_points(self) -> None:
+        while not self._closing and (self._points_due or self._points_taken):
+            self._points_wake.clear()
+            await self.write_trade_points(time.monotonic())
+            now = time.monotonic()
+            for user_id, at in list(self._points_taken.items()):
+                if now - at >= self.trade_point_every:
+                    del self._points_taken[user_id]  # quiet for an interval: forgotten
+            wake = [
+                *self._points_due.values(),
+                *(at + self.trade_point_every for at in self._points_taken.values()),
+            ]
+            if not wake:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._points_wake.wait(), max(0.0, min(wake) - now))
+
+    async def write_trade_points(self, until: float | None = None) -> int:
+        """Take the trade points due by `until` (monotonic; None: every one pending)."""
+        async with self._points_lock:
+            due = [
+                user_id for user_id, at in self._points_due.items() if until is None or at <= until
+            ]
+            if not due:
+                return 0
+            taken = time.monotonic()
+            for user_id in due:
+                del self._points_due[user_id]
+                self._points_taken[user_id] = taken
+            gate = asyncio.Semaphore(SNAPSHOT_CONCURRENCY)
+
+            async def one(user_id: str) -> None:
+                async with gate:
+                    try:
+                        # Its own id: two points of one account never share one.
+                        await self.snapshot(user_id, "trade", f"{user_id}:t:{new_id()}")
+                    except Exception:
+                        log.exception(
+                            "portfolio snapshot after a trade failed", extra={"user": user_id}
+                        )
+
+            await asyncio.gather(*(one(u) for u in due))
+            return len(due)
 
     def _on_tick(self, tick: Tick) -> None:
         for user_id in self._by_symbol.get(tick.symbol, ()):
@@ -375,15 +444,9 @@ class PortfolioService:
 
     # -- plumbing --------------------------------------------------------------------
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
-        """Wait for snapshots being taken after trades."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Take the trade points pending now (after those being taken)."""
+        await self.write_trade_points()
 
     async def close(self, timeout: float = 5.0) -> None:
         self._closing = True
@@ -393,7 +456,8 @@ class PortfolioService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout)
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait_for(self.drain(), timeout)  # points due: taken, not lost
+        if self._point_writer is not None:
+            self._point_writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._point_writer

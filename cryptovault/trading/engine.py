@@ -65,7 +65,13 @@ from cryptovault.trading.enums import (
     Side,
     TimeInForce,
 )
-from cryptovault.trading.fills import LostOwnership, OrderWork, hold_change
+from cryptovault.trading.fills import (
+    LostOwnership,
+    OrderWork,
+    hold_change,
+    ledger_changes,
+    work_of,
+)
 from cryptovault.trading.ledger import HOUSE_FUNDING, USD, Change, Ledger, Line, Outcome
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity
 from cryptovault.trading.rules import CENT, Fees, OrderRequest, OrderState
@@ -278,21 +284,36 @@ class TradingEngine:
             "created_at": now,
             "updated_at": now,
         }
+        # What the current price does to the order is decided before it is written and
+        # recorded in it (`work`): its ledger entries are then written with its hold,
+        # and a placement cut off after its hold is finished as planned by the sweep.
+        planned = await self._plan_placement(doc, asset)
+        if planned.plan is not None:
+            doc["work"] = work_of(planned.plan, 0, now)
+        if planned.triggered:
+            doc["triggered"] = True
+            doc["history"].append({"status": "TRIGGERED", "at": now})
         try:
             await self.orders.insert_one(doc)
         except DuplicateKeyError:
+            await planned.give_back(self.liquidity)
             return await self._placed_already(key)
         # After the order is written: a freeze either sees this order (and cancels
         # it) or set the flag before this read (and the order is refused here).
         if await self.users.find_one({"_id": user_id, "frozen": True}, {"_id": 1}):
+            await planned.give_back(self.liquidity)
             with contextlib.suppress(LostOwnership):  # else the sweep rejected it already
                 await self.work.reject(doc, FROZEN)
             raise Forbidden(
                 "The account is frozen: it cannot place orders", reason="ACCOUNT_FROZEN"
             )
+        changes = [hold_change(doc, hold)]
+        if doc["work"] is not None:
+            changes += ledger_changes(doc, doc["work"])
         try:
-            outcome = await self.ledger.apply(hold_change(doc, hold))
+            outcome = await self.ledger.apply_all(changes)
         except InsufficientFunds as refused:
+            await planned.give_back(self.liquidity)
             try:
                 doc = await self.work.reject(doc, f"{FUNDS_REFUSED}: {refused.message}")
             except LostOwnership:
@@ -304,6 +325,7 @@ class TradingEngine:
         if outcome is Outcome.VOID:
             # Taken over before the funds were reserved: the void decided it, the
             # sweep that wrote it rejects the order (maybe not yet: answer the outcome).
+            await planned.give_back(self.liquidity)
             doc = await self._settle(await self._read(order_id))
             if doc["status"] == OrderStatus.PENDING:
                 doc = {
@@ -331,22 +353,29 @@ class TradingEngine:
             },
         )
         try:
-            doc = await self._execute_on_placement(doc, asset)
+            if doc["work"] is not None:  # its entries are written with the hold
+                doc = await self.work.complete(doc, applied=True)
+            elif self._expired(doc):
+                doc = await self.work.close(doc, OrderStatus.EXPIRED, None)
+            else:
+                doc = await self.work.let_go(doc)
         except LostOwnership:
             # Stalled past its lease: the sweep finished the placement. Its true state:
             doc = await self._read(order_id)
         await self._done(doc)
         return OrderDocument.model_validate(doc)
 
-    async def _execute_on_placement(self, doc: dict[str, Any], asset: Asset) -> dict[str, Any]:
+    async def _plan_placement(self, doc: dict[str, Any], asset: Asset) -> _Planned:
+        """What the current price does to an order being placed: a fill (TAKER), an
+        IOC/FOK decided, a stop triggered, or nothing (it rests)."""
         state = OrderState.of(doc)
         kind = OrderType(doc["type"])
         tif = TimeInForce(doc["time_in_force"])
         if self._expired(doc):
-            return await self.work.close(doc, OrderStatus.EXPIRED, None)
+            return _Planned()
         # The latest tick, not the one validation saw: a request that stalled in
         # between fills at today's price. (A stall after this is bounded by the lease:
-        # past it the order is taken over and this plan dropped.)
+        # past it the order is taken over, and its plan completed or dropped.)
         quote = self.market.quote(asset.symbol)
         tick = quote.tick if quote is not None else None
         triggered = False
@@ -368,15 +397,7 @@ class TradingEngine:
             )
         if plan is None and tif.immediate:
             plan = rules.close_plan(state, OrderStatus.CANCELED, f"{tif.value}: not fillable now")
-        if plan is None:
-            return await self.work.let_go(doc, triggered=triggered)
-        try:
-            doc = await self.work.begin(doc, plan, triggered=triggered)
-        except LostOwnership:
-            if tick is not None:  # the plan's share of the book was never used
-                await self.liquidity.give_back(tick, plan.quantity)
-            raise
-        return await self.work.complete(doc)
+        return _Planned(plan, triggered, tick)
 
     def _expired(self, doc: dict[str, Any]) -> bool:
         expires = doc.get("expires_at")
@@ -447,10 +468,20 @@ class TradingEngine:
     async def cancel(self, viewer: Viewer, order_id: str, origin: Origin) -> OrderDocument:
         """Cancel an open order (or one being placed or filled: its owner closes it as
         soon as it is done; the answer then shows cancelRequested)."""
-        doc = await self.orders.find_one({"_id": order_id, "user_id": viewer.user_id})
+        # Most orders canceled are resting and unowned: taken, with the cancel recorded,
+        # in one write (no read first); any other is read and asked of its owner.
+        status = OrderStatus.CANCELED
+        taken = await self.work.take_open(
+            order_id, self._owner("close"), viewer.user_id, close=(status, None)
+        )
+        doc = await self._close_taken(taken, status, None) if taken is not None else None
+        if doc is None:
+            doc = await self.orders.find_one({"_id": order_id, "user_id": viewer.user_id})
         if doc is None:
             raise NotFound("No such order", id=order_id)
-        if doc["status"] in LIVE:
+        if taken is not None:
+            canceled = True
+        elif doc["status"] in LIVE:
             doc = await self._close_or_request(doc, OrderStatus.CANCELED, None)
             requested = doc["status"] in LIVE and doc.get("close_request") is not None
             canceled = doc["status"] == OrderStatus.CANCELED or requested
@@ -474,14 +505,11 @@ class TradingEngine:
         for _ in range(5):
             if doc["status"] not in LIVE:
                 return doc
-            taken = await self.work.take_open(doc["_id"], self._owner("close"))
+            taken = await self.work.take_open(
+                doc["_id"], self._owner("close"), close=(status, reason)
+            )
             if taken is not None:
-                try:
-                    doc = await self.work.close(taken, status, reason)
-                except LostOwnership:
-                    doc = await self._read(doc["_id"])
-                await self._done(doc)
-                return doc
+                return await self._close_taken(taken, status, reason)
             if await self.work.request_close(doc["_id"], status, reason):
                 doc = await self._read(doc["_id"])
                 return await self._settle(doc) if wait else doc
@@ -489,6 +517,17 @@ class TradingEngine:
             if doc.get("close_request"):
                 return await self._settle(doc) if wait else doc
         raise Conflict("The order kept changing while closing it: try again", id=doc["_id"])
+
+    async def _close_taken(
+        self, taken: dict[str, Any], status: OrderStatus, reason: str | None
+    ) -> dict[str, Any]:
+        """Close an order taken with this close recorded (take_open(close=...))."""
+        try:
+            doc = await self.work.close(taken, status, reason)
+        except LostOwnership:
+            doc = await self._read(taken["_id"])
+        await self._done(doc)
+        return doc
 
     async def cancel_all(
         self, user_id: str, actor: Viewer, origin: Origin, reason: str = "account frozen"
@@ -666,10 +705,10 @@ class TradingEngine:
         taken = await self.work.take_over(doc, self._owner("sweep"))
         if taken is None:
             return  # its owner finished meanwhile, or another sweep took it
-        if taken.get("work"):
+        if taken["status"] == OrderStatus.PENDING:
+            stage = "placing"  # maybe with its plan recorded: done if its hold was
+        elif taken.get("work"):
             stage = "filling"
-        elif taken["status"] == OrderStatus.PENDING:
-            stage = "placing"
         else:
             stage = "idle"
         if self.metrics is not None:
@@ -698,6 +737,10 @@ class TradingEngine:
         outcome = await self.ledger.void(hold_change(doc, rules.ZERO))
         if outcome is Outcome.VOID:
             return await self.work.reject(doc, INTERRUPTED)
+        if doc.get("work"):
+            # Planned when it was placed (an IOC or FOK decided then included): the
+            # plan is carried out, entries written already or not.
+            return await self.work.complete(doc)
         if TimeInForce(doc["time_in_force"]).immediate:
             return await self.work.close(
                 doc, OrderStatus.CANCELED, "interrupted before it could fill"
@@ -759,6 +802,20 @@ class TradingEngine:
     async def _on_order_event(self, message: dict[str, Any]) -> None:
         order = OrderDocument.model_validate(message)
         self.hub.publish(orders_topic(order.user_id), order)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A placement's plan, and the tick whose book lent it its quantity."""
+
+    plan: rules.Fill | None = None
+    triggered: bool = False
+    tick: Tick | None = None
+
+    async def give_back(self, liquidity: LiquidityBook) -> None:
+        """The plan will never be carried out: its share of the tick's book is free."""
+        if self.plan is not None and self.tick is not None and self.plan.quantity > 0:
+            await liquidity.give_back(self.tick, self.plan.quantity)
 
 
 def _aware(at: datetime) -> datetime:

@@ -12,7 +12,10 @@ order go, and taking over work whose owner's lease ran out.
 - Work is recorded on the order before any of it is done (`work`: the fill planned to
   the cent, the close and what it releases), so completing it is mechanical: whoever
   owns the order next completes the same work. Its ledger entries and trade have
-  deterministic ids, so they are written once, forever (trading/ledger.py).
+  deterministic ids, so they are written once, forever (trading/ledger.py). A
+  placement records its plan in the order's first write; a close taken with its close
+  request recorded (a cancel) needs no other record: what it releases follows from
+  the order, unchanged until the close completes.
 - Letting go is conditional on no close request: a cancel, expiry or freeze asked
   while the order was owned is carried out by its owner before it lets go.
 """
@@ -184,6 +187,11 @@ def ledger_changes(doc: dict[str, Any], work: dict[str, Any]) -> list[Change]:
     ]
 
 
+def close_request(status: OrderStatus, reason: str | None) -> dict[str, Any]:
+    """A close asked of an order's owner, as recorded on the order."""
+    return {"status": status.value, "reason": reason}
+
+
 def _events(doc: dict[str, Any], status: OrderStatus, now: datetime) -> list[dict[str, Any]]:
     events = []
     if doc["status"] == OrderStatus.PENDING and status is not OrderStatus.REJECTED:
@@ -233,9 +241,16 @@ class OrderWork:
         )
 
     async def take_open(
-        self, order_id: str, owner: str, user_id: str | None = None
+        self,
+        order_id: str,
+        owner: str,
+        user_id: str | None = None,
+        *,
+        close: tuple[OrderStatus, str | None] | None = None,
     ) -> dict[str, Any] | None:
-        """Take an unowned open order by id (a cancel, an expiry)."""
+        """Take an unowned open order by id (a cancel, an expiry). `close`: the close
+        the taker is about to make, recorded in the same write (as a close request:
+        whoever owns the order next carries it out, and `close` needs no other record)."""
         query: dict[str, Any] = {
             "_id": order_id,
             "owner": None,
@@ -243,8 +258,11 @@ class OrderWork:
         }
         if user_id is not None:
             query["user_id"] = user_id
+        fields = self._taken(owner)
+        if close is not None:
+            fields["close_request"] = close_request(*close)
         return await self.orders.find_one_and_update(
-            query, {"$set": self._taken(owner), "$inc": {"fence": 1}}, return_document=AFTER
+            query, {"$set": fields, "$inc": {"fence": 1}}, return_document=AFTER
         )
 
     async def take_over(self, doc: dict[str, Any], owner: str) -> dict[str, Any] | None:
@@ -299,14 +317,21 @@ class OrderWork:
             raise LedgerError(f"order {doc['_id']} already has work in flight")
         return done
 
-    async def complete(self, doc: dict[str, Any]) -> dict[str, Any]:
+    async def complete(
+        self, doc: dict[str, Any], *, work: dict[str, Any] | None = None, applied: bool = False
+    ) -> dict[str, Any]:
         """Do the owned order's recorded work (ledger entries, trade), write its result
-        and let the order go (closing it first if a close was requested)."""
-        work = doc["work"]
+        and let the order go (closing it first if a close was requested).
+
+        `work`: the work when it is not on the order because it follows from what is
+        (a requested close: close_plan of the order as it is, the same for whoever
+        owns it next). `applied`: its ledger entries are written already (placement
+        writes them with its hold: Ledger.apply_all)."""
+        work = work if work is not None else doc["work"]
         fill = fill_of(work)
-        for change in ledger_changes(doc, work):
-            if await self.ledger.apply(change) is Outcome.VOID:  # pragma: no cover - a bug
-                raise LedgerError(f"{change.id} was voided")
+        changes = [] if applied else ledger_changes(doc, work)
+        if changes and await self.ledger.apply_all(changes) is Outcome.VOID:
+            raise LedgerError(f"{changes[0].id} was voided")  # pragma: no cover - a bug
         if fill.quantity > 0:
             await self._record_trade(doc, work, fill)
         state = OrderState.of(doc)
@@ -408,8 +433,14 @@ class OrderWork:
     async def close(
         self, doc: dict[str, Any], status: OrderStatus, reason: str | None
     ) -> dict[str, Any]:
-        """Close the owned order, releasing what it still holds."""
-        doc = await self.begin(doc, close_plan(OrderState.of(doc), status, reason))
+        """Close the owned order, releasing what it still holds. When the order records
+        this close as requested and has no work in flight, the close follows from the
+        order as it is (whoever owns it next releases the same): nothing to record
+        first. Otherwise the close is recorded as its work before any of it is done."""
+        plan = close_plan(OrderState.of(doc), status, reason)
+        if not doc.get("work") and doc.get("close_request") == close_request(status, reason):
+            return await self.complete(doc, work=work_of(plan, doc.get("fills", 0), self.clock()))
+        doc = await self.begin(doc, plan)
         return await self.complete(doc)
 
     async def reject(self, doc: dict[str, Any], reason: str) -> dict[str, Any]:
@@ -422,6 +453,7 @@ class OrderWork:
                     "status": OrderStatus.REJECTED.value,
                     "reject_reason": reason,
                     "hold_remaining": _d(ZERO),
+                    "work": None,
                     "owner": None,
                     "lease_until": None,
                     "close_request": None,
@@ -449,7 +481,7 @@ class OrderWork:
                     ]
                 },
             },
-            {"$set": {"close_request": {"status": status.value, "reason": reason}}},
+            {"$set": {"close_request": close_request(status, reason)}},
             return_document=AFTER,
         )
         return done is not None

@@ -16,6 +16,10 @@ process can bring up to date:
 - The balance records the number it includes (`seq`) and moves from n to n + 1 by
   one conditional update adding entry n + 1's amounts; whoever finds an entry the
   balance does not include yet (its writer died in between) applies it.
+- The entries of one movement (a hold and its fill's legs) may be written as one
+  ordered insert, numbered from this instance's snapshots, and their balances moved in
+  one update (`apply_all`): an entry refused (a number taken, an id voided) stops the
+  insert there, and it and the rest are applied one by one as above.
 - A change decided NOT to happen (e.g. the hold of an order whose placement was cut
   off and taken over) is written as a void entry under the same id: a paused writer
   that wakes up finds the id taken and learns that it lost.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -34,8 +38,9 @@ from enum import StrEnum
 from typing import Any
 
 from bson import Decimal128
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.errors import InsufficientFunds
@@ -211,6 +216,108 @@ class Ledger:
             after = Snapshot(seq, available, held)
             await self._advance(bid, change.account, change.asset, state, after)
             return Outcome.APPLIED
+
+    async def apply_all(self, changes: Sequence[Change]) -> Outcome:
+        """Apply `changes` in order, once each, as `apply` would one after the other,
+        in two store commands when this instance's snapshots of their balances are
+        current: one insert of every entry (numbered after the snapshots) and one
+        update moving each balance past its entries. Answers the first change's
+        outcome; when it is VOID the others are not applied (a hold voided by a
+        takeover: nothing planned after it may happen). Raises as `apply` does (before
+        anything is written when the first change is refused)."""
+        if not changes:
+            raise ValueError("nothing to apply")
+        for change in changes:
+            change.check_balanced()
+        bids = sorted({balance_id(c.account, c.asset) for c in changes})
+        async with contextlib.AsyncExitStack() as stack:
+            for bid in bids:  # always in the same order: two batches never deadlock
+                await stack.enter_async_context(self._writer(bid))
+            return await self._apply_all(changes)
+
+    async def _apply_all(self, changes: Sequence[Change]) -> Outcome:
+        if len(changes) == 1:
+            return await self._apply_each(changes)
+        planned: dict[str, Snapshot] = {}
+        before: dict[str, Snapshot] = {}
+        names: dict[str, tuple[str, str]] = {}
+        entries: list[dict[str, Any]] = []
+        for change in changes:
+            bid = balance_id(change.account, change.asset)
+            state = planned.get(bid) or self._seen.get(bid) or await self._read(bid)
+            before.setdefault(bid, state)
+            names[bid] = (change.account, change.asset)
+            available, held = state.available + change.available, state.held + change.held
+            if available < 0 or held < 0:
+                # A stale snapshot, or a refusal: decided one by one on the ledger.
+                return await self._apply_each(changes)
+            entries.append(self._entry(change, state.seq + 1, available + held))
+            planned[bid] = Snapshot(state.seq + 1, available, held)
+        try:
+            await self.entries.insert_many(entries, ordered=True)
+        except BulkWriteError as exc:
+            # The entries before the first refused one are written (ordered): their
+            # balances are brought up to date; the rest is decided one by one (a
+            # number taken meanwhile, an id voided or written already).
+            written = int(exc.details.get("nInserted") or 0)
+            for bid in {balance_id(c.account, c.asset) for c in changes}:
+                self._seen.pop(bid, None)
+            for bid in sorted({balance_id(c.account, c.asset) for c in changes[:written]}):
+                await self._catch_up(bid)
+            rest = await self._apply_each(changes[written:], first_may_void=not written)
+            return Outcome.APPLIED if written else rest
+        await self._advance_all(
+            [(bid, names[bid], before[bid], after) for bid, after in planned.items()]
+        )
+        return Outcome.APPLIED
+
+    async def _apply_each(self, changes: Sequence[Change], first_may_void: bool = True) -> Outcome:
+        outcomes: list[Outcome] = []
+        for change in changes:
+            outcome = await self._apply(balance_id(change.account, change.asset), change)
+            if outcome is Outcome.VOID:
+                if first_may_void and not outcomes:
+                    return outcome
+                raise LedgerError(f"{change.id} was voided")  # pragma: no cover - a bug
+            outcomes.append(outcome)
+        return outcomes[0]
+
+    async def _advance_all(
+        self, moves: list[tuple[str, tuple[str, str], Snapshot, Snapshot]]
+    ) -> None:
+        """Move each balance from its snapshot to after its new entries: one command."""
+        if len(moves) == 1:
+            bid, (account, asset), before, after = moves[0]
+            if not await self._advance(bid, account, asset, before, after):
+                await self._catch_up(bid)  # moved by someone: maybe not past all of them
+            return
+        ops = [
+            UpdateOne(
+                {"_id": bid, "seq": _seq_filter(before.seq)},
+                {
+                    "$set": {"seq": after.seq, "account": account, "asset": asset},
+                    "$inc": {
+                        "available": _d128(after.available - before.available),
+                        "held": _d128(after.held - before.held),
+                    },
+                },
+                upsert=before.seq == 0,
+            )
+            for bid, (account, asset), before, after in moves
+        ]
+        try:
+            result = await self.balances.bulk_write(ops, ordered=False)
+            moved = result.matched_count + len(result.upserted_ids or {}) == len(ops)
+        except BulkWriteError:
+            moved = False  # one was created at a later number by someone else meanwhile
+        for bid, _, _, after in moves:
+            if moved:
+                self._remember(bid, after)
+            else:
+                # Moved by someone else meanwhile, maybe past only some of these
+                # entries (a catch-up between two of them): brought up to date here.
+                self._seen.pop(bid, None)
+                await self._catch_up(bid)
 
     async def void(self, change: Change) -> Outcome:
         """Decide that `change` never happens: VOID, or ALREADY if it happened first."""

@@ -24,8 +24,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.trading.enums import OPEN_STATUSES, OrderStatus
-from cryptovault.trading.fills import ledger_changes
+from cryptovault.trading.fills import ledger_changes, work_of
 from cryptovault.trading.ledger import Ledger
+from cryptovault.trading.rules import OrderState, close_plan
 
 LIVE = (OrderStatus.PENDING, *OPEN_STATUSES)
 
@@ -95,6 +96,12 @@ async def reconcile(db: AsyncDatabase, now: datetime | None = None) -> Report:
             continue
         left = _d(order.get("hold_remaining"))
         work = order.get("work")
+        request = order.get("close_request")
+        if not work and request and order.get("owner") is not None:
+            # A close taken with its request recorded (a cancel): its release follows
+            # from the order, and may be written already.
+            plan = close_plan(OrderState.of(order), OrderStatus(request["status"]), None)
+            work = work_of(plan, int(order.get("fills") or 0), now)
         if work:
             # Its entries may be written already, the order not yet updated.
             for change in ledger_changes(order, work):
