@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.requests import Request
+from starlette.responses import Response
 
 from cryptovault.admin.service import AdminService
 from cryptovault.config import Settings
@@ -242,3 +247,29 @@ async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
         await check("redis", services.redis.ping)
     services.metrics.dependencies_checked(checks)
     return checks
+
+
+def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: Prometheus text format. With a token (METRICS_TOKEN), only for
+    `Authorization: Bearer <token>`."""
+    expected = token.encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return Response(
+                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                    status_code=401,
+                    media_type="text/plain",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        services: Services = request.app.state.services
+        # One dependency check per scrape keeps `cryptovault_dependency_up` current
+        # for the readiness alert (Prometheus cannot read /ready's JSON).
+        await readiness(services)
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    return endpoint
