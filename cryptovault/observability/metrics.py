@@ -33,7 +33,7 @@ from prometheus_client.registry import Collector
 from pymongo import monitoring
 
 from cryptovault import __version__
-from cryptovault.trading.enums import OrderType, Side
+from cryptovault.documents.enums import OrderType, Side
 
 # No `_created` series: they double the series count and no rule here uses them.
 disable_created_metrics()

@@ -30,6 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
 from cryptovault.documents.common import now_ms
+from cryptovault.documents.enums import OrderStatus
 from cryptovault.documents.portfolio import PortfolioSnapshotDocument
 from cryptovault.documents.trading import BalanceDocument
 from cryptovault.errors import BadUserInput
@@ -41,7 +42,6 @@ from cryptovault.portfolio.books import Books, BooksStore
 from cryptovault.portfolio.performance import Valuation, time_weighted_return
 from cryptovault.portfolio.valuation import BalanceLine, PortfolioValue, value_portfolio
 from cryptovault.trading.engine import ORDERS_CHANNEL, TradingEngine
-from cryptovault.trading.enums import OrderStatus
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,8 @@ from typing import Annotated
 import strawberry
 from strawberry.permission import BasePermission
 
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, TimeInForce
+from cryptovault.documents.enums import Side as OrderSide
 from cryptovault.resolvers import trading as resolve
 from cryptovault.schema.context import Info
 from cryptovault.schema.cost import cost
@@ -25,8 +27,6 @@ from cryptovault.schema.permissions import (
     IsAuthenticated,
     NotFrozen,
 )
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, TimeInForce
-from cryptovault.trading.enums import Side as OrderSide
 
 MAX_PAGE = 200
 READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]

@@ -37,6 +37,14 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
 from cryptovault.documents.common import new_id, now_ms, to_decimal
+from cryptovault.documents.enums import (
+    OPEN_STATUSES,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from cryptovault.documents.trading import (
     AdjustmentDocument,
     BalanceDocument,
@@ -57,14 +65,6 @@ from cryptovault.security.origin import SYSTEM, Origin
 from cryptovault.security.viewer import Viewer
 from cryptovault.trading import matching, rules
 from cryptovault.trading.adjustments import Adjustments
-from cryptovault.trading.enums import (
-    OPEN_STATUSES,
-    Liquidity,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
 from cryptovault.trading.fills import LostOwnership, OrderWork, hold_change
 from cryptovault.trading.ledger import HOUSE_FUNDING, USD, Change, Ledger, Line, Outcome
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity
