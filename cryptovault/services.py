@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cryptovault.admin.privacy import Privacy
 from cryptovault.admin.service import AdminService
 from cryptovault.config import Settings
 from cryptovault.db import Store, open_store
@@ -43,7 +44,6 @@ from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.credentials import LiveCredentials
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import build_mailer
-from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity, RedisLiquidity

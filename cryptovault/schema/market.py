@@ -18,7 +18,7 @@ from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.results import shared_result
-from cryptovault.subscriptions.policy import shared_stream
+from cryptovault.schema.streams import shared_stream
 
 # Registers the domain enum with the schema under its API name.
 register_enum(
