@@ -21,7 +21,7 @@ from cryptovault.schema.users import User
 from cryptovault.trading.stats import trading_stats
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 CURSOR = "user"
 MAX_PAGE = 200

@@ -23,7 +23,7 @@ from cryptovault.schema.permissions import require_viewer
 from cryptovault.security.viewer import while_valid
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 CURSOR = "alert"
 

@@ -24,7 +24,7 @@ from cryptovault.security.audit import MAX_PAGE, security_topic
 from cryptovault.security.viewer import while_valid
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 CURSOR = "audit"
 

@@ -28,7 +28,7 @@ from cryptovault.security.devices import TTL as DEVICE_TTL
 from cryptovault.security.identity import SignIn
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 REFRESH_COOKIE = "cryptovault_refresh"
 DEVICE_COOKIE = "cryptovault_device"

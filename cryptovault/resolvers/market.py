@@ -27,7 +27,7 @@ from cryptovault.schema.pagination import (
 from cryptovault.schema.results import depends_on
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 def to_price(q: Quote) -> types.Price:

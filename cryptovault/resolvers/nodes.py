@@ -20,7 +20,7 @@ from cryptovault.schema.node import MAX_NODES, Node
 from cryptovault.schema.permissions import IsAdmin, IsUserSession, require_viewer
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
     from cryptovault.security.viewer import Viewer
 
 # What ids look like (documents/common.py): an ObjectId, or a trade's

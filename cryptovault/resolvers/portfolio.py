@@ -27,8 +27,8 @@ from cryptovault.schema.trading import MAX_PAGE
 from cryptovault.security.viewer import while_valid
 
 if TYPE_CHECKING:
+    from cryptovault.resolvers.context import Info
     from cryptovault.schema import trading as trading_types
-    from cryptovault.schema.context import Info
 
 
 def to_portfolio(value: PortfolioValue) -> types.Portfolio:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from cryptovault.schema.permissions import require_viewer
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 async def export_my_data(info: Info) -> Any:

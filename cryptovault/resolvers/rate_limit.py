@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from cryptovault.schema import rate_limit as types
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 async def rate_limit(info: Info) -> types.RateLimitStatus:

@@ -39,7 +39,7 @@ from cryptovault.trading.reconcile import reconcile
 from cryptovault.trading.rules import OrderRequest
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 MAX_PAGE = 200  # schema.trading.MAX_PAGE (declared there for the cost rules)
 

@@ -9,7 +9,7 @@ from cryptovault.schema import users as types
 from cryptovault.schema.permissions import require_viewer
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 def to_user(doc: UserDocument) -> types.User:

@@ -12,7 +12,7 @@ from cryptovault.schema import watchlists as types
 from cryptovault.schema.permissions import require_viewer
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 def to_watchlist(w: Watchlist) -> types.Watchlist:

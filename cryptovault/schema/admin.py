@@ -10,7 +10,7 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.resolvers import admin as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import IsAdmin
 from cryptovault.schema.users import User

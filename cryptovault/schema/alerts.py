@@ -12,7 +12,7 @@ import strawberry
 from cryptovault.portfolio.alert_index import AlertCondition
 from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
 from cryptovault.resolvers import alerts as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node

@@ -11,7 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from cryptovault.resolvers import audit as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import (
     PRIVATE_STREAM_ENDS,

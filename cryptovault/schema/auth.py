@@ -9,7 +9,7 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.resolvers import auth as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, first_argument

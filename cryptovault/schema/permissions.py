@@ -8,7 +8,7 @@ from typing import Any
 from strawberry.permission import BasePermission
 
 from cryptovault.errors import Forbidden, Unauthenticated
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.security.viewer import Viewer
 
 

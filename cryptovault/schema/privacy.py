@@ -8,7 +8,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from cryptovault.resolvers import privacy as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.permissions import IsAuthenticated, IsUserSession
 
 

@@ -38,9 +38,9 @@ from strawberry.types import ExecutionContext
 
 from cryptovault.errors import Forbidden, QueryTooComplex, RateLimited
 from cryptovault.protection.limiter import BudgetStatus
+from cryptovault.resolvers.context import Context
 from cryptovault.schema import introspection
 from cryptovault.schema.caches import OperationCache
-from cryptovault.schema.context import Context
 from cryptovault.schema.cost import Analysis, CostAnalyzer
 
 INTROSPECTION_SCOPE = "schema:read"

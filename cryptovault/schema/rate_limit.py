@@ -7,7 +7,7 @@ from datetime import datetime
 import strawberry
 
 from cryptovault.resolvers import rate_limit as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 
 

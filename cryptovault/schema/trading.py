@@ -15,7 +15,7 @@ from strawberry.permission import BasePermission
 from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, TimeInForce
 from cryptovault.documents.enums import Side as OrderSide
 from cryptovault.resolvers import trading as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node

@@ -8,7 +8,7 @@ from enum import Enum
 import strawberry
 
 from cryptovault.resolvers import users as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.node import NODE_ID, Node
 
 

@@ -9,7 +9,7 @@ import strawberry
 
 from cryptovault.market.assets import ASSETS
 from cryptovault.resolvers import watchlists as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.market import Asset
 from cryptovault.schema.permissions import HasScope, IsAuthenticated
