@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cryptovault.schema.permissions import require_viewer
+from cryptovault.resolvers.access import require_viewer
 
 if TYPE_CHECKING:
     from cryptovault.resolvers.context import Info

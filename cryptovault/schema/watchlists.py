@@ -8,6 +8,7 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.market.assets import ASSETS
+from cryptovault.portfolio import watchlist as domain
 from cryptovault.resolvers import watchlists as resolve
 from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
@@ -23,13 +24,17 @@ class Watchlist:
         "never changed."
     )
 
+    @classmethod
+    def from_domain(cls, w: domain.Watchlist) -> Watchlist:
+        return cls(symbols=list(w.symbols), updated_at=w.updated_at)
+
     # A watchlist holds distinct catalogue symbols: never more than the catalogue.
     @strawberry.field(
         description="The watched assets, each with its latest price.",
         metadata=cost(list_size=len(ASSETS)),
     )
     def assets(self) -> list[Asset]:
-        return resolve.assets_of(self.symbols)
+        return [Asset.from_domain(a) for a in resolve.assets_of(self.symbols)]
 
 
 @strawberry.type
@@ -39,7 +44,7 @@ class WatchlistQuery:
         permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
     )
     async def watchlist(self, info: Info) -> Watchlist:
-        return await resolve.watchlist(info)
+        return Watchlist.from_domain(await resolve.watchlist(info))
 
 
 @strawberry.type
@@ -57,7 +62,7 @@ class WatchlistMutation:
             str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
         ],
     ) -> Watchlist:
-        return await resolve.add(info, symbol)
+        return Watchlist.from_domain(await resolve.add(info, symbol))
 
     @strawberry.mutation(
         description="Remove an asset from the watchlist. Not there: nothing changes. "
@@ -71,4 +76,4 @@ class WatchlistMutation:
             str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
         ],
     ) -> Watchlist:
-        return await resolve.remove(info, symbol)
+        return Watchlist.from_domain(await resolve.remove(info, symbol))
