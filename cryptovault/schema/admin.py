@@ -14,7 +14,7 @@ from cryptovault.resolvers import admin as resolve
 from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
-from cryptovault.schema.permissions import IsAdmin
+from cryptovault.schema.permissions import ADMIN
 from cryptovault.schema.users import User
 from cryptovault.trading.stats import TradingStats
 
@@ -69,7 +69,7 @@ class SystemStats:
 class AdminQuery:
     @strawberry.field(
         description="Accounts, newest first; `search` matches part of the email.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
         metadata=cost(max_page=USERS.maximum),
     )
     async def users(
@@ -87,7 +87,7 @@ class AdminQuery:
     ) -> Connection[User]:
         return connection(await resolve.users(info, first, after, search), User.from_domain)
 
-    @strawberry.field(description="One account by id.", permission_classes=[IsAdmin])
+    @strawberry.field(description="One account by id.", permission_classes=ADMIN)
     async def user(
         self,
         info: Info,
@@ -97,7 +97,7 @@ class AdminQuery:
     ) -> User:
         return User.from_domain(await resolve.user(info, str(id)))
 
-    @strawberry.field(description="System statistics.", permission_classes=[IsAdmin])
+    @strawberry.field(description="System statistics.", permission_classes=ADMIN)
     async def stats(self, info: Info) -> SystemStats:
         return SystemStats.from_domain(*await resolve.stats(info))
 
@@ -107,7 +107,7 @@ class AdminMutation:
     @strawberry.mutation(
         description="Freeze an account: it can sign in and read, but not trade or create "
         "API keys; its open orders are canceled and their holds released. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def freeze_user(
         self,
@@ -126,7 +126,7 @@ class AdminMutation:
     ) -> User:
         return User.from_domain(await resolve.set_frozen(info, str(id), True, reason))
 
-    @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=[IsAdmin])
+    @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=ADMIN)
     async def unfreeze_user(
         self,
         info: Info,
@@ -140,7 +140,7 @@ class AdminMutation:
     @strawberry.mutation(
         description="Sign an account out everywhere: revokes all its sessions (refresh "
         "tokens). Returns how many were revoked. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def revoke_user_sessions(
         self,

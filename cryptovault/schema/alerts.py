@@ -18,7 +18,11 @@ from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
-from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PORTFOLIO_WRITE,
+    PRIVATE_STREAM_ENDS,
+)
 
 # Register the domain enums with the schema under their API names.
 register_enum(
@@ -104,7 +108,7 @@ class AlertQuery:
     @strawberry.field(
         description="The viewer's price alerts, newest first; `status` and `symbol` filter "
         "them. API keys: `portfolio:read`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        permission_classes=PORTFOLIO_READ,
         metadata=cost(max_page=ALERTS.maximum),
     )
     async def price_alerts(
@@ -139,7 +143,7 @@ class AlertMutation:
         "value, or a condition the market already meets (it would fire at once); CONFLICT "
         "beyond ALERTS_MAX_ACTIVE (100 by default) active alerts. API keys: "
         "`portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def create_price_alert(
         self,
@@ -156,7 +160,7 @@ class AlertMutation:
     @strawberry.mutation(
         description="Delete one of the viewer's alerts (active or triggered) and return it; "
         "NOT_FOUND for any other id. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def delete_price_alert(
         self,
@@ -171,7 +175,7 @@ class AlertSubscription:
     @strawberry.subscription(
         description="The viewer's price alerts as they fire (each once). API keys: "
         "`portfolio:read`. " + PRIVATE_STREAM_ENDS,
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        permission_classes=PORTFOLIO_READ,
     )
     async def alerts(self, info: Info) -> AsyncGenerator[PriceAlert]:
         async for doc in resolve.alert_stream(info):

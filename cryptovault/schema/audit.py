@@ -16,10 +16,9 @@ from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (
+    ADMIN,
     PRIVATE_STREAM_ENDS,
-    IsAdmin,
-    IsAuthenticated,
-    IsUserSession,
+    USER_SESSION,
 )
 from cryptovault.security.audit import AUDIT
 
@@ -86,7 +85,7 @@ class AuditQuery:
         description="Admin only: every audit entry, newest first (by the entry's `at`). "
         "`userId` matches entries where the user acted or was concerned; `action` is an "
         "exact action name; `from` (inclusive) and `to` (exclusive) bound `at`.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
         metadata=cost(max_page=AUDIT.maximum),
     )
     async def audit_log(
@@ -121,7 +120,7 @@ class AuditQuery:
     @strawberry.field(
         description="The viewer's own security events (sign-ins, failures, password and "
         "2FA changes, API keys, sessions), newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
         metadata=cost(max_page=AUDIT.maximum),
     )
     async def security_events(
@@ -138,7 +137,7 @@ class AuditSubscription:
     @strawberry.subscription(
         description="The viewer's security events as they happen (e.g. a sign-in from "
         "another device). " + PRIVATE_STREAM_ENDS,
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def security_events(self, info: Info) -> AsyncGenerator[AuditEntry]:
         async for entry in resolve.security_event_stream(info):

@@ -16,7 +16,7 @@ from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
-from cryptovault.schema.permissions import IsAuthenticated, IsUserSession, NotFrozen
+from cryptovault.schema.permissions import USER_SESSION, IsAuthenticated, IsUserSession, NotFrozen
 from cryptovault.schema.users import User
 from cryptovault.security import identity
 from cryptovault.security.apikeys import API_KEYS
@@ -200,7 +200,7 @@ class TwoFactorSetup:
 class AuthQuery:
     @strawberry.field(
         description="The viewer's signed-in sessions, newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
         metadata=cost(max_page=SESSIONS.maximum),
     )
     async def sessions(
@@ -214,7 +214,7 @@ class AuthQuery:
 
     @strawberry.field(
         description="The viewer's active API keys, newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
         metadata=cost(max_page=API_KEYS.maximum),
     )
     async def api_keys(
@@ -284,7 +284,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Change the password; every other session is signed out.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def change_password(
         self,
@@ -338,7 +338,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Sign out one of the viewer's sessions (NOT_FOUND for any other id).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_session(
         self,
@@ -351,21 +351,21 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Sign out every session but this one; returns how many ended.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_other_sessions(self, info: Info) -> int:
         return await resolve.revoke_other_sessions(info)
 
     @strawberry.mutation(
         description="Start two-factor setup (confirm it with `confirmTwoFactor`).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def enable_two_factor(self, info: Info) -> TwoFactorSetup:
         return TwoFactorSetup.from_domain(await resolve.enable_two_factor(info))
 
     @strawberry.mutation(
         description="Turn two-factor authentication on with a current code from the app.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def confirm_two_factor(
         self,
@@ -382,7 +382,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Turn two-factor authentication off with a current code or a recovery code.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def disable_two_factor(
         self,
@@ -420,7 +420,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Revoke one of the viewer's API keys (NOT_FOUND for any other id).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_api_key(
         self,

@@ -21,7 +21,7 @@ from cryptovault.schema.alerts import PriceAlert
 from cryptovault.schema.auth import ApiKey
 from cryptovault.schema.cost import cost
 from cryptovault.schema.node import Node
-from cryptovault.schema.permissions import IsAuthenticated
+from cryptovault.schema.permissions import SIGNED_IN
 from cryptovault.schema.trading import Order, Trade
 from cryptovault.schema.users import User
 
@@ -58,7 +58,7 @@ READS = (
 class NodeQuery:
     @strawberry.field(
         description="The object with this id (any type implementing Node), or null. " + READS,
-        permission_classes=[IsAuthenticated],
+        permission_classes=SIGNED_IN,
     )
     async def node(
         self,
@@ -71,7 +71,7 @@ class NodeQuery:
         description=f"The objects with these ids, in the same order (null where `node` "
         f"would be null). At most {MAX_NODES} ids (BAD_USER_INPUT beyond); costs as many "
         "objects as ids. " + READS,
-        permission_classes=[IsAuthenticated],
+        permission_classes=SIGNED_IN,
         metadata=cost(list_size=_ids_count),
     )
     async def nodes(

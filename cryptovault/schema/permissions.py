@@ -64,6 +64,16 @@ def HasScope(scope: str) -> type[BasePermission]:
     return _HasScope
 
 
+# The permission lists fields use, named once (a field's description names its scope).
+type Permissions = list[type[BasePermission]]
+SIGNED_IN: Permissions = [IsAuthenticated]
+USER_SESSION: Permissions = [IsAuthenticated, IsUserSession]
+ADMIN: Permissions = [IsAdmin]
+PORTFOLIO_READ: Permissions = [IsAuthenticated, HasScope("portfolio:read")]
+PORTFOLIO_WRITE: Permissions = [IsAuthenticated, HasScope("portfolio:write")]
+TRADE: Permissions = [IsAuthenticated, NotFrozen, HasScope("trade")]
+
+
 # How every private subscription ends (schema descriptions; README "WebSocket").
 PRIVATE_STREAM_ENDS = (
     "Ends with UNAUTHENTICATED when its credential expires or is revoked (logout, "

@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.permission import BasePermission
 
 from cryptovault.market.assets import ASSETS
 from cryptovault.portfolio.performance import CENT, HUNDRED
@@ -20,7 +19,10 @@ from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
-from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PRIVATE_STREAM_ENDS,
+)
 from cryptovault.schema.trading import Trade
 from cryptovault.trading.queries import HOLDING_TRADES
 
@@ -258,13 +260,11 @@ class Portfolio:
         )
 
 
-READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
-
-
 @strawberry.type
 class PortfolioQuery:
     @strawberry.field(
-        description="The viewer's portfolio (API keys: `portfolio:read`).", permission_classes=READ
+        description="The viewer's portfolio (API keys: `portfolio:read`).",
+        permission_classes=PORTFOLIO_READ,
     )
     async def portfolio(self, info: Info) -> Portfolio:
         return Portfolio.from_domain(await resolve.portfolio(info))
@@ -275,7 +275,7 @@ class PortfolioSubscription:
     @strawberry.subscription(
         description="The viewer's live portfolio: now, then again when a held asset's price "
         "moves or a trade lands, at most once a second. " + PRIVATE_STREAM_ENDS,
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
     )
     async def portfolio(self, info: Info) -> AsyncGenerator[Portfolio]:
         async for value in resolve.portfolio_stream(info):

@@ -10,7 +10,6 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.permission import BasePermission
 
 from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, TimeInForce
 from cryptovault.documents.enums import Side as OrderSide
@@ -28,19 +27,14 @@ from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (
+    ADMIN,
+    PORTFOLIO_READ,
     PRIVATE_STREAM_ENDS,
-    HasScope,
-    IsAdmin,
-    IsAuthenticated,
-    NotFrozen,
+    TRADE,
 )
 from cryptovault.trading.queries import LEDGER, ORDERS, TRADES
 from cryptovault.trading.reconcile import Report
 from cryptovault.trading.rules import OrderRequest
-
-READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
-TRADE: list[type[BasePermission]] = [IsAuthenticated, NotFrozen, HasScope("trade")]
-
 
 # The domain's enums, registered under their schema names (as market intervals are).
 register_enum(
@@ -480,13 +474,13 @@ class Reconciliation:
 
 @strawberry.type
 class TradingQuery:
-    @strawberry.field(description="The viewer's balances.", permission_classes=READ)
+    @strawberry.field(description="The viewer's balances.", permission_classes=PORTFOLIO_READ)
     async def account(self, info: Info) -> Account:
         return Account(balances=[Balance.from_domain(b) for b in await resolve.account(info)])
 
     @strawberry.field(
         description="The viewer's orders, newest first.",
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
         metadata=cost(max_page=ORDERS.maximum),
     )
     async def orders(
@@ -512,7 +506,7 @@ class TradingQuery:
             await resolve.orders(info, first, after, status, symbol), Order.from_domain
         )
 
-    @strawberry.field(description="One of the viewer's orders.", permission_classes=READ)
+    @strawberry.field(description="One of the viewer's orders.", permission_classes=PORTFOLIO_READ)
     async def order(
         self,
         info: Info,
@@ -528,7 +522,7 @@ class TradingQuery:
 
     @strawberry.field(
         description="The viewer's fills, newest first.",
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
         metadata=cost(max_page=TRADES.maximum),
     )
     async def trades(
@@ -547,7 +541,7 @@ class TradingQuery:
 
     @strawberry.field(
         description="The viewer's ledger entries, newest first.",
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
         metadata=cost(max_page=LEDGER.maximum),
     )
     async def ledger(
@@ -567,7 +561,7 @@ class TradingQuery:
 
     @strawberry.field(
         description="Admin: trial balance, cached balances vs. ledger, holds vs. open orders.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def reconciliation(self, info: Info) -> Reconciliation:
         return Reconciliation.from_domain(await resolve.reconciliation(info))
@@ -611,7 +605,7 @@ class TradingMutation:
     @strawberry.mutation(
         description="Admin: credit or debit paper funds through the ledger, once per "
         "idempotencyKey. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def adjust_balance(
         self,
@@ -637,7 +631,7 @@ class TradingMutation:
 class TradingSubscription:
     @strawberry.subscription(
         description="The viewer's orders on every state change. " + PRIVATE_STREAM_ENDS,
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
     )
     async def order_updates(self, info: Info) -> AsyncGenerator[Order]:
         async for doc in resolve.order_stream(info):

@@ -13,7 +13,10 @@ from cryptovault.resolvers import watchlists as resolve
 from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.market import Asset
-from cryptovault.schema.permissions import HasScope, IsAuthenticated
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PORTFOLIO_WRITE,
+)
 
 
 @strawberry.type(description="The assets the viewer follows, in the order they were added.")
@@ -41,7 +44,7 @@ class Watchlist:
 class WatchlistQuery:
     @strawberry.field(
         description="The viewer's watchlist (API keys: `portfolio:read`).",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        permission_classes=PORTFOLIO_READ,
     )
     async def watchlist(self, info: Info) -> Watchlist:
         return Watchlist.from_domain(await resolve.watchlist(info))
@@ -53,7 +56,7 @@ class WatchlistMutation:
         description="Add an asset to the end of the watchlist. Already there: nothing "
         "changes. Unknown symbol: BAD_USER_INPUT; a full watchlist (WATCHLIST_MAX_SYMBOLS, "
         "50 by default): CONFLICT. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def add_to_watchlist(
         self,
@@ -67,7 +70,7 @@ class WatchlistMutation:
     @strawberry.mutation(
         description="Remove an asset from the watchlist. Not there: nothing changes. "
         "Unknown symbol: BAD_USER_INPUT. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def remove_from_watchlist(
         self,
