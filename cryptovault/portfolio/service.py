@@ -41,7 +41,8 @@ from cryptovault.market.ticks import Tick
 from cryptovault.portfolio.books import Books, BooksStore
 from cryptovault.portfolio.performance import Valuation, time_weighted_return
 from cryptovault.portfolio.valuation import BalanceLine, PortfolioValue, value_portfolio
-from cryptovault.trading.engine import ORDERS_CHANNEL, TradingEngine
+from cryptovault.trading.engine import TradingEngine
+from cryptovault.trading.order_events import OrderEvent
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class PortfolioService:
         self._pump: asyncio.Task[None] | None = None
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
-        bus.subscribe(ORDERS_CHANNEL, self._on_order_event)
+        trading.order_events.add_listener(self._on_order_event)
         market.add_tick_listener(self._on_tick)
 
     # -- valuation -------------------------------------------------------------------
@@ -277,15 +278,14 @@ class PortfolioService:
 
     # -- events ----------------------------------------------------------------------
 
-    async def _on_order_event(self, message: dict[str, Any]) -> None:
-        user_id = str(message.get("user_id"))
+    def _on_order_event(self, event: OrderEvent) -> None:
+        user_id = event.user_id
         watch = self._watches.get(user_id)
         if watch is not None:
             watch.stale = watch.dirty = True
-        fills = int(message.get("fills") or 0)
-        if fills and message.get("status") in FILL_STATUSES and self.market.is_leader:
+        trade_id = event.last_trade_id
+        if trade_id is not None and self.market.is_leader:
             # A trade landed: a history point after it (once per fill, whoever runs it).
-            trade_id = f"{message.get('id') or message.get('_id')}:{fills - 1}"
             self._spawn(self._snapshot_quietly(user_id, f"{user_id}:t:{trade_id}"))
 
     async def _snapshot_quietly(self, user_id: str, snapshot_id: str) -> None:

@@ -159,5 +159,5 @@ async def adjust_balance(
 async def order_stream(info: Info) -> AsyncIterator[OrderDocument]:
     viewer = require_viewer(info)
     with info.context.services.hub.subscribe(orders_topic(viewer.user_id), maxsize=256) as sub:
-        async for doc in while_valid(viewer, sub):
-            yield doc
+        async for event in while_valid(viewer, sub):
+            yield event.order
