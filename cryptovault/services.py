@@ -34,7 +34,7 @@ from cryptovault.market.service import MarketService
 from cryptovault.observability.metrics import Metrics
 from cryptovault.portfolio.alerts import PriceAlerts
 from cryptovault.portfolio.service import PortfolioService
-from cryptovault.portfolio.watchlist import Watchlists
+from cryptovault.portfolio.watchlists import Watchlists
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.retention import Retention

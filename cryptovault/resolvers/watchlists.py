@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cryptovault.market.assets import ASSETS, Asset
-from cryptovault.portfolio.watchlist import Watchlist
+from cryptovault.portfolio.watchlists import Watchlist
 from cryptovault.resolvers.access import require_viewer
 
 if TYPE_CHECKING:

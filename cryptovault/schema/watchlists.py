@@ -8,7 +8,7 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.market.assets import ASSETS
-from cryptovault.portfolio import watchlist as domain
+from cryptovault.portfolio import watchlists as domain
 from cryptovault.resolvers import watchlists as resolve
 from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
