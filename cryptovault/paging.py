@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from beanie import Document, SortDirection
@@ -107,6 +108,17 @@ async def _newest[D: Document](
         .limit(limit)
         .to_list()
     )
+
+
+def in_statuses(statuses: Iterable[StrEnum] | None) -> dict[str, Any]:
+    """A list's `status` filter: every status when omitted (None), BAD_USER_INPUT for
+    an empty list (it would match nothing)."""
+    if statuses is None:
+        return {}
+    wanted = sorted({s.value for s in statuses})
+    if not wanted:
+        raise BadUserInput("status must not be empty (omit it for every status)")
+    return {"status": {"$in": wanted}}
 
 
 # -- cursors ---------------------------------------------------------------------------

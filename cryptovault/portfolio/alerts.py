@@ -37,7 +37,7 @@ from cryptovault.events.hub import Hub
 from cryptovault.market.assets import Asset, get_asset
 from cryptovault.market.service import MarketService
 from cryptovault.market.ticks import Tick
-from cryptovault.paging import Listing, Page, page
+from cryptovault.paging import Listing, Page, in_statuses, page
 from cryptovault.portfolio.alert_index import AlertCondition, AlertIndex, Watch
 
 log = logging.getLogger(__name__)
@@ -342,12 +342,7 @@ class PriceAlerts:
     ) -> Page[PriceAlertDocument]:
         """The user's alerts, newest first."""
         first = ALERTS.size(first)  # BAD_USER_INPUT for `first` before the filters'
-        query: dict[str, Any] = {"user_id": user_id}
-        if statuses is not None:
-            statuses = list(statuses)
-            if not statuses:
-                raise BadUserInput("status must not be empty (omit it for every status)")
-            query["status"] = {"$in": sorted({s.value for s in statuses})}
+        query: dict[str, Any] = {"user_id": user_id, **in_statuses(statuses)}
         if symbol is not None:
             query["symbol"] = get_asset(symbol).symbol
         return await page(PriceAlertDocument, ALERTS, query, first, after)

@@ -17,9 +17,8 @@ from cryptovault.documents.trading import (
     OrderDocument,
     TradeDocument,
 )
-from cryptovault.errors import BadUserInput
 from cryptovault.market.assets import get_asset
-from cryptovault.paging import Listing, Page, page
+from cryptovault.paging import Listing, Page, in_statuses, page
 from cryptovault.trading.ledger import RESERVATION_KINDS, USD
 
 ORDERS = Listing("order", default=50, maximum=200)
@@ -50,12 +49,7 @@ async def orders_page(
     symbol: str | None = None,
 ) -> Page[OrderDocument]:
     first = ORDERS.size(first)  # BAD_USER_INPUT for `first` before the filters'
-    base: dict[str, Any] = {"user_id": user_id}
-    if statuses is not None:
-        wanted = [OrderStatus(s).value for s in statuses]
-        if not wanted:
-            raise BadUserInput("status must not be empty (omit it for every status)")
-        base["status"] = {"$in": wanted}
+    base: dict[str, Any] = {"user_id": user_id, **in_statuses(statuses)}
     if symbol is not None:
         base["symbol"] = get_asset(symbol).symbol
     return await page(OrderDocument, ORDERS, base, first, after)
