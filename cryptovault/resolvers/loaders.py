@@ -66,6 +66,9 @@ class FirstTradesPageBySymbolLoader(Loader[str, Page[TradeDocument]]):
 
     context_key = "first_trades_page_by_symbol"
 
+    def __init__(self, user_id: str, size: int) -> None:
+        self.user_id, self.size = user_id, size
+        super().__init__(user_id, size)
+
     async def batch_load(self, keys: list[str]) -> list[Page[TradeDocument]]:
-        user_id, size = self.params
-        return await queries.first_trade_pages(str(user_id), int(size), keys)  # type: ignore[call-overload]
+        return await queries.first_trade_pages(self.user_id, self.size, keys)
