@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from cryptovault.documents.alerts import PriceAlertDocument
 from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.common import by_ids
 from cryptovault.documents.trading import OrderDocument, TradeDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, DomainError, Forbidden
@@ -40,12 +41,6 @@ def _may(check: Callable[[Info], object], info: Info) -> bool:
     return True
 
 
-async def _find(model: Any, ids: list[str], **owner: str) -> list[Any]:
-    if not ids:
-        return []
-    return await model.find({"_id": {"$in": ids}, **owner}).to_list()
-
-
 async def nodes(info: Info, ids: list[str]) -> list[NodeDocument | None]:
     """The documents behind `ids`, in order (None where the caller may not read it)."""
     viewer: Viewer = access.require_viewer(info)
@@ -58,16 +53,16 @@ async def nodes(info: Info, ids: list[str]) -> list[NodeDocument | None]:
     user_ids = object_ids if admin else [i for i in object_ids if i == viewer.user_id]
     mine = viewer.user_id
     orders, alerts, keys, users, trades = await asyncio.gather(
-        _find(OrderDocument, object_ids, user_id=mine),
-        _find(PriceAlertDocument, object_ids, user_id=mine),
-        _find(ApiKeyDocument, object_ids, user_id=mine),
-        _find(UserDocument, user_ids),
-        _find(TradeDocument, trade_ids, user_id=mine),
+        by_ids(OrderDocument, object_ids, user_id=mine),
+        by_ids(PriceAlertDocument, object_ids, user_id=mine),
+        by_ids(ApiKeyDocument, object_ids, user_id=mine),
+        by_ids(UserDocument, user_ids),
+        by_ids(TradeDocument, trade_ids, user_id=mine),
     )
     # The caller's own objects, found: the key's scopes and the session rule apply as
     # on the type's own fields (a refusal reveals nothing of anyone else's).
-    if (orders or alerts or trades) and not viewer.has_scope(PORTFOLIO_READ):
-        raise Forbidden(f"This API key lacks the '{PORTFOLIO_READ}' scope", scope=PORTFOLIO_READ)
+    if orders or alerts or trades:
+        access.require_scope(info, PORTFOLIO_READ)
     if keys and not _may(access.require_user_session, info):
         raise Forbidden(access.NOT_USER_SESSION)
     found: dict[str, NodeDocument] = {}

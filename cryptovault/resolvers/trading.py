@@ -147,7 +147,7 @@ async def adjust_balance(
             idempotency_key,
         )
     )
-    doc = await BalanceDocument.get(f"{user_id}:{adjusted}")
+    doc = await queries.balance(user_id, adjusted)
     if doc is None:  # pragma: no cover - the adjustment just created it
         return BalanceDocument(id=f"{user_id}:{adjusted}", account=user_id, asset=adjusted)
     return doc

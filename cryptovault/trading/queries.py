@@ -36,6 +36,10 @@ async def balances(user_id: str) -> list[BalanceDocument]:
     )
 
 
+async def balance(user_id: str, asset: str) -> BalanceDocument | None:
+    return await BalanceDocument.get(f"{user_id}:{asset}")
+
+
 async def order(user_id: str, order_id: str) -> OrderDocument | None:
     """The user's order; another user's is simply not found."""
     return await OrderDocument.find_one({"_id": order_id, "user_id": user_id})
