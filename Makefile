@@ -57,6 +57,7 @@ lint: install
 	$(PY) -m ruff check cryptovault tests $(wildcard bench)
 	$(PY) -m ruff format --check cryptovault tests $(wildcard bench)
 	$(PY) -m mypy cryptovault
+	$(VENV)/bin/lint-imports --no-cache
 
 schema: install
 	$(PY) -m cryptovault export-schema > schema.graphql

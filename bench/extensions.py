@@ -27,8 +27,8 @@ async def measure(store_url: str, n: int, rounds: int) -> list[dict[str, Any]]:
     from graphql import execute, parse
     from strawberry.execution import optimized_is_awaitable
 
+    from cryptovault.resolvers.context import Context
     from cryptovault.schema import Mutation, Query, Subscription
-    from cryptovault.schema.context import Context
     from cryptovault.schema.errors import ErrorMapping
     from cryptovault.schema.metrics import OperationMetrics
     from cryptovault.schema.parsing import Parsing, Validation

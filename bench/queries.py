@@ -113,8 +113,8 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
     from graphql import execute, parse, validate
     from strawberry.execution import optimized_is_awaitable
 
+    from cryptovault.resolvers.context import Context
     from cryptovault.schema import build_schema
-    from cryptovault.schema.context import Context
 
     services = await in_process_services(store_url)
     rows = []

@@ -44,13 +44,12 @@ from cryptovault.middleware import (
     SecurityHeadersMiddleware,
     error_response,
 )
-from cryptovault.observability.metrics import metrics_endpoint
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
+from cryptovault.resolvers.context import Context
 from cryptovault.schema import build_schema
-from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
 from cryptovault.schema.protection import identity_key
-from cryptovault.services import Services, readiness, start_services
+from cryptovault.services import Services, metrics_endpoint, readiness, start_services
 from cryptovault.subscriptions.groups import SubscriptionGroups
 from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
 from cryptovault.web import WebApp

@@ -12,6 +12,8 @@ from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from pathlib import Path
 from typing import Literal
 
+from limits import RateLimitItem, parse
+
 ENVIRONMENTS = ("development", "test", "production")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("json", "console")
@@ -42,6 +44,29 @@ class ConfigError(Exception):
 
 
 WEB_DIST_DEFAULT = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+
+AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
+
+
+def parse_auth_limits(spec: str) -> dict[str, tuple[RateLimitItem, RateLimitItem]]:
+    """`kind=<per IP>:<per account>,...` with `limits` notation, e.g.
+    `login=20/minute:10/minute`. Raises ValueError naming what is wrong."""
+    result: dict[str, tuple[RateLimitItem, RateLimitItem]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, sep, pair = part.partition("=")
+        per_ip, sep2, per_account = pair.partition(":")
+        if not sep or not sep2 or kind.strip() not in AUTH_KINDS:
+            raise ValueError(f"expected kind=<per ip>:<per account> with kind in {AUTH_KINDS}")
+        items = []
+        for text in (per_ip, per_account):
+            item = parse(text.strip())
+            items.append(type(item)(item.amount, item.multiples, namespace="auth"))
+        result[kind.strip()] = (items[0], items[1])
+    missing = set(AUTH_KINDS) - set(result)
+    if missing:
+        raise ValueError(f"missing limits for {sorted(missing)}")
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,8 +456,6 @@ def load_settings(
     }
     auth_limits = env.get("AUTH_RATE_LIMITS", "").strip() or DEFAULT_AUTH_RATE_LIMITS
     try:
-        from cryptovault.protection.limiter import parse_auth_limits
-
         parse_auth_limits(auth_limits)
     except ValueError as exc:
         raise ConfigError(f"AUTH_RATE_LIMITS is invalid: {exc}") from None

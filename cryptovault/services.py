@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis.asyncio as aioredis
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+from starlette.requests import Request
+from starlette.responses import Response
 
+from cryptovault.admin.privacy import Privacy
 from cryptovault.admin.service import AdminService
 from cryptovault.config import Settings
 from cryptovault.db import Store, open_store
@@ -28,7 +34,7 @@ from cryptovault.market.service import MarketService
 from cryptovault.observability.metrics import Metrics
 from cryptovault.portfolio.alerts import PriceAlerts
 from cryptovault.portfolio.service import PortfolioService
-from cryptovault.portfolio.watchlist import Watchlists
+from cryptovault.portfolio.watchlists import Watchlists
 from cryptovault.protection.limiter import Limiter
 from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.retention import Retention
@@ -39,7 +45,6 @@ from cryptovault.security.authenticator import TokenAuthenticator
 from cryptovault.security.credentials import LiveCredentials
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.mailer import build_mailer
-from cryptovault.security.privacy import Privacy
 from cryptovault.security.viewer import Authenticator
 from cryptovault.trading.engine import TradingEngine
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity, RedisLiquidity
@@ -250,3 +255,29 @@ async def readiness(services: Services, timeout: float = 2.0) -> dict[str, str]:
         await check("redis", services.redis.ping)
     services.metrics.dependencies_checked(checks)
     return checks
+
+
+def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics`: Prometheus text format. With a token (METRICS_TOKEN), only for
+    `Authorization: Bearer <token>`."""
+    expected = token.encode() if token else None
+
+    async def endpoint(request: Request) -> Response:
+        if expected is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return Response(
+                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                    status_code=401,
+                    media_type="text/plain",
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        services: Services = request.app.state.services
+        # One dependency check per scrape keeps `cryptovault_dependency_up` current
+        # for the readiness alert (Prometheus cannot read /ready's JSON).
+        await readiness(services)
+        return Response(services.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
+
+    return endpoint

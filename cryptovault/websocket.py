@@ -31,7 +31,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from cryptovault.errors import DomainError, RateLimited
-from cryptovault.schema.context import Context
+from cryptovault.resolvers.context import Context
 from cryptovault.websocket_trust import (
     CLOSE_FORBIDDEN,
     CLOSE_TOO_MANY,

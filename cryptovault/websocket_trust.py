@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from cryptovault.errors import DomainError, Unauthenticated
-from cryptovault.schema.context import Context
+from cryptovault.resolvers.context import Context
 
 log = logging.getLogger(__name__)
 

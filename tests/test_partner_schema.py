@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from cryptovault.documents.trading import OrderDocument
-from cryptovault.schema.node import MAX_NODES
+from cryptovault.resolvers.nodes import MAX_NODES
 from tests.conftest import bearer, error_codes, sign_up, tick
 from tests.test_admin import admin_headers
 

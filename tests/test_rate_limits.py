@@ -306,7 +306,7 @@ def test_the_readme_states_the_default_sign_in_limits():
     """Partners and operators read the README: its table must be what the code does."""
     from pathlib import Path
 
-    from cryptovault.protection.limiter import parse_auth_limits
+    from cryptovault.config import parse_auth_limits
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     units = {"second": "s", "minute": "min", "hour": "h", "day": "d"}

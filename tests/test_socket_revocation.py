@@ -25,6 +25,7 @@ from cryptovault.security.identity import RESET_TTL
 from cryptovault.security.tokens import digest, new_secret
 from cryptovault.services import Services
 from cryptovault.trading.engine import orders_topic
+from cryptovault.trading.order_events import OrderEvent
 from tests.conftest import (
     PASSWORD,
     GraphQLClient,
@@ -332,7 +333,7 @@ async def test_private_stream_events_are_checked_without_store_reads(
     )
     commands.reset()
     for _ in range(20):
-        services.hub.publish(orders_topic(user_id), order)
+        services.hub.publish(orders_topic(user_id), OrderEvent(order))
         assert (await socket.receive("orders"))["payload"]["data"]["orderUpdates"]["id"] == order.id
     viewer = await socket.result("viewer", "{ viewer { id } }")
     assert viewer["data"]["viewer"]["id"] == user_id

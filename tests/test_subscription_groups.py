@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from cryptovault.app import GraphQLApp
 from cryptovault.errors import Unauthenticated
-from cryptovault.schema.context import Context, Info
+from cryptovault.resolvers.context import Context, Info
 from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.permissions import IsAuthenticated
 from cryptovault.security.viewer import Viewer

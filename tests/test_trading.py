@@ -12,6 +12,8 @@ from decimal import Decimal
 import pytest
 
 from cryptovault.documents.trading import LedgerEntryDocument, OrderDocument
+from cryptovault.events.bus import MemoryBus
+from cryptovault.market.service import TICKS_CHANNEL
 from cryptovault.market.ticks import Tick
 from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
@@ -322,6 +324,25 @@ async def test_two_hundred_concurrent_market_buys_spend_only_what_exists(gql_at,
         for t in b["data"]["placeOrder"]["trades"]
     )
     assert abs(usd - (Decimal(10000) - spent)) <= Decimal("0.01") * len(filled)
+    await books_are_clean(services)
+
+
+async def test_a_stale_tick_off_the_bus_fills_nothing(user_gql, services):
+    """The engine hears ticks through the market (`add_tick_listener`), as every other
+    listener does: a replayed tick that the market refuses as stale (over 5 s older
+    than its latest) moves no price and fills no order at its old price."""
+    assert isinstance(services.bus, MemoryBus)  # delivery is done when publish returns
+    assert services.market.is_leader
+    order = await placed(
+        user_gql, symbol="BTC", side="BUY", type="LIMIT", quantity="0.1", limitPrice="95.00"
+    )
+    assert order["status"] == "OPEN"
+    stale = tick("BTC", "90.00", at=datetime.now(UTC) - timedelta(minutes=1))
+    await services.bus.publish(TICKS_CHANNEL, stale.to_message())
+    await asyncio.gather(*list(services.trading._workers))  # any matching it started
+    assert services.market.quote("BTC").tick.price == Decimal("100.00")
+    assert (await user_gql.data(ORDER, {"id": order["id"]}))["order"]["status"] == "OPEN"
+    await user_gql.data(CANCEL, {"id": order["id"]})
     await books_are_clean(services)
 
 

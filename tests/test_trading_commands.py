@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
+from cryptovault.documents.enums import OrderType, Side
 from cryptovault.documents.portfolio import PortfolioSnapshotDocument
 from cryptovault.security.origin import Origin
 from cryptovault.security.viewer import Viewer
-from cryptovault.trading.enums import OrderType, Side
 from cryptovault.trading.rules import OrderRequest
 from tests.conftest import bearer, sign_up, tick
 

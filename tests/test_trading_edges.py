@@ -17,10 +17,10 @@ import pytest
 from bson import Decimal128
 from pymongo import AsyncMongoClient
 
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from cryptovault.errors import Forbidden
 from cryptovault.market.assets import ASSETS
 from cryptovault.security.origin import SYSTEM
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from cryptovault.trading.ledger import Ledger
 from cryptovault.trading.reconcile import reconcile
 from cryptovault.trading.rules import ZERO, Fees, OrderState, plan_fill

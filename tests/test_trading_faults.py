@@ -17,6 +17,7 @@ from bson import Decimal128
 from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect
 
+from cryptovault.documents.enums import OrderType, Side, TimeInForce
 from cryptovault.errors import Conflict, InsufficientFunds
 from cryptovault.events.bus import MemoryBus
 from cryptovault.events.hub import Hub
@@ -26,7 +27,6 @@ from cryptovault.market.ticks import Tick, quote
 from cryptovault.observability.metrics import Metrics
 from cryptovault.security.origin import SYSTEM
 from cryptovault.security.viewer import Viewer
-from cryptovault.trading.enums import OrderType, Side, TimeInForce
 from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
 from cryptovault.trading.rules import OrderRequest

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from cryptovault.documents.enums import OrderType, TimeInForce
 from cryptovault.security.origin import SYSTEM
-from cryptovault.trading.enums import OrderType, TimeInForce
 from tests.test_trading_faults import (
     LEASE,
     buy,

@@ -12,11 +12,11 @@ from typing import Any
 
 from bson import Decimal128
 
+from cryptovault.documents.enums import OrderType, Side
 from cryptovault.documents.trading import OrderDocument
 from cryptovault.market.assets import get_asset
 from cryptovault.market.ticks import Tick
 from cryptovault.trading import matching
-from cryptovault.trading.enums import OrderType, Side
 from tests.conftest import tick
 from tests.test_trading import books_are_clean, placed
 

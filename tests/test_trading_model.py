@@ -30,6 +30,7 @@ from hypothesis.stateful import (
 )
 from pymongo import AsyncMongoClient
 
+from cryptovault.documents.enums import OrderType, Side, TimeInForce
 from cryptovault.errors import BadUserInput, Conflict, Forbidden, InsufficientFunds, NotFound
 from cryptovault.events.bus import MemoryBus
 from cryptovault.events.hub import Hub
@@ -38,7 +39,6 @@ from cryptovault.market.service import MarketService
 from cryptovault.market.ticks import quote
 from cryptovault.security.origin import SYSTEM
 from cryptovault.security.viewer import Viewer
-from cryptovault.trading.enums import OrderType, Side, TimeInForce
 from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
 from cryptovault.trading.rules import OrderRequest

@@ -10,8 +10,8 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from cryptovault.market.assets import ASSETS
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from cryptovault.trading.rules import (
     ZERO,
     Fees,

@@ -10,7 +10,7 @@ import pytest
 from cryptovault.config import ConfigError, load_settings
 from cryptovault.documents.watchlists import WatchlistDocument
 from cryptovault.errors import Conflict
-from cryptovault.portfolio.watchlist import Watchlists
+from cryptovault.portfolio.watchlists import Watchlists
 from tests.conftest import bearer, error_codes, sign_up, tick
 
 WATCHLIST = "{ watchlist { symbols updatedAt assets { symbol price { price bid } } } }"

@@ -8,13 +8,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from beanie import SortDirection
-
 from cryptovault.documents.audit import AuditEntryDocument
-from cryptovault.documents.common import older_than
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, NotFound
 from cryptovault.events.counters import HourlyCounters
+from cryptovault.paging import Listing, Page, page
 from cryptovault.protection.limiter import REJECTIONS, Limiter
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.identity import IdentityService
@@ -22,6 +20,7 @@ from cryptovault.security.origin import Origin
 from cryptovault.security.viewer import Viewer
 
 MAX_SEARCH = 100
+USERS = Listing("user", default=50, maximum=200)
 DAY = timedelta(hours=24)
 
 FreezeHook = Callable[[str, Viewer, Origin], Awaitable[object]]
@@ -57,10 +56,11 @@ class AdminService:
         self.freeze_hooks: list[FreezeHook] = []
 
     async def users_page(
-        self, first: int, after: tuple[datetime, str] | None, search: str | None
-    ) -> tuple[list[UserDocument], bool, int]:
-        """Newest accounts first; `search` matches part of the email. Returns the
-        page, whether more follow, and the total matching."""
+        self, first: int | None, after: str | None, search: str | None
+    ) -> Page[UserDocument]:
+        """Newest accounts first; `search` matches part of the email. The page counts
+        every account matching (`total_count`)."""
+        first = USERS.size(first)  # BAD_USER_INPUT for `first` before the search's
         query: dict[str, Any] = {}
         if search is not None:
             text = search.strip().lower()
@@ -68,15 +68,7 @@ class AdminService:
                 raise BadUserInput(f"search must be 1 to {MAX_SEARCH} characters", field="search")
             query["email"] = {"$regex": re.escape(text)}
         total = await UserDocument.find(query).count()
-        if after is not None:
-            query = {"$and": [query, older_than(after)]}
-        found = (
-            await UserDocument.find(query)
-            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-            .limit(first + 1)
-            .to_list()
-        )
-        return found[:first], len(found) > first, total
+        return await page(UserDocument, USERS, query, first, after, total_count=total)
 
     async def get_user(self, user_id: str) -> UserDocument:
         user = await self.identity.get_user(user_id)

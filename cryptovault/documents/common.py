@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from beanie import Document
 from bson import Decimal128, ObjectId
 
 
@@ -30,6 +31,13 @@ def older_than(after: tuple[datetime, str], field: str = "created_at") -> dict[s
     decode_time_cursor) in (field, _id) newest-first order."""
     at, item_id = after
     return {"$or": [{field: {"$lt": at}}, {field: at, "_id": {"$lt": item_id}}]}
+
+
+async def by_ids[D: Document](model: type[D], ids: list[str], **owner: str) -> list[D]:
+    """The documents of `model` with these ids (and these owner fields), in one read."""
+    if not ids:
+        return []
+    return await model.find({"_id": {"$in": ids}, **owner}).to_list()
 
 
 def to_decimal(value: Any) -> Decimal:

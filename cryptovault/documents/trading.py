@@ -14,7 +14,7 @@ from pydantic import Field
 from pymongo import IndexModel
 
 from cryptovault.documents.common import new_id
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 
 
 class BalanceDocument(Document):

@@ -29,13 +29,15 @@ from cryptovault.market.candles import RETENTION, Candle, CandleBook, Interval
 from cryptovault.market.stats import MINUTES, DayStats, RollingStats
 from cryptovault.market.ticks import Tick
 from cryptovault.observability.metrics import Metrics
+from cryptovault.paging import Listing, Page, decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
 TICKS_CHANNEL = "market.ticks"
 # Closed candles, published by the leader once they are in the store.
 CANDLES_CHANNEL = "market.candles"
-MAX_CANDLE_PAGE = 500
+# Candle pages: newest first, the cursor is a candle's start (whole seconds).
+CANDLES = Listing("candle", default=100, maximum=500, sort_field="start")
 
 # Called with every accepted tick, after the quote is updated (e.g. price alerts).
 TickListener = Callable[[Tick], None]
@@ -161,8 +163,7 @@ class MarketService:
         """Newest first: the open candle (when no cursor), then closed ones older than
         `before` (from the cache, the store for what it does not hold). Returns the
         page and whether more exist."""
-        if not 1 <= first <= MAX_CANDLE_PAGE:
-            raise BadUserInput(f"first must be between 1 and {MAX_CANDLE_PAGE}", first=first)
+        first = CANDLES.size(first)
         page: list[Candle] = []
         current = self.candles.open_candle(symbol, interval)
         if before is None and current is not None:
@@ -175,6 +176,25 @@ class MarketService:
             now = datetime.now(UTC)
             page.extend(await self.candle_cache.page(symbol, interval, before, limit, now))
         return page[:first], len(page) > first
+
+    async def candles_page(
+        self, symbol: str, interval: Interval, first: int | None, after: str | None
+    ) -> Page[Candle]:
+        """A page of `candle_page`, after a cursor (cryptovault/paging.py)."""
+        size = CANDLES.size(first)
+        before = None
+        if after is not None:
+            raw = decode_cursor(CANDLES.cursor, after)
+            if not raw.isdigit():
+                raise BadUserInput("Invalid cursor", cursor=after)
+            before = datetime.fromtimestamp(int(raw), UTC)
+        found, more = await self.candle_page(symbol, interval, size, before)
+        previous = False
+        if before is not None:
+            # Before the cursor's candle: the open candle or a stored one that new.
+            newest, _ = await self.candle_page(symbol, interval, 1, None)
+            previous = bool(newest) and _aware(newest[0].start) >= before
+        return Page(found, more, previous, _candle_cursor)
 
     async def _stored_candles(
         self, symbol: str, interval: Interval, before: datetime | None, limit: int
@@ -344,3 +364,11 @@ def _from_doc(d: CandleDocument) -> Candle:
         ticks=d.ticks,
         closed=True,
     )
+
+
+def _candle_cursor(candle: Candle) -> str:
+    return encode_cursor(CANDLES.cursor, str(int(candle.start.timestamp())))
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at

@@ -10,14 +10,13 @@ that dashboards and alert rules can rely on the names before the first event.
 
 from __future__ import annotations
 
-import hmac
 import threading
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Protocol
 
 from prometheus_client import (
-    CONTENT_TYPE_PLAIN_0_0_4,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -32,19 +31,43 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from pymongo import monitoring
-from starlette.requests import Request
-from starlette.responses import Response
 
 from cryptovault import __version__
-from cryptovault.trading.enums import OrderType, Side
+from cryptovault.documents.enums import OrderType, Side
 
 # No `_created` series: they double the series count and no rule here uses them.
 disable_created_metrics()
 
-if TYPE_CHECKING:
-    from cryptovault.lifecycle import WebSocketRegistry
-    from cryptovault.market.leader import FeedLeader
-    from cryptovault.market.service import MarketService
+
+# What `Metrics.watch` reads at every scrape, by shape: the market service, the feed
+# leader and the WebSocket registry (observability sits below all three).
+class _Tick(Protocol):
+    @property
+    def timestamp(self) -> datetime: ...
+
+
+class _TickSource(Protocol):
+    @property
+    def ticks_received(self) -> int: ...
+
+    @property
+    def latest(self) -> Mapping[str, _Tick]: ...
+
+
+class _LeaderMarket(Protocol):
+    @property
+    def is_leader(self) -> bool: ...
+
+
+class _Leader(Protocol):
+    @property
+    def market(self) -> _LeaderMarket: ...
+
+
+class _Connections(Protocol):
+    @property
+    def count(self) -> int: ...
+
 
 # Seconds. The top buckets matter: the p99 > 5 s alert needs a bucket at 5 and above.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -316,9 +339,9 @@ class Metrics:
 
     def watch(
         self,
-        market: MarketService | None = None,
-        leader: FeedLeader | None = None,
-        websockets: WebSocketRegistry | None = None,
+        market: _TickSource | None = None,
+        leader: _Leader | None = None,
+        websockets: _Connections | None = None,
     ) -> None:
         """Read these objects' live state at every scrape."""
         if websockets is not None:
@@ -385,31 +408,3 @@ class StoreCommandMetrics(monitoring.CommandListener):
         name = self.command(event.command_name)
         self.metrics.store_commands.labels(name).observe(event.duration_micros / 1_000_000)
         self.metrics.store_command_failures.labels(name).inc()
-
-
-def metrics_endpoint(token: str | None) -> Callable[[Request], Awaitable[Response]]:
-    """`GET /metrics`: Prometheus text format. With a token (METRICS_TOKEN), only for
-    `Authorization: Bearer <token>`."""
-    from cryptovault.services import Services, readiness
-
-    expected = token.encode() if token else None
-
-    async def endpoint(request: Request) -> Response:
-        if expected is not None:
-            scheme, _, given = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                given.strip().encode(), expected
-            ):
-                return Response(
-                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
-                    status_code=401,
-                    media_type="text/plain",
-                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
-                )
-        services: Services = request.app.state.services
-        # One dependency check per scrape keeps `cryptovault_dependency_up` current
-        # for the readiness alert (Prometheus cannot read /ready's JSON).
-        await readiness(services)
-        return Response(services.metrics.render(), media_type=CONTENT_TYPE_PLAIN_0_0_4)
-
-    return endpoint

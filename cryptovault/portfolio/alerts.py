@@ -21,30 +21,29 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
-from beanie import SortDirection
 from bson import Decimal128
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.alerts import AlertQuotaDocument, PriceAlertDocument
-from cryptovault.documents.common import now_ms, older_than, to_decimal
+from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.errors import BadUserInput, Conflict, NotFound
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import Asset, get_asset
 from cryptovault.market.service import MarketService
 from cryptovault.market.ticks import Tick
+from cryptovault.paging import Listing, Page, in_statuses, page
 from cryptovault.portfolio.alert_index import AlertCondition, AlertIndex, Watch
 
 log = logging.getLogger(__name__)
 
 ALERTS_CHANNEL = "portfolio.alerts"
-MAX_PAGE = 200
+ALERTS = Listing("alert", default=50, maximum=200)
 # The leader reloads its index this often (seconds), to catch up missed bus messages.
 RESYNC_EVERY = 300.0
 # Conditional updates in flight at once when many alerts fire on one tick.
@@ -336,29 +335,17 @@ class PriceAlerts:
     async def page(
         self,
         user_id: str,
-        first: int,
-        after: tuple[datetime, str] | None,
+        first: int | None,
+        after: str | None,
         statuses: Iterable[AlertStatus] | None = None,
         symbol: str | None = None,
-    ) -> tuple[list[PriceAlertDocument], bool]:
+    ) -> Page[PriceAlertDocument]:
         """The user's alerts, newest first."""
-        query: dict[str, Any] = {"user_id": user_id}
-        if statuses is not None:
-            statuses = list(statuses)
-            if not statuses:
-                raise BadUserInput("status must not be empty (omit it for every status)")
-            query["status"] = {"$in": sorted({s.value for s in statuses})}
+        first = ALERTS.size(first)  # BAD_USER_INPUT for `first` before the filters'
+        query: dict[str, Any] = {"user_id": user_id, **in_statuses(statuses)}
         if symbol is not None:
             query["symbol"] = get_asset(symbol).symbol
-        if after is not None:
-            query.update(older_than(after))
-        found = (
-            await PriceAlertDocument.find(query)
-            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-            .limit(first + 1)
-            .to_list()
-        )
-        return found[:first], len(found) > first
+        return await page(PriceAlertDocument, ALERTS, query, first, after)
 
     # -- the per-user cap ------------------------------------------------------------
 

@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
 
 from bson import Decimal128
 from pymongo.errors import DuplicateKeyError
@@ -45,8 +44,8 @@ from cryptovault.market.ticks import Tick
 from cryptovault.portfolio.books import Books, BooksStore
 from cryptovault.portfolio.performance import Valuation, time_weighted_return
 from cryptovault.portfolio.valuation import BalanceLine, PortfolioValue, value_portfolio
-from cryptovault.trading.engine import ORDERS_CHANNEL, TradingEngine
-from cryptovault.trading.enums import OrderStatus
+from cryptovault.trading.engine import TradingEngine
+from cryptovault.trading.order_events import OrderEvent
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +56,6 @@ SNAPSHOT_CONCURRENCY = 8
 MAX_POINTS = 500
 # At most one history point per account per this, however many trades it makes.
 TRADE_POINT_EVERY = 60.0  # seconds
-FILL_STATUSES = (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)
 
 
 class HistoryRange(StrEnum):
@@ -155,7 +153,7 @@ class PortfolioService:
         self._points_wake = asyncio.Event()
         self._points_lock = asyncio.Lock()
         self._point_writer: asyncio.Task[None] | None = None
-        bus.subscribe(ORDERS_CHANNEL, self._on_order_event)
+        trading.order_events.add_listener(self._on_order_event)
         market.add_tick_listener(self._on_tick)
 
     # -- valuation -------------------------------------------------------------------
@@ -291,13 +289,12 @@ class PortfolioService:
 
     # -- events ----------------------------------------------------------------------
 
-    async def _on_order_event(self, message: dict[str, Any]) -> None:
-        user_id = str(message.get("user_id"))
+    def _on_order_event(self, event: OrderEvent) -> None:
+        user_id = event.user_id
         watch = self._watches.get(user_id)
         if watch is not None:
             watch.stale = watch.dirty = True
-        fills = int(message.get("fills") or 0)
-        if fills and message.get("status") in FILL_STATUSES and self.market.is_leader:
+        if event.last_trade_id is not None and self.market.is_leader:
             self._trade_point_due(user_id)
 
     # -- trade points ------------------------------------------------------------------

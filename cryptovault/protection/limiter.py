@@ -28,7 +28,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
-from cryptovault.config import Settings
+from cryptovault.config import Settings, parse_auth_limits
 from cryptovault.errors import BadUserInput, RateLimited
 from cryptovault.events.counters import HourlyCounters
 from cryptovault.observability.metrics import Metrics
@@ -37,30 +37,9 @@ log = logging.getLogger(__name__)
 
 REJECTIONS = "rate_limit_rejections"
 
-AUTH_KINDS = ("login", "register", "password_reset", "two_factor")
 # Larger than any budget: what `Limiter.charge` passes as the limit, so that a charge
 # for work already done is never refused (exact in Redis' Lua numbers too).
 _NO_LIMIT = 2**52
-
-
-def parse_auth_limits(spec: str) -> dict[str, tuple[RateLimitItem, RateLimitItem]]:
-    """`kind=<per IP>:<per account>,...` with `limits` notation, e.g.
-    `login=20/minute:10/minute`. Raises ValueError naming what is wrong."""
-    result: dict[str, tuple[RateLimitItem, RateLimitItem]] = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        kind, sep, pair = part.partition("=")
-        per_ip, sep2, per_account = pair.partition(":")
-        if not sep or not sep2 or kind.strip() not in AUTH_KINDS:
-            raise ValueError(f"expected kind=<per ip>:<per account> with kind in {AUTH_KINDS}")
-        items = []
-        for text in (per_ip, per_account):
-            item = parse(text.strip())
-            items.append(type(item)(item.amount, item.multiples, namespace="auth"))
-        result[kind.strip()] = (items[0], items[1])
-    missing = set(AUTH_KINDS) - set(result)
-    if missing:
-        raise ValueError(f"missing limits for {sorted(missing)}")
-    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,1 +1,3 @@
-"""Resolvers: parse arguments, call domain code, map results to schema types."""
+"""Resolvers: parse arguments, authorize (access.py), call domain code and return
+domain values and documents; schema/ maps them to its types. Never imports schema/
+(tests/test_layers.py)."""

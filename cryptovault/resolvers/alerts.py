@@ -1,49 +1,20 @@
-"""Price alert resolvers."""
+"""Price alert resolvers: return the alert documents (schema/alerts.py maps them)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from cryptovault.documents.alerts import PriceAlertDocument
+from cryptovault.paging import Page
 from cryptovault.portfolio.alert_index import AlertCondition
-from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus, alert_topic
-from cryptovault.schema import alerts as types
-from cryptovault.schema.pagination import (
-    Connection,
-    check_page_size,
-    connection,
-    decode_time_cursor,
-    encode_time_cursor,
-    items_before,
-)
-from cryptovault.schema.permissions import require_viewer
+from cryptovault.portfolio.alerts import AlertStatus, alert_topic
+from cryptovault.resolvers.access import require_viewer
 from cryptovault.security.viewer import while_valid
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
-
-CURSOR = "alert"
-
-
-def _dec(value: object) -> Decimal | None:
-    return None if value is None else Decimal(value)  # type: ignore[arg-type]
-
-
-def to_alert(doc: PriceAlertDocument) -> types.PriceAlert:
-    return types.PriceAlert(
-        id=doc.id,  # type: ignore[arg-type]
-        symbol=doc.symbol,
-        condition=AlertCondition(doc.condition),
-        value=Decimal(doc.value),
-        status=AlertStatus(doc.status),
-        created_at=doc.created_at,
-        triggered_at=doc.triggered_at,
-        triggered_price=_dec(doc.triggered_price),
-        triggered_change_percent24h=_dec(doc.triggered_change_percent),
-    )
+    from cryptovault.resolvers.context import Info
 
 
 async def price_alerts(
@@ -52,41 +23,27 @@ async def price_alerts(
     after: str | None,
     status: list[AlertStatus] | None,
     symbol: str | None,
-) -> Connection[types.PriceAlert]:
+) -> Page[PriceAlertDocument]:
     viewer = require_viewer(info)
-    size = check_page_size(first, 50, MAX_PAGE)
-    position = decode_time_cursor(CURSOR, after) if after is not None else None
-    alerts = info.context.services.alerts
-    found, more = await alerts.page(viewer.user_id, size, position, statuses=status, symbol=symbol)
-
-    async def newest() -> tuple[datetime, str] | None:
-        top, _ = await alerts.page(viewer.user_id, 1, None, statuses=status, symbol=symbol)
-        return (top[0].created_at, top[0].id) if top else None
-
-    return connection(
-        found,
-        lambda a: encode_time_cursor(CURSOR, a.created_at, a.id),
-        to_alert,
-        has_next=more,
-        has_previous=await items_before(position, newest),
+    return await info.context.services.alerts.page(
+        viewer.user_id, first, after, statuses=status, symbol=symbol
     )
 
 
-async def create(info: Info, input: types.CreatePriceAlertInput) -> types.PriceAlert:
+async def create(
+    info: Info, symbol: str, condition: AlertCondition, value: Decimal
+) -> PriceAlertDocument:
     viewer = require_viewer(info)
-    doc = await info.context.services.alerts.create(
-        viewer.user_id, input.symbol, input.condition, input.value
-    )
-    return to_alert(doc)
+    return await info.context.services.alerts.create(viewer.user_id, symbol, condition, value)
 
 
-async def delete(info: Info, alert_id: str) -> types.PriceAlert:
+async def delete(info: Info, alert_id: str) -> PriceAlertDocument:
     viewer = require_viewer(info)
-    return to_alert(await info.context.services.alerts.delete(viewer.user_id, str(alert_id)))
+    return await info.context.services.alerts.delete(viewer.user_id, str(alert_id))
 
 
-async def alert_stream(info: Info) -> AsyncIterator[types.PriceAlert]:
+async def alert_stream(info: Info) -> AsyncIterator[PriceAlertDocument]:
     viewer = require_viewer(info)
     with info.context.services.hub.subscribe(alert_topic(viewer.user_id), maxsize=256) as sub:
         async for doc in while_valid(viewer, sub):
-            yield to_alert(doc)
+            yield doc

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cryptovault.schema.permissions import require_viewer
+from cryptovault.resolvers.access import require_viewer
 
 if TYPE_CHECKING:
-    from cryptovault.schema.context import Info
+    from cryptovault.resolvers.context import Info
 
 
 async def export_my_data(info: Info) -> Any:

@@ -9,14 +9,14 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.admin.service import USERS, AccountStats
 from cryptovault.resolvers import admin as resolve
-from cryptovault.schema.context import Info
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
-from cryptovault.schema.permissions import IsAdmin
+from cryptovault.resolvers.context import Info
+from cryptovault.schema.cost import cost
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
+from cryptovault.schema.permissions import ADMIN
 from cryptovault.schema.users import User
-
-# The largest page of `users` (resolvers/admin.py).
-MAX_USERS_PAGE = 200
+from cryptovault.trading.stats import TradingStats
 
 
 @strawberry.type(description="System-wide figures for operators. 24h = the last 24 hours.")
@@ -48,17 +48,34 @@ class SystemStats:
         description="Orders resting now (OPEN or PARTIALLY_FILLED), every account."
     )
 
+    @classmethod
+    def from_domain(cls, s: AccountStats, t: TradingStats) -> SystemStats:
+        return cls(
+            users=s.users,
+            active_users24h=s.active_users_24h,
+            signups24h=s.signups_24h,
+            failed_logins24h=s.failed_logins_24h,
+            rate_limit_rejections24h=s.rate_limit_rejections_24h,
+            websocket_connections=s.websocket_connections,
+            active_subscriptions=s.active_subscriptions,
+            orders24h=t.orders_24h,
+            trades24h=t.trades_24h,
+            trade_volume24h=t.trade_volume_24h,
+            open_orders=t.open_orders,
+        )
+
 
 @strawberry.type
 class AdminQuery:
     @strawberry.field(
         description="Accounts, newest first; `search` matches part of the email.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
+        metadata=cost(max_page=USERS.maximum),
     )
     async def users(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_USERS_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(USERS)] = USERS.default,
         after: Annotated[str | None, AFTER] = None,
         search: Annotated[
             str | None,
@@ -68,9 +85,9 @@ class AdminQuery:
             ),
         ] = None,
     ) -> Connection[User]:
-        return await resolve.users(info, first, after, search)
+        return connection(await resolve.users(info, first, after, search), User.from_domain)
 
-    @strawberry.field(description="One account by id.", permission_classes=[IsAdmin])
+    @strawberry.field(description="One account by id.", permission_classes=ADMIN)
     async def user(
         self,
         info: Info,
@@ -78,11 +95,11 @@ class AdminQuery:
             strawberry.ID, strawberry.argument(description="A User id; NOT_FOUND if unknown.")
         ],
     ) -> User:
-        return await resolve.user(info, str(id))
+        return User.from_domain(await resolve.user(info, str(id)))
 
-    @strawberry.field(description="System statistics.", permission_classes=[IsAdmin])
+    @strawberry.field(description="System statistics.", permission_classes=ADMIN)
     async def stats(self, info: Info) -> SystemStats:
-        return await resolve.stats(info)
+        return SystemStats.from_domain(*await resolve.stats(info))
 
 
 @strawberry.type
@@ -90,7 +107,7 @@ class AdminMutation:
     @strawberry.mutation(
         description="Freeze an account: it can sign in and read, but not trade or create "
         "API keys; its open orders are canceled and their holds released. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def freeze_user(
         self,
@@ -107,9 +124,9 @@ class AdminMutation:
             ),
         ],
     ) -> User:
-        return await resolve.set_frozen(info, str(id), True, reason)
+        return User.from_domain(await resolve.set_frozen(info, str(id), True, reason))
 
-    @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=[IsAdmin])
+    @strawberry.mutation(description="Lift a freeze. Audited.", permission_classes=ADMIN)
     async def unfreeze_user(
         self,
         info: Info,
@@ -118,12 +135,12 @@ class AdminMutation:
             strawberry.argument(description="The account's User id; NOT_FOUND if unknown."),
         ],
     ) -> User:
-        return await resolve.set_frozen(info, str(id), False, None)
+        return User.from_domain(await resolve.set_frozen(info, str(id), False, None))
 
     @strawberry.mutation(
         description="Sign an account out everywhere: revokes all its sessions (refresh "
         "tokens). Returns how many were revoked. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def revoke_user_sessions(
         self,

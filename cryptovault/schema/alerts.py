@@ -9,15 +9,20 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.documents.alerts import PriceAlertDocument
 from cryptovault.portfolio.alert_index import AlertCondition
-from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
+from cryptovault.portfolio.alerts import ALERTS, AlertStatus
 from cryptovault.resolvers import alerts as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
-from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PORTFOLIO_WRITE,
+    PRIVATE_STREAM_ENDS,
+)
 
 # Register the domain enums with the schema under their API names.
 register_enum(
@@ -79,19 +84,37 @@ class PriceAlert(Node):
         description="The 24 h change (percent) at that tick, when known."
     )
 
+    @classmethod
+    def from_domain(cls, doc: PriceAlertDocument) -> PriceAlert:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            symbol=doc.symbol,
+            condition=AlertCondition(doc.condition),
+            value=Decimal(doc.value),
+            status=AlertStatus(doc.status),
+            created_at=doc.created_at,
+            triggered_at=doc.triggered_at,
+            triggered_price=_dec(doc.triggered_price),
+            triggered_change_percent24h=_dec(doc.triggered_change_percent),
+        )
+
+
+def _dec(value: object) -> Decimal | None:
+    return None if value is None else Decimal(value)  # type: ignore[arg-type]
+
 
 @strawberry.type
 class AlertQuery:
     @strawberry.field(
         description="The viewer's price alerts, newest first; `status` and `symbol` filter "
         "them. API keys: `portfolio:read`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
-        metadata=cost(max_page=MAX_PAGE),
+        permission_classes=PORTFOLIO_READ,
+        metadata=cost(max_page=ALERTS.maximum),
     )
     async def price_alerts(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(ALERTS)] = ALERTS.default,
         after: Annotated[str | None, AFTER] = None,
         status: Annotated[
             list[AlertStatus] | None,
@@ -108,7 +131,9 @@ class AlertQuery:
             ),
         ] = None,
     ) -> Connection[PriceAlert]:
-        return await resolve.price_alerts(info, first, after, status, symbol)
+        return connection(
+            await resolve.price_alerts(info, first, after, status, symbol), PriceAlert.from_domain
+        )
 
 
 @strawberry.type
@@ -118,7 +143,7 @@ class AlertMutation:
         "value, or a condition the market already meets (it would fire at once); CONFLICT "
         "beyond ALERTS_MAX_ACTIVE (100 by default) active alerts. API keys: "
         "`portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def create_price_alert(
         self,
@@ -128,19 +153,21 @@ class AlertMutation:
             strawberry.argument(description="The alert's asset, condition and value."),
         ],
     ) -> PriceAlert:
-        return await resolve.create(info, input)
+        return PriceAlert.from_domain(
+            await resolve.create(info, input.symbol, input.condition, input.value)
+        )
 
     @strawberry.mutation(
         description="Delete one of the viewer's alerts (active or triggered) and return it; "
         "NOT_FOUND for any other id. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def delete_price_alert(
         self,
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="A PriceAlert id.")],
     ) -> PriceAlert:
-        return await resolve.delete(info, id)
+        return PriceAlert.from_domain(await resolve.delete(info, id))
 
 
 @strawberry.type
@@ -148,8 +175,8 @@ class AlertSubscription:
     @strawberry.subscription(
         description="The viewer's price alerts as they fire (each once). API keys: "
         "`portfolio:read`. " + PRIVATE_STREAM_ENDS,
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        permission_classes=PORTFOLIO_READ,
     )
     async def alerts(self, info: Info) -> AsyncGenerator[PriceAlert]:
-        async for alert in resolve.alert_stream(info):
-            yield alert
+        async for doc in resolve.alert_stream(info):
+            yield PriceAlert.from_domain(doc)

@@ -10,16 +10,17 @@ from typing import Annotated
 import strawberry
 from strawberry.scalars import JSON
 
+from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.resolvers import audit as resolve
-from cryptovault.schema.context import Info
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
+from cryptovault.resolvers.context import Info
+from cryptovault.schema.cost import cost
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (
+    ADMIN,
     PRIVATE_STREAM_ENDS,
-    IsAdmin,
-    IsAuthenticated,
-    IsUserSession,
+    USER_SESSION,
 )
-from cryptovault.security.audit import MAX_PAGE
+from cryptovault.security.audit import AUDIT
 
 
 @strawberry.type(description="One recorded sensitive action.")
@@ -61,6 +62,22 @@ class AuditEntry:
     )
     details: JSON = strawberry.field(description="Facts about the action; never secrets.")
 
+    @classmethod
+    def from_domain(cls, doc: AuditEntryDocument) -> AuditEntry:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            at=doc.at,
+            action=doc.action,
+            actor_id=doc.actor_id,  # type: ignore[arg-type]
+            actor_api_key_id=doc.actor_api_key_id,  # type: ignore[arg-type]
+            user_id=doc.user_id,  # type: ignore[arg-type]
+            target=doc.target,
+            ip=doc.ip,
+            user_agent=doc.user_agent,
+            request_id=doc.request_id,
+            details=JSON(doc.details),
+        )
+
 
 @strawberry.type
 class AuditQuery:
@@ -68,12 +85,13 @@ class AuditQuery:
         description="Admin only: every audit entry, newest first (by the entry's `at`). "
         "`userId` matches entries where the user acted or was concerned; `action` is an "
         "exact action name; `from` (inclusive) and `to` (exclusive) bound `at`.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
+        metadata=cost(max_page=AUDIT.maximum),
     )
     async def audit_log(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(AUDIT)] = AUDIT.default,
         after: Annotated[str | None, AFTER] = None,
         user_id: Annotated[
             strawberry.ID | None,
@@ -96,20 +114,22 @@ class AuditQuery:
             ),
         ] = None,
     ) -> Connection[AuditEntry]:
-        return await resolve.audit_log(info, first, after, user_id, action, from_, to)
+        page = await resolve.audit_log(info, first, after, user_id, action, from_, to)
+        return connection(page, AuditEntry.from_domain)
 
     @strawberry.field(
         description="The viewer's own security events (sign-ins, failures, password and "
         "2FA changes, API keys, sessions), newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
+        metadata=cost(max_page=AUDIT.maximum),
     )
     async def security_events(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(AUDIT)] = AUDIT.default,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[AuditEntry]:
-        return await resolve.security_events(info, first, after)
+        return connection(await resolve.security_events(info, first, after), AuditEntry.from_domain)
 
 
 @strawberry.type
@@ -117,8 +137,8 @@ class AuditSubscription:
     @strawberry.subscription(
         description="The viewer's security events as they happen (e.g. a sign-in from "
         "another device). " + PRIVATE_STREAM_ENDS,
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def security_events(self, info: Info) -> AsyncGenerator[AuditEntry]:
         async for entry in resolve.security_event_stream(info):
-            yield entry
+            yield AuditEntry.from_domain(entry)

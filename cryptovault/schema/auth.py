@@ -8,16 +8,19 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.sessions import SessionDocument
 from cryptovault.resolvers import auth as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
+from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
-from cryptovault.schema.permissions import IsAuthenticated, IsUserSession, NotFrozen
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
+from cryptovault.schema.permissions import USER_SESSION, IsAuthenticated, IsUserSession, NotFrozen
 from cryptovault.schema.users import User
-
-# The largest page of `sessions` and `apiKeys` (resolvers/auth.py).
-MAX_KEYS_PAGE = 100
+from cryptovault.security import identity
+from cryptovault.security.apikeys import API_KEYS
+from cryptovault.security.sessions import SESSIONS
 
 
 @strawberry.input(description="A new account.")
@@ -72,6 +75,17 @@ class AuthPayload:
         "password changes. Over HTTP also set as the HttpOnly cookie `cryptovault_device`.",
     )
 
+    @classmethod
+    def from_domain(cls, signed_in: identity.SignIn) -> AuthPayload:
+        return cls(
+            access_token=signed_in.access.token,
+            refresh_token=signed_in.refresh_token,
+            expires_at=signed_in.access.claims.expires_at,
+            refresh_token_expires_at=signed_in.refresh_expires_at,
+            user=User.from_domain(signed_in.user),
+            device_token=signed_in.device_token,
+        )
+
 
 @strawberry.type(description="A signed-in device: one login and its refreshes.")
 class Session:
@@ -88,6 +102,18 @@ class Session:
         description="The User-Agent header it signed in or last refreshed with."
     )
     current: bool = strawberry.field(description="True for the session making this request.")
+
+    @classmethod
+    def from_domain(cls, doc: SessionDocument, current_id: str | None) -> Session:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            created_at=doc.created_at,
+            last_used_at=doc.last_used_at,
+            expires_at=doc.expires_at,
+            ip=doc.ip,
+            user_agent=doc.user_agent,
+            current=doc.id == current_id,
+        )
 
 
 class ApiKeyScope(Enum):
@@ -128,6 +154,18 @@ class ApiKey(Node):
         description="When it was revoked; null while active."
     )
 
+    @classmethod
+    def from_domain(cls, doc: ApiKeyDocument) -> ApiKey:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            name=doc.name,
+            prefix=doc.prefix,
+            scopes=[ApiKeyScope(s) for s in doc.scopes],
+            created_at=doc.created_at,
+            last_used_at=doc.last_used_at,
+            revoked_at=doc.revoked_at,
+        )
+
 
 @strawberry.type(description="A new API key. `key` is shown only here, once: store it now.")
 class CreatedApiKey:
@@ -151,32 +189,41 @@ class TwoFactorSetup:
         description="10 single-use codes that sign in (and disable 2FA) without the app."
     )
 
+    @classmethod
+    def from_domain(cls, setup: identity.TwoFactorSetup) -> TwoFactorSetup:
+        return cls(
+            secret=setup.secret, otpauth_uri=setup.otpauth_uri, recovery_codes=setup.recovery_codes
+        )
+
 
 @strawberry.type
 class AuthQuery:
     @strawberry.field(
         description="The viewer's signed-in sessions, newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
+        metadata=cost(max_page=SESSIONS.maximum),
     )
     async def sessions(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_KEYS_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(SESSIONS)] = SESSIONS.default,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Session]:
-        return await resolve.sessions(info, first, after)
+        page, current = await resolve.sessions(info, first, after)
+        return connection(page, lambda doc: Session.from_domain(doc, current))
 
     @strawberry.field(
         description="The viewer's active API keys, newest first.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
+        metadata=cost(max_page=API_KEYS.maximum),
     )
     async def api_keys(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_KEYS_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(API_KEYS)] = API_KEYS.default,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[ApiKey]:
-        return await resolve.api_keys(info, first, after)
+        return connection(await resolve.api_keys(info, first, after), ApiKey.from_domain)
 
 
 @strawberry.type
@@ -189,7 +236,7 @@ class AuthMutation:
             RegisterInput, strawberry.argument(description="The new account's email and password.")
         ],
     ) -> AuthPayload:
-        return await resolve.register(info, input)
+        return AuthPayload.from_domain(await resolve.register(info, input.email, input.password))
 
     @strawberry.mutation(
         description="Sign in. Wrong email or password: UNAUTHENTICATED (the same either "
@@ -206,7 +253,10 @@ class AuthMutation:
             ),
         ],
     ) -> AuthPayload:
-        return await resolve.login(info, input)
+        signed_in = await resolve.login(
+            info, input.email, input.password, input.otp, input.device_token
+        )
+        return AuthPayload.from_domain(signed_in)
 
     @strawberry.mutation(
         description="Exchange a refresh token for new tokens. Without the argument the "
@@ -223,7 +273,7 @@ class AuthMutation:
             ),
         ] = None,
     ) -> AuthPayload:
-        return await resolve.refresh(info, refresh_token)
+        return AuthPayload.from_domain(await resolve.refresh(info, refresh_token))
 
     @strawberry.mutation(
         description="End the current session and revoke its access token. A browser whose "
@@ -234,7 +284,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Change the password; every other session is signed out.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def change_password(
         self,
@@ -288,7 +338,7 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Sign out one of the viewer's sessions (NOT_FOUND for any other id).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_session(
         self,
@@ -301,21 +351,21 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Sign out every session but this one; returns how many ended.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_other_sessions(self, info: Info) -> int:
         return await resolve.revoke_other_sessions(info)
 
     @strawberry.mutation(
         description="Start two-factor setup (confirm it with `confirmTwoFactor`).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def enable_two_factor(self, info: Info) -> TwoFactorSetup:
-        return await resolve.enable_two_factor(info)
+        return TwoFactorSetup.from_domain(await resolve.enable_two_factor(info))
 
     @strawberry.mutation(
         description="Turn two-factor authentication on with a current code from the app.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def confirm_two_factor(
         self,
@@ -328,11 +378,11 @@ class AuthMutation:
             ),
         ],
     ) -> User:
-        return await resolve.confirm_two_factor(info, code)
+        return User.from_domain(await resolve.confirm_two_factor(info, code))
 
     @strawberry.mutation(
         description="Turn two-factor authentication off with a current code or a recovery code.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def disable_two_factor(
         self,
@@ -345,7 +395,7 @@ class AuthMutation:
             ),
         ],
     ) -> User:
-        return await resolve.disable_two_factor(info, code)
+        return User.from_domain(await resolve.disable_two_factor(info, code))
 
     @strawberry.mutation(
         description="Create an API key for a partner integration (frozen accounts cannot).",
@@ -365,11 +415,12 @@ class AuthMutation:
             ),
         ],
     ) -> CreatedApiKey:
-        return await resolve.create_api_key(info, name, scopes)
+        doc, key = await resolve.create_api_key(info, name, [s.value for s in scopes])
+        return CreatedApiKey(key=key, api_key=ApiKey.from_domain(doc))
 
     @strawberry.mutation(
         description="Revoke one of the viewer's API keys (NOT_FOUND for any other id).",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def revoke_api_key(
         self,
@@ -378,4 +429,4 @@ class AuthMutation:
             strawberry.ID, strawberry.argument(description="An ApiKey id from `apiKeys`.")
         ],
     ) -> ApiKey:
-        return await resolve.revoke_api_key(info, id)
+        return ApiKey.from_domain(await resolve.revoke_api_key(info, id))

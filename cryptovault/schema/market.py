@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Annotated, Any
 
 import strawberry
 
-from cryptovault.market.assets import ASSETS
+from cryptovault.market import assets as domain_assets
+from cryptovault.market import candles as domain_candles
+from cryptovault.market.assets import ASSETS, get_asset
 from cryptovault.market.candles import Interval
-from cryptovault.market.service import MAX_CANDLE_PAGE
+from cryptovault.market.service import CANDLES, Quote
 from cryptovault.resolvers import market as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
-from cryptovault.schema.results import shared_result
-from cryptovault.subscriptions.policy import shared_stream
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
+from cryptovault.schema.results import depends_on, shared_result
+from cryptovault.schema.streams import shared_stream
 
 # Registers the domain enum with the schema under its API name.
 register_enum(
@@ -54,6 +57,22 @@ class Price:
     volume24h: Decimal | None = strawberry.field(description="Base units traded in 24 hours.")
     timestamp: datetime = strawberry.field(description="When the price was observed.")
 
+    @classmethod
+    def from_domain(cls, q: Quote) -> Price:
+        t, day = q.tick, q.day
+        return cls(
+            symbol=t.symbol,
+            price=t.price,
+            bid=t.bid,
+            ask=t.ask,
+            change24h=day.change(t.price) if day else None,
+            change_percent24h=day.change_percent(t.price) if day else None,
+            high24h=day.high if day else None,
+            low24h=day.low if day else None,
+            volume24h=day.volume if day else None,
+            timestamp=t.timestamp,
+        )
+
 
 @strawberry.type(description="A tradable crypto asset, quoted in USD.")
 class Asset:
@@ -67,9 +86,22 @@ class Asset:
     min_size: Decimal = strawberry.field(description="Smallest order quantity.")
     min_notional: Decimal = strawberry.field(description="Smallest order value in USD.")
 
+    @classmethod
+    def from_domain(cls, a: domain_assets.Asset) -> Asset:
+        return cls(
+            symbol=a.symbol,
+            name=a.name,
+            precision=a.precision,
+            quantity_increment=a.quantity_increment,
+            price_increment=a.price_increment,
+            min_size=a.min_size,
+            min_notional=a.min_notional,
+        )
+
     @strawberry.field(description="The latest price; null until the first tick arrives.")
     def price(self, info: Info) -> Price | None:
-        return resolve.price_of(info, self.symbol)
+        q = resolve.price_of(info, self.symbol)
+        return Price.from_domain(q) if q else None
 
 
 @strawberry.type(description="Open, high, low, close and volume over one interval.")
@@ -88,6 +120,21 @@ class Candle:
     )
     volume: Decimal = strawberry.field(description="Base units traded in the interval.")
     closed: bool = strawberry.field(description="False while the interval is still running.")
+
+    @classmethod
+    def from_domain(cls, c: domain_candles.Candle) -> Candle:
+        return cls(
+            symbol=c.symbol,
+            interval=c.interval,
+            open_time=c.start,
+            close_time=c.end,
+            open=c.open,
+            high=c.high,
+            low=c.low,
+            close=c.close,
+            volume=c.volume,
+            closed=c.closed,
+        )
 
 
 CandleConnection = Connection[Candle]
@@ -120,7 +167,7 @@ CandleInterval = Annotated[Interval, strawberry.argument(description="The candle
 class MarketQuery:
     @strawberry.field(description="Every tradable asset.", metadata=cost(list_size=len(ASSETS)))
     def assets(self, info: Info) -> list[Asset]:
-        return resolve.assets(info)
+        return [Asset.from_domain(a) for a in resolve.assets(info)]
 
     @strawberry.field(
         description="One asset by symbol (case-insensitive); unknown symbols are BAD_USER_INPUT."
@@ -130,7 +177,7 @@ class MarketQuery:
         info: Info,
         symbol: Symbol,
     ) -> Asset | None:
-        return resolve.asset(info, symbol)
+        return Asset.from_domain(resolve.asset(info, symbol))
 
     @strawberry.field(
         description="Latest prices, for the given symbols or every asset.",
@@ -141,21 +188,26 @@ class MarketQuery:
         info: Info,
         symbols: Symbols = None,
     ) -> list[Price]:
-        return resolve.prices(info, symbols)
+        return [Price.from_domain(q) for q in resolve.prices(info, symbols)]
 
     @strawberry.field(
         description="Candles for one asset, newest first (the open one first).",
-        metadata={**cost(max_page=MAX_CANDLE_PAGE), **shared_result()},
+        metadata={**cost(max_page=CANDLES.maximum), **shared_result()},
     )
     async def candles(
         self,
         info: Info,
         symbol: Symbol,
         interval: CandleInterval,
-        first: Annotated[int | None, first_argument(MAX_CANDLE_PAGE)] = 100,
+        first: Annotated[int | None, first_argument(CANDLES)] = CANDLES.default,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Candle]:
-        return await resolve.candles(info, symbol, interval, first, after)
+        market = info.context.services.market
+        symbol = get_asset(symbol).symbol
+        # Read before the page: a tick during the read makes the kept answer stale.
+        depends_on(info, partial(market.version, symbol), market.version(symbol))
+        page = await resolve.candles(info, symbol, interval, first, after)
+        return connection(page, Candle.from_domain)
 
 
 @strawberry.type
@@ -172,8 +224,8 @@ class MarketSubscription:
         info: Info,
         symbols: Symbols = None,
     ) -> AsyncGenerator[Price]:
-        async for price in resolve.price_stream(info, symbols):
-            yield price
+        async for quote in resolve.price_stream(info, symbols):
+            yield Price.from_domain(quote)
 
     @strawberry.subscription(
         description="The open candle on every tick, then each candle once more when it closes.",
@@ -186,4 +238,4 @@ class MarketSubscription:
         interval: CandleInterval,
     ) -> AsyncGenerator[Candle]:
         async for candle in resolve.candle_stream(info, symbol, interval):
-            yield candle
+            yield Candle.from_domain(candle)

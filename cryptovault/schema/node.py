@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import strawberry
 
-# The most ids one `nodes` call reads (its cost is one object per id).
-MAX_NODES = 100
-
 NODE_ID = (
     "The object's id: unique across every type, stable for the object's life, the same "
     "value every other field and argument uses (e.g. `cancelOrder(id:)`). Opaque: do not "

@@ -5,16 +5,38 @@ caller may not read answers null, exactly as `order(id:)` does."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 import strawberry
 
+from cryptovault.documents.alerts import PriceAlertDocument
+from cryptovault.documents.apikeys import ApiKeyDocument
+from cryptovault.documents.trading import OrderDocument, TradeDocument
+from cryptovault.documents.users import UserDocument
 from cryptovault.resolvers import nodes as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
+from cryptovault.resolvers.nodes import MAX_NODES, NodeDocument
+from cryptovault.schema.alerts import PriceAlert
+from cryptovault.schema.auth import ApiKey
 from cryptovault.schema.cost import cost
-from cryptovault.schema.node import MAX_NODES, Node
-from cryptovault.schema.permissions import IsAuthenticated
+from cryptovault.schema.node import Node
+from cryptovault.schema.permissions import SIGNED_IN
+from cryptovault.schema.trading import Order, Trade
+from cryptovault.schema.users import User
+
+# Each stored shape's Node type.
+_NODE_TYPES: dict[type, Callable[[Any], Node]] = {
+    OrderDocument: Order.from_domain,
+    TradeDocument: Trade.from_domain,
+    PriceAlertDocument: PriceAlert.from_domain,
+    ApiKeyDocument: ApiKey.from_domain,
+    UserDocument: User.from_domain,
+}
+
+
+def _node(doc: NodeDocument | None) -> Node | None:
+    return _NODE_TYPES[type(doc)](doc) if doc is not None else None
 
 
 def _ids_count(args: Mapping[str, Any]) -> int:
@@ -36,20 +58,20 @@ READS = (
 class NodeQuery:
     @strawberry.field(
         description="The object with this id (any type implementing Node), or null. " + READS,
-        permission_classes=[IsAuthenticated],
+        permission_classes=SIGNED_IN,
     )
     async def node(
         self,
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="A Node's `id`.")],
     ) -> Node | None:
-        return (await resolve.nodes(info, [str(id)]))[0]
+        return _node((await resolve.nodes(info, [str(id)]))[0])
 
     @strawberry.field(
         description=f"The objects with these ids, in the same order (null where `node` "
         f"would be null). At most {MAX_NODES} ids (BAD_USER_INPUT beyond); costs as many "
         "objects as ids. " + READS,
-        permission_classes=[IsAuthenticated],
+        permission_classes=SIGNED_IN,
         metadata=cost(list_size=_ids_count),
     )
     async def nodes(
@@ -60,4 +82,4 @@ class NodeQuery:
             strawberry.argument(description=f"1 to {MAX_NODES} Node ids; repeats allowed."),
         ],
     ) -> list[Node | None]:
-        return await resolve.nodes(info, [str(i) for i in ids])
+        return [_node(d) for d in await resolve.nodes(info, [str(i) for i in ids])]

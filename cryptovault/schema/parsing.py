@@ -39,8 +39,8 @@ from strawberry.types import ExecutionContext
 
 from cryptovault.errors import RateLimited
 from cryptovault.protection.limiter import BudgetStatus
+from cryptovault.resolvers.context import Context
 from cryptovault.schema.caches import Lru
-from cryptovault.schema.context import Context
 from cryptovault.schema.protection import (
     CACHE_SIZE,
     DocumentWork,

@@ -1,5 +1,6 @@
-"""Per-field permission classes. Each raises a domain error so the error mapping gives
-it a stable code (UNAUTHENTICATED / FORBIDDEN)."""
+"""Per-field permission classes, named for the rule they enforce; the rules
+themselves are resolvers/access.py's checks (each raises a domain error with a stable
+code: UNAUTHENTICATED / FORBIDDEN)."""
 
 from __future__ import annotations
 
@@ -7,31 +8,15 @@ from typing import Any
 
 from strawberry.permission import BasePermission
 
-from cryptovault.errors import Forbidden, Unauthenticated
-from cryptovault.schema.context import Info
-from cryptovault.security.viewer import Viewer
-
-
-def require_viewer(info: Info) -> Viewer:
-    """The caller as it stands now, or UNAUTHENTICATED: no credentials, refused
-    credentials (with the reason, e.g. TOKEN_EXPIRED), or a WebSocket whose credential
-    expired or was revoked since connecting. On a WebSocket the role and freeze are
-    the latest this instance heard of (security/credentials.py), not those read at
-    connection_init."""
-    refused = info.context.auth_error
-    if refused is not None:
-        raise type(refused)(refused.message, **refused.extensions)
-    viewer = info.context.viewer
-    if viewer is None:
-        raise Unauthenticated("Authentication required")
-    return viewer.current()
+from cryptovault.resolvers import access
+from cryptovault.resolvers.context import Info
 
 
 class IsAuthenticated(BasePermission):
     message = "Authentication required"
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        require_viewer(info)
+        access.require_viewer(info)
         return True
 
 
@@ -39,14 +24,10 @@ class IsAdmin(BasePermission):
     """An administrator signed in as such: API keys never carry admin rights, even
     an admin's."""
 
-    message = "Administrator role required"
+    message = access.NOT_ADMIN
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        viewer = require_viewer(info)
-        if not viewer.is_admin or viewer.is_api_key:
-            raise Forbidden(self.message)
-        if not info.context.services.settings.admin_ip_allowed(info.context.client_address):
-            raise Forbidden("Admin access is not allowed from this address")
+        access.require_admin(info)
         return True
 
 
@@ -54,20 +35,18 @@ class IsUserSession(BasePermission):
     """Account management (password, 2FA, sessions, API keys) needs the user's own
     session: an API key cannot widen or outlive itself."""
 
-    message = "This needs a user session: API keys cannot manage the account"
+    message = access.NOT_USER_SESSION
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        if require_viewer(info).is_api_key:
-            raise Forbidden(self.message)
+        access.require_user_session(info)
         return True
 
 
 class NotFrozen(BasePermission):
-    message = "This account is frozen"
+    message = access.FROZEN
 
     def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-        if require_viewer(info).frozen:
-            raise Forbidden(self.message)
+        access.require_not_frozen(info)
         return True
 
 
@@ -78,12 +57,21 @@ def HasScope(scope: str) -> type[BasePermission]:
         message = f"This API key lacks the '{scope}' scope"
 
         def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
-            if not require_viewer(info).has_scope(scope):
-                raise Forbidden(self.message, scope=scope)
+            access.require_scope(info, scope)
             return True
 
     _HasScope.__name__ = f"HasScope_{scope.replace(':', '_')}"
     return _HasScope
+
+
+# The permission lists fields use, named once (a field's description names its scope).
+type Permissions = list[type[BasePermission]]
+SIGNED_IN: Permissions = [IsAuthenticated]
+USER_SESSION: Permissions = [IsAuthenticated, IsUserSession]
+ADMIN: Permissions = [IsAdmin]
+PORTFOLIO_READ: Permissions = [IsAuthenticated, HasScope("portfolio:read")]
+PORTFOLIO_WRITE: Permissions = [IsAuthenticated, HasScope("portfolio:write")]
+TRADE: Permissions = [IsAuthenticated, NotFrozen, HasScope("trade")]
 
 
 # How every private subscription ends (schema descriptions; README "WebSocket").

@@ -9,18 +9,22 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 import strawberry
-from strawberry.permission import BasePermission
 
 from cryptovault.market.assets import ASSETS
-from cryptovault.portfolio.service import MAX_POINTS, HistoryRange
+from cryptovault.portfolio.performance import CENT, HUNDRED
+from cryptovault.portfolio.service import MAX_POINTS, History, HistoryRange
 from cryptovault.portfolio.valuation import PortfolioValue
 from cryptovault.resolvers import portfolio as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
-from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated
-from cryptovault.schema.trading import MAX_PAGE, Trade
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PRIVATE_STREAM_ENDS,
+)
+from cryptovault.schema.trading import Trade
+from cryptovault.trading.queries import HOLDING_TRADES
 
 register_enum(
     HistoryRange,
@@ -67,15 +71,16 @@ class Holding:
     @strawberry.field(
         description="The viewer's trades of this asset, newest first: the fills that built "
         "the holding, each with its ledger entries.",
-        metadata=cost(max_page=MAX_PAGE),
+        metadata=cost(max_page=HOLDING_TRADES.maximum),
     )
     async def trades(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 20,
+        first: Annotated[int | None, first_argument(HOLDING_TRADES)] = HOLDING_TRADES.default,
         after: Annotated[str | None, AFTER] = None,
     ) -> Connection[Trade]:
-        return await resolve.holding_trades(info, self.asset, first, after)
+        page = await resolve.holding_trades(info, self.asset, first, after)
+        return connection(page, Trade.from_domain)
 
 
 @strawberry.type(description="The portfolio's value at one moment.")
@@ -118,6 +123,26 @@ class PortfolioHistory:
         "consecutive points of (value - flows in between) / previous value, minus 1."
     )
     all_points: strawberry.Private[list[PortfolioPoint]]
+
+    @classmethod
+    def from_domain(cls, history: History) -> PortfolioHistory:
+        start, end = history.start_value, history.end_value
+        twr = history.time_weighted_return
+        return cls(
+            start=history.start,
+            end=history.end,
+            start_value=start,
+            end_value=end,
+            net_flows=history.net_flows,
+            profit=(end - start - history.net_flows)
+            if start is not None and end is not None
+            else None,
+            time_weighted_return=(twr * HUNDRED).quantize(CENT) if twr is not None else None,
+            all_points=[
+                PortfolioPoint(at=p.at, value=p.value, net_flows=p.net_flows)
+                for p in history.points
+            ],
+        )
 
     @strawberry.field(
         description=f"The points, oldest first, evenly thinned to `limit` (1 to {MAX_POINTS}).",
@@ -172,6 +197,40 @@ class Portfolio:
     # the portfolio again (the subscription resolves this type on every push).
     value: strawberry.Private[PortfolioValue]
 
+    @classmethod
+    def from_domain(cls, value: PortfolioValue) -> Portfolio:
+        return cls(
+            total_value=value.total_value,
+            cash=value.cash,
+            cash_available=value.cash_available,
+            holdings=[
+                Holding(
+                    asset=h.asset,
+                    quantity=h.quantity,
+                    available=h.available,
+                    held=h.held,
+                    average_cost=h.average_cost,
+                    cost_basis=h.cost_basis,
+                    price=h.price,
+                    market_value=h.market_value,
+                    unrealized_pnl=h.unrealized_pnl,
+                    unrealized_pnl_percent=h.unrealized_pnl_percent,
+                    allocation_percent=h.allocation_percent,
+                    day_change=h.day_change,
+                    user_id=value.user_id,
+                )
+                for h in value.holdings
+            ],
+            realized_pnl=value.realized_pnl,
+            unrealized_pnl=value.unrealized_pnl,
+            day_change=value.day_change,
+            day_change_percent=value.day_change_percent,
+            net_deposits=value.net_flows,
+            complete=value.complete,
+            valued_at=value.at,
+            value=value,
+        )
+
     @strawberry.field(
         description="Performance over `range` (DAY by default) or between `from` and `to`."
     )
@@ -196,19 +255,19 @@ class Portfolio:
             strawberry.argument(description="The period's end; now when omitted.", name="to"),
         ] = None,
     ) -> PortfolioHistory:
-        return await resolve.history(info, range, start, end, self.value)
-
-
-READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
+        return PortfolioHistory.from_domain(
+            await resolve.history(info, range, start, end, self.value)
+        )
 
 
 @strawberry.type
 class PortfolioQuery:
     @strawberry.field(
-        description="The viewer's portfolio (API keys: `portfolio:read`).", permission_classes=READ
+        description="The viewer's portfolio (API keys: `portfolio:read`).",
+        permission_classes=PORTFOLIO_READ,
     )
     async def portfolio(self, info: Info) -> Portfolio:
-        return await resolve.portfolio(info)
+        return Portfolio.from_domain(await resolve.portfolio(info))
 
 
 @strawberry.type
@@ -216,8 +275,8 @@ class PortfolioSubscription:
     @strawberry.subscription(
         description="The viewer's live portfolio: now, then again when a held asset's price "
         "moves or a trade lands, at most once a second. " + PRIVATE_STREAM_ENDS,
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
     )
     async def portfolio(self, info: Info) -> AsyncGenerator[Portfolio]:
         async for value in resolve.portfolio_stream(info):
-            yield value
+            yield Portfolio.from_domain(value)

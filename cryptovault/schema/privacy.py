@@ -8,8 +8,8 @@ import strawberry
 from strawberry.scalars import JSON
 
 from cryptovault.resolvers import privacy as resolve
-from cryptovault.schema.context import Info
-from cryptovault.schema.permissions import IsAuthenticated, IsUserSession
+from cryptovault.resolvers.context import Info
+from cryptovault.schema.permissions import USER_SESSION
 
 
 @strawberry.type
@@ -20,7 +20,7 @@ class PrivacyMutation:
         "alerts) as JSON; exact numbers and dates in relaxed Extended JSON. Audited. "
         "At most EXPORT_RATE_LIMIT (3 an hour by default) per user: RATE_LIMITED with "
         "retryAfter beyond.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def export_my_data(self, info: Info) -> JSON:
         return await resolve.export_my_data(info)
@@ -30,7 +30,7 @@ class PrivacyMutation:
         "orders are canceled, sessions and API keys revoked, the email, password, 2FA "
         "secrets and the IPs of its audit entries erased. Ledger, orders and trades are "
         "kept under the anonymous account id so the books still balance.",
-        permission_classes=[IsAuthenticated, IsUserSession],
+        permission_classes=USER_SESSION,
     )
     async def delete_my_account(
         self,

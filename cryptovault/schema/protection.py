@@ -38,9 +38,9 @@ from strawberry.types import ExecutionContext
 
 from cryptovault.errors import Forbidden, QueryTooComplex, RateLimited
 from cryptovault.protection.limiter import BudgetStatus
+from cryptovault.resolvers.context import Context
 from cryptovault.schema import introspection
 from cryptovault.schema.caches import OperationCache
-from cryptovault.schema.context import Context
 from cryptovault.schema.cost import Analysis, CostAnalyzer
 
 INTROSPECTION_SCOPE = "schema:read"
@@ -120,7 +120,7 @@ class HidingSuggestionsExecutor(StrawberryGraphQLCoreExecutionContext):
 
 def identity_key(ctx: Context) -> str:
     """Whose budget an operation spends: the user or API key, else the client IP."""
-    return ctx.viewer.rate_limit_key if ctx.viewer is not None else f"ip:{ctx.client_key}"
+    return ctx.budget_key
 
 
 def introspection_allowed(ctx: Context) -> bool:

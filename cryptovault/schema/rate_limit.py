@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import strawberry
 
+from cryptovault.protection.limiter import BudgetStatus
 from cryptovault.resolvers import rate_limit as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 
 
@@ -24,6 +25,16 @@ class RateLimitStatus:
         description="The window the limit applies to; points come back gradually over it."
     )
 
+    @classmethod
+    def from_domain(cls, status: BudgetStatus) -> RateLimitStatus:
+        return cls(
+            limit=status.limit,
+            remaining=status.remaining,
+            cost=status.cost,
+            reset_at=datetime.fromtimestamp(status.reset_at, UTC),
+            window_seconds=status.window_seconds,
+        )
+
 
 @strawberry.type
 class RateLimitQuery:
@@ -32,4 +43,4 @@ class RateLimitQuery:
         metadata=cost(0),
     )
     async def rate_limit(self, info: Info) -> RateLimitStatus:
-        return await resolve.rate_limit(info)
+        return RateLimitStatus.from_domain(await resolve.rate_limit(info))

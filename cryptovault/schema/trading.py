@@ -10,28 +10,31 @@ from enum import Enum
 from typing import Annotated
 
 import strawberry
-from strawberry.permission import BasePermission
 
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, TimeInForce
+from cryptovault.documents.enums import Side as OrderSide
+from cryptovault.documents.trading import (
+    BalanceDocument,
+    LedgerEntryDocument,
+    OrderDocument,
+    TradeDocument,
+)
+from cryptovault.market.assets import get_asset
 from cryptovault.resolvers import trading as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
-from cryptovault.schema.pagination import AFTER, Connection, first_argument
+from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (
+    ADMIN,
+    PORTFOLIO_READ,
     PRIVATE_STREAM_ENDS,
-    HasScope,
-    IsAdmin,
-    IsAuthenticated,
-    NotFrozen,
+    TRADE,
 )
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, TimeInForce
-from cryptovault.trading.enums import Side as OrderSide
-
-MAX_PAGE = 200
-READ: list[type[BasePermission]] = [IsAuthenticated, HasScope("portfolio:read")]
-TRADE: list[type[BasePermission]] = [IsAuthenticated, NotFrozen, HasScope("trade")]
-
+from cryptovault.trading.queries import LEDGER, ORDERS, TRADES
+from cryptovault.trading.reconcile import Report
+from cryptovault.trading.rules import OrderRequest
 
 # The domain's enums, registered under their schema names (as market intervals are).
 register_enum(
@@ -155,6 +158,12 @@ class Balance:
         description="available + held: what the account owns of the asset."
     )
 
+    @classmethod
+    def from_domain(cls, doc: BalanceDocument) -> Balance:
+        return cls(
+            asset=doc.asset, available=doc.available, held=doc.held, total=doc.available + doc.held
+        )
+
 
 @strawberry.type(description="The viewer's paper trading account.")
 class Account:
@@ -191,6 +200,21 @@ class LedgerEntry:
     )
     created_at: datetime = strawberry.field(description="When the movement was recorded.")
 
+    @classmethod
+    def from_domain(cls, doc: LedgerEntryDocument) -> LedgerEntry:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            txn_id=doc.txn_id,
+            asset=doc.asset,
+            amount=doc.amount,
+            balance_after=doc.balance_after,
+            kind=doc.kind,
+            type=LedgerEntryType(doc.kind),
+            order_id=doc.order_id,  # type: ignore[arg-type]
+            trade_id=doc.trade_id,  # type: ignore[arg-type]
+            created_at=doc.created_at,
+        )
+
 
 @strawberry.type(description="One fill of an order.")
 class Trade(Node):
@@ -211,12 +235,28 @@ class Trade(Node):
     )
     created_at: datetime = strawberry.field(description="When the fill happened.")
 
+    @classmethod
+    def from_domain(cls, doc: TradeDocument) -> Trade:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            order_id=doc.order_id,  # type: ignore[arg-type]
+            symbol=doc.symbol,
+            side=doc.side,
+            quantity=doc.quantity,
+            price=doc.price,
+            fee=doc.fee,
+            liquidity=doc.liquidity,
+            created_at=doc.created_at,
+        )
+
     @strawberry.field(
         description="The viewer's ledger entries of this fill (its legs in their account).",
         metadata=cost(list_size=3),
     )
     async def ledger_entries(self, info: Info) -> list[LedgerEntry]:
-        return await resolve.entries_of_trade(info, str(self.id))
+        return [
+            LedgerEntry.from_domain(e) for e in await resolve.entries_of_trade(info, str(self.id))
+        ]
 
 
 @strawberry.type(description="A status an order passed through, and when.")
@@ -282,11 +322,45 @@ class Order(Node):
     created_at: datetime = strawberry.field(description="When it was placed.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
 
+    @classmethod
+    def from_domain(cls, doc: OrderDocument) -> Order:
+        average = doc.spent_quote / doc.filled_quantity if doc.filled_quantity else None
+        if average is not None:
+            average = average.quantize(get_asset(doc.symbol).price_increment / 10_000).normalize()
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            client_order_id=doc.client_order_id,
+            symbol=doc.symbol,
+            side=doc.side,
+            type=doc.type,
+            time_in_force=doc.time_in_force,
+            status=doc.status,
+            quantity=doc.quantity,
+            quote_quantity=doc.quote_quantity,
+            limit_price=doc.limit_price,
+            stop_price=doc.stop_price,
+            expires_at=doc.expires_at,
+            triggered=doc.triggered,
+            filled_quantity=doc.filled_quantity,
+            average_fill_price=average,
+            fees=doc.fees,
+            held_asset=doc.hold_asset,
+            held_amount=doc.hold_remaining,
+            reject_reason=doc.reject_reason,
+            cancel_requested=doc.close_request is not None,
+            history=[
+                OrderEvent(status=h["status"], type=OrderEventType(h["status"]), at=h["at"])
+                for h in doc.history
+            ],
+            created_at=doc.created_at,
+            updated_at=doc.updated_at,
+        )
+
     @strawberry.field(
         description="The fills of this order, oldest first.", metadata=cost(list_size=10)
     )
     async def trades(self, info: Info) -> list[Trade]:
-        return await resolve.trades_of_order(info, str(self.id))
+        return [Trade.from_domain(t) for t in await resolve.trades_of_order(info, str(self.id))]
 
 
 @strawberry.input(
@@ -328,6 +402,20 @@ class PlaceOrderInput:
         default=None,
         description="Your id: placing again with the same one returns the first order.",
     )
+
+    def to_domain(self) -> OrderRequest:
+        return OrderRequest(
+            symbol=self.symbol,
+            side=self.side,
+            type=self.type,
+            quantity=self.quantity,
+            quote_quantity=self.quote_quantity,
+            limit_price=self.limit_price,
+            stop_price=self.stop_price,
+            time_in_force=self.time_in_force,
+            expires_at=self.expires_at,
+            client_order_id=self.client_order_id,
+        )
 
 
 @strawberry.input(description="An administrator's credit or debit of paper funds.")
@@ -373,22 +461,32 @@ class Reconciliation:
     )
     checked_orders: int = strawberry.field(description="How many open orders' holds were checked.")
 
+    @classmethod
+    def from_domain(cls, report: Report) -> Reconciliation:
+        return cls(
+            ok=report.ok,
+            trial_balance=[AssetTotal(asset=a, total=t) for a, t in report.trial_balance.items()],
+            discrepancies=report.discrepancies,
+            checked_balances=report.checked_balances,
+            checked_orders=report.checked_orders,
+        )
+
 
 @strawberry.type
 class TradingQuery:
-    @strawberry.field(description="The viewer's balances.", permission_classes=READ)
+    @strawberry.field(description="The viewer's balances.", permission_classes=PORTFOLIO_READ)
     async def account(self, info: Info) -> Account:
-        return await resolve.account(info)
+        return Account(balances=[Balance.from_domain(b) for b in await resolve.account(info)])
 
     @strawberry.field(
         description="The viewer's orders, newest first.",
-        permission_classes=READ,
-        metadata=cost(max_page=MAX_PAGE),
+        permission_classes=PORTFOLIO_READ,
+        metadata=cost(max_page=ORDERS.maximum),
     )
     async def orders(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(ORDERS)] = ORDERS.default,
         after: Annotated[str | None, AFTER] = None,
         status: Annotated[
             list[OrderStatus] | None,
@@ -404,9 +502,11 @@ class TradingQuery:
             ),
         ] = None,
     ) -> Connection[Order]:
-        return await resolve.orders(info, first, after, status, symbol)
+        return connection(
+            await resolve.orders(info, first, after, status, symbol), Order.from_domain
+        )
 
-    @strawberry.field(description="One of the viewer's orders.", permission_classes=READ)
+    @strawberry.field(description="One of the viewer's orders.", permission_classes=PORTFOLIO_READ)
     async def order(
         self,
         info: Info,
@@ -417,17 +517,18 @@ class TradingQuery:
             ),
         ],
     ) -> Order | None:
-        return await resolve.order(info, str(id))
+        doc = await resolve.order(info, str(id))
+        return Order.from_domain(doc) if doc is not None else None
 
     @strawberry.field(
         description="The viewer's fills, newest first.",
-        permission_classes=READ,
-        metadata=cost(max_page=MAX_PAGE),
+        permission_classes=PORTFOLIO_READ,
+        metadata=cost(max_page=TRADES.maximum),
     )
     async def trades(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(TRADES)] = TRADES.default,
         after: Annotated[str | None, AFTER] = None,
         symbol: Annotated[
             str | None,
@@ -436,17 +537,17 @@ class TradingQuery:
             ),
         ] = None,
     ) -> Connection[Trade]:
-        return await resolve.trades(info, first, after, symbol)
+        return connection(await resolve.trades(info, first, after, symbol), Trade.from_domain)
 
     @strawberry.field(
         description="The viewer's ledger entries, newest first.",
-        permission_classes=READ,
-        metadata=cost(max_page=MAX_PAGE),
+        permission_classes=PORTFOLIO_READ,
+        metadata=cost(max_page=LEDGER.maximum),
     )
     async def ledger(
         self,
         info: Info,
-        first: Annotated[int | None, first_argument(MAX_PAGE)] = 50,
+        first: Annotated[int | None, first_argument(LEDGER)] = LEDGER.default,
         after: Annotated[str | None, AFTER] = None,
         asset: Annotated[
             str | None,
@@ -456,14 +557,14 @@ class TradingQuery:
             ),
         ] = None,
     ) -> Connection[LedgerEntry]:
-        return await resolve.ledger(info, first, after, asset)
+        return connection(await resolve.ledger(info, first, after, asset), LedgerEntry.from_domain)
 
     @strawberry.field(
         description="Admin: trial balance, cached balances vs. ledger, holds vs. open orders.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def reconciliation(self, info: Info) -> Reconciliation:
-        return await resolve.reconciliation(info)
+        return Reconciliation.from_domain(await resolve.reconciliation(info))
 
 
 @strawberry.type
@@ -480,7 +581,7 @@ class TradingMutation:
         info: Info,
         input: Annotated[PlaceOrderInput, strawberry.argument(description="The order.")],
     ) -> Order:
-        return await resolve.place_order(info, input)
+        return Order.from_domain(await resolve.place_order(info, input.to_domain()))
 
     @strawberry.mutation(
         description="Cancel an OPEN or PARTIALLY_FILLED order; releases what it still holds. "
@@ -499,12 +600,12 @@ class TradingMutation:
             ),
         ],
     ) -> Order:
-        return await resolve.cancel_order(info, str(id))
+        return Order.from_domain(await resolve.cancel_order(info, str(id)))
 
     @strawberry.mutation(
         description="Admin: credit or debit paper funds through the ledger, once per "
         "idempotencyKey. Audited.",
-        permission_classes=[IsAdmin],
+        permission_classes=ADMIN,
     )
     async def adjust_balance(
         self,
@@ -514,15 +615,24 @@ class TradingMutation:
             strawberry.argument(description="The adjustment, with its idempotencyKey."),
         ],
     ) -> Balance:
-        return await resolve.adjust_balance(info, input)
+        return Balance.from_domain(
+            await resolve.adjust_balance(
+                info,
+                str(input.user_id),
+                input.asset,
+                input.amount,
+                input.reason,
+                input.idempotency_key,
+            )
+        )
 
 
 @strawberry.type
 class TradingSubscription:
     @strawberry.subscription(
         description="The viewer's orders on every state change. " + PRIVATE_STREAM_ENDS,
-        permission_classes=READ,
+        permission_classes=PORTFOLIO_READ,
     )
     async def order_updates(self, info: Info) -> AsyncGenerator[Order]:
-        async for order in resolve.order_stream(info):
-            yield order
+        async for doc in resolve.order_stream(info):
+            yield Order.from_domain(doc)

@@ -7,8 +7,9 @@ from enum import Enum
 
 import strawberry
 
+from cryptovault.documents.users import UserDocument
 from cryptovault.resolvers import users as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.node import NODE_ID, Node
 
 
@@ -41,6 +42,19 @@ class User(Node):
         default=None, description="The last successful sign-in."
     )
 
+    @classmethod
+    def from_domain(cls, doc: UserDocument) -> User:
+        return cls(
+            id=doc.id,  # type: ignore[arg-type]
+            email=doc.email,
+            role=Role(doc.role),
+            two_factor_enabled=doc.two_factor_enabled,
+            frozen=doc.frozen,
+            frozen_reason=doc.frozen_reason,
+            created_at=doc.created_at,
+            last_login_at=doc.last_login_at,
+        )
+
 
 @strawberry.type
 class UserQuery:
@@ -49,4 +63,5 @@ class UserQuery:
         "credentials sent are refused (e.g. an expired access token)."
     )
     async def viewer(self, info: Info) -> User | None:
-        return await resolve.viewer(info)
+        doc = await resolve.viewer(info)
+        return User.from_domain(doc) if doc is not None else None

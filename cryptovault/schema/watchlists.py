@@ -8,11 +8,15 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.market.assets import ASSETS
+from cryptovault.portfolio import watchlists as domain
 from cryptovault.resolvers import watchlists as resolve
-from cryptovault.schema.context import Info
+from cryptovault.resolvers.context import Info
 from cryptovault.schema.cost import cost
 from cryptovault.schema.market import Asset
-from cryptovault.schema.permissions import HasScope, IsAuthenticated
+from cryptovault.schema.permissions import (
+    PORTFOLIO_READ,
+    PORTFOLIO_WRITE,
+)
 
 
 @strawberry.type(description="The assets the viewer follows, in the order they were added.")
@@ -23,23 +27,27 @@ class Watchlist:
         "never changed."
     )
 
+    @classmethod
+    def from_domain(cls, w: domain.Watchlist) -> Watchlist:
+        return cls(symbols=list(w.symbols), updated_at=w.updated_at)
+
     # A watchlist holds distinct catalogue symbols: never more than the catalogue.
     @strawberry.field(
         description="The watched assets, each with its latest price.",
         metadata=cost(list_size=len(ASSETS)),
     )
     def assets(self) -> list[Asset]:
-        return resolve.assets_of(self.symbols)
+        return [Asset.from_domain(a) for a in resolve.assets_of(self.symbols)]
 
 
 @strawberry.type
 class WatchlistQuery:
     @strawberry.field(
         description="The viewer's watchlist (API keys: `portfolio:read`).",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:read")],
+        permission_classes=PORTFOLIO_READ,
     )
     async def watchlist(self, info: Info) -> Watchlist:
-        return await resolve.watchlist(info)
+        return Watchlist.from_domain(await resolve.watchlist(info))
 
 
 @strawberry.type
@@ -48,7 +56,7 @@ class WatchlistMutation:
         description="Add an asset to the end of the watchlist. Already there: nothing "
         "changes. Unknown symbol: BAD_USER_INPUT; a full watchlist (WATCHLIST_MAX_SYMBOLS, "
         "50 by default): CONFLICT. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def add_to_watchlist(
         self,
@@ -57,12 +65,12 @@ class WatchlistMutation:
             str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
         ],
     ) -> Watchlist:
-        return await resolve.add(info, symbol)
+        return Watchlist.from_domain(await resolve.add(info, symbol))
 
     @strawberry.mutation(
         description="Remove an asset from the watchlist. Not there: nothing changes. "
         "Unknown symbol: BAD_USER_INPUT. API keys: `portfolio:write`.",
-        permission_classes=[IsAuthenticated, HasScope("portfolio:write")],
+        permission_classes=PORTFOLIO_WRITE,
     )
     async def remove_from_watchlist(
         self,
@@ -71,4 +79,4 @@ class WatchlistMutation:
             str, strawberry.argument(description='An asset symbol, e.g. "BTC" (case-insensitive).')
         ],
     ) -> Watchlist:
-        return await resolve.remove(info, symbol)
+        return Watchlist.from_domain(await resolve.remove(info, symbol))

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.apikeys import ApiKeyDocument
-from cryptovault.documents.common import now_ms, older_than
+from cryptovault.documents.common import now_ms
 from cryptovault.documents.sessions import SessionDocument
 from cryptovault.documents.users import UserDocument
 from cryptovault.errors import BadUserInput, Conflict, NotFound, Unauthenticated
+from cryptovault.paging import Listing, Page, page
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.authcache import AuthCache
 from cryptovault.security.origin import Origin
@@ -48,6 +48,9 @@ class KeyGrant:
     frozen: bool
     # The key's last use as last read or recorded here (see `touch`).
     last_used_at: datetime | None
+
+
+API_KEYS = Listing("apikey", default=50, maximum=100)
 
 
 def key_revoked() -> Unauthenticated:
@@ -178,19 +181,11 @@ class ApiKeys:
         return doc
 
     async def page(
-        self, user_id: str, first: int, after: tuple[datetime, str] | None
-    ) -> tuple[list[ApiKeyDocument], bool]:
+        self, user_id: str, first: int | None, after: str | None
+    ) -> Page[ApiKeyDocument]:
         """The user's active keys, newest first."""
         query: dict[str, Any] = {"user_id": user_id, "revoked_at": None}
-        if after is not None:
-            query.update(older_than(after))
-        found = (
-            await ApiKeyDocument.find(query)
-            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-            .limit(first + 1)
-            .to_list()
-        )
-        return found[:first], len(found) > first
+        return await page(ApiKeyDocument, API_KEYS, query, first, after)
 
     async def authenticate(self, raw: str) -> KeyGrant:
         """The key and its owner's rights: from the cache (no read), else read (the

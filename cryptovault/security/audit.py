@@ -12,13 +12,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from beanie import SortDirection
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.audit import AuditEntryDocument
-from cryptovault.documents.common import now_ms, older_than
+from cryptovault.documents.common import now_ms
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
+from cryptovault.paging import Listing, Page, page
 from cryptovault.security.origin import Origin
 from cryptovault.security.viewer import Viewer
 
@@ -32,7 +32,7 @@ PUBLISH_RETRIES = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Entries already pushed to securityEvents subscribers (a retried publish may arrive
 # twice): the newest ids, enough to cover the retries' half a minute.
 SEEN_ENTRIES = 4096
-MAX_PAGE = 200
+AUDIT = Listing("audit", default=50, maximum=200, sort_field="at")
 # Never stored in details, whatever a caller passes (compared without case, _ and -).
 SECRET_KEYS = frozenset(
     {
@@ -206,15 +206,15 @@ class AuditLog:
 
     async def page(
         self,
-        first: int,
-        after: tuple[datetime, str] | None = None,
+        first: int | None,
+        after: str | None = None,
         *,
         user_id: str | None = None,
         action: str | None = None,
         own_user_id: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> tuple[list[AuditEntryDocument], bool]:
+    ) -> Page[AuditEntryDocument]:
         """Newest first by (at, id). `user_id` matches entries where the user acted or
         was concerned (admin filter); `own_user_id` only those concerning the user."""
         clauses: list[dict[str, Any]] = []
@@ -228,13 +228,5 @@ class AuditLog:
             clauses.append({"at": {"$gte": since}})
         if until is not None:
             clauses.append({"at": {"$lt": until}})
-        if after is not None:
-            clauses.append(older_than(after, "at"))
         query: dict[str, Any] = {"$and": clauses} if clauses else {}
-        found = (
-            await AuditEntryDocument.find(query)
-            .sort([("at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-            .limit(first + 1)
-            .to_list()
-        )
-        return found[:first], len(found) > first
+        return await page(AuditEntryDocument, AUDIT, query, first, after)

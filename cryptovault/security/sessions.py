@@ -11,16 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from beanie import SortDirection
 from pymongo import ReturnDocument
 
-from cryptovault.documents.common import older_than
 from cryptovault.documents.sessions import (
     RefreshTokenDocument,
     RevokedTokenDocument,
     SessionDocument,
 )
 from cryptovault.errors import Unauthenticated
+from cryptovault.paging import Listing, Page, page
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.origin import Origin
 from cryptovault.security.tokens import digest, new_secret
@@ -28,6 +27,7 @@ from cryptovault.security.tokens import digest, new_secret
 # Writing "last used" on every request would double the store's write load.
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_REFRESH_TOKEN = 512
+SESSIONS = Listing("session", default=50, maximum=100)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,19 +164,11 @@ class SessionStore:
         return result.modified_count
 
     async def page(
-        self, user_id: str, now: datetime, first: int, after: tuple[datetime, str] | None
-    ) -> tuple[list[SessionDocument], bool]:
+        self, user_id: str, now: datetime, first: int | None, after: str | None
+    ) -> Page[SessionDocument]:
         """The user's live sessions, newest first."""
         query: dict[str, Any] = {"user_id": user_id, "revoked_at": None, "expires_at": {"$gt": now}}
-        if after is not None:
-            query.update(older_than(after))
-        found = (
-            await SessionDocument.find(query)
-            .sort([("created_at", SortDirection.DESCENDING), ("_id", SortDirection.DESCENDING)])
-            .limit(first + 1)
-            .to_list()
-        )
-        return found[:first], len(found) > first
+        return await page(SessionDocument, SESSIONS, query, first, after)
 
     async def blacklist(self, token_id: str, user_id: str, expires_at: datetime) -> None:
         doc = RevokedTokenDocument(id=token_id, user_id=user_id, expires_at=expires_at)

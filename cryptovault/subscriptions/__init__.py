@@ -1,8 +1,8 @@
 """Subscriptions at scale: grouped execution (groups.py), per-socket send queues
 (outbox.py), the protocol handlers (handlers.py) and what a subscription field
-declares (policy.py). README "Subscriptions at scale"."""
+declares (schema/streams.py). README "Subscriptions at scale"."""
 
+from cryptovault.schema.streams import StreamPolicy, private_stream, shared_stream
 from cryptovault.subscriptions.outbox import CLOSE_TOO_SLOW
-from cryptovault.subscriptions.policy import StreamPolicy, private_stream, shared_stream
 
 __all__ = ["CLOSE_TOO_SLOW", "StreamPolicy", "private_stream", "shared_stream"]

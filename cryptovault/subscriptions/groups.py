@@ -5,7 +5,7 @@ Subscribing (per subscriber, exactly Strawberry's pipeline and extensions): pars
 validate, the schema extensions' checks (cost, limits), then the root field's
 subscribe resolver, which runs its permission classes and returns the source stream.
 A subscriber is then keyed by (normalized document, operation name, variables, and
-the viewer for private fields — see policy.py) and joins the group with that key; if
+the viewer for private fields — see schema/streams.py) and joins the group with that key; if
 the group already exists, the stream the resolver just returned is closed unstarted.
 
 A group owns ONE source stream. For each event it executes the operation's selection
@@ -45,8 +45,8 @@ from strawberry.types.graphql import OperationType
 
 from cryptovault.errors import DomainError
 from cryptovault.schema.errors import map_error
+from cryptovault.schema.streams import StreamPolicy, policy_of
 from cryptovault.subscriptions.outbox import Outbox
-from cryptovault.subscriptions.policy import StreamPolicy, policy_of
 
 log = logging.getLogger(__name__)
 

@@ -37,6 +37,14 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.config import Settings
 from cryptovault.documents.common import new_id, now_ms, to_decimal
+from cryptovault.documents.enums import (
+    OPEN_STATUSES,
+    Liquidity,
+    OrderStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+)
 from cryptovault.documents.trading import (
     AdjustmentDocument,
     BalanceDocument,
@@ -49,7 +57,7 @@ from cryptovault.errors import BadUserInput, Conflict, Forbidden, InsufficientFu
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import Asset, get_asset
-from cryptovault.market.service import TICKS_CHANNEL, MarketService
+from cryptovault.market.service import MarketService
 from cryptovault.market.ticks import Tick
 from cryptovault.observability.metrics import Metrics
 from cryptovault.security.audit import AuditLog
@@ -57,14 +65,6 @@ from cryptovault.security.origin import SYSTEM, Origin
 from cryptovault.security.viewer import Viewer
 from cryptovault.trading import matching, rules
 from cryptovault.trading.adjustments import Adjustments
-from cryptovault.trading.enums import (
-    OPEN_STATUSES,
-    Liquidity,
-    OrderStatus,
-    OrderType,
-    Side,
-    TimeInForce,
-)
 from cryptovault.trading.fills import (
     LostOwnership,
     OrderWork,
@@ -74,11 +74,11 @@ from cryptovault.trading.fills import (
 )
 from cryptovault.trading.ledger import HOUSE_FUNDING, USD, Change, Ledger, Line, Outcome
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity
+from cryptovault.trading.order_events import OrderEvent, OrderEvents
 from cryptovault.trading.rules import CENT, Fees, OrderRequest, OrderState
 
 log = logging.getLogger(__name__)
 
-ORDERS_CHANNEL = "orders"
 OPEN = [s.value for s in OPEN_STATUSES]
 LIVE = [OrderStatus.PENDING.value, *OPEN]
 FUNDS_REFUSED = "insufficient funds"
@@ -159,8 +159,9 @@ class TradingEngine:
         self._backoff: dict[str, tuple[int, float]] = {}
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
-        bus.subscribe(ORDERS_CHANNEL, self._on_order_event)
-        bus.subscribe(TICKS_CHANNEL, self._on_tick)
+        self.order_events = OrderEvents(bus)
+        self.order_events.add_listener(self._on_order_event)
+        market.add_tick_listener(self._on_tick)
 
     def _owner(self, role: str) -> str:
         return f"{role}:{self.instance}:{new_id()[-8:]}"
@@ -561,16 +562,19 @@ class TradingEngine:
 
     # -- ticks, expiry (leader) ------------------------------------------------------
 
-    async def _on_tick(self, message: dict[str, Any]) -> None:
-        """Queue the tick for matching without holding up the bus: each symbol keeps
-        only its latest unprocessed tick, matched by one worker at a time."""
+    def _on_tick(self, tick: Tick) -> None:
+        """Queue the tick for matching without holding up the tick path: each symbol
+        keeps only its latest unprocessed tick, matched by one worker at a time."""
         if not self.market.is_leader or self._closing:
             return
-        tick = Tick.from_message(message)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a tick applied outside the event loop (seeding prices): no worker
         first = tick.symbol not in self._pending_ticks
         self._pending_ticks[tick.symbol] = tick
         if first:
-            task = asyncio.create_task(self._match_symbol(tick.symbol))
+            task = loop.create_task(self._match_symbol(tick.symbol))
             self._workers.add(task)
             task.add_done_callback(self._workers.discard)
 
@@ -790,18 +794,13 @@ class TradingEngine:
         await self._publish(doc)
 
     async def _publish(self, doc: dict[str, Any]) -> None:
-        # `work` is the owner's journal (raw store values), not part of the order.
-        public = {k: v for k, v in doc.items() if k != "work"}
         try:
-            await self.bus.publish(
-                ORDERS_CHANNEL, OrderDocument.model_validate(public).model_dump(mode="json")
-            )
+            await self.order_events.publish(OrderEvent.of(doc))
         except Exception:
             log.warning("could not publish an order update", exc_info=True)
 
-    async def _on_order_event(self, message: dict[str, Any]) -> None:
-        order = OrderDocument.model_validate(message)
-        self.hub.publish(orders_topic(order.user_id), order)
+    def _on_order_event(self, event: OrderEvent) -> None:
+        self.hub.publish(orders_topic(event.user_id), event)
 
 
 @dataclass(frozen=True, slots=True)

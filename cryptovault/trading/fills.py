@@ -35,7 +35,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.common import now_ms, to_decimal
-from cryptovault.trading.enums import Liquidity, OrderStatus, Side
+from cryptovault.documents.enums import Liquidity, OrderStatus, Side
 from cryptovault.trading.ledger import (
     HOUSE_FEES,
     HOUSE_MARKET,

@@ -20,8 +20,8 @@ from typing import Any
 
 from bson import Decimal128
 
+from cryptovault.documents.enums import Liquidity, OrderType, Side, TimeInForce
 from cryptovault.market.ticks import Tick
-from cryptovault.trading.enums import Liquidity, OrderType, Side, TimeInForce
 
 
 def stop_crossed(side: Side, stop_price: Decimal, tick: Tick) -> bool:

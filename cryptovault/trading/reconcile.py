@@ -23,7 +23,7 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cryptovault.documents.common import now_ms, to_decimal
-from cryptovault.trading.enums import OPEN_STATUSES, OrderStatus
+from cryptovault.documents.enums import OPEN_STATUSES, OrderStatus
 from cryptovault.trading.fills import ledger_changes, work_of
 from cryptovault.trading.ledger import Ledger
 from cryptovault.trading.rules import OrderState, close_plan

@@ -24,10 +24,10 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
 from cryptovault.documents.common import to_decimal
+from cryptovault.documents.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 from cryptovault.errors import BadUserInput
 from cryptovault.market.assets import Asset, get_asset
 from cryptovault.market.ticks import Tick
-from cryptovault.trading.enums import Liquidity, OrderStatus, OrderType, Side, TimeInForce
 
 CENT = Decimal("0.01")
 ZERO = Decimal(0)

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from cryptovault.documents.common import to_decimal
+from cryptovault.documents.enums import OPEN_STATUSES
 from cryptovault.documents.trading import OrderDocument, TradeDocument
 from cryptovault.market.assets import ASSETS
-from cryptovault.trading.enums import OPEN_STATUSES
 
 DAY = timedelta(hours=24)
 

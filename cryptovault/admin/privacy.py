@@ -13,7 +13,7 @@ from cryptovault.documents.common import now_ms
 from cryptovault.documents.users import PasswordResetDocument, UserDocument
 from cryptovault.errors import NotFound, Unauthenticated
 from cryptovault.portfolio.alerts import PriceAlerts
-from cryptovault.portfolio.watchlist import Watchlists
+from cryptovault.portfolio.watchlists import Watchlists
 from cryptovault.security.audit import AuditLog
 from cryptovault.security.identity import IdentityService
 from cryptovault.security.origin import Origin

@@ -45,6 +45,12 @@ class Context:
         return address_key(self.client_address) or "unknown"
 
     @property
+    def budget_key(self) -> str:
+        """Whose cost budget an operation spends: the user or API key, else the
+        client's address."""
+        return self.viewer.rate_limit_key if self.viewer is not None else f"ip:{self.client_key}"
+
+    @property
     def origin(self) -> Origin:
         """Where the request came from, for sessions and audit entries."""
         state = self.request.scope.get("state") or {}
