@@ -65,9 +65,11 @@ the symbol, never the filled history.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import logging
+import sqlite3
 import threading
 from decimal import Decimal
 from functools import cache
@@ -92,6 +94,8 @@ RECORDED_SOURCES: dict[str, str] = {
     "mongoeco.engines.sqlite:SQLiteEngine._index_value": "b706ed8e817e63b41c36c1cc167fdb26aec78d0246a1ad7801ec36d04f75854e",
     "mongoeco.engines.sqlite:SQLiteEngine._unique_key_error": "d3d48f53845e2c3b6314c285fbbd2f59119bb413911e8714f3023f3b1504cdf5",
     "mongoeco.engines.sqlite:SQLiteEngine._storage_key": "3af61312918fe8a47eb33c5c9b5680032b8a08de1494388be587c8d2630b5109",
+    "mongoeco.engines.sqlite:SQLiteEngine._open_scan_documents_sync": "44bfbf05f032aa4ae5595fc425098b318253980d2bef8966be3ebb921144ba63",
+    "mongoeco.engines.sqlite:SQLiteEngine._load_documents": "4c98f932625a98ad504725ff6bff1308a31b348704bdc53710502c655053e899",
     "mongoeco.engines.sqlite:SQLiteEngine._insert_documents_sync": "322f1c1a2cf8dda4789439fe9b0af1fe9249c5c63f1d5632bee9c76efa7c0030",
     "mongoeco.engines._sqlite_plan_heuristics:sort_requires_python": "43dde6499e2b40fad3c891c3f964c20ccc0d1af736d2aa71a852ff0eb1550fc4",
     "mongoeco.engines.sqlite_query:type_expression_sql": "45236b27346dcd33d0d9db91dc62ee4cc7303541b23b83ccb2a1f3588b4aab93",
@@ -343,12 +347,17 @@ def _engine_class() -> type:
             ):
                 return None
             db_name, coll_name = namespace
-            narrowing, params = in_index_terms(fields[0], [document[fields[0]]])
+            conditions, params = [], [db_name, coll_name]
+            for field in fields:  # the index's leading fields that hold strings
+                if "." in field or type(document.get(field)) is not str:
+                    break
+                condition, strings = in_index_terms(field, [document[field]])
+                conditions.append(condition)
+                params += strings
             sql = (
                 "SELECT storage_key, document FROM documents "
-                f"WHERE db_name = ? AND coll_name = ? AND {narrowing}"
+                f"WHERE db_name = ? AND coll_name = ? AND {' AND '.join(conditions)}"
             )
-            params = [db_name, coll_name, *params]
             if exclude_storage_key is not None:
                 sql += " AND storage_key != ?"
                 params.append(exclude_storage_key)
@@ -384,6 +393,44 @@ def _engine_class() -> type:
                 return None
             document = self._deserialize_document(row[1])
             return (row[0], document) if QueryEngine.match_plan(document, plan) else None
+
+        def _open_scan_documents_sync(self, reader):  # type: ignore[no-untyped-def]
+            # A read the engine evaluates in Python (a Decimal128 range, an array
+            # comparison...) loads the collection through _load_documents: let that
+            # load know the read's filter, so it can be narrowed.
+            self._written.scan = (reader.db_name, reader.coll_name, reader.semantics.query_plan)
+            try:
+                return super()._open_scan_documents_sync(reader)
+            finally:
+                self._written.scan = None
+
+        def _load_documents(self, db_name: str, coll_name: str) -> Any:
+            scan = getattr(self._written, "scan", None)
+            self._written.scan = None
+            if scan is None or scan[:2] != (db_name, coll_name):
+                return super()._load_documents(db_name, coll_name)
+            narrowing, params = self._narrowed(db_name, coll_name, scan[2], "1 = 1", [])
+            if not params:
+                return super()._load_documents(db_name, coll_name)
+            # The rows the filter's equalities allow; the engine then evaluates the
+            # whole filter in Python on them, as it would have on every row. Lazy,
+            # like the stock generator: the reader binds the connection per fetch.
+            return self._load_narrowed(db_name, coll_name, narrowing, params)
+
+        def _load_narrowed(
+            self, db_name: str, coll_name: str, narrowing: str, params: list[Any]
+        ) -> Any:
+            cursor = self._require_connection().execute(
+                "SELECT storage_key, document FROM documents "
+                f"WHERE db_name = ? AND coll_name = ? AND {narrowing}",
+                (db_name, coll_name, *params),
+            )
+            try:
+                for storage_key, payload in cursor:
+                    yield storage_key, self._deserialize_document(payload)
+            finally:
+                with contextlib.suppress(sqlite3.ProgrammingError):
+                    cursor.close()  # the connection may be closed already
 
         def _translate_query_plan_with_multikey(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, plan
