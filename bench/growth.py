@@ -232,14 +232,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="2 s per mode")
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="orders in store")
     parser.add_argument(
-        "--write-sizes", default=",".join(map(str, WRITE_SIZES)), help="documents per collection"
+        "--write-sizes", help="documents per collection (default 100,...,100000; --quick 100,2000)"
     )
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--only", default="writes,orders", help="writes, orders or both")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     only = set(args.only.split(","))
-    write_sizes = tuple(int(s) for s in args.write_sizes.split(","))
+    write_sizes = (
+        tuple(int(s) for s in args.write_sizes.split(","))
+        if args.write_sizes
+        else (WRITE_SIZES[:2] if args.quick else WRITE_SIZES)
+    )
     results = asyncio.run(run(sizes, write_sizes, 2.0 if args.quick else args.duration, only))
     OUT.mkdir(exist_ok=True)
     (OUT / "growth.json").write_text(json.dumps(results, indent=2, default=str))
