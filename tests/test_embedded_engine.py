@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64, ObjectId
 from pymongo import AsyncMongoClient, IndexModel
+from pymongo.collation import Collation
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -333,6 +334,7 @@ INDEXED_STEPS: list[tuple[str, Any]] = [
     ("find", {"k": {"$in": ["a", "b", "ä"]}, "t": {"$lt": Decimal128("12")}}),
     ("sorted", {"k": {"$in": ["a", "q"]}, "t": {"$gt": Decimal128("0")}}),
     ("find", {"k": {"$in": ["a", 1]}, "t": {"$gt": Decimal128("0")}}),
+    ("collated", {"k": "A", "t": {"$gt": Decimal128("0")}}),
     ("insert", {"_id": "r1", "k": ["a", "c"], "t": 5}),  # now an array under k
     ("find", {"k": "a"}),
     ("find", {"k": "a", "t": {"$gte": Decimal128("1")}}),
@@ -361,6 +363,9 @@ async def run_indexed_steps(client: AsyncMongoClient) -> list[Any]:
             seen.append(await collection.count_documents(arg))
         elif kind == "sorted":
             seen.append([d["_id"] async for d in collection.find(arg).sort([("t", 1), ("_id", 1)])])
+        elif kind == "collated":  # case-insensitive: "A" equals "a"
+            found = collection.find(arg, collation=Collation("en", strength=2))
+            seen.append(sorted([d["_id"] async for d in found]))
         else:
             seen.append(sorted([d["_id"] async for d in collection.find(arg)]))
     return seen
@@ -368,8 +373,8 @@ async def run_indexed_steps(client: AsyncMongoClient) -> list[Any]:
 
 async def test_indexed_equalities_find_what_the_stock_engine_finds(clients):
     stock = await run_indexed_steps(clients["stock"])
-    assert stock[0] == ["a1", "a2"] and stock[21] == ["a1", "a2", "r1"]  # they mean something
-    assert stock[17] == ["a2"] and stock[18] == ["a1", "b1", "u1"]
+    assert stock[0] == ["a1", "a2"] and stock[22] == ["a1", "a2", "r1"]  # they mean something
+    assert stock[17] == ["a2"] and stock[18] == ["a1", "b1", "u1"] and stock[21] == ["a1", "a2"]
     assert await run_indexed_steps(clients["flat"]) == stock
 
 

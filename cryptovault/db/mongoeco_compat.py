@@ -398,7 +398,9 @@ def _engine_class() -> type:
             # A read the engine evaluates in Python (a Decimal128 range, an array
             # comparison...) loads the collection through _load_documents: let that
             # load know the read's filter, so it can be narrowed.
-            self._written.scan = (reader.db_name, reader.coll_name, reader.semantics.query_plan)
+            semantics = reader.semantics
+            if semantics.collation is None:  # a collation changes what equals a string
+                self._written.scan = (reader.db_name, reader.coll_name, semantics.query_plan)
             try:
                 return super()._open_scan_documents_sync(reader)
             finally:
