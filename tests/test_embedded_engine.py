@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from bson import Decimal128, Int64, ObjectId
 from pymongo import AsyncMongoClient, IndexModel
-from pymongo.collation import Collation
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.collation import Collation
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from cryptovault.db import EmbeddedServer
