@@ -14,6 +14,7 @@ import pytest
 from bson import Decimal128, Int64, ObjectId
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.collation import Collation
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from cryptovault.db import EmbeddedServer
@@ -59,6 +60,50 @@ CASES: dict[str, tuple[list[dict[str, Any]], list[IndexModel], Op]] = {
         [{"_id": "x", "u": 1, "c": "a"}],
         [IndexModel([("u", 1), ("c", 1)], unique=True)],
         ins({"_id": "y", "u": 1, "c": "a"}),
+    ),
+    "compound unique key, equal numbers of two types": (
+        [{"_id": "x", "u": "a", "n": 1}],
+        [IndexModel([("u", 1), ("n", 1)], unique=True)],
+        ins({"_id": "y", "u": "a", "n": 1.0}),
+    ),
+    "compound unique key, another second value": (
+        [{"_id": "x", "u": "a", "n": 1}],
+        [IndexModel([("u", 1), ("n", 1)], unique=True)],
+        ins({"_id": "y", "u": "a", "n": 2}),
+    ),
+    "compound unique key, both missing": (
+        [{"_id": "x", "u": "a"}],
+        [IndexModel([("u", 1), ("n", 1)], unique=True)],
+        ins({"_id": "y", "u": "a"}),
+    ),
+    "compound unique key, numeric leading field": (
+        [{"_id": "x", "u": 1, "c": "a"}],
+        [IndexModel([("u", 1), ("c", 1)], unique=True)],
+        ins({"_id": "y", "u": Int64(1), "c": "a"}),
+    ),
+    "compound unique key on update": (
+        [{"_id": "x", "u": "a", "c": "b"}, {"_id": "y", "u": "a", "c": "c"}],
+        [IndexModel([("u", 1), ("c", 1)], unique=True)],
+        lambda c: c.update_one({"_id": "y"}, {"$set": {"c": "b"}}),
+    ),
+    "compound unique key, self-update": (
+        [{"_id": "x", "u": "a", "c": "b"}],
+        [IndexModel([("u", 1), ("c", 1)], unique=True)],
+        lambda c: c.update_one({"_id": "x"}, {"$set": {"n": 1}}),
+    ),
+    "compound unique key, a batch colliding with itself": (
+        [],
+        [IndexModel([("u", 1), ("c", 1)], unique=True)],
+        lambda c: c.insert_many([{"_id": 1, "u": "a", "c": "b"}, {"_id": 2, "u": "a", "c": "b"}]),
+    ),
+    "partial compound unique key": (
+        [{"_id": "x", "u": "a", "c": "b", "p": False}],
+        [
+            IndexModel(
+                [("u", 1), ("c", 1)], unique=True, partialFilterExpression={"p": {"$eq": True}}
+            )
+        ],
+        ins({"_id": "y", "u": "a", "c": "b", "p": True}),
     ),
     "unique key on update": (
         [{"_id": "x", "k": "v"}, {"_id": "y", "k": "w"}],
@@ -124,7 +169,8 @@ async def outcome(client: AsyncMongoClient, case: str) -> tuple[str, list[dict[s
     collection = client["equivalence"][f"c{uuid.uuid4().hex[:8]}"]
     if indexes:
         await collection.create_indexes(indexes)
-    await collection.insert_many(docs)
+    if docs:
+        await collection.insert_many(docs)
     try:
         await op(collection)
         result = "ok"
@@ -283,8 +329,15 @@ INDEXED_STEPS: list[tuple[str, Any]] = [
     ("count", {"k": "b", "t": 1}),
     ("update_many", ({"k": "a"}, {"$inc": {"t": 10}})),
     ("find", {"k": "a", "t": {"$gte": 12}}),
+    # Decimal128 ranges: evaluated in Python, on the rows the equalities allow.
+    ("find", {"k": "a", "t": {"$gte": Decimal128("11.5")}}),
+    ("find", {"k": {"$in": ["a", "b", "ä"]}, "t": {"$lt": Decimal128("12")}}),
+    ("sorted", {"k": {"$in": ["a", "q"]}, "t": {"$gt": Decimal128("0")}}),
+    ("find", {"k": {"$in": ["a", 1]}, "t": {"$gt": Decimal128("0")}}),
+    ("collated", {"k": "A", "t": {"$gt": Decimal128("0")}}),
     ("insert", {"_id": "r1", "k": ["a", "c"], "t": 5}),  # now an array under k
     ("find", {"k": "a"}),
+    ("find", {"k": "a", "t": {"$gte": Decimal128("1")}}),
     ("find", {"k": "c"}),
     ("sorted", {"k": "a"}),
     ("count", {"k": "a"}),
@@ -310,6 +363,9 @@ async def run_indexed_steps(client: AsyncMongoClient) -> list[Any]:
             seen.append(await collection.count_documents(arg))
         elif kind == "sorted":
             seen.append([d["_id"] async for d in collection.find(arg).sort([("t", 1), ("_id", 1)])])
+        elif kind == "collated":  # case-insensitive: "A" equals "a"
+            found = collection.find(arg, collation=Collation("en", strength=2))
+            seen.append(sorted([d["_id"] async for d in found]))
         else:
             seen.append(sorted([d["_id"] async for d in collection.find(arg)]))
     return seen
@@ -317,7 +373,8 @@ async def run_indexed_steps(client: AsyncMongoClient) -> list[Any]:
 
 async def test_indexed_equalities_find_what_the_stock_engine_finds(clients):
     stock = await run_indexed_steps(clients["stock"])
-    assert stock[0] == ["a1", "a2"] and stock[17] == ["a1", "a2", "r1"]  # they mean something
+    assert stock[0] == ["a1", "a2"] and stock[22] == ["a1", "a2", "r1"]  # they mean something
+    assert stock[17] == ["a2"] and stock[18] == ["a1", "b1", "u1"] and stock[21] == ["a1", "a2"]
     assert await run_indexed_steps(clients["flat"]) == stock
 
 
@@ -422,3 +479,219 @@ async def test_the_ledger_and_order_reads_of_a_trade_read_only_the_accounts_rows
     flat = await steps(stock=False)
     for name, (small, big) in flat.items():
         assert big == small, (name, flat[name])
+
+
+async def test_a_compound_unique_key_is_checked_without_reading_the_collection(
+    tmp_path_factory,
+):
+    """An insert into a collection with a compound unique index costs the same SQLite
+    work at 40 and at 400 documents (the stock engine decodes every document to
+    compare keys), and still refuses a duplicate."""
+
+    async def steps(stock: bool) -> list[int]:
+        server = EmbeddedServer(tmp_path_factory.mktemp("compound"), stock=stock)
+        counter = SQLiteSteps(server)
+        client: AsyncMongoClient = AsyncMongoClient(await server.start())
+        collection = client["steps"]["slots"]
+        await collection.create_indexes([IndexModel([("user", 1), ("slot", 1)], unique=True)])
+        measured, written = [], 0
+        for size in (40, 400):
+            await collection.insert_many(
+                [
+                    {"_id": f"s{n}", "user": f"u{n % 7}", "slot": f"s{n}"}
+                    for n in range(written, size)
+                ]
+            )
+            written = size
+            counter.count = 0
+            await collection.insert_one({"_id": f"n{size}", "user": "u1", "slot": f"n{size}"})
+            measured.append(counter.count)
+        with pytest.raises(DuplicateKeyError):
+            await collection.insert_one({"_id": "again", "user": "u3", "slot": "s3"})
+        await client.close()
+        await server.close()
+        return measured
+
+    small, big = await steps(stock=True)
+    assert big > 5 * small  # a read of every document: the measure means something
+    small, big = await steps(stock=False)
+    assert big == small
+
+
+class Transactions:
+    """Counts the SQLite transactions that committed documents (an insert into the
+    documents table, then a commit)."""
+
+    def __init__(self, server: EmbeddedServer) -> None:
+        self.count = 0
+        self._wrote = False
+        make = server.engine._create_sqlite_connection
+
+        def traced() -> Any:
+            connection = make()
+            connection.set_trace_callback(self._statement)
+            return connection
+
+        server.engine._create_sqlite_connection = traced
+
+    def _statement(self, sql: str) -> None:
+        statement = " ".join(sql.split()).upper()
+        if statement.startswith("INSERT INTO DOCUMENTS"):
+            self._wrote = True
+        elif statement.startswith("COMMIT") and self._wrote:
+            self.count += 1
+            self._wrote = False
+
+
+async def test_an_insert_of_many_documents_is_one_transaction(tmp_path_factory):
+    """The wire server writes the documents of one insert command in one SQLite
+    transaction (the stock server: one each), with the same uniqueness checks."""
+
+    async def transactions(stock: bool) -> int:
+        server = EmbeddedServer(tmp_path_factory.mktemp("batch"), stock=stock)
+        counter = Transactions(server)
+        client: AsyncMongoClient = AsyncMongoClient(await server.start())
+        collection = client["batch"]["docs"]
+        await collection.create_indexes([IndexModel([("k", 1)], unique=True)])
+        await collection.insert_one({"_id": "first", "k": "first"})
+        counter.count = 0
+        await collection.insert_many([{"_id": f"d{n}", "k": f"k{n}"} for n in range(50)])
+        counted = counter.count
+        assert await collection.count_documents({}) == 51
+        await client.close()
+        await server.close()
+        return counted
+
+    assert await transactions(stock=True) >= 50
+    assert await transactions(stock=False) == 1
+
+
+BATCHES: dict[str, tuple[list[dict[str, Any]], bool]] = {
+    "ordered, a duplicate id in the middle": (
+        [{"_id": "n1"}, {"_id": "old"}, {"_id": "n2"}],
+        True,
+    ),
+    "unordered, a duplicate id in the middle": (
+        [{"_id": "n1"}, {"_id": "old"}, {"_id": "n2"}],
+        False,
+    ),
+    "ordered, a duplicate key within the batch": (
+        [{"_id": "n1", "k": "x"}, {"_id": "n2", "k": "x"}, {"_id": "n3", "k": "y"}],
+        True,
+    ),
+    "unordered, duplicate keys old and new": (
+        [
+            {"_id": "n1", "k": "old"},
+            {"_id": "n2", "k": "x"},
+            {"_id": "n3", "k": "x"},
+            {"_id": "n4", "k": "z"},
+        ],
+        False,
+    ),
+    "unordered, a compound key": (
+        [{"_id": "n1", "u": "a", "c": 1}, {"_id": "n2", "u": "a", "c": 1.0}, {"_id": "n3"}],
+        False,
+    ),
+    "numeric ids equal across types": ([{"_id": 5}, {"_id": Int64(5)}, {"_id": 6}], False),
+    "all new": ([{"_id": "n1", "k": "a"}, {"_id": "n2", "k": "b"}], True),
+}
+
+
+@pytest.mark.parametrize("case", list(BATCHES))
+async def test_a_batch_insert_reports_what_the_stock_engine_reports(clients, case):
+    """Same write errors (index, code, key pattern and value, message), same count
+    inserted, same documents left, ordered or not."""
+
+    async def outcome(client: AsyncMongoClient) -> tuple[Any, list[dict[str, Any]]]:
+        # One name on both servers: it is in the error messages.
+        collection = client["equivalence"][f"batch{list(BATCHES).index(case)}"]
+        await collection.create_indexes(
+            [
+                IndexModel([("k", 1)], unique=True, sparse=True),
+                IndexModel([("u", 1), ("c", 1)], unique=True, sparse=True),
+            ]
+        )
+        await collection.insert_one({"_id": "old", "k": "old"})
+        documents, ordered = BATCHES[case]
+        try:
+            result: Any = (
+                await collection.insert_many([dict(d) for d in documents], ordered=ordered)
+            ).inserted_ids
+        except BulkWriteError as exc:
+            result = exc.details
+        return result, sorted(await collection.find({}).to_list(), key=repr)
+
+    stock = await outcome(clients["stock"])
+    assert await outcome(clients["flat"]) == stock
+
+
+async def test_the_tick_matchers_read_costs_the_same_whatever_the_filled_history(
+    tmp_path_factory,
+):
+    """The matcher's read (`symbol`, `status $in`, the crossing filter) reads the
+    symbol's open orders through the (symbol, status, price) indexes: the same SQLite
+    work with 40 or 400 filled orders in the collection (the stock engine reads
+    them all), and the same orders found."""
+    from decimal import Decimal
+
+    from cryptovault.documents.trading import OrderDocument
+    from cryptovault.market.assets import ASSETS
+    from cryptovault.market.ticks import quote
+    from cryptovault.trading import matching
+
+    now = datetime.now(UTC)
+    tick = quote(ASSETS["BTC"], Decimal(91_000), Decimal(1), "test")
+    query = {
+        "symbol": "BTC",
+        "status": {"$in": ["OPEN", "PARTIALLY_FILLED"]},
+        "owner": None,
+        **matching.crossing(tick, now),
+    }
+
+    def order(n: int, status: str, price: int) -> dict[str, Any]:
+        return {
+            "_id": f"o{status}{n}",
+            "user_id": f"u{n % 7}",
+            "idempotency_key": f"order:{status}{n}",
+            "symbol": "BTC",
+            "side": "BUY",
+            "type": "LIMIT",
+            "time_in_force": "GTC",
+            "limit_price": Decimal128(str(price)),
+            "stop_price": None,
+            "expires_at": None,
+            "status": status,
+            "triggered": False,
+            "owner": None,
+            "created_at": now,
+        }
+
+    async def steps(stock: bool) -> tuple[list[int], list[list[str]]]:
+        server = EmbeddedServer(tmp_path_factory.mktemp("matcher"), stock=stock)
+        counter = SQLiteSteps(server)
+        client: AsyncMongoClient = AsyncMongoClient(await server.start(), tz_aware=True)
+        orders = client["steps"]["orders"]
+        await orders.create_indexes(OrderDocument.Settings.indexes)
+        # Resting: 5 far below the price, 2 above it (crossed by the tick).
+        await orders.insert_many(
+            [order(n, "OPEN", 40_000 + n) for n in range(5)]
+            + [order(n, "PARTIALLY_FILLED", 95_000 + n) for n in range(2)]
+        )
+        measured, found, written = [], [], 0
+        for size in (40, 400):
+            await orders.insert_many([order(n, "FILLED", 95_000) for n in range(written, size)])
+            written = size
+            await orders.find(query).to_list()  # what the engine learns once
+            counter.count = 0
+            found.append(sorted([d["_id"] async for d in orders.find(query)]))
+            measured.append(counter.count)
+        await client.close()
+        await server.close()
+        return measured, found
+
+    (small, big), stock_found = await steps(stock=True)
+    assert big > 5 * small
+    assert stock_found[0] == ["oPARTIALLY_FILLED0", "oPARTIALLY_FILLED1"]
+    (small, big), found = await steps(stock=False)
+    assert found == stock_found
+    assert big == small

@@ -1,0 +1,73 @@
+"""The corrections to mongoeco's SQLite engine (cryptovault/db/mongoeco_compat.py)
+override private functions of one mongoeco release. An upgrade that changes any of
+them must be noticed (the first test fails, naming each function), and until the
+layer is adapted the store must fall back to the stock engine, never apply the
+corrections to code they were not written for."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from mongoeco.engines import SQLiteEngine
+
+from cryptovault.db import flat_engine, mongoeco_compat
+
+
+@pytest.fixture
+def fresh_check() -> Iterator[None]:
+    mongoeco_compat.compat_problems.cache_clear()
+    yield
+    mongoeco_compat.compat_problems.cache_clear()
+
+
+def test_the_installed_mongoeco_is_the_one_the_compat_layer_was_written_for(fresh_check):
+    problems = mongoeco_compat.compat_problems()
+    assert not problems, (
+        "mongoeco changed under cryptovault/db/mongoeco_compat.py, so the embedded "
+        "store now runs the stock (slow) engine. Read each changed function, adapt the "
+        "overrides, then record the new hashes (python -m cryptovault.db.mongoeco_compat):\n"
+        + "\n".join(problems)
+    )
+
+
+def test_every_overridden_engine_method_is_pinned():
+    corrected = mongoeco_compat._engine_class()
+    overridden = {
+        name
+        for name, value in vars(corrected).items()
+        if callable(value) and hasattr(SQLiteEngine, name) and name != "__init__"
+    }
+    pinned = {
+        name.rsplit(".", 1)[1]
+        for name in mongoeco_compat.RECORDED_SOURCES
+        if name.startswith("mongoeco.engines.sqlite:SQLiteEngine.")
+    }
+    assert overridden and overridden <= pinned, overridden - pinned
+
+
+def test_a_changed_mongoeco_function_turns_the_corrections_off(
+    fresh_check, monkeypatch, tmp_path, caplog
+):
+    name = "mongoeco.engines.sqlite:SQLiteEngine._validate_document_against_unique_indexes"
+    monkeypatch.setitem(mongoeco_compat.RECORDED_SOURCES, name, "0" * 64)
+    with caplog.at_level(logging.WARNING, logger="cryptovault.db.mongoeco_compat"):
+        engine = flat_engine(str(tmp_path / "store.sqlite3"))
+    assert type(engine) is SQLiteEngine
+    assert "_validate_document_against_unique_indexes changed" in caplog.text
+
+
+def test_another_mongoeco_version_turns_the_corrections_off(
+    fresh_check, monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setattr(mongoeco_compat, "PINNED_VERSION", "4.10.9")
+    with caplog.at_level(logging.WARNING, logger="cryptovault.db.mongoeco_compat"):
+        engine = flat_engine(str(tmp_path / "store.sqlite3"))
+    assert type(engine) is SQLiteEngine
+    assert "was written for 4.10.9" in caplog.text
+
+
+def test_the_pinned_mongoeco_gets_the_corrected_engine(fresh_check, tmp_path):
+    engine = flat_engine(str(tmp_path / "store.sqlite3"))
+    assert type(engine) is mongoeco_compat._engine_class()
