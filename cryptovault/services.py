@@ -21,6 +21,7 @@ from cryptovault.events.bus import EventBus, MemoryBus, RedisBus
 from cryptovault.events.counters import HourlyCounters
 from cryptovault.events.hub import Hub
 from cryptovault.events.lease import LocalLease, RedisLease
+from cryptovault.extensions.persisted import PersistedQueries
 from cryptovault.lifecycle import WebSocketRegistry
 from cryptovault.market.feeds import Feed, build_feed
 from cryptovault.market.leader import FeedLeader
@@ -30,7 +31,6 @@ from cryptovault.portfolio.alerts import PriceAlerts
 from cryptovault.portfolio.service import PortfolioService
 from cryptovault.portfolio.watchlist import Watchlists
 from cryptovault.protection.limiter import Limiter
-from cryptovault.protection.persisted import PersistedQueries
 from cryptovault.retention import Retention
 from cryptovault.security.apikeys import ApiKeys
 from cryptovault.security.audit import AuditLog

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from cryptovault.config import ConfigError, load_settings
-from cryptovault.protection.persisted import (
+from cryptovault.extensions.persisted import (
     MemoryQueryStore,
     RedisQueryStore,
     load_manifest,

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from cryptovault.protection.persisted import sha256_hex
+from cryptovault.extensions.persisted import sha256_hex
 from tests.conftest import serve
 from tests.harness import http, running
 

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 
 async def rate_limit(info: Info) -> types.RateLimitStatus:
-    from cryptovault.schema.protection import identity_key
+    from cryptovault.extensions.limits import identity_key
 
     ctx = info.context
     status = ctx.state.get("budget")

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.portfolio.alert_index import AlertCondition
 from cryptovault.portfolio.alerts import MAX_PAGE, AlertStatus
 from cryptovault.resolvers import alerts as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, first_argument

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import ASSETS
 from cryptovault.market.candles import Interval
 from cryptovault.market.service import MAX_CANDLE_PAGE
 from cryptovault.resolvers import market as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.results import shared_result

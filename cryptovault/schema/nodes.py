@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import nodes as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.node import MAX_NODES, Node
 from cryptovault.schema.permissions import IsAuthenticated
 

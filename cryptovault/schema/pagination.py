@@ -20,7 +20,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 
 from cryptovault.errors import BadUserInput
-from cryptovault.schema.cost import cost
+from cryptovault.extensions.cost import cost
 
 NodeT = TypeVar("NodeT")
 ItemT = TypeVar("ItemT")

@@ -11,12 +11,12 @@ from typing import Annotated, Any
 import strawberry
 from strawberry.permission import BasePermission
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import ASSETS
 from cryptovault.portfolio.service import MAX_POINTS, HistoryRange
 from cryptovault.portfolio.valuation import PortfolioValue
 from cryptovault.resolvers import portfolio as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, first_argument
 from cryptovault.schema.permissions import PRIVATE_STREAM_ENDS, HasScope, IsAuthenticated

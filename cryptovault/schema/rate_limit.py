@@ -6,9 +6,9 @@ from datetime import datetime
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import rate_limit as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 
 
 @strawberry.type(

@@ -30,8 +30,8 @@ import orjson
 from graphql import ExecutionResult, FieldNode, OperationType, get_operation_ast
 from strawberry.extensions import SchemaExtension
 
-from cryptovault.schema.caches import Lru
-from cryptovault.schema.protection import actual_cost_memo, app_context
+from cryptovault.extensions.caches import Lru
+from cryptovault.extensions.limits import actual_cost_memo, app_context
 
 __all__ = ["KeptResults", "depends_on", "shared_result"]
 

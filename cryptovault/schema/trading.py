@@ -12,9 +12,9 @@ from typing import Annotated
 import strawberry
 from strawberry.permission import BasePermission
 
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import trading as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, first_argument

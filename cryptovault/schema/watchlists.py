@@ -7,10 +7,10 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import ASSETS
 from cryptovault.resolvers import watchlists as resolve
 from cryptovault.schema.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.market import Asset
 from cryptovault.schema.permissions import HasScope, IsAuthenticated
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 from graphql import (
     DocumentNode,
@@ -37,11 +38,12 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext
 
+if TYPE_CHECKING:
+    from cryptovault.schema.context import Context
+
 from cryptovault.errors import RateLimited
-from cryptovault.protection.limiter import BudgetStatus
-from cryptovault.schema.caches import Lru
-from cryptovault.schema.context import Context
-from cryptovault.schema.protection import (
+from cryptovault.extensions.caches import Lru
+from cryptovault.extensions.limits import (
     CACHE_SIZE,
     DocumentWork,
     app_context,
@@ -49,6 +51,7 @@ from cryptovault.schema.protection import (
     hide_suggestions,
     identity_key,
 )
+from cryptovault.protection.limiter import BudgetStatus
 
 __all__ = ["DOCUMENT_FREE_SECONDS", "DOCUMENT_POINT_SECONDS", "Parsing", "Validation"]
 
