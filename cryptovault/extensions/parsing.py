@@ -25,6 +25,7 @@ from graphql import (
     DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLSchema,
     NameNode,
     OperationDefinitionNode,
     OperationType,
@@ -79,6 +80,11 @@ async def _charge(work: DocumentWork, ctx: Context) -> None:
 _documents: Lru[tuple[str, int], DocumentNode] = Lru(CACHE_SIZE)
 
 
+def cached_document(query: str, max_tokens: int) -> DocumentNode | None:
+    """The document `Parsing` parsed for `query`, if it is still cached."""
+    return _documents.get((query, max_tokens))
+
+
 def _unparsed(operation_name: str | None) -> DocumentNode:
     """Stands for a document refused before it was parsed: Strawberry reads the
     operation's type between parsing and validation, where the refusal is reported."""
@@ -109,7 +115,7 @@ class Parsing(SchemaExtension):
         ec = self.execution_context
         limit = ec.parse_options.get("max_lexical_tokens")
         if ec.query and isinstance(limit, int):
-            document = _documents.get((ec.query, limit))
+            document = cached_document(ec.query, limit)
             if document is None:
                 document = await self._parse_new(ec, ec.query, limit)
             # None: Strawberry parses it again to report the syntax error.
@@ -141,6 +147,16 @@ class Parsing(SchemaExtension):
 _validations: Lru[
     tuple[int, int, tuple[type[ASTValidationRule], ...], bool], list[GraphQLError]
 ] = Lru(CACHE_SIZE)
+
+
+def cached_validation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    rules: tuple[type[ASTValidationRule], ...],
+    hide: bool,
+) -> list[GraphQLError] | None:
+    """The errors `Validation` found in `document`, if it is still cached."""
+    return _validations.get((id(schema), id(document), rules, hide))
 
 
 class Validation(SchemaExtension):

@@ -8,6 +8,7 @@ The WebSocket side (protocol handlers, connection_init) is added by app.GraphQLA
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from typing import Any
@@ -32,6 +33,7 @@ from strawberry.types.unset import UNSET
 from cryptovault.config import Settings
 from cryptovault.errors import DomainError
 from cryptovault.extensions.masking import map_error
+from cryptovault.http.lean import JSON, LeanPath, lean_sub_response
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import error_response
 from cryptovault.schema.context import Context
@@ -41,7 +43,6 @@ from cryptovault.web import WebApp
 log = logging.getLogger("cryptovault.app")
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
-JSON = "application/json"
 
 
 def negotiate(accept: str | None) -> str | None:
@@ -83,6 +84,11 @@ class GraphQLView(GraphQL[Context, None]):
     settings: Settings
     web: WebApp
 
+    @functools.cached_property
+    def lean(self) -> LeanPath:
+        """Operations whose document is cached skip the extensions (http/lean.py)."""
+        return LeanPath(self)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
@@ -90,7 +96,15 @@ class GraphQLView(GraphQL[Context, None]):
         request = Request(scope=scope, receive=receive)
         try:
             async with asyncio.timeout(self.settings.request_timeout_seconds):
-                response = await self.run(request)
+                prepared = await self.lean.prepare(
+                    request, negotiate(request.headers.get("accept"))
+                )
+                if prepared is None:
+                    response = await self.run(request)
+                else:
+                    sub_response = lean_sub_response()
+                    context = await self.get_context(request, sub_response)
+                    response = await self.lean.run(prepared, context, sub_response)
         except HTTPException as exc:
             response = self._http_error(exc)
         except TimeoutError:

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from graphql import ExecutionResult, FieldNode, OperationType, get_operation_ast
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+)
 from strawberry.extensions import SchemaExtension
 
 from cryptovault.extensions.caches import Lru
@@ -77,6 +84,27 @@ type _Key = tuple[int, int, int, str | None, bytes]
 _kept: Lru[_Key, _Kept] = Lru(SIZE)
 
 
+def keeps_answer(schema: GraphQLSchema, operation: OperationDefinitionNode) -> bool:
+    """Whether `operation`'s answers are kept: a query whose every root field reads
+    shared state (`shared_result`)."""
+    if operation.operation is not OperationType.QUERY:
+        return False
+    root = schema.query_type
+    assert root is not None
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return False  # a fragment at the root: not worth the walk
+        name = selection.name.value
+        if name == "__typename":
+            continue
+        field = root.fields.get(name)
+        definition = (field.extensions or {}).get(_BACKREF) if field else None
+        metadata = getattr(definition, "metadata", None) or {}
+        if not metadata.get(SHARED_RESULT_KEY):
+            return False
+    return True
+
+
 class KeptResults(SchemaExtension):
     """Last in the extension list: its `on_execute` runs after Protection's checks
     and charge, right before execution."""
@@ -116,21 +144,8 @@ class KeptResults(SchemaExtension):
         if ctx is None or document is None:
             return None
         operation = get_operation_ast(document, ec.operation_name)
-        if operation is None or operation.operation is not OperationType.QUERY:
+        if operation is None or not keeps_answer(ec.schema._schema, operation):
             return None
-        root = ec.schema._schema.query_type
-        assert root is not None
-        for selection in operation.selection_set.selections:
-            if not isinstance(selection, FieldNode):
-                return None  # a fragment at the root: not worth the walk
-            name = selection.name.value
-            if name == "__typename":
-                continue
-            field = root.fields.get(name)
-            definition = (field.extensions or {}).get(_BACKREF) if field else None
-            metadata = getattr(definition, "metadata", None) or {}
-            if not metadata.get(SHARED_RESULT_KEY):
-                return None
         try:
             variables = (
                 orjson.dumps(ec.variables, option=orjson.OPT_SORT_KEYS) if ec.variables else b""
