@@ -11,7 +11,6 @@ from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
@@ -25,11 +24,7 @@ from cryptovault.extensions.limits import identity_key
 from cryptovault.http.view import GraphQLView
 from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.logs import user_id_var
-from cryptovault.middleware import (
-    BodySizeLimitMiddleware,
-    RequestIdMiddleware,
-    SecurityHeadersMiddleware,
-)
+from cryptovault.middleware import EdgeMiddleware
 from cryptovault.observability.metrics import metrics_endpoint
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
 from cryptovault.schema import build_schema
@@ -219,24 +214,27 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         lifespan=lifespan,
         middleware=[
             *proxies,
-            Middleware(RequestIdMiddleware),
-            Middleware(SecurityHeadersMiddleware, production=settings.is_production),
-            Middleware(WebSocketTracking),
+            # Request id, access log, security headers, CORS and the body limit in
+            # one pass (cryptovault/middleware.py).
             Middleware(
-                CORSMiddleware,
-                allow_origins=list(settings.cors_origins),
-                allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=[
-                    "Authorization",
-                    "Content-Type",
-                    "X-API-Key",
-                    "X-Request-ID",
-                    "X-CSRF-Protection",
-                ],
-                expose_headers=EXPOSED_HEADERS,
-                allow_credentials="*" not in settings.cors_origins,
+                EdgeMiddleware,
+                production=settings.is_production,
+                max_body_bytes=settings.max_body_bytes,
+                cors={
+                    "allow_origins": list(settings.cors_origins),
+                    "allow_methods": ["GET", "POST", "OPTIONS"],
+                    "allow_headers": [
+                        "Authorization",
+                        "Content-Type",
+                        "X-API-Key",
+                        "X-Request-ID",
+                        "X-CSRF-Protection",
+                    ],
+                    "expose_headers": EXPOSED_HEADERS,
+                    "allow_credentials": "*" not in settings.cors_origins,
+                },
             ),
-            Middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes),
+            Middleware(WebSocketTracking),
         ],
     )
     if services is not None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import time
@@ -55,10 +56,15 @@ actual_cost_memo: ContextVar[dict[str, int] | None] = ContextVar("actual_cost_me
 
 def app_context(value: object) -> Context | None:
     """The app's Context, or None for an operation run without one (tests, benches)."""
-    # Imported here: the schema's types import this package (the cost rules).
+    return value if isinstance(value, _context_class()) else None
+
+
+@functools.cache
+def _context_class() -> type[Context]:
+    # Imported on first use: the schema's types import this package (the cost rules).
     from cryptovault.schema.context import Context
 
-    return value if isinstance(value, Context) else None
+    return Context
 
 
 def hide_suggestions(context: object) -> bool:

@@ -38,6 +38,7 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 from strawberry import Schema
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -45,7 +46,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from cryptovault.errors import DomainError, RateLimited
 from cryptovault.extensions.cost import Analysis, CostAnalyzer
-from cryptovault.extensions.limits import Protection, identity_key, rate_limit_headers
+from cryptovault.extensions.limits import CACHE_SIZE, Protection, identity_key, rate_limit_headers
 from cryptovault.extensions.limits import _analyses as analyses
 from cryptovault.extensions.masking import ErrorMapping, map_error
 from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
@@ -55,6 +56,7 @@ from cryptovault.observability.metrics import ANONYMOUS
 from cryptovault.schema.results import KeptResults, keeps_answer
 
 if TYPE_CHECKING:
+    from cryptovault.config import Settings
     from cryptovault.http.view import GraphQLView
     from cryptovault.schema.context import Context
 
@@ -97,6 +99,8 @@ class LeanPath:
         # Only the extensions whose work this path does (another one, e.g. Sentry's
         # tracing, would be skipped): else every operation takes the view.
         self.enabled = schema.extensions == PIPELINE
+        # id(document) -> (the document, its operation, or None: not served here).
+        self._operations: dict[int, tuple[DocumentNode, OperationDefinitionNode | None]] = {}
 
     async def prepare(self, request: Request, accept: str | None) -> Prepared | None:
         """The operation, when the lean path can serve it; None: take the view."""
@@ -136,24 +140,36 @@ class LeanPath:
                 return None  # a registration: charged and kept by the view
         if not query:
             return None
-        settings = services.settings
+        return self.plan(services.settings, query, operation_name, variables, extensions, accept)
+
+    def plan(
+        self,
+        settings: Settings,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, Any] | None,
+        extensions: dict[str, Any] | None,
+        media: str = JSON,
+    ) -> Prepared | None:
+        """The operation of `query`, when its document is cached, validated and within
+        the limits; None otherwise (the view then parses, validates, refuses it)."""
         document = cached_document(query, settings.max_tokens)
         if document is None:
             return None
-        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-        if len(operations) != 1:
+        found = self._operations.get(id(document))
+        if found is None or found[0] is not document:
+            found = (document, self._operation(document))
+            if len(self._operations) >= CACHE_SIZE:
+                self._operations.clear()
+            self._operations[id(document)] = found
+        operation = found[1]
+        if operation is None:
             return None
-        operation = operations[0]
         name = operation.name.value if operation.name else None
         if operation_name is not None and operation_name != name:
             return None
-        if operation.operation not in (OperationType.QUERY, OperationType.MUTATION):
-            return None
-        hide = settings.is_production
-        if cached_validation(self.core, document, self.rules, hide) != []:
+        if cached_validation(self.core, document, self.rules, settings.is_production) != []:
             return None  # not validated yet, or invalid: the view reports it
-        if keeps_answer(self.core, operation):
-            return None
         analyzer, analysis = analyses.get(self.core, document, operation, variables)
         if analysis.introspection:
             return None
@@ -167,10 +183,24 @@ class LeanPath:
             if actual > maximum:
                 return None
         return Prepared(
-            query, document, operation, name, variables, extensions, analyzer, analysis, accept
+            query, document, operation, name, variables, extensions, analyzer, analysis, media
         )
 
-    async def run(self, prepared: Prepared, context: Context, sub_response: Response) -> Response:
+    def _operation(self, document: DocumentNode) -> OperationDefinitionNode | None:
+        """The document's one query or mutation, unless its answers are kept."""
+        operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+        if len(operations) != 1:
+            return None
+        operation = operations[0]
+        if operation.operation not in (OperationType.QUERY, OperationType.MUTATION):
+            return None
+        if keeps_answer(self.core, operation):
+            return None
+        return operation
+
+    async def run(
+        self, prepared: Prepared, context: Context, sub_response: Response
+    ) -> Answer | Response:
         """Charge, execute and answer `prepared` in `context` (whose `response` is
         `sub_response`): what the extensions (metrics, error mapping, protection) and
         the view do for it, in one pass."""
@@ -181,7 +211,11 @@ class LeanPath:
         requested = prepared.analysis.cost
         status = await context.services.limiter.spend(identity_key(context), requested)
         context.state["budget"] = status
-        sub_response.headers.update(rate_limit_headers(status))
+        # As Protection's headers.update() on the view's fresh sub-response.
+        sub_response.raw_headers.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in rate_limit_headers(status).items()
+        )
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
         cost["throttleStatus"] = {
             "maximumAvailable": status.limit,
@@ -236,12 +270,24 @@ class LeanPath:
         if errors:
             self.view._handle_errors(errors, response)  # type: ignore[arg-type]
         sub_response.media_type = prepared.media
-        return self.view.create_response(response, sub_response)  # type: ignore[arg-type]
+        if sub_response.background is not None:
+            return self.view.create_response(response, sub_response)  # type: ignore[arg-type]
+        # What the view's create_response makes of it, written without a Response.
+        code = self.view.response_status(response, sub_response)  # type: ignore[arg-type]
+        body = orjson.dumps(response)
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", prepared.media.encode()),
+        ]
+        headers.extend((k, v) for k, v in sub_response.raw_headers if k != b"content-type")
+        return Answer(sub_response.status_code or code, headers, body)
 
     @staticmethod
     def _log_operation(context: Context, label: str, kind: str) -> None:
         # Read by the access log (cryptovault.middleware).
         request = context.request
+        if not isinstance(request, Request):
+            return  # run in process (bench.queries)
         state = request.scope.setdefault("state", {})
         state.setdefault("graphql_operations", []).append((label, kind))
 
@@ -249,7 +295,30 @@ class LeanPath:
 def lean_sub_response() -> Response:
     """What Strawberry's view gives the context as its `response` (headers and
     cookies set there are copied to the answer)."""
-    sub_response = Response()
-    sub_response.status_code = None  # type: ignore[assignment]
-    del sub_response.headers["content-length"]
-    return sub_response
+    return _SubResponse()
+
+
+class _SubResponse(Response):
+    """Strawberry's sub-response (a Response without status, body or headers),
+    made without the work of a Response's constructor."""
+
+    def __init__(self) -> None:
+        self.status_code = None  # type: ignore[assignment]
+        self.background = None
+        self.body = b""
+        self.raw_headers = []
+
+
+class Answer:
+    """An ASGI response of one body: what Starlette's Response sends for it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})

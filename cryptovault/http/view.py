@@ -268,12 +268,12 @@ class GraphQLView(GraphQL[Context, None]):
             response.pop("data", None)
         return response
 
-    def create_response(  # type: ignore[override]
-        self,
-        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
-        sub_response: Response,
-    ) -> Response:
-        media = sub_response.media_type or JSON
+    @staticmethod
+    def response_status(
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse], sub_response: Response
+    ) -> int:
+        """429 (with Retry-After) when an operation was rate limited; 400 for a request
+        error answered as application/graphql-response+json; else 200."""
         items = response_data if isinstance(response_data, list) else [response_data]
         errors: list[dict[str, Any]] = [
             e  # type: ignore[misc]
@@ -281,20 +281,28 @@ class GraphQLView(GraphQL[Context, None]):
             for e in item.get("errors") or ()
         ]
         limited = [e for e in errors if (e.get("extensions") or {}).get("code") == "RATE_LIMITED"]
-        status = 200
         if limited:
-            status = 429
             if "retry-after" not in sub_response.headers:
                 retry = max(
                     int((e.get("extensions") or {}).get("retryAfter") or 1) for e in limited
                 )
                 sub_response.headers["Retry-After"] = str(retry)
-        elif (
-            media == GRAPHQL_RESPONSE_JSON
+            return 429
+        if (
+            (sub_response.media_type or JSON) == GRAPHQL_RESPONSE_JSON
             and not isinstance(response_data, list)
             and "data" not in response_data
         ):
-            status = 400
+            return 400
+        return 200
+
+    def create_response(  # type: ignore[override]
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media = sub_response.media_type or JSON
+        status = self.response_status(response_data, sub_response)
         response = Response(self.encode_json(response_data), status_code=status, media_type=media)
         response.headers.raw.extend(
             (k, v) for k, v in sub_response.headers.raw if k != b"content-type"
