@@ -312,13 +312,15 @@ class _SubResponse(Response):
 class Answer:
     """An ASGI response of one body: what Starlette's Response sends for it."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "headers", "status_code")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status = status
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
         self.headers = headers
         self.body = body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
+        )
         await send({"type": "http.response.body", "body": self.body})
