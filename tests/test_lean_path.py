@@ -17,6 +17,8 @@ from tests.auth import bearer
 from tests.harness import codes, gql, http, running
 
 PRICES = "{ prices { symbol price } }"
+CANDLES = """query($first: Int) { candles(symbol: "BTC", interval: ONE_MINUTE, first: $first) {
+  edges { node { openTime close } } pageInfo { hasNextPage } } }"""
 OPERATIONS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], bool, list[str]]] = [
     # (case, query, variables, headers, served by the lean path, error codes)
     ("ok", "{ ping }", None, {}, True, []),
@@ -40,6 +42,7 @@ OPERATIONS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], bool, li
         True,
         ["BAD_USER_INPUT"],
     ),
+    ("kept answer", CANDLES, {"first": 3}, {}, True, []),
     ("over the cost limit", PRICES, {}, {}, False, ["QUERY_TOO_COMPLEX"]),
     ("over the depth limit", "{ prices { symbol } }", {}, {}, False, ["QUERY_TOO_COMPLEX"]),
     ("not validated", "{ nope }", {}, {}, False, ["BAD_USER_INPUT"]),

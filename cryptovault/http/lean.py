@@ -1,10 +1,11 @@
 """The lean HTTP path: a POSTed query or mutation whose document this process has
 already parsed and validated (the parser cache, which persisted and trusted documents
-reach too) runs on graphql-core directly, with the schema extensions' work fused into
-one pass, its answer serialized with orjson and written once.
+reach too) runs on graphql-core directly (or is served its kept answer: schema.results),
+with the schema extensions' work fused into one pass, its answer serialized with orjson
+and written once.
 
 Everything else (a new document, batches, GET, introspection, an operation over a
-limit, kept answers, APQ registrations, any request the view would refuse) takes
+limit, APQ registrations, any request the view would refuse) takes
 Strawberry's view (cryptovault/http/view.py), which does the same work through the
 extensions. The decision is taken before anything with a side effect (authentication,
 the budget): a request is served entirely by one path or the other.
@@ -53,7 +54,14 @@ from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
 from cryptovault.extensions.metrics import _escaped_code as escaped_code
 from cryptovault.extensions.parsing import Parsing, Validation, cached_document, cached_validation
 from cryptovault.observability.metrics import ANONYMOUS
-from cryptovault.schema.results import KeptResults, keeps_answer
+from cryptovault.schema.results import (
+    KeptResults,
+    answer_key,
+    keep,
+    keeps_answer,
+    kept_answer,
+    recording,
+)
 
 if TYPE_CHECKING:
     from cryptovault.config import Settings
@@ -82,6 +90,8 @@ class Prepared:
     analyzer: CostAnalyzer
     analysis: Analysis
     media: str
+    # Its answers are kept (schema.results: every root field reads shared state).
+    keeps: bool = False
 
 
 class LeanPath:
@@ -99,8 +109,9 @@ class LeanPath:
         # Only the extensions whose work this path does (another one, e.g. Sentry's
         # tracing, would be skipped): else every operation takes the view.
         self.enabled = schema.extensions == PIPELINE
-        # id(document) -> (the document, its operation, or None: not served here).
-        self._operations: dict[int, tuple[DocumentNode, OperationDefinitionNode | None]] = {}
+        # id(document) -> (the document, its operation or None (not served here),
+        # whether its answers are kept).
+        self._operations: dict[int, tuple[DocumentNode, OperationDefinitionNode | None, bool]] = {}
 
     async def prepare(self, request: Request, accept: str | None) -> Prepared | None:
         """The operation, when the lean path can serve it; None: take the view."""
@@ -158,11 +169,11 @@ class LeanPath:
             return None
         found = self._operations.get(id(document))
         if found is None or found[0] is not document:
-            found = (document, self._operation(document))
+            found = (document, *self._operation(document))
             if len(self._operations) >= CACHE_SIZE:
                 self._operations.clear()
             self._operations[id(document)] = found
-        operation = found[1]
+        operation, keeps = found[1], found[2]
         if operation is None:
             return None
         name = operation.name.value if operation.name else None
@@ -183,20 +194,28 @@ class LeanPath:
             if actual > maximum:
                 return None
         return Prepared(
-            query, document, operation, name, variables, extensions, analyzer, analysis, media
+            query,
+            document,
+            operation,
+            name,
+            variables,
+            extensions,
+            analyzer,
+            analysis,
+            media,
+            keeps,
         )
 
-    def _operation(self, document: DocumentNode) -> OperationDefinitionNode | None:
-        """The document's one query or mutation, unless its answers are kept."""
+    def _operation(self, document: DocumentNode) -> tuple[OperationDefinitionNode | None, bool]:
+        """The document's one query or mutation, and whether its answers are kept
+        (schema.results)."""
         operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
         if len(operations) != 1:
-            return None
+            return None, False
         operation = operations[0]
         if operation.operation not in (OperationType.QUERY, OperationType.MUTATION):
-            return None
-        if keeps_answer(self.core, operation):
-            return None
-        return operation
+            return None, False
+        return operation, keeps_answer(self.core, operation)
 
     async def run(
         self, prepared: Prepared, context: Context, sub_response: Response
@@ -240,26 +259,18 @@ class LeanPath:
             codes = [escaped_code(refused)]
             response = {"errors": [e.formatted for e in errors], "extensions": {"cost": cost}}
         else:
-            result = execute(
-                self.core,
-                prepared.document,
-                root_value=None,
-                context_value=context,
-                variable_values=prepared.variables,
-                operation_name=prepared.operation_name,
-                executor_class=self.executor,
-                is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
-                operation_extensions=prepared.extensions,
-            )
-            if optimized_is_awaitable(result):
-                result = await result  # type: ignore[misc]
-            assert isinstance(result, ExecutionResult)
+            result, memo = await self._answer(prepared, context)
             errors = result.errors or []
             if errors:
                 self.schema._process_errors(errors)
                 errors = [map_error(e) for e in errors]
             codes = [str((e.extensions or {}).get("code") or UNKNOWN) for e in errors]
-            cost["actualQueryCost"] = prepared.analyzer.actual_cost(result.data)
+            if memo is not None and "cost" in memo:
+                cost["actualQueryCost"] = memo["cost"]  # the same data as when computed
+            else:
+                cost["actualQueryCost"] = prepared.analyzer.actual_cost(result.data)
+                if memo is not None:
+                    memo["cost"] = cost["actualQueryCost"]
             response = {"data": result.data}
             if errors:
                 response["errors"] = [e.formatted for e in errors]
@@ -281,6 +292,49 @@ class LeanPath:
         ]
         headers.extend((k, v) for k, v in sub_response.raw_headers if k != b"content-type")
         return Answer(sub_response.status_code or code, headers, body)
+
+    async def _answer(
+        self, prepared: Prepared, context: Context
+    ) -> tuple[ExecutionResult, dict[str, int] | None]:
+        """The operation's result, kept or executed (KeptResults' work), and where its
+        actual cost is remembered when the answer is kept."""
+        key = (
+            answer_key(
+                context.services,
+                self.core,
+                prepared.document,
+                prepared.operation_name,
+                prepared.variables,
+            )
+            if prepared.keeps
+            else None
+        )
+        if key is None:
+            return await self._execute(prepared, context), None
+        kept = kept_answer(key)
+        if kept is not None:
+            return ExecutionResult(data=kept.data), kept.costs
+        with recording() as recorded:
+            result = await self._execute(prepared, context)
+        kept = keep(key, result, recorded, (context.services, self.core, prepared.document))
+        return result, kept.costs if kept is not None else None
+
+    async def _execute(self, prepared: Prepared, context: Context) -> ExecutionResult:
+        result = execute(
+            self.core,
+            prepared.document,
+            root_value=None,
+            context_value=context,
+            variable_values=prepared.variables,
+            operation_name=prepared.operation_name,
+            executor_class=self.executor,
+            is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
+            operation_extensions=prepared.extensions,
+        )
+        if optimized_is_awaitable(result):
+            result = await result  # type: ignore[misc]
+        assert isinstance(result, ExecutionResult)
+        return result
 
     @staticmethod
     def _log_operation(context: Context, label: str, kind: str) -> None:
