@@ -74,6 +74,8 @@ __all__ = ["LeanPath", "Prepared", "lean_sub_response"]
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
 
 JSON = "application/json"
+# The rate-limit headers' names, as MutableHeaders writes them.
+_HEADER_NAMES: dict[str, bytes] = {}
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
 
 
@@ -231,10 +233,12 @@ class LeanPath:
         status = await context.services.limiter.spend(identity_key(context), requested)
         context.state["budget"] = status
         # As Protection's headers.update() on the view's fresh sub-response.
-        sub_response.raw_headers.extend(
-            (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in rate_limit_headers(status).items()
-        )
+        written = sub_response.raw_headers
+        for name, value in rate_limit_headers(status).items():
+            lowered = _HEADER_NAMES.get(name)
+            if lowered is None:
+                lowered = _HEADER_NAMES[name] = name.lower().encode("latin-1")
+            written.append((lowered, value.encode("latin-1")))
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
         cost["throttleStatus"] = {
             "maximumAvailable": status.limit,
@@ -284,7 +288,12 @@ class LeanPath:
         if sub_response.background is not None:
             return self.view.create_response(response, sub_response)  # type: ignore[arg-type]
         # What the view's create_response makes of it, written without a Response.
-        code = self.view.response_status(response, sub_response)  # type: ignore[arg-type]
+        # 429 and 400 need an error; the view decides them.
+        code = (
+            self.view.response_status(response, sub_response)  # type: ignore[arg-type]
+            if errors
+            else 200
+        )
         body = orjson.dumps(response)
         headers = [
             (b"content-length", str(len(body)).encode()),
