@@ -27,12 +27,12 @@ async def measure(store_url: str, n: int, rounds: int) -> list[dict[str, Any]]:
     from graphql import execute, parse
     from strawberry.execution import optimized_is_awaitable
 
+    from cryptovault.extensions.limits import HidingSuggestionsExecutor, Protection
+    from cryptovault.extensions.masking import ErrorMapping
+    from cryptovault.extensions.metrics import OperationMetrics
+    from cryptovault.extensions.parsing import Parsing, Validation
     from cryptovault.resolvers.context import Context
     from cryptovault.schema import Mutation, Query, Subscription
-    from cryptovault.schema.errors import ErrorMapping
-    from cryptovault.schema.metrics import OperationMetrics
-    from cryptovault.schema.parsing import Parsing, Validation
-    from cryptovault.schema.protection import HidingSuggestionsExecutor, Protection
 
     services = await in_process_services(store_url)
     pipelines: dict[str, list[Any]] = {

@@ -6,9 +6,12 @@ keep-alive connections for a fixed time, against a plain Starlette endpoint that
 returns the very same response bytes. Reports requests/s, p50/p99 latency and the
 server's CPU time per request.
 
-In-process: the app's `schema.execute` (Strawberry with our extensions and caches)
-against graphql-core executing the already parsed and validated document with the
-same executor class and context: what the GraphQL layer costs around execution.
+In-process: the app's path for an operation over HTTP once its document is cached
+(cryptovault/http/lean.py: charged, executed, its cost report and response bytes made;
+the view, i.e. Strawberry with our extensions, for what it does not serve), and a plain
+Strawberry `schema.execute` with our extensions, against graphql-core executing the
+already parsed and validated document with the same executor class and context: what
+the GraphQL layer costs around execution.
 """
 
 from __future__ import annotations
@@ -120,19 +123,43 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
     rows = []
     try:
         from bench.servers import seed
+        from cryptovault.app import GraphQLApp, create_app
+        from cryptovault.http.lean import lean_sub_response
 
         await seed(services)
         schema = build_schema()
         core = schema._schema
         executor_class = schema.execution_context_class
+        # The app's own HTTP path, in process: the lean path for a cached document
+        # (cryptovault/http/lean.py), else Strawberry with the extensions.
+        app = create_app(services.settings, services)
+        view = next(r.app for r in app.router.routes if isinstance(r.app, GraphQLApp))  # type: ignore[attr-defined]
+        lean = view.lean
         for name, query in QUERIES.items():
             document = parse(query)
             assert not validate(core, document)
             iterations = (200 if name == "candles100" else 2000) // (4 if quick else 1)
+            warm = await view.schema.execute(query, context_value=Context(services, None))  # type: ignore[arg-type]
+            assert not warm.errors, warm.errors
+            path = "lean" if lean.plan(services.settings, query, None, None, None) else "view"
 
             async def strawberry_execute(query: str = query) -> None:
                 result = await schema.execute(query, context_value=Context(services, None))  # type: ignore[arg-type]
                 assert not result.errors, result.errors
+
+            async def app_execute(query: str = query) -> None:
+                prepared = lean.plan(services.settings, query, None, None, None)
+                if prepared is None:
+                    result = await view.schema.execute(
+                        query,
+                        context_value=Context(services, None),  # type: ignore[arg-type]
+                    )
+                    assert not result.errors, result.errors
+                    return
+                sub_response = lean_sub_response()
+                context = Context(services, None, response=sub_response)  # type: ignore[arg-type]
+                answer = await lean.run(prepared, context, sub_response)
+                assert answer.status_code == 200  # type: ignore[union-attr]
 
             async def core_execute(document: Any = document) -> None:
                 result = execute(
@@ -149,10 +176,15 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
 
             # This process's CPU time (the store's work is in its own process), in
             # alternating rounds, the best of each: the machine is shared.
-            timings = {"strawberry": float("inf"), "graphql-core": float("inf")}
+            timings = {
+                "strawberry": float("inf"),
+                "app": float("inf"),
+                "graphql-core": float("inf"),
+            }
             for _ in range(4):
                 for label, run in (
                     ("strawberry", strawberry_execute),
+                    ("app", app_execute),
                     ("graphql-core", core_execute),
                 ):
                     start = time.process_time()
@@ -164,8 +196,11 @@ async def in_process(store_url: str, quick: bool) -> dict[str, Any]:
                 {
                     "query": name,
                     "strawberry_us": timings["strawberry"],
+                    "app_us": timings["app"],
+                    "app_path": path,
                     "graphql_core_us": timings["graphql-core"],
                     "ratio": timings["strawberry"] / timings["graphql-core"],
+                    "app_ratio": timings["app"] / timings["graphql-core"],
                 }
             )
     finally:

@@ -1,4 +1,4 @@
-"""Domain errors. Domain code raises these; one place (schema/errors.py) maps them to
+"""Domain errors. Domain code raises these; one place (extensions/masking.py) maps them to
 GraphQL errors with a stable `extensions.code`."""
 
 from __future__ import annotations

@@ -1,16 +1,20 @@
-"""ASGI middleware: a request id on every request (taken from X-Request-ID or made
-up), echoed in the response and bound to every log line; one access log line per
-HTTP request (with the GraphQL operation names, and the user id when known) and its
-Prometheus metrics; security headers; the request body size limit."""
+"""The app's edge, as one pure-ASGI middleware (one pass per request instead of a
+stack of layers): a request id on every request (taken from X-Request-ID or made up),
+echoed in the response and bound to every log line; one access log line per HTTP
+request (with the GraphQL operation names, and the user id when known) and its
+Prometheus metrics; CORS; security headers; the request body size limit."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -27,63 +31,6 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 def _metrics(scope: Scope) -> Metrics | None:
     services = getattr(getattr(scope.get("app"), "state", None), "services", None)
     return getattr(services, "metrics", None)
-
-
-class RequestIdMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        incoming = ""
-        for name, value in scope.get("headers", []):
-            if name == b"x-request-id":
-                incoming = value.decode("latin-1")
-                break
-        # Only accept well-formed ids: they end up in logs and headers.
-        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        token = request_id_var.set(request_id)
-        user_token = user_id_var.set(None)
-        start = time.perf_counter()
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            # WebSocket frames pass straight through: a wrapper would cost every frame
-            # of every subscription, for a header only HTTP responses carry.
-            await self.app(scope, receive, send_with_id if scope["type"] == "http" else send)
-        finally:
-            if scope["type"] == "http":
-                seconds = time.perf_counter() - start
-                fields: dict[str, object] = {
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                }
-                # Left by the OperationMetrics schema extension (several in a batch).
-                operations = scope["state"].get("graphql_operations")
-                if operations:
-                    fields["operation"] = ",".join(name for name, _ in operations)
-                    fields["operation_type"] = ",".join(kind for _, kind in operations)
-                log.info("request", extra=fields)
-                metrics = _metrics(scope)
-                if metrics is not None:
-                    metrics.observe_http(scope["method"], scope["path"], status, seconds)
-            request_id_var.reset(token)
-            user_id_var.reset(user_token)
 
 
 def error_response(
@@ -104,13 +51,28 @@ PERMISSIONS_POLICY = (
     "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), "
     "microphone=(), payment=(), usb=(), interest-cohort=()"
 )
+API_CSP_BYTES = API_CSP.encode()
 
 
-class SecurityHeadersMiddleware:
-    """Security headers on every HTTP response (a response may set its own CSP)."""
+class EdgeMiddleware:
+    """Request id, access log and HTTP metrics, CORS (Starlette's CORSMiddleware
+    rules, `cors`), security headers (a response may set its own CSP) and the body
+    size limit: bodies over `max_body_bytes` are refused with 413 before the app reads
+    them (the body is buffered, at most `max_body_bytes`, and replayed to the app).
 
-    def __init__(self, app: ASGIApp, production: bool) -> None:
+    Response headers come in the order the layers this replaces added them: the
+    app's, CORS's, the security headers, X-Request-ID.
+
+        Middleware(EdgeMiddleware, production=True, max_body_bytes=1 << 20,
+                   cors=dict(allow_origins=["https://app.example"], ...))
+    """
+
+    def __init__(
+        self, app: ASGIApp, *, production: bool, max_body_bytes: int, cors: dict[str, Any]
+    ) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.cors = CORSMiddleware(app, **cors)
         headers = [
             (b"x-content-type-options", b"nosniff"),
             (b"x-frame-options", b"DENY"),
@@ -120,53 +82,122 @@ class SecurityHeadersMiddleware:
         ]
         if production:
             headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
-        self.headers = headers
+        self.security_headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
+        incoming = ""
+        origin: str | None = None
+        preflight = False
+        declared = -1
+        for name, value in scope.get("headers", ()):
+            if name == b"x-request-id":
+                if not incoming:
+                    incoming = value.decode("latin-1")
+            elif name == b"origin":
+                if origin is None:
+                    origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                preflight = True
+            elif name == b"content-length":
+                with contextlib.suppress(ValueError):
+                    declared = max(declared, int(value))
+        # Only accept well-formed ids: they end up in logs and headers.
+        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = request_id_var.set(request_id)
+        user_token = user_id_var.set(None)
+        if kind == "websocket":
+            # Frames pass straight through: a wrapper would cost every frame of every
+            # subscription, for headers only HTTP responses carry.
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                request_id_var.reset(token)
+                user_id_var.reset(user_token)
+            return
+        start = time.perf_counter()
+        status = 0
+        request_id_header = (b"x-request-id", request_id.encode())
+        method = scope["method"]
+        # A CORS preflight is answered here, without the CORS headers of a response.
+        answer_preflight = origin is not None and method == "OPTIONS" and preflight
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_at_edge(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
+                if not answer_preflight:
+                    self._cors(message, origin, scope)
                 headers = list(message.get("headers", []))
                 present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in self.headers if h[0] not in present)
+                headers.extend(h for h in self.security_headers if h[0] not in present)
                 if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", API_CSP.encode()))
+                    headers.append((b"content-security-policy", API_CSP_BYTES))
                 if b"cache-control" not in present:
                     # Responses carry private data (balances, orders): never cache them.
                     headers.append((b"cache-control", b"no-store"))
+                headers.append(request_id_header)
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            if answer_preflight:
+                response = self.cors.preflight_response(request_headers=Headers(scope=scope))
+                await response(scope, receive, send_at_edge)
+            elif method in ("GET", "HEAD", "OPTIONS"):
+                await self.app(scope, receive, send_at_edge)
+            else:
+                await self._limited(scope, receive, send_at_edge, declared)
+        finally:
+            seconds = time.perf_counter() - start
+            if log.isEnabledFor(logging.INFO):
+                fields: dict[str, object] = {
+                    "method": method,
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "client": (scope.get("client") or ("", 0))[0],
+                }
+                # Left by the OperationMetrics schema extension (several in a batch).
+                operations = scope["state"].get("graphql_operations")
+                if operations:
+                    fields["operation"] = ",".join(name for name, _ in operations)
+                    fields["operation_type"] = ",".join(kind for _, kind in operations)
+                log.info("request", extra=fields)
+            metrics = _metrics(scope)
+            if metrics is not None:
+                metrics.observe_http(method, scope["path"], status, seconds)
+            request_id_var.reset(token)
+            user_id_var.reset(user_token)
 
-
-class BodySizeLimitMiddleware:
-    """Refuses request bodies over `max_bytes` with 413 before the app reads them: the
-    body is buffered (at most `max_bytes`) and replayed to the app."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
+    def _cors(self, message: Message, origin: str | None, scope: Scope) -> None:
+        """What Starlette's CORSMiddleware adds to a response (its `send`)."""
+        message.setdefault("headers", [])
+        raw = message["headers"]
+        if origin is None and all(k != b"vary" for k, _ in raw):
+            # What the general case below comes to (on a copy: a response may be sent
+            # more than once).
+            message["headers"] = [*raw, (b"vary", b"Origin")]
             return
-        too_large = error_response(
-            413, f"The request body exceeds {self.max_bytes} bytes", "BAD_USER_INPUT"
-        )
-        for name, value in scope.get("headers", []):
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = -1
-                if declared > self.max_bytes:
-                    await too_large(scope, receive, send)
-                    return
+        headers = MutableHeaders(scope=message)
+        cors = self.cors
+        if origin is not None:
+            headers.update(cors.simple_headers)
+        if (origin is not None and cors.allow_all_origins and cors.allow_credentials) or (
+            origin is not None and not cors.allow_all_origins and cors.is_allowed_origin(origin)
+        ):
+            cors.allow_explicit_origin(headers, origin)
+        else:
+            headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, declared: int) -> None:
+        if declared > self.max_body_bytes:
+            await self._too_large(scope, receive, send)
+            return
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -175,13 +206,13 @@ class BodySizeLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await too_large(scope, receive, send)
+            if size > self.max_body_bytes:
+                await self._too_large(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         replayed = False
 
         async def replay() -> Message:
@@ -192,3 +223,9 @@ class BodySizeLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413, f"The request body exceeds {self.max_body_bytes} bytes", "BAD_USER_INPUT"
+        )
+        await response(scope, receive, send)

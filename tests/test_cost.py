@@ -5,14 +5,14 @@ from __future__ import annotations
 import strawberry
 from graphql import get_operation_ast, parse
 
-from cryptovault.market.assets import ASSETS
-from cryptovault.schema.cost import (
+from cryptovault.extensions.cost import (
     DEFAULT_LIST_SIZE,
     MUTATION_BASE_COST,
     SUBSCRIPTION_BASE_COST,
     CostAnalyzer,
     cost,
 )
+from cryptovault.market.assets import ASSETS
 from cryptovault.schema.pagination import Connection
 from tests.harness import codes, gql, http, running
 

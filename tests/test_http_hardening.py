@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cryptovault.app import negotiate
 from cryptovault.config import ConfigError, load_settings
+from cryptovault.http.view import negotiate
 from tests.harness import codes, gql, http, running
 
 QUERY = "{ rateLimit { limit } }"

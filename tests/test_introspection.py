@@ -8,9 +8,10 @@ import pytest
 from graphql import get_introspection_query, get_operation_ast, graphql_sync, parse
 
 from bench.introspection import probe
-from cryptovault.schema import build_schema, introspection
-from cryptovault.schema.cost import CostAnalyzer, introspection_list_sizes
-from cryptovault.schema.introspection import CACHED_INTROSPECTION_COST
+from cryptovault.extensions import introspection
+from cryptovault.extensions.cost import CostAnalyzer, introspection_list_sizes
+from cryptovault.extensions.introspection import CACHED_INTROSPECTION_COST
+from cryptovault.schema import build_schema
 from tests.auth import bearer
 from tests.harness import codes, gql, http, running
 

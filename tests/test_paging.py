@@ -8,8 +8,8 @@ import re
 
 from graphql import get_named_type
 
+from cryptovault.extensions.cost import _meta
 from cryptovault.schema import build_schema
-from cryptovault.schema.cost import _meta
 
 
 def paginated_fields():

@@ -285,11 +285,11 @@ async def test_a_caller_without_points_gets_no_new_document_parsed(store_server,
         assert body["extensions"]["cost"]["documentCost"] > 100 - COST  # in debt now
         parsed, validated = [], []
         monkeypatch.setattr(
-            "cryptovault.schema.parsing.parse", lambda *a, **k: parsed.append(a) or None
+            "cryptovault.extensions.parsing.parse", lambda *a, **k: parsed.append(a) or None
         )
         monkeypatch.setattr("strawberry.schema.schema.parse", lambda *a, **k: parsed.append(a))
         monkeypatch.setattr(
-            "cryptovault.schema.parsing.validate", lambda *a, **k: validated.append(a) or []
+            "cryptovault.extensions.parsing.validate", lambda *a, **k: validated.append(a) or []
         )
         for document in ("{ rateLimit { limit } }", "{ bad", ASSETS_QUERY):
             refused = await gql(client, document)

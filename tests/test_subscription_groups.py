@@ -25,8 +25,8 @@ from websockets.exceptions import ConnectionClosed
 
 from cryptovault.app import GraphQLApp
 from cryptovault.errors import Unauthenticated
+from cryptovault.extensions.masking import ErrorMapping
 from cryptovault.resolvers.context import Context, Info
-from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.permissions import IsAuthenticated
 from cryptovault.security.viewer import Viewer
 from cryptovault.subscriptions import CLOSE_TOO_SLOW, shared_stream

@@ -14,7 +14,7 @@ import threading
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -131,6 +131,11 @@ class Metrics:
         self.operation_label = BoundedLabel(MAX_OPERATIONS, preset=(ANONYMOUS, INVALID))
         self._labels: dict[str, BoundedLabel] = {}
         self._live_subscriptions: Tally[str] = Tally()
+        # The hot path's labelled children, looked up once per label values (every
+        # label here is bounded: methods, routes, statuses, operation labels, codes).
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._operation_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._error_children: dict[tuple[str, str], Any] = {}
 
         Info("cryptovault_build", "Version and environment of this instance.", registry=r).info(
             {"version": __version__, "environment": environment}
@@ -296,17 +301,35 @@ class Metrics:
     def observe_http(self, method: str, path: str, status: int, seconds: float) -> None:
         method = method if method in HTTP_METHODS else OTHER
         route = path if path in HTTP_ROUTES else OTHER
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_duration.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        found = self._http_children.get(key)
+        if found is None:
+            found = self._http_children[key] = (
+                self.http_requests.labels(method, route, str(status)),
+                self.http_duration.labels(method, route),
+            )
+        found[0].inc()
+        found[1].observe(seconds)
 
     def observe_operation(self, operation: str, type: str, seconds: float | None) -> None:
-        self.graphql_requests.labels(operation, type).inc()
+        key = (operation, type)
+        found = self._operation_children.get(key)
+        if found is None:
+            found = self._operation_children[key] = (
+                self.graphql_requests.labels(operation, type),
+                self.graphql_duration.labels(operation, type),
+            )
+        found[0].inc()
         if seconds is not None:
-            self.graphql_duration.labels(operation, type).observe(seconds)
+            found[1].observe(seconds)
 
     def observe_errors(self, operation: str, codes: Iterable[str]) -> None:
         for code in codes:
-            self.graphql_errors.labels(operation, self._bounded("code", code)).inc()
+            key = (operation, self._bounded("code", code))
+            child = self._error_children.get(key)
+            if child is None:
+                child = self._error_children[key] = self.graphql_errors.labels(*key)
+            child.inc()
 
     def subscription_started(self, field: str) -> None:
         field = self._bounded("field", field)

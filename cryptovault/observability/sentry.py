@@ -1,6 +1,6 @@
 """Sentry error reporting (only when SENTRY_DSN is set).
 
-Only unexpected errors become events: schema/errors.py map_error() reports each one
+Only unexpected errors become events: extensions/masking.py map_error() reports each one
 once, tagged with the `errorId` the client saw. Sentry's Strawberry integration
 would also send every GraphQL error of a response (permission denials, bad input);
 `before_send` drops those. Secrets never leave the process: request bodies are not

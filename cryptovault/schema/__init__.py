@@ -5,19 +5,19 @@ from __future__ import annotations
 import strawberry
 from strawberry.schema.config import StrawberryConfig
 
+from cryptovault.extensions.limits import HidingSuggestionsExecutor, Protection
+from cryptovault.extensions.masking import ErrorMapping
+from cryptovault.extensions.metrics import OperationMetrics
+from cryptovault.extensions.parsing import Parsing, Validation
 from cryptovault.schema.admin import AdminMutation, AdminQuery
 from cryptovault.schema.alerts import AlertMutation, AlertQuery, AlertSubscription
 from cryptovault.schema.audit import AuditQuery, AuditSubscription
 from cryptovault.schema.auth import AuthMutation, AuthQuery
-from cryptovault.schema.errors import ErrorMapping
 from cryptovault.schema.market import MarketQuery, MarketSubscription
-from cryptovault.schema.metrics import OperationMetrics
 from cryptovault.schema.nodes import NodeQuery
-from cryptovault.schema.parsing import Parsing, Validation
 from cryptovault.schema.ping import PingQuery
 from cryptovault.schema.portfolio import PortfolioQuery, PortfolioSubscription
 from cryptovault.schema.privacy import PrivacyMutation
-from cryptovault.schema.protection import HidingSuggestionsExecutor, Protection
 from cryptovault.schema.rate_limit import RateLimitQuery
 from cryptovault.schema.results import KeptResults
 from cryptovault.schema.scalars import SCALAR_MAP

@@ -10,9 +10,9 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.admin.service import USERS, AccountStats
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import admin as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import ADMIN
 from cryptovault.schema.users import User

@@ -10,11 +10,11 @@ from typing import Annotated
 import strawberry
 
 from cryptovault.documents.alerts import PriceAlertDocument
+from cryptovault.extensions.cost import cost
 from cryptovault.portfolio.alert_index import AlertCondition
 from cryptovault.portfolio.alerts import ALERTS, AlertStatus
 from cryptovault.resolvers import alerts as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument

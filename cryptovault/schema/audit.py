@@ -11,9 +11,9 @@ import strawberry
 from strawberry.scalars import JSON
 
 from cryptovault.documents.audit import AuditEntryDocument
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import audit as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (
     ADMIN,

@@ -10,9 +10,9 @@ import strawberry
 
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.sessions import SessionDocument
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import auth as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument

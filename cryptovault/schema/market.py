@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market import assets as domain_assets
 from cryptovault.market import candles as domain_candles
 from cryptovault.market.assets import ASSETS, get_asset
@@ -17,7 +18,6 @@ from cryptovault.market.candles import Interval
 from cryptovault.market.service import CANDLES, Quote
 from cryptovault.resolvers import market as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.results import depends_on, shared_result

@@ -14,12 +14,12 @@ from cryptovault.documents.alerts import PriceAlertDocument
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.trading import OrderDocument, TradeDocument
 from cryptovault.documents.users import UserDocument
+from cryptovault.extensions.cost import cost
 from cryptovault.resolvers import nodes as resolve
 from cryptovault.resolvers.context import Info
 from cryptovault.resolvers.nodes import MAX_NODES, NodeDocument
 from cryptovault.schema.alerts import PriceAlert
 from cryptovault.schema.auth import ApiKey
-from cryptovault.schema.cost import cost
 from cryptovault.schema.node import Node
 from cryptovault.schema.permissions import SIGNED_IN
 from cryptovault.schema.trading import Order, Trade

@@ -14,8 +14,8 @@ from typing import Any, Generic, TypeVar
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.paging import Listing, Page
-from cryptovault.schema.cost import cost
 
 NodeT = TypeVar("NodeT")
 

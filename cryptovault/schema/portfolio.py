@@ -10,13 +10,13 @@ from typing import Annotated, Any
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import ASSETS
 from cryptovault.portfolio.performance import CENT, HUNDRED
 from cryptovault.portfolio.service import MAX_POINTS, History, HistoryRange
 from cryptovault.portfolio.valuation import PortfolioValue
 from cryptovault.resolvers import portfolio as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument
 from cryptovault.schema.permissions import (

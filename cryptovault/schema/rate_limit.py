@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.protection.limiter import BudgetStatus
 from cryptovault.resolvers import rate_limit as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 
 
 @strawberry.type(

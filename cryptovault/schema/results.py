@@ -20,6 +20,7 @@ mutation, a subscription, or an answer with errors is never kept.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
@@ -27,11 +28,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from graphql import ExecutionResult, FieldNode, OperationType, get_operation_ast
+from graphql import (
+    ExecutionResult,
+    FieldNode,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+)
 from strawberry.extensions import SchemaExtension
 
-from cryptovault.schema.caches import Lru
-from cryptovault.schema.protection import actual_cost_memo, app_context
+from cryptovault.extensions.caches import Lru
+from cryptovault.extensions.limits import actual_cost_memo, app_context
 
 __all__ = ["KeptResults", "depends_on", "shared_result"]
 
@@ -77,6 +85,77 @@ type _Key = tuple[int, int, int, str | None, bytes]
 _kept: Lru[_Key, _Kept] = Lru(SIZE)
 
 
+def keeps_answer(schema: GraphQLSchema, operation: OperationDefinitionNode) -> bool:
+    """Whether `operation`'s answers are kept: a query whose every root field reads
+    shared state (`shared_result`)."""
+    if operation.operation is not OperationType.QUERY:
+        return False
+    root = schema.query_type
+    assert root is not None
+    for selection in operation.selection_set.selections:
+        if not isinstance(selection, FieldNode):
+            return False  # a fragment at the root: not worth the walk
+        name = selection.name.value
+        if name == "__typename":
+            continue
+        field = root.fields.get(name)
+        definition = (field.extensions or {}).get(_BACKREF) if field else None
+        metadata = getattr(definition, "metadata", None) or {}
+        if not metadata.get(SHARED_RESULT_KEY):
+            return False
+    return True
+
+
+def answer_key(
+    services: object,
+    schema: GraphQLSchema,
+    document: object,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+) -> _Key | None:
+    """Which kept answer an operation may be served (None: variables not JSON)."""
+    try:
+        frozen = orjson.dumps(variables, option=orjson.OPT_SORT_KEYS) if variables else b""
+    except TypeError:
+        return None
+    # The services too: each app (several in one test process) has its own market.
+    return (id(services), id(schema), id(document), operation_name, frozen)
+
+
+def kept_answer(key: _Key) -> _Kept | None:
+    """The answer kept under `key`, while it is valid."""
+    kept = _kept.get(key)
+    return kept if kept is not None and kept.valid(time.monotonic()) else None
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Dependency]]:
+    """What the resolvers run meanwhile declare with `depends_on`."""
+    recorded: list[Dependency] = []
+    _recorded.set(recorded)
+    try:
+        yield recorded
+    finally:
+        _recorded.set(None)
+
+
+def keep(
+    key: _Key,
+    result: object,
+    recorded: list[Dependency],
+    keep_alive: tuple[object, ...],
+) -> _Kept | None:
+    """Keep `result` under `key` if it is an answer without errors that declared what
+    it read; `keep_alive`: the objects whose ids `key` holds."""
+    if not isinstance(result, ExecutionResult) or result.errors or result.data is None:
+        return None
+    if not recorded:
+        return None
+    kept = _Kept(result.data, tuple(recorded), time.monotonic(), {})
+    _kept.put(key, kept, keep=keep_alive)
+    return kept
+
+
 class KeptResults(SchemaExtension):
     """Last in the extension list: its `on_execute` runs after Protection's checks
     and charge, right before execution."""
@@ -88,26 +167,19 @@ class KeptResults(SchemaExtension):
         if key is None:
             yield
             return
-        kept = _kept.get(key)
-        if kept is not None and kept.valid(time.monotonic()):
+        kept = kept_answer(key)
+        if kept is not None:
             self.execution_context.result = ExecutionResult(data=kept.data)
             actual_cost_memo.set(kept.costs)
             yield
             return
-        recorded: list[Dependency] = []
-        _recorded.set(recorded)
-        yield
-        _recorded.set(None)
+        with recording() as recorded:
+            yield
         ec = self.execution_context
-        result = ec.result
-        if not isinstance(result, ExecutionResult) or result.errors or result.data is None:
-            return
-        if not recorded:
-            return
-        kept = _Kept(result.data, tuple(recorded), time.monotonic(), {})
         services = app_context(ec.context).services  # type: ignore[union-attr]
-        _kept.put(key, kept, keep=(services, ec.schema._schema, ec.graphql_document))
-        actual_cost_memo.set(kept.costs)
+        kept = keep(key, ec.result, recorded, (services, ec.schema._schema, ec.graphql_document))
+        if kept is not None:
+            actual_cost_memo.set(kept.costs)
 
     def _key(self) -> _Key | None:
         ec = self.execution_context
@@ -116,26 +188,8 @@ class KeptResults(SchemaExtension):
         if ctx is None or document is None:
             return None
         operation = get_operation_ast(document, ec.operation_name)
-        if operation is None or operation.operation is not OperationType.QUERY:
+        if operation is None or not keeps_answer(ec.schema._schema, operation):
             return None
-        root = ec.schema._schema.query_type
-        assert root is not None
-        for selection in operation.selection_set.selections:
-            if not isinstance(selection, FieldNode):
-                return None  # a fragment at the root: not worth the walk
-            name = selection.name.value
-            if name == "__typename":
-                continue
-            field = root.fields.get(name)
-            definition = (field.extensions or {}).get(_BACKREF) if field else None
-            metadata = getattr(definition, "metadata", None) or {}
-            if not metadata.get(SHARED_RESULT_KEY):
-                return None
-        try:
-            variables = (
-                orjson.dumps(ec.variables, option=orjson.OPT_SORT_KEYS) if ec.variables else b""
-            )
-        except TypeError:
-            return None
-        # The services too: each app (several in one test process) has its own market.
-        return (id(ctx.services), id(ec.schema._schema), id(document), ec.operation_name, variables)
+        return answer_key(
+            ctx.services, ec.schema._schema, document, ec.operation_name, ec.variables
+        )

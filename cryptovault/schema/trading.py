@@ -19,10 +19,10 @@ from cryptovault.documents.trading import (
     OrderDocument,
     TradeDocument,
 )
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import get_asset
 from cryptovault.resolvers import trading as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.enums import register_enum
 from cryptovault.schema.node import NODE_ID, Node
 from cryptovault.schema.pagination import AFTER, Connection, connection, first_argument

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import strawberry
 
+from cryptovault.extensions.cost import cost
 from cryptovault.market.assets import ASSETS
 from cryptovault.portfolio import watchlists as domain
 from cryptovault.resolvers import watchlists as resolve
 from cryptovault.resolvers.context import Info
-from cryptovault.schema.cost import cost
 from cryptovault.schema.market import Asset
 from cryptovault.schema.permissions import (
     PORTFOLIO_READ,

@@ -10,6 +10,7 @@ its /64: one subscriber gets a whole /64 and can rotate addresses inside it at w
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network, ip_address
 
@@ -21,6 +22,7 @@ MAX_USER_AGENT = 256
 IPV6_PREFIX = 64
 
 
+@functools.lru_cache(maxsize=4096)
 def client_address(host: str | None) -> str | None:
     """The client's address as written everywhere: an IPv4-mapped IPv6 address as its
     IPv4 address, other addresses in their compressed form, anything else (a Unix
@@ -36,6 +38,7 @@ def client_address(host: str | None) -> str | None:
     return str(address)
 
 
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str | None) -> str | None:
     """What per-address limits count a client under: its IPv4 address, or the /64
     network of its IPv6 address (`2001:db8:1:2::/64`)."""

@@ -44,7 +44,7 @@ from strawberry.types.execution import ExecutionContext, ExecutionResult, PreExe
 from strawberry.types.graphql import OperationType
 
 from cryptovault.errors import DomainError
-from cryptovault.schema.errors import map_error
+from cryptovault.extensions.masking import map_error
 from cryptovault.schema.streams import StreamPolicy, policy_of
 from cryptovault.subscriptions.outbox import Outbox
 

@@ -1,11 +1,11 @@
 """Schema extensions that protect every operation, over HTTP and WebSocket alike
-(parsing and validation, at the caller's cost: schema.parsing):
+(parsing and validation, at the caller's cost: extensions.parsing):
 
 - `Protection`: after validation, before any resolver: the introspection policy, the
   shape limits (depth, aliases, directives per field, root fields), the static cost
   against MAX_QUERY_COST, then the caller's cost budget; reports
   `extensions.cost` and the RateLimit headers. A plain introspection is answered from
-  the schema's cached result (schema.introspection) at a small fixed cost, once its
+  the schema's cached result (extensions.introspection) at a small fixed cost, once its
   variables coerced as executing it would (with the same errors otherwise).
 - `HidingSuggestionsExecutor`: no suggestions in variable coercion errors in
   production either.
@@ -14,13 +14,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import math
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from graphql import (
     DocumentNode,
@@ -36,12 +37,14 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
 
+if TYPE_CHECKING:
+    from cryptovault.resolvers.context import Context
+
 from cryptovault.errors import Forbidden, QueryTooComplex, RateLimited
+from cryptovault.extensions import introspection
+from cryptovault.extensions.caches import OperationCache
+from cryptovault.extensions.cost import Analysis, CostAnalyzer
 from cryptovault.protection.limiter import BudgetStatus
-from cryptovault.resolvers.context import Context
-from cryptovault.schema import introspection
-from cryptovault.schema.caches import OperationCache
-from cryptovault.schema.cost import Analysis, CostAnalyzer
 
 INTROSPECTION_SCOPE = "schema:read"
 CACHE_SIZE = 1024
@@ -53,7 +56,15 @@ actual_cost_memo: ContextVar[dict[str, int] | None] = ContextVar("actual_cost_me
 
 def app_context(value: object) -> Context | None:
     """The app's Context, or None for an operation run without one (tests, benches)."""
-    return value if isinstance(value, Context) else None
+    return value if isinstance(value, _context_class()) else None
+
+
+@functools.cache
+def _context_class() -> type[Context]:
+    # Imported on first use: the schema's types import this package (the cost rules).
+    from cryptovault.resolvers.context import Context
+
+    return Context
 
 
 def hide_suggestions(context: object) -> bool:

@@ -16,7 +16,7 @@ Rules (README "Protecting the API"):
   such list in it), aliases counted; only its depth is left out of the depth limit
   (graphql-core's MaxIntrospectionDepthRule bounds its nesting, and type references
   are legitimately deep). A plain introspection is served from a cached result at a
-  small fixed cost instead (schema.introspection).
+  small fixed cost instead (extensions.introspection).
 
 Fragments are expanded (memoized per fragment, so a fragment spread many times is
 walked once), `@skip`/`@include` are honoured with the request's variables.
@@ -54,7 +54,7 @@ from graphql import (
 from graphql.pyutils import Undefined
 from graphql.type.introspection import SchemaMetaFieldDef, TypeMetaFieldDef
 
-from cryptovault.schema.selections import OperationReader
+from cryptovault.extensions.selections import OperationReader
 
 COST_KEY = "cryptovault.cost"
 DEFAULT_LIST_SIZE = 100

@@ -16,8 +16,8 @@ from starlette.requests import Request
 from strawberry.extensions import SchemaExtension
 from strawberry.types import StreamExecutionResult
 
+from cryptovault.extensions.masking import map_error
 from cryptovault.observability.metrics import ANONYMOUS, INVALID, Metrics
-from cryptovault.schema.errors import map_error
 
 UNKNOWN = "unknown"
 

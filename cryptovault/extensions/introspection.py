@@ -34,8 +34,8 @@ from graphql import (
 )
 from graphql.type.introspection import SchemaMetaFieldDef
 
-from cryptovault.schema.caches import OperationCache
-from cryptovault.schema.selections import OperationReader
+from cryptovault.extensions.caches import OperationCache
+from cryptovault.extensions.selections import OperationReader
 
 __all__ = ["CACHED_INTROSPECTION_COST", "answer", "full_result"]
 

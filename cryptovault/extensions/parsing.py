@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 from graphql import (
     DocumentNode,
     FieldNode,
     GraphQLError,
+    GraphQLSchema,
     NameNode,
     OperationDefinitionNode,
     OperationType,
@@ -37,11 +39,12 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext
 
+if TYPE_CHECKING:
+    from cryptovault.resolvers.context import Context
+
 from cryptovault.errors import RateLimited
-from cryptovault.protection.limiter import BudgetStatus
-from cryptovault.resolvers.context import Context
-from cryptovault.schema.caches import Lru
-from cryptovault.schema.protection import (
+from cryptovault.extensions.caches import Lru
+from cryptovault.extensions.limits import (
     CACHE_SIZE,
     DocumentWork,
     app_context,
@@ -49,6 +52,7 @@ from cryptovault.schema.protection import (
     hide_suggestions,
     identity_key,
 )
+from cryptovault.protection.limiter import BudgetStatus
 
 __all__ = ["DOCUMENT_FREE_SECONDS", "DOCUMENT_POINT_SECONDS", "Parsing", "Validation"]
 
@@ -74,6 +78,11 @@ async def _charge(work: DocumentWork, ctx: Context) -> None:
 
 # (query text, MAX_TOKENS) -> its document.
 _documents: Lru[tuple[str, int], DocumentNode] = Lru(CACHE_SIZE)
+
+
+def cached_document(query: str, max_tokens: int) -> DocumentNode | None:
+    """The document `Parsing` parsed for `query`, if it is still cached."""
+    return _documents.get((query, max_tokens))
 
 
 def _unparsed(operation_name: str | None) -> DocumentNode:
@@ -106,7 +115,7 @@ class Parsing(SchemaExtension):
         ec = self.execution_context
         limit = ec.parse_options.get("max_lexical_tokens")
         if ec.query and isinstance(limit, int):
-            document = _documents.get((ec.query, limit))
+            document = cached_document(ec.query, limit)
             if document is None:
                 document = await self._parse_new(ec, ec.query, limit)
             # None: Strawberry parses it again to report the syntax error.
@@ -138,6 +147,16 @@ class Parsing(SchemaExtension):
 _validations: Lru[
     tuple[int, int, tuple[type[ASTValidationRule], ...], bool], list[GraphQLError]
 ] = Lru(CACHE_SIZE)
+
+
+def cached_validation(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    rules: tuple[type[ASTValidationRule], ...],
+    hide: bool,
+) -> list[GraphQLError] | None:
+    """The errors `Validation` found in `document`, if it is still cached."""
+    return _validations.get((id(schema), id(document), rules, hide))
 
 
 class Validation(SchemaExtension):

@@ -1,0 +1,1 @@
+"""GraphQL over HTTP: Strawberry's ASGI view with the app's protections."""

@@ -1,0 +1,160 @@
+"""The lean HTTP path (cryptovault/http/lean.py) answers exactly what Strawberry's view
+does: each operation runs once through each path (the document cached first, each
+path from its own client address so that both start from a full budget), and the
+status, headers, body and metrics are compared. Only what the clock or chance makes
+differ between two requests is normalised: error ids and the seconds until a refill."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from cryptovault.http.lean import LeanPath
+from tests.auth import bearer
+from tests.harness import codes, gql, http, running
+
+PRICES = "{ prices { symbol price } }"
+CANDLES = """query($first: Int) { candles(symbol: "BTC", interval: ONE_MINUTE, first: $first) {
+  edges { node { openTime close } } pageInfo { hasNextPage } } }"""
+OPERATIONS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], bool, list[str]]] = [
+    # (case, query, variables, headers, served by the lean path, error codes)
+    ("ok", "{ ping }", None, {}, True, []),
+    ("ok, a list", PRICES, {}, {}, True, []),
+    ("ok, named, signed in", "query Prices { prices { symbol } }", None, bearer("{who}"), True, []),
+    ("unauthenticated", "{ account { __typename } }", {}, {}, True, ["UNAUTHENTICATED"]),
+    ("forbidden", "{ stats { users } }", {}, bearer("{who}"), True, ["FORBIDDEN"]),
+    (
+        "bad variables",
+        "query($s: String!) { asset(symbol: $s) { symbol } }",
+        {"s": 5},
+        {},
+        True,
+        ["BAD_USER_INPUT"],
+    ),
+    (
+        "missing variable",
+        "query($s: String!) { asset(symbol: $s) { symbol } }",
+        {},
+        {},
+        True,
+        ["BAD_USER_INPUT"],
+    ),
+    ("kept answer", CANDLES, {"first": 3}, {}, True, []),
+    ("over the cost limit", PRICES, {}, {}, False, ["QUERY_TOO_COMPLEX"]),
+    ("over the depth limit", "{ prices { symbol } }", {}, {}, False, ["QUERY_TOO_COMPLEX"]),
+    ("not validated", "{ nope }", {}, {}, False, ["BAD_USER_INPUT"]),
+    ("introspection", "{ __schema { queryType { name } } }", {}, {}, False, []),
+]
+_TIMED = [
+    (re.compile(rb'"errorId":"[0-9a-f]{32}"'), b'"errorId":"-"'),
+    (re.compile(rb'"retryAfter":\d+'), b'"retryAfter":-'),
+    (re.compile(rb"retry in \d+ s"), b"retry in - s"),
+]
+_TIMED_HEADERS = {"x-ratelimit-reset", "retry-after", "ratelimit"}
+
+
+def _normalised(response: Any) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = response.content
+    for pattern, replacement in _TIMED:
+        body = pattern.sub(replacement, body)
+    headers = [
+        (k, re.sub(r"t=\d+|^\d+$", "-", v) if k in _TIMED_HEADERS else v)
+        for k, v in response.headers.multi_items()
+    ]
+    return response.status_code, headers, body
+
+
+def _graphql_samples(services: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    found = {}
+    for family in services.metrics.registry.collect():
+        if family.name.startswith("cryptovault_graphql_"):
+            for sample in family.samples:
+                if not sample.name.endswith(("_sum", "_bucket", "_created")):
+                    found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _delta(before: dict, after: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+
+
+async def _both_paths(app, services, monkeypatch, query, variables, headers, n: int):
+    """The operation through the lean path, then through the view: (lean, view),
+    each (normalised response, metric deltas, served by the lean path)."""
+    served: list[int] = []
+    real_run = LeanPath.run
+
+    async def counting_run(self, *args: Any) -> Any:
+        served.append(1)
+        return await real_run(self, *args)
+
+    monkeypatch.setattr(LeanPath, "run", counting_run)
+    # Each run its own user (a signed-in caller's budget is the user's).
+    headers = {"X-Request-ID": "same-id", **headers}
+    async with http(app, ip=f"10.7.{n}.1") as client:
+        warm = {k: v.format(who="warm") for k, v in headers.items()}
+        await gql(client, query, variables, headers=warm)  # parsed and validated once
+    outcomes = []
+    for ip, lean, user in ((f"10.7.{n}.2", True, 1), (f"10.7.{n}.3", False, 2)):
+        if not lean:
+
+            async def view_only(self: Any, request: Any, accept: Any) -> None:
+                return None
+
+            monkeypatch.setattr(LeanPath, "prepare", view_only)
+        served.clear()
+        before = _graphql_samples(services)
+        async with http(app, ip=ip) as client:
+            who = {k: v.format(who=f"u{user}") for k, v in headers.items()}
+            response = await gql(client, query, variables, headers=who)
+        outcomes.append((_normalised(response), _delta(before, _graphql_samples(services)), served))
+        served = []
+    monkeypatch.undo()
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    ("case", "query", "variables", "headers", "lean", "expected"),
+    OPERATIONS,
+    ids=[o[0] for o in OPERATIONS],
+)
+async def test_the_lean_path_answers_what_the_view_does(
+    store_server, monkeypatch, case, query, variables, headers, lean, expected
+):
+    overrides: dict[str, Any] = {}
+    if case == "over the cost limit":
+        overrides["max_query_cost"] = 1
+    if case == "over the depth limit":
+        overrides["max_query_depth"] = 1
+    async with running(store_server.url, **overrides) as (app, services):
+        (lean_run, view_run) = await _both_paths(
+            app, services, monkeypatch, query, variables, headers, 1
+        )
+    assert codes(orjson.loads(view_run[0][2])) == expected
+    assert lean_run[0] == view_run[0]
+    assert lean_run[1] == view_run[1] and view_run[1]
+    assert bool(lean_run[2]) is lean
+    assert not view_run[2]
+
+
+async def test_a_rate_limited_operation_is_refused_alike(store_server, monkeypatch):
+    async with running(store_server.url, cost_budget_anonymous=1) as (app, services):
+        (lean_run, view_run) = await _both_paths(app, services, monkeypatch, PRICES, {}, {}, 2)
+    status, _, body = lean_run[0]
+    assert status == 429 and b'"RATE_LIMITED"' in body and b'"data"' not in body
+    assert lean_run[0] == view_run[0]
+    assert lean_run[1] == view_run[1]
+    assert lean_run[2] and not view_run[2]
+
+
+async def test_the_negotiated_media_type_alike(store_server, monkeypatch):
+    accept = {"Accept": "application/graphql-response+json"}
+    async with running(store_server.url) as (app, services):
+        (lean_run, view_run) = await _both_paths(
+            app, services, monkeypatch, "{ ping }", None, accept, 3
+        )
+        assert lean_run[0] == view_run[0] and lean_run[2]
+        assert ("content-type", "application/graphql-response+json") in lean_run[0][1]
