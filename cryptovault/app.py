@@ -8,7 +8,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
@@ -30,12 +29,12 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 from strawberry.types.graphql import OperationType
-from strawberry.types.unset import UNSET, UnsetType
+from strawberry.types.unset import UNSET
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cryptovault import __version__
 from cryptovault.config import Settings
-from cryptovault.errors import DomainError, Unauthenticated
+from cryptovault.errors import DomainError
 from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import (
@@ -49,22 +48,9 @@ from cryptovault.observability.sentry import flush_sentry, init_sentry, without_
 from cryptovault.schema import build_schema
 from cryptovault.schema.context import Context
 from cryptovault.schema.errors import map_error
-from cryptovault.schema.protection import identity_key
 from cryptovault.services import Services, readiness, start_services
-from cryptovault.subscriptions.groups import SubscriptionGroups
-from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
 from cryptovault.web import WebApp
-from cryptovault.websocket import (
-    LegacyWSHandler,
-    LimitedWebSocketAdapter,
-    TooManyConnections,
-    TransportWSHandler,
-)
-from cryptovault.websocket_trust import (
-    CredentialsRefused,
-    CredentialsUnavailable,
-    PendingSockets,
-)
+from cryptovault.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -128,23 +114,10 @@ def _check_operation(item: object) -> None:
             raise HTTPException(400, f"The request's `{key}` has the wrong type")
 
 
-class AppTransportWSHandler(GroupedTransportWSHandler, TransportWSHandler):
-    """graphql-transport-ws: the protections, then grouped execution."""
-
-
-class AppLegacyWSHandler(GroupedLegacyWSHandler, LegacyWSHandler):
-    """graphql-ws (legacy): the protections, then grouped execution."""
-
-
-class GraphQLApp(GraphQL[Context, None]):
-    """Strawberry's ASGI view with our context, orjson encoding and the HTTP and
-    WebSocket protections (README "Protecting the API")."""
-
-    # Protections and grouped subscription execution (README "Protecting the API",
-    # "Subscriptions at scale"), beneath Strawberry's protocol handlers.
-    graphql_transport_ws_handler_class = AppTransportWSHandler
-    graphql_ws_handler_class = AppLegacyWSHandler
-    websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
+class GraphQLApp(WebSocketTransport, GraphQL[Context, None]):  # type: ignore[misc]
+    """Strawberry's ASGI view with our context, orjson encoding and the HTTP
+    protections (README "Protecting the API"); the WebSocket transport is
+    cryptovault/websocket.py."""
 
     def __init__(self, app: Starlette, settings: Settings) -> None:
         super().__init__(
@@ -154,24 +127,11 @@ class GraphQLApp(GraphQL[Context, None]):
             # callers, the page asks for a sign-in or an API key first.
             graphql_ide="graphiql",
             allow_queries_via_get=True,
-            keep_alive=True,  # graphql-ws (legacy) `ka` messages
-            keep_alive_interval=settings.ws_ping_interval_seconds,
-            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
-            max_subscriptions_per_connection=settings.ws_max_subscriptions,
-            # Browsers' WebSocket handshakes are checked against the CORS allow-list;
-            # same-origin pages and clients sending no Origin are let through.
-            allowed_origins=settings.cors_origins,
+            **self.websocket_options(settings),
         )
         self._app = app
         self.settings = settings
-        # None in "naive" mode: Strawberry runs each subscriber's stream itself.
-        self.subscription_groups = (
-            SubscriptionGroups(self.schema, settings.subscription_send_queue)  # type: ignore[misc,return-value,arg-type]
-            if settings.subscription_mode == "grouped"
-            else None
-        )
-        # Sockets per client address not yet past connection_init (websocket_trust.py).
-        self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
+        self._init_websocket(settings)
         self.web = WebApp(settings.web_dist_dir)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -268,7 +228,7 @@ class GraphQLApp(GraphQL[Context, None]):
     ) -> Context:
         services: Services = self._app.state.services
         # HTTP: credentials from headers. WebSocket: from the connection_init payload,
-        # checked in on_ws_connect (the context is built before that message arrives).
+        # checked in on_ws_connect (websocket.py) (the context is built before that message arrives).
         viewer = None
         refused: DomainError | None = None
         if isinstance(request, Request):
@@ -286,35 +246,6 @@ class GraphQLApp(GraphQL[Context, None]):
             viewer=viewer,
             auth_error=refused,
         )
-
-    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
-        services = context.services
-        # Taken before the store is read: a revocation announced while this socket
-        # authenticates is not missed (security/credentials.py).
-        mark = services.credentials.mark()
-        try:
-            viewer = await services.authenticator.authenticate(
-                context.request, context.connection_params or {}
-            )
-        except Unauthenticated as exc:
-            raise CredentialsRefused(exc) from None
-        except Exception as exc:
-            log.warning("websocket credentials could not be checked", exc_info=exc)
-            raise CredentialsUnavailable from exc
-        if viewer is not None:
-            viewer = services.credentials.hold(viewer, services.authenticator.revalidate, mark)
-            context.state["ws_credential"] = viewer
-            user_id_var.set(viewer.user_id)
-            try:
-                viewer = viewer.current()  # revoked meanwhile
-            except Unauthenticated as exc:
-                raise CredentialsRefused(exc) from None
-        context.viewer = viewer
-        key = identity_key(context)
-        if not services.limiter.acquire_connection(key):
-            raise TooManyConnections(key)
-        context.state["ws_slot"] = key
-        return UNSET
 
     async def execute_single(  # type: ignore[override]
         self,

@@ -1,6 +1,7 @@
 """Subscriptions at scale: grouped execution (groups.py), per-socket send queues
-(outbox.py), the protocol handlers (handlers.py) and what a subscription field
-declares (policy.py). README "Subscriptions at scale"."""
+(outbox.py) and what a subscription field declares (policy.py); the protocol
+handlers that use them are the WebSocket transport (cryptovault/websocket.py).
+README "Subscriptions at scale"."""
 
 from cryptovault.subscriptions.outbox import CLOSE_TOO_SLOW
 from cryptovault.subscriptions.policy import StreamPolicy, private_stream, shared_stream
