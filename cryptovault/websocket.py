@@ -64,7 +64,7 @@ from json import JSONDecodeError
 from typing import Any
 
 import orjson
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -555,6 +555,8 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
             payload = {"message": refused.message, "code": refused.code, **refused.extensions}
             await self.send_message({"type": "connection_error", "payload": payload})
             await self._close_after_sent(CLOSE_FORBIDDEN, close_reason(refused.message))
+        elif self.connection_acknowledged and self._init_timeout is not None:
+            self._init_timeout.cancel()  # its job is done: no task per idle socket
 
     async def handle_start(self, message: Any) -> None:  # type: ignore[override]
         if not self.connection_acknowledged:
@@ -582,6 +584,27 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
 # -- grouped subscription execution --------------------------------------------------
 
 
+def _text_sender(ws: WebSocket) -> Callable[[str], Awaitable[None]]:
+    """`ws.send_text` with Starlette's state bookkeeping for text frames inlined (a
+    frame after the close raises; a peer gone marks the socket disconnected): one
+    coroutine less per frame of the fan-out."""
+    if not isinstance(ws, WebSocket):  # another adapter's socket
+        return ws.send_text  # type: ignore[no-any-return]
+    send = ws._send
+    connected = WebSocketState.CONNECTED
+
+    async def send_text(text: str) -> None:
+        if ws.application_state is not connected:
+            raise WebSocketDisconnect(1006)
+        try:
+            await send({"type": "websocket.send", "text": text})
+        except OSError:  # as Starlette: the peer is gone, the socket is done
+            ws.application_state = WebSocketState.DISCONNECTED
+            raise WebSocketDisconnect(1006) from None
+
+    return send_text
+
+
 class _Grouped:
     """What both protocol handlers share: the groups and the connection's outbox."""
 
@@ -595,7 +618,7 @@ class _Grouped:
         self.outbox: Outbox | None = None
         if groups is not None:
             self.outbox = Outbox(
-                self.websocket.ws.send_text, self.websocket.close, groups.send_queue
+                _text_sender(self.websocket.ws), self.websocket.close, groups.send_queue
             )
         # Operation tasks relaying a shared (public) stream: a revoked credential
         # does not end them early (TrustedSocket).
