@@ -25,6 +25,7 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 # thousands of sockets and sending thousands of requests. Unknown names are ignored.
 UNLIMITED = {
     "WS_MAX_CONNECTIONS_PER_IDENTITY": "100000",
+    "WS_MAX_PENDING_PER_IP": "100000",
     "WS_MAX_SUBSCRIPTIONS": "100",
     "COST_BUDGET": "100000000",
     "COST_BUDGET_ANONYMOUS": "100000000",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable
-from datetime import timedelta
 from ipaddress import IPv4Network, IPv6Address, IPv6Network
 
 from starlette.applications import Starlette
@@ -14,35 +13,18 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from strawberry.types.unset import UNSET, UnsetType
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cryptovault import __version__
 from cryptovault.config import Settings
-from cryptovault.errors import Unauthenticated
-from cryptovault.extensions.limits import identity_key
 from cryptovault.http.view import GraphQLView
 from cryptovault.lifecycle import WebSocketTracking
-from cryptovault.logs import user_id_var
 from cryptovault.middleware import EdgeMiddleware
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
-from cryptovault.resolvers.context import Context
 from cryptovault.schema import build_schema
 from cryptovault.services import Services, metrics_endpoint, readiness, start_services
-from cryptovault.subscriptions.groups import SubscriptionGroups
-from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
 from cryptovault.web import WebApp
-from cryptovault.websocket import (
-    LegacyWSHandler,
-    LimitedWebSocketAdapter,
-    TooManyConnections,
-    TransportWSHandler,
-)
-from cryptovault.websocket_trust import (
-    CredentialsRefused,
-    CredentialsUnavailable,
-    PendingSockets,
-)
+from cryptovault.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +55,10 @@ def trusted_hosts(proxies: Iterable[IPv4Network | IPv6Network]) -> list[str]:
     return hosts
 
 
-class AppTransportWSHandler(GroupedTransportWSHandler, TransportWSHandler):
-    """graphql-transport-ws: the protections, then grouped execution."""
-
-
-class AppLegacyWSHandler(GroupedLegacyWSHandler, LegacyWSHandler):
-    """graphql-ws (legacy): the protections, then grouped execution."""
-
-
-class GraphQLApp(GraphQLView):
-    """The GraphQL endpoint: the HTTP view (cryptovault/http/view.py) with the
-    WebSocket protections and grouped subscriptions (README "Protecting the API")."""
-
-    # Protections and grouped subscription execution (README "Protecting the API",
-    # "Subscriptions at scale"), beneath Strawberry's protocol handlers.
-    graphql_transport_ws_handler_class = AppTransportWSHandler
-    graphql_ws_handler_class = AppLegacyWSHandler
-    websocket_adapter_class = LimitedWebSocketAdapter  # type: ignore[assignment]
+class GraphQLApp(WebSocketTransport, GraphQLView):  # type: ignore[misc]
+    """The GraphQL endpoint: the HTTP view (cryptovault/http/view.py) and the
+    WebSocket transport (cryptovault/websocket.py) with their protections (README
+    "Protecting the API", "Subscriptions at scale")."""
 
     def __init__(self, app: Starlette, settings: Settings) -> None:
         super().__init__(
@@ -99,54 +68,12 @@ class GraphQLApp(GraphQLView):
             # callers, the page asks for a sign-in or an API key first.
             graphql_ide="graphiql",
             allow_queries_via_get=True,
-            keep_alive=True,  # graphql-ws (legacy) `ka` messages
-            keep_alive_interval=settings.ws_ping_interval_seconds,
-            connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
-            max_subscriptions_per_connection=settings.ws_max_subscriptions,
-            # Browsers' WebSocket handshakes are checked against the CORS allow-list;
-            # same-origin pages and clients sending no Origin are let through.
-            allowed_origins=settings.cors_origins,
+            **self.websocket_options(settings),
         )
         self._app = app
         self.settings = settings
-        # None in "naive" mode: Strawberry runs each subscriber's stream itself.
-        self.subscription_groups = (
-            SubscriptionGroups(self.schema, settings.subscription_send_queue)  # type: ignore[misc,return-value,arg-type]
-            if settings.subscription_mode == "grouped"
-            else None
-        )
-        # Sockets per client address not yet past connection_init (websocket_trust.py).
-        self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
+        self._init_websocket(settings)
         self.web = WebApp(settings.web_dist_dir)
-
-    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:  # type: ignore[override]
-        services = context.services
-        # Taken before the store is read: a revocation announced while this socket
-        # authenticates is not missed (security/credentials.py).
-        mark = services.credentials.mark()
-        try:
-            viewer = await services.authenticator.authenticate(
-                context.request, context.connection_params or {}
-            )
-        except Unauthenticated as exc:
-            raise CredentialsRefused(exc) from None
-        except Exception as exc:
-            log.warning("websocket credentials could not be checked", exc_info=exc)
-            raise CredentialsUnavailable from exc
-        if viewer is not None:
-            viewer = services.credentials.hold(viewer, services.authenticator.revalidate, mark)
-            context.state["ws_credential"] = viewer
-            user_id_var.set(viewer.user_id)
-            try:
-                viewer = viewer.current()  # revoked meanwhile
-            except Unauthenticated as exc:
-                raise CredentialsRefused(exc) from None
-        context.viewer = viewer
-        key = identity_key(context)
-        if not services.limiter.acquire_connection(key):
-            raise TooManyConnections(key)
-        context.state["ws_slot"] = key
-        return UNSET
 
 
 async def health(request: Request) -> Response:

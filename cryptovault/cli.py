@@ -16,16 +16,45 @@ from cryptovault.logs import configure_logging
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    workers = args.workers
+    if workers < 1:
+        print("cryptovault serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if workers > 1:
+        missing = [
+            name
+            for name, value in (
+                ("REDIS_URL", settings.redis_url),
+                ("MONGODB_URL", settings.mongodb_url),
+            )
+            if not value
+        ]
+        if missing:
+            print(
+                f"cryptovault serve: --workers {workers} needs {' and '.join(missing)}: worker "
+                "processes share nothing but Redis (ticks, credential changes, rate limits) "
+                "and the store; the in-process bus and the embedded store cannot be shared. "
+                "Run `cryptovault db` for a shared store, or serve with one worker.",
+                file=sys.stderr,
+            )
+            return 2
+        return _serve_workers(settings, args)
+    from cryptovault.app import create_app
+
+    server = _server(create_app(settings), settings, args.host, args.port)
+    server.run()
+    return 0 if server.started else 3
+
+
+def _server(app: Any, settings: Settings, host: str | None, port: int | None) -> Any:
     import uvicorn
 
-    from cryptovault.app import create_app
     from cryptovault.lifecycle import GracefulServer
 
-    app = create_app(settings)
     config = uvicorn.Config(
         app,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=host or settings.host,
+        port=port or settings.port,
         log_config=None,
         # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
         # (uvicorn would trust 127.0.0.1 by default).
@@ -45,9 +74,90 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         ws_per_message_deflate=settings.ws_per_message_deflate,
     )
     # SIGTERM: stop accepting, close WebSockets with 1001, let requests finish.
-    server = GracefulServer(config, websockets_timeout=min(5.0, settings.shutdown_timeout_seconds))
-    server.run()
-    return 0 if server.started else 3
+    return GracefulServer(config, websockets_timeout=min(5.0, settings.shutdown_timeout_seconds))
+
+
+def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
+    """`--workers N`: the parent binds the listening socket and starts N worker
+    processes, each a whole instance (its own services, on Redis and the shared
+    store) accepting from that socket. SIGTERM/SIGINT are passed on to every worker,
+    which shuts down as one `serve` does. A worker that exits by itself stops the
+    others too (exit code 3): run under a supervisor that restarts the service."""
+    import logging
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    log = logging.getLogger("cryptovault.workers")
+    listener = _server(None, settings, args.host, args.port).config.bind_socket()
+    spawn = multiprocessing.get_context("spawn")
+    processes = [
+        spawn.Process(target=_worker, args=(n, listener), name=f"cryptovault-worker-{n}")
+        for n in range(1, args.workers + 1)
+    ]
+    stopping = False
+    failed = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for process in processes:
+            if process.pid is not None and process.exitcode is None:
+                process.terminate()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for process in processes:
+            if stopping:
+                break
+            process.start()
+        started = [p for p in processes if p.pid is not None]
+        log.info(
+            "workers started",
+            extra={"workers": [p.pid for p in started], "port": args.port or settings.port},
+        )
+        while any(p.exitcode is None for p in started):
+            wait([p.sentinel for p in started if p.exitcode is None])
+            for process in started:
+                if process.exitcode is not None and not stopping:
+                    log.error(
+                        "worker exited: stopping the others",
+                        extra={"worker": process.name, "exit_code": process.exitcode},
+                    )
+                    failed = True
+                    stop(signal.SIGTERM, None)
+        for process in started:
+            process.join()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        listener.close()
+    return 3 if failed else 0
+
+
+def _worker(number: int, listener: Any) -> None:
+    """One worker process (spawned): settings from the same environment, its own app
+    and services, serving on the parent's listening socket."""
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    _label_logs(number)
+    from cryptovault.app import create_app
+
+    server = _server(create_app(settings), settings, None, None)
+    server.run(sockets=[listener])
+    if not server.started:
+        sys.exit(3)
+
+
+def _label_logs(number: int) -> None:
+    """Every log line of a worker carries `"worker": N` (JSON logs)."""
+    import logging
+
+    def label(record: logging.LogRecord) -> bool:
+        record.worker = number
+        return True
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(label)
 
 
 def _with_store(settings: Settings, command: str, work: Callable[[Any], Awaitable[int]]) -> int:
@@ -296,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve the API (HTTP and WebSocket)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes on one port (N > 1 needs REDIS_URL and MONGODB_URL)",
+    )
     serve.set_defaults(func=_serve)
 
     db = sub.add_parser("db", help="run the embedded store as a standalone server")

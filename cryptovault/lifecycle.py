@@ -15,6 +15,7 @@ the listening sockets; `GracefulServer` runs steps 1-2 first, then uvicorn's.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -37,17 +38,52 @@ class TrackedWebSocket:
     """One connection: its ASGI `send`, serialised so that the server's close frame
     and the app's own messages never interleave, and silenced after the close."""
 
+    __slots__ = (
+        "_busy",
+        "_on_accept",
+        "_send",
+        "_waiters",
+        "accepted",
+        "close_code",
+        "closed",
+        "done",
+        "finished",
+    )
+
     def __init__(self, send: Send, on_accept: Callable[[], None] | None = None) -> None:
         self._send = send
         self._on_accept = on_accept
-        self._lock = asyncio.Lock()
+        # A lock of our own (asyncio.Lock costs three coroutine calls per message,
+        # paid for every frame of a subscription fan-out): `_busy` while a message
+        # is being handed to the server, later senders queue in `_waiters` (FIFO).
+        self._busy = False
+        self._waiters: collections.deque[asyncio.Future[None]] | None = None
         self.accepted = False
         self.closed = False
         self.close_code: int | None = None
-        self.finished = asyncio.Event()
+        # The app's handler returned; `finished` is made only when someone waits
+        # (shutdown): an Event per idle socket would cost ~760 B.
+        self.done = False
+        self.finished: asyncio.Event | None = None
+
+    def finish(self) -> None:
+        self.done = True
+        if self.finished is not None:
+            self.finished.set()
+
+    async def wait_finished(self) -> None:
+        if self.done:
+            return
+        if self.finished is None:
+            self.finished = asyncio.Event()
+        await self.finished.wait()
 
     async def send(self, message: Message) -> None:
-        async with self._lock:
+        if self._busy:
+            await self._wait_turn()
+        else:
+            self._busy = True
+        try:
             if self.closed:
                 # The server already closed the socket (shutdown): the app's late
                 # messages, its own close included, have nowhere to go.
@@ -60,15 +96,49 @@ class TrackedWebSocket:
                 self.closed = True
                 self.close_code = message.get("code", 1000)
             await self._send(message)
+        finally:
+            self._next()
 
     async def close(self, code: int, reason: str) -> None:
-        async with self._lock:
+        if self._busy:
+            await self._wait_turn()
+        else:
+            self._busy = True
+        try:
             if self.closed:
                 return
             self.closed = True
             self.close_code = code
             with contextlib.suppress(Exception):  # the peer may be gone already
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        finally:
+            self._next()
+
+    async def _wait_turn(self) -> None:
+        """Until the sender before us is done; then it is our turn (`_busy` stays)."""
+        if self._waiters is None:
+            self._waiters = collections.deque()
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next()  # the turn was handed to us: pass it on
+            else:
+                with contextlib.suppress(ValueError):  # skipped by _next() already
+                    self._waiters.remove(turn)
+            raise
+
+    def _next(self) -> None:
+        """Hand the turn to the next waiting sender, or free it."""
+        waiters = self._waiters
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
 
 
 class WebSocketRegistry:
@@ -101,7 +171,7 @@ class WebSocketRegistry:
         if not sockets:
             return 0
         await asyncio.gather(*(s.close(code, reason) for s in sockets))
-        waiting = [asyncio.ensure_future(s.finished.wait()) for s in sockets]
+        waiting = [asyncio.ensure_future(s.wait_finished()) for s in sockets]
         _, pending = await asyncio.wait(waiting, timeout=timeout)
         for future in pending:
             future.cancel()
@@ -149,7 +219,7 @@ class WebSocketTracking:
             await self.app(scope, receive_noting_close, sock.send)
         finally:
             registry._remove(sock)
-            sock.finished.set()
+            sock.finish()
             if sock.accepted:
                 log.info(
                     "websocket closed",

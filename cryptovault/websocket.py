@@ -1,15 +1,47 @@
-"""WebSocket hardening on top of Strawberry's protocol handlers.
+"""The WebSocket transport: both GraphQL-over-WebSocket protocols (graphql-transport-ws
+and the legacy graphql-ws), their protections, the credential a socket holds, and
+grouped subscription execution beneath Strawberry's protocol handlers. README
+"WebSocket", "Protecting the API", "Subscriptions at scale".
+
+Layers of one socket, outermost first (each a mixin over Strawberry's base handler):
+- `_Grouped*`: a subscription operation joins a group (subscriptions/groups.py)
+  instead of running its own stream; every frame goes through the connection's
+  Outbox (ordered, never blocking the fan-out; slow readers are closed with 1013:
+  subscriptions/outbox.py). Queries and mutations over a socket, and every operation
+  in "naive" mode (`view.subscription_groups` is None), run exactly as Strawberry
+  runs them, except that the legacy protocol serves queries and mutations too (as
+  Apollo's subscriptions-transport-ws does; Strawberry's handler refuses them).
+- `TransportWSHandler` / `LegacyWSHandler`: message checks, connection caps,
+  persisted queries, keep-alive (server pings on graphql-transport-ws, `ka` on
+  graphql-ws).
+- `TrustedSocket`: what a socket may do as its credential changes:
+  - Before connection_init a socket is nobody's: it counts against its client
+    address (`WS_MAX_PENDING_PER_IP`), not against an identity, until it initialises.
+  - At connection_init the credential is checked (`WebSocketTransport.on_ws_connect`)
+    and the socket holds its watch (security/credentials.py) for its lifetime.
+  - Before each operation the socket waits for a change announced on the bus to be
+    read, then runs as the credential's latest state (role, freeze); once the access
+    token expired, as an anonymous caller whose private fields fail with
+    TOKEN_EXPIRED (as over HTTP). Its private streams end at expiry (`while_valid`);
+    public ones go on.
+  - When the credential is revoked, its private streams end by themselves
+    (`while_valid`: UNAUTHENTICATED with the reason); the socket lets their last
+    frames out, then closes with 4403. Public streams end with the socket.
+`WebSocketTransport` is the view's side (mixed into app.GraphQLApp): the handler
+classes, the size-limited adapter, the pending-socket counts, the subscription
+groups and the credential check at connection_init.
 
 Close codes (README "Protecting the API"):
 - 4400 malformed message, 4401 subscribe before connection_ack, 4403 credentials
-  refused (at connection_init, or revoked later: websocket_trust.py) and nothing
-  else, 4408 no connection_init in time, 4409 duplicate operation id,
+  refused (at connection_init, or revoked later) and nothing else, so a client can
+  stop retrying (graphql-ws retries 4403 by default: README "WebSocket"),
+  4408 no connection_init in time, 4409 duplicate operation id,
   4429 too many connections for this identity or awaiting connection_init from this
   address, or a second connection_init,
   4499 no pong to the server's ping in time (graphql-transport-ws),
   1009 message larger than WS_MAX_MESSAGE_BYTES, 1013 credentials could not be
-  checked (try again), 1008 handshake from an origin that is not allowed (answered
-  403 before the socket opens).
+  checked (try again) or a reader too slow for its send queue, 1008 handshake from an
+  origin that is not allowed (answered 403 before the socket opens).
 """
 
 from __future__ import annotations
@@ -18,36 +50,104 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Mapping
+from collections import Counter
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+)
+from datetime import timedelta
 from json import JSONDecodeError
 from typing import Any
 
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
+    _OperationStreamClosed,
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.types.unset import UNSET, UnsetType
+from strawberry.utils.aio import aclosing
 
-from cryptovault.errors import DomainError, RateLimited
+from cryptovault.config import Settings
+from cryptovault.errors import BadUserInput, DomainError, RateLimited, Unauthenticated
+from cryptovault.extensions.limits import identity_key
+from cryptovault.logs import user_id_var
 from cryptovault.resolvers.context import Context
-from cryptovault.websocket_trust import (
-    CLOSE_FORBIDDEN,
-    CLOSE_TOO_MANY,
-    CLOSE_TRY_AGAIN,
-    CredentialsRefused,
-    CredentialsUnavailable,
-    TrustedSocket,
-    close_reason,
+from cryptovault.subscriptions.groups import (
+    LEGACY_WS,
+    NOT_A_SUBSCRIPTION,
+    TRANSPORT_WS,
+    Failed,
+    Member,
+    Prepared,
+    Rejected,
+    SubscriptionGroups,
 )
+from cryptovault.subscriptions.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 CLOSE_INVALID = 4400
+CLOSE_FORBIDDEN = 4403
 CLOSE_INIT_TIMEOUT = 4408
+CLOSE_TOO_MANY = 4429
 CLOSE_NO_PONG = 4499
 CLOSE_TOO_BIG = 1009
+# 1013 "Try Again Later": credentials could not be checked (store unreachable);
+# graphql-ws clients retry it.
+CLOSE_TRY_AGAIN = 1013
+# How long a revoked socket waits for its private operations to send their last
+# frames before it closes anyway (queries and mutations in flight are also let
+# finish within it; in naive subscription mode, public streams make it wait it out).
+REVOKED_CLOSE_GRACE = 2.0
+MAX_CLOSE_REASON = 120  # bytes; a close frame's reason holds at most 123
+
+
+class CredentialsRefused(Exception):
+    """connection_init carried a credential that is refused (close 4403)."""
+
+    def __init__(self, error: DomainError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+class CredentialsUnavailable(Exception):
+    """The credential could not be checked (close 1013, try again later)."""
+
+
+class PendingSockets:
+    """Accepted sockets per client address that have not sent connection_init yet."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._count: Counter[str] = Counter()
+
+    def claim(self, address: str) -> bool:
+        if self._count[address] >= self.limit:
+            return False
+        self._count[address] += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._count[address] -= 1
+        if self._count[address] <= 0:
+            del self._count[address]
+
+
+def close_reason(text: str) -> str:
+    encoded = text.encode()
+    if len(encoded) <= MAX_CLOSE_REASON:
+        return text
+    return encoded[:MAX_CLOSE_REASON].decode(errors="ignore")
 
 
 class TooManyConnections(Exception):
@@ -99,9 +199,123 @@ async def _resolve_document(context: Context, payload: dict[str, Any]) -> None:
     persisted = context.services.persisted_queries
     payload["query"] = await persisted.resolve(payload.get("query"), payload.get("extensions"))
     if not payload["query"]:
-        from cryptovault.errors import BadUserInput
-
         raise BadUserInput("No GraphQL query found in the message")
+
+
+# -- the credential a socket holds ---------------------------------------------------
+
+
+class TrustedSocket:
+    """Mixin for both protocol handlers: the pending-socket cap, the
+    credential's watch, and the close when it is revoked."""
+
+    context: Context
+    view: Any
+    websocket: Any
+
+    _pending_address: str | None = None
+    _revocation: asyncio.Task[None] | None = None
+
+    # -- before connection_init -----------------------------------------------------
+
+    async def _claim_pending(self) -> bool:
+        """False (and the socket closed with 4429) when its address already has
+        WS_MAX_PENDING_PER_IP sockets waiting for their connection_init."""
+        pending: PendingSockets = self.view.pending_sockets
+        address = self.context.client_key
+        if not pending.claim(address):
+            with contextlib.suppress(Exception):
+                await self.websocket.close(
+                    CLOSE_TOO_MANY, "Too many connections awaiting connection_init"
+                )
+            return False
+        self._pending_address = address
+        return True
+
+    def _initialising(self) -> None:
+        """connection_init arrived: from now on the socket counts for its identity."""
+        if self._pending_address is not None:
+            self.view.pending_sockets.release(self._pending_address)
+            self._pending_address = None
+
+    # -- the credential -------------------------------------------------------------
+
+    def _credential_accepted(self) -> None:
+        """After connection_ack: follow the credential until the socket closes."""
+        viewer = self.context.viewer
+        watch = viewer.watch if viewer is not None else None
+        if watch is None:
+            return
+        watch.listen(self._credential_revoked)
+        if watch.error is not None:  # revoked while the ack was being sent
+            watch.unlisten(self._credential_revoked)
+            self._credential_revoked(watch.error)
+
+    async def _current_credential(self) -> None:
+        """Before an operation: run it as the credential stands now. Once the access
+        token expired, the socket runs as HTTP runs a request carrying it: as an
+        anonymous caller (the address's budget, the anonymous introspection policy)
+        whose private fields fail with UNAUTHENTICATED, reason TOKEN_EXPIRED."""
+        viewer = self.context.viewer
+        if viewer is not None:
+            try:
+                viewer.check_not_expired()
+            except Unauthenticated as expired:
+                self.context.viewer = None
+                self.context.auth_error = expired
+                return
+        watch = viewer.watch if viewer is not None else None
+        if watch is None:
+            return
+        await watch.settled()
+        if watch.error is None:
+            self.context.viewer = watch.viewer
+
+    def _credential_revoked(self, error: DomainError) -> None:
+        if self._revocation is None:
+            self._revocation = asyncio.create_task(self._close_revoked(error))
+
+    async def _close_revoked(self, error: DomainError) -> None:
+        private = [t for t in self._operation_tasks() if not self._runs_shared_stream(t)]
+        if private:
+            await asyncio.wait(private, timeout=REVOKED_CLOSE_GRACE)
+        viewer = self.context.viewer
+        log.info(
+            "websocket credential revoked",
+            extra={
+                "user_id": viewer.user_id if viewer is not None else None,
+                "reason": error.extensions.get("reason"),
+                "close_code": CLOSE_FORBIDDEN,
+            },
+        )
+        with contextlib.suppress(Exception):
+            await self._close_after_sent(CLOSE_FORBIDDEN, close_reason(error.message))
+
+    def _release_credential(self) -> None:
+        self._initialising()
+        if self._revocation is not None and not self._revocation.done():
+            self._revocation.cancel()
+        viewer = self.context.state.pop("ws_credential", None)
+        if viewer is not None and viewer.watch is not None:
+            viewer.watch.unlisten(self._credential_revoked)
+            self.context.services.credentials.release(viewer)
+
+    # -- what the protocol and the execution layers provide -------------------------
+
+    def _operation_tasks(self) -> Iterable[asyncio.Task[Any]]:
+        raise NotImplementedError
+
+    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the operation task relays a stream that is the same for everyone
+        (grouped execution knows; otherwise every operation counts as private)."""
+        return False
+
+    async def _close_after_sent(self, code: int, reason: str) -> None:
+        """Close behind the frames already queued for the socket."""
+        await self.websocket.close(code, reason)
+
+
+# -- protections of both protocols ---------------------------------------------------
 
 
 class _ConnectionSlot(TrustedSocket):
@@ -341,6 +555,8 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
             payload = {"message": refused.message, "code": refused.code, **refused.extensions}
             await self.send_message({"type": "connection_error", "payload": payload})
             await self._close_after_sent(CLOSE_FORBIDDEN, close_reason(refused.message))
+        elif self.connection_acknowledged and self._init_timeout is not None:
+            self._init_timeout.cancel()  # its job is done: no task per idle socket
 
     async def handle_start(self, message: Any) -> None:  # type: ignore[override]
         if not self.connection_acknowledged:
@@ -363,3 +579,262 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
             return
         start: Any = {**message, "payload": payload}
         await super().handle_start(start)
+
+
+# -- grouped subscription execution --------------------------------------------------
+
+
+def _text_sender(ws: WebSocket) -> Callable[[str], Awaitable[None]]:
+    """`ws.send_text` with Starlette's state bookkeeping for text frames inlined (a
+    frame after the close raises; a peer gone marks the socket disconnected): one
+    coroutine less per frame of the fan-out."""
+    if not isinstance(ws, WebSocket):  # another adapter's socket
+        return ws.send_text  # type: ignore[no-any-return]
+    send = ws._send
+    connected = WebSocketState.CONNECTED
+
+    async def send_text(text: str) -> None:
+        if ws.application_state is not connected:
+            raise WebSocketDisconnect(1006)
+        try:
+            await send({"type": "websocket.send", "text": text})
+        except OSError:  # as Starlette: the peer is gone, the socket is done
+            ws.application_state = WebSocketState.DISCONNECTED
+            raise WebSocketDisconnect(1006) from None
+
+    return send_text
+
+
+class _Grouped:
+    """What both protocol handlers share: the groups and the connection's outbox."""
+
+    view: Any
+    websocket: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        groups: SubscriptionGroups | None = getattr(self.view, "subscription_groups", None)
+        self.groups = groups
+        self.outbox: Outbox | None = None
+        if groups is not None:
+            self.outbox = Outbox(
+                _text_sender(self.websocket.ws), self.websocket.close, groups.send_queue
+            )
+        # Operation tasks relaying a shared (public) stream: a revoked credential
+        # does not end them early (TrustedSocket).
+        self._shared_tasks: set[asyncio.Task[Any]] = set()
+
+    async def send_message(self, message: Any) -> None:
+        if self.outbox is None:
+            await super().send_message(message)  # type: ignore[misc]
+            return
+        self.outbox.push(orjson.dumps(message).decode())
+
+    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
+        return task in self._shared_tasks
+
+    async def _close_after_sent(self, code: int, reason: str) -> None:
+        if self.outbox is None:
+            await super()._close_after_sent(code, reason)  # type: ignore[misc]
+            return
+        self.outbox.close_after_sent(code, reason)
+
+    async def _relay(self, groups: SubscriptionGroups, member: Member, shared: bool) -> None:
+        """Until the member's group ends (or the operation is stopped)."""
+        task = asyncio.current_task()
+        if shared and task is not None:
+            self._shared_tasks.add(task)
+        try:
+            await member.wait()
+        finally:
+            groups.leave(member)
+            if task is not None:
+                self._shared_tasks.discard(task)
+
+
+class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
+    """graphql-transport-ws."""
+
+    async def run_operation(self, operation: Operation[Any, Any]) -> None:
+        groups, outbox = self.groups, self.outbox
+        if groups is None or outbox is None:
+            await super().run_operation(operation)
+            return
+        try:
+            outcome = await groups.prepare(
+                operation.query,
+                operation.variables,
+                operation.operation_name,
+                self.context,
+                outbox,
+            )
+            if outcome is NOT_A_SUBSCRIPTION:
+                await super().run_operation(operation)
+                return
+            if isinstance(outcome, Rejected):
+                await self._handle_pre_execution_error(operation, outcome.result)  # type: ignore[arg-type]
+                return
+            if isinstance(outcome, Failed):
+                await operation.send_next(outcome.result)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
+                await self._relay(groups, member, outcome.policy.shared)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except _OperationStreamClosed:
+            return
+        except Exception as error:
+            # As Strawberry: log, end the operation for the client, re-raise.
+            await self.handle_task_exception(error)
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
+
+
+class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
+    """graphql-ws (the legacy subscriptions-transport-ws protocol)."""
+
+    async def handle_async_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        groups, outbox = self.groups, self.outbox
+        try:
+            if groups is None or outbox is None:
+                await self._stream_results(operation_id, query, operation_name, variables)
+                return
+            outcome = await groups.prepare(query, variables, operation_name, self.context, outbox)
+            if outcome is NOT_A_SUBSCRIPTION:
+                await self._stream_results(operation_id, query, operation_name, variables)
+                return
+            if isinstance(outcome, Rejected):
+                assert outcome.result.errors
+                error = outcome.result.errors[0].formatted
+                await self.send_message({"type": "error", "id": operation_id, "payload": error})
+                return
+            if isinstance(outcome, Failed):
+                await self.send_data_message(outcome.result, operation_id)
+            elif isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation_id, LEGACY_WS)
+                await self._relay(groups, member, outcome.policy.shared)
+            await self.send_message({"type": "complete", "id": operation_id})
+        except asyncio.CancelledError:
+            # `stop` (or the connection closing): the protocol confirms with complete.
+            await self.send_message({"type": "complete", "id": operation_id})
+        finally:
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
+
+    async def _stream_results(
+        self,
+        operation_id: str,
+        query: str,
+        operation_name: str | None,
+        variables: dict[str, object] | None,
+    ) -> None:
+        """Any operation, run by Strawberry as over graphql-transport-ws (extensions,
+        cost, permissions): a query or mutation gives one `data`, a subscription one
+        per event; then `complete`. A request error is one `error`, without
+        `complete`, as the protocol has it."""
+        results = await self.schema.stream(
+            query,
+            variable_values=variables,
+            context_value=self.context,
+            root_value=self.root_value,
+            operation_name=operation_name,
+        )
+        async with aclosing(results):
+            first = True
+            async for result in results:
+                if first and isinstance(result, PreExecutionError):
+                    assert result.errors
+                    payload = result.errors[0].formatted
+                    await self.send_message(
+                        {"type": "error", "id": operation_id, "payload": payload}
+                    )
+                    return
+                # The schema does not enable @defer/@stream: only whole results.
+                assert isinstance(result, ExecutionResult)
+                await self.send_data_message(result, operation_id)
+                first = False
+        await self.send_message({"type": "complete", "id": operation_id})
+
+
+# -- the view's side --------------------------------------------------------------------
+
+
+class AppTransportWSHandler(GroupedTransportWSHandler, TransportWSHandler):
+    """graphql-transport-ws: the protections, then grouped execution."""
+
+
+class AppLegacyWSHandler(GroupedLegacyWSHandler, LegacyWSHandler):
+    """graphql-ws (legacy): the protections, then grouped execution."""
+
+
+class WebSocketTransport:
+    """Mixin for the GraphQL view (before Strawberry's view in its bases): the
+    protocol handlers, the size-limited adapter, the sockets awaiting
+    connection_init, the subscription groups, and the credential check at
+    connection_init. The view calls `_init_websocket(settings)` in its __init__."""
+
+    # Protections and grouped subscription execution (README "Protecting the API",
+    # "Subscriptions at scale"), beneath Strawberry's protocol handlers.
+    graphql_transport_ws_handler_class = AppTransportWSHandler
+    graphql_ws_handler_class = AppLegacyWSHandler
+    websocket_adapter_class = LimitedWebSocketAdapter
+
+    schema: Any
+
+    @staticmethod
+    def websocket_options(settings: Settings) -> dict[str, Any]:
+        """Strawberry's view arguments for WebSocket."""
+        return {
+            "keep_alive": True,  # graphql-ws (legacy) `ka` messages
+            "keep_alive_interval": settings.ws_ping_interval_seconds,
+            "connection_init_wait_timeout": timedelta(seconds=settings.ws_init_timeout_seconds),
+            "max_subscriptions_per_connection": settings.ws_max_subscriptions,
+            # Browsers' WebSocket handshakes are checked against the CORS allow-list;
+            # same-origin pages and clients sending no Origin are let through.
+            "allowed_origins": settings.cors_origins,
+        }
+
+    def _init_websocket(self, settings: Settings) -> None:
+        # None in "naive" mode: Strawberry runs each subscriber's stream itself.
+        self.subscription_groups = (
+            SubscriptionGroups(self.schema, settings.subscription_send_queue)
+            if settings.subscription_mode == "grouped"
+            else None
+        )
+        # Sockets per client address not yet past connection_init.
+        self.pending_sockets = PendingSockets(settings.ws_max_pending_per_ip)
+
+    async def on_ws_connect(self, context: Context) -> UnsetType | dict[str, object] | None:
+        services = context.services
+        # Taken before the store is read: a revocation announced while this socket
+        # authenticates is not missed (security/credentials.py).
+        mark = services.credentials.mark()
+        try:
+            viewer = await services.authenticator.authenticate(
+                context.request, context.connection_params or {}
+            )
+        except Unauthenticated as exc:
+            raise CredentialsRefused(exc) from None
+        except Exception as exc:
+            log.warning("websocket credentials could not be checked", exc_info=exc)
+            raise CredentialsUnavailable from exc
+        if viewer is not None:
+            viewer = services.credentials.hold(viewer, services.authenticator.revalidate, mark)
+            context.state["ws_credential"] = viewer
+            user_id_var.set(viewer.user_id)
+            try:
+                viewer = viewer.current()  # revoked meanwhile
+            except Unauthenticated as exc:
+                raise CredentialsRefused(exc) from None
+        context.viewer = viewer
+        key = identity_key(context)
+        if not services.limiter.acquire_connection(key):
+            raise TooManyConnections(key)
+        context.state["ws_slot"] = key
+        return UNSET

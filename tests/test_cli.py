@@ -162,3 +162,93 @@ async def test_create_admin_promote_existing_tells_running_instances_through_red
         await redis.aclose()
         await services.store.db.client.drop_database(settings.mongodb_db)
         await services.close()
+
+
+def test_serve_refuses_several_workers_without_redis_and_a_shared_store(tmp_path):
+    """Each worker would have its own in-process bus and its own embedded store."""
+    for env, missing in (
+        ({"REDIS_URL": "", "MONGODB_URL": ""}, "REDIS_URL and MONGODB_URL"),
+        ({"REDIS_URL": REDIS_URL, "MONGODB_URL": ""}, "MONGODB_URL"),
+    ):
+        proc = spawn(
+            "serve",
+            "--workers",
+            "2",
+            env={**env, "DATA_DIR": str(tmp_path), "ENVIRONMENT": "development"},
+            cwd=tmp_path,
+        )
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, err[-2000:]
+        assert f"--workers 2 needs {missing}:" in err
+        assert "cryptovault db" in err
+
+
+@pytest.mark.redis
+async def test_serve_with_two_workers_on_redis_and_a_db_server(tmp_path):
+    """`serve --workers 2` against `cryptovault db` and Redis: both workers start
+    their own instance on one port, queries are answered, live prices arrive (the
+    feed runs on the worker holding the lease, the ticks travel over Redis)."""
+    db_port, port = free_port(), free_port()
+    db = spawn(
+        "db", "--port", str(db_port), "--data-dir", str(tmp_path / "db"), env={}, cwd=tmp_path
+    )
+    log_path = tmp_path / "serve.log"
+    serve = None
+    try:
+        line = await asyncio.to_thread(db.stdout.readline)  # type: ignore[union-attr]
+        store_url = line.strip().split("=", 1)[1]
+        with log_path.open("w") as log_file:
+            serve = spawn(
+                "serve",
+                "--workers",
+                "2",
+                env={
+                    "PORT": str(port),
+                    "MONGODB_URL": store_url,
+                    "MONGODB_DB": f"workers_{os.getpid()}_{port}",
+                    "REDIS_URL": REDIS_URL,
+                    "DATA_DIR": str(tmp_path / "data"),
+                    "TICK_INTERVAL_MS": "100",
+                    "ENVIRONMENT": "development",
+                    "LOG_FORMAT": "json",
+                },
+                cwd=tmp_path,
+                stderr=log_file,
+            )
+
+        def ready_workers() -> set[int]:
+            lines = [orjson.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+            return {x["worker"] for x in lines if x["message"] == "cryptovault ready"}
+
+        async with asyncio.timeout(60):  # a bound for a hung start, not a measurement
+            while ready_workers() != {1, 2}:
+                assert serve.poll() is None, log_path.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+        for _ in range(10):
+            async with httpx.AsyncClient() as client:  # a new connection each time
+                answer = await client.post(
+                    f"http://127.0.0.1:{port}/graphql", json={"query": "{ ping }"}
+                )
+            assert answer.json()["data"] == {"ping": "pong"}
+        transport = WebsocketsTransport(url=f"ws://127.0.0.1:{port}/graphql")
+        async with Client(transport=transport) as session:
+            seen = []
+            async with asyncio.timeout(20):
+                async for event in session.subscribe(
+                    gql('subscription { prices(symbols: ["BTC"]) { symbol price } }')
+                ):
+                    seen.append(event["prices"]["symbol"])
+                    if len(seen) == 3:
+                        break
+        assert seen == ["BTC"] * 3
+    finally:
+        if serve is not None:
+            serve.terminate()
+            serve.communicate(timeout=30)
+        db.terminate()
+        db.communicate(timeout=20)
+    assert serve.returncode == 0
+    lines = [orjson.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+    assert [x["message"] for x in lines if x["level"] == "ERROR"] == []
+    # Both workers shut down as one `serve` does.
+    assert {x["worker"] for x in lines if x["message"] == "cryptovault stopped"} == {1, 2}

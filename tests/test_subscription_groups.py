@@ -31,7 +31,7 @@ from cryptovault.schema.permissions import IsAuthenticated
 from cryptovault.security.viewer import Viewer
 from cryptovault.subscriptions import CLOSE_TOO_SLOW, shared_stream
 from cryptovault.subscriptions.groups import SubscriptionGroups
-from cryptovault.subscriptions.handlers import GroupedLegacyWSHandler, GroupedTransportWSHandler
+from cryptovault.websocket import GroupedLegacyWSHandler, GroupedTransportWSHandler
 from tests.conftest import serve, tick
 
 WAIT = 10  # seconds: a bound for what must happen, never an assertion on timing
