@@ -133,6 +133,23 @@ def _d128(value: Decimal) -> Decimal128:
     return Decimal128(value)
 
 
+def _move_update(
+    bid: str, account: str, asset: str, before: Snapshot, after: Snapshot
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The conditional update moving a balance from `before` to `after`: only if it
+    still stands at `before.seq` (an upsert for a balance not yet stored)."""
+    return (
+        {"_id": bid, "seq": _seq_filter(before.seq)},
+        {
+            "$set": {"seq": after.seq, "account": account, "asset": asset},
+            "$inc": {
+                "available": _d128(after.available - before.available),
+                "held": _d128(after.held - before.held),
+            },
+        },
+    )
+
+
 def _seq_filter(seq: int) -> Any:
     # Balances written before entries were numbered have no `seq`: they are at 0.
     return seq if seq else {"$in": [0, None]}
@@ -292,17 +309,7 @@ class Ledger:
                 await self._catch_up(bid)  # moved by someone: maybe not past all of them
             return
         ops = [
-            UpdateOne(
-                {"_id": bid, "seq": _seq_filter(before.seq)},
-                {
-                    "$set": {"seq": after.seq, "account": account, "asset": asset},
-                    "$inc": {
-                        "available": _d128(after.available - before.available),
-                        "held": _d128(after.held - before.held),
-                    },
-                },
-                upsert=before.seq == 0,
-            )
+            UpdateOne(*_move_update(bid, account, asset, before, after), upsert=before.seq == 0)
             for bid, (account, asset), before, after in moves
         ]
         try:
@@ -393,15 +400,7 @@ class Ledger:
         moved already (someone applied that entry first)."""
         try:
             result = await self.balances.update_one(
-                {"_id": bid, "seq": _seq_filter(before.seq)},
-                {
-                    "$set": {"seq": after.seq, "account": account, "asset": asset},
-                    "$inc": {
-                        "available": _d128(after.available - before.available),
-                        "held": _d128(after.held - before.held),
-                    },
-                },
-                upsert=before.seq == 0,
+                *_move_update(bid, account, asset, before, after), upsert=before.seq == 0
             )
             moved = result.matched_count == 1 or result.upserted_id is not None
         except DuplicateKeyError:
