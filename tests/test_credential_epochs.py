@@ -326,6 +326,25 @@ def _count_code_checks(services, monkeypatch) -> list[int]:
     return checked
 
 
+async def _signed_in_before_two_factor(gql_at, tag: str, times: int = 3):
+    """The password's holder signs in `times` while two-factor is still off, then the
+    owner turns it on (the usual answer to a leaked password): (email, the logins'
+    payloads, the owner's TOTP)."""
+    owner, attacker = gql_at(), gql_at()
+    email = new_email(tag)
+    signed_up = await sign_up(owner, email)
+    logins = []
+    for _ in range(times):
+        body = await log_in(attacker, email, PASSWORD)
+        assert "errors" not in body, body
+        logins.append(body["data"]["login"])
+    headers = bearer(signed_up["accessToken"])
+    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
+    totp = pyotp.TOTP(secret)
+    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+    return email, logins, totp
+
+
 async def test_devices_trusted_before_two_factor_get_no_codes_of_their_own(
     gql_at, services, monkeypatch
 ):
@@ -334,22 +353,10 @@ async def test_devices_trusted_before_two_factor_get_no_codes_of_their_own(
     end that trust for passwords. Were those devices trusted with codes, N tokens
     would buy N x the brake's guesses. Nobody who never passed two-factor gets more
     code checks than the account's unknown-device bucket allows (5)."""
-    owner, attacker = gql_at(), gql_at()
-    email = new_email("mint")
-    signed_up = await sign_up(owner, email)
-    # The attacker (password only) mints trusted devices while two-factor is off.
-    minted = 3
-    tokens = []
-    for _ in range(minted):
-        body = await log_in(attacker, email, PASSWORD)
-        assert "errors" not in body, body
-        tokens.append(body["data"]["login"]["deviceToken"])
-    assert len(set(tokens)) == minted
-    # The owner turns two-factor on (the usual answer to a leaked password).
-    headers = bearer(signed_up["accessToken"])
-    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
-    totp = pyotp.TOTP(secret)
-    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+    email, logins, totp = await _signed_in_before_two_factor(gql_at, "mint")
+    tokens = [login["deviceToken"] for login in logins]
+    assert len(set(tokens)) == len(logins)
+    attacker = gql_at()
 
     checked = _count_code_checks(services, monkeypatch)
     answers = []
@@ -366,19 +373,9 @@ async def test_sessions_opened_before_two_factor_get_no_codes_of_their_own(
 ):
     """The same through `disableTwoFactor`: sessions opened while two-factor was off
     survive turning it on; their wrong codes count together, as unknown devices'."""
-    owner, attacker = gql_at(), gql_at()
-    email = new_email("sessions")
-    signed_up = await sign_up(owner, email)
-    minted = 3
-    sessions = []
-    for _ in range(minted):
-        body = await log_in(attacker, email, PASSWORD)
-        assert "errors" not in body, body
-        sessions.append(bearer(body["data"]["login"]["accessToken"]))
-    headers = bearer(signed_up["accessToken"])
-    secret = (await owner.data(ENABLE, headers=headers))["enableTwoFactor"]["secret"]
-    totp = pyotp.TOTP(secret)
-    await owner.data(CONFIRM, {"c": totp.now()}, headers=headers)
+    _, logins, totp = await _signed_in_before_two_factor(gql_at, "sessions")
+    sessions = [bearer(login["accessToken"]) for login in logins]
+    attacker = gql_at()
 
     checked = _count_code_checks(services, monkeypatch)
     answers = []
