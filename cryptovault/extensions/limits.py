@@ -86,6 +86,28 @@ def _analyze(
 _analyses = OperationCache(CACHE_SIZE, _analyze)
 
 
+def budget_exhausted(cost: int, status: BudgetStatus) -> RateLimited:
+    """The refusal of an operation its caller's cost budget cannot pay for."""
+    retry = max(1, math.ceil(status.retry_after))
+    return RateLimited(
+        f"Cost budget exhausted: this operation costs {cost}, "
+        f"{status.remaining} of {status.limit} points are left; retry in {retry} s",
+        retryAfter=retry,
+        cost=cost,
+        remaining=status.remaining,
+        limit=status.limit,
+    )
+
+
+def throttle_status(status: BudgetStatus) -> dict[str, Any]:
+    """`extensions.cost.throttleStatus`: the caller's budget after this operation."""
+    return {
+        "maximumAvailable": status.limit,
+        "currentlyAvailable": status.remaining,
+        "restoreRate": round(status.restore_rate, 2),
+    }
+
+
 @dataclass(slots=True)
 class DocumentWork:
     """One operation's parsing and validation: CPU seconds spent, points charged, and
@@ -263,15 +285,7 @@ class Protection(SchemaExtension):
         if isinstance(ctx.response, Response):
             ctx.response.headers.update(rate_limit_headers(status))
         if not status.allowed:
-            retry = max(1, math.ceil(status.retry_after))
-            raise RateLimited(
-                f"Cost budget exhausted: this operation costs {cost}, "
-                f"{status.remaining} of {status.limit} points are left; retry in {retry} s",
-                retryAfter=retry,
-                cost=cost,
-                remaining=status.remaining,
-                limit=status.limit,
-            )
+            raise budget_exhausted(cost, status)
 
     async def get_results(self) -> dict[str, Any]:  # type: ignore[override]
         ec = self.execution_context
@@ -311,9 +325,5 @@ class Protection(SchemaExtension):
         if self.registration_cost:
             cost["persistedQueryCost"] = self.registration_cost
         if status is not None:
-            cost["throttleStatus"] = {
-                "maximumAvailable": status.limit,
-                "currentlyAvailable": status.remaining,
-                "restoreRate": round(status.restore_rate, 2),
-            }
+            cost["throttleStatus"] = throttle_status(status)
         return {"cost": cost}

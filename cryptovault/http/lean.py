@@ -21,7 +21,6 @@ the same operations through both and compares them).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,9 +44,16 @@ from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
-from cryptovault.errors import DomainError, RateLimited
+from cryptovault.errors import DomainError
 from cryptovault.extensions.cost import Analysis, CostAnalyzer
-from cryptovault.extensions.limits import CACHE_SIZE, Protection, identity_key, rate_limit_headers
+from cryptovault.extensions.limits import (
+    CACHE_SIZE,
+    Protection,
+    budget_exhausted,
+    identity_key,
+    rate_limit_headers,
+    throttle_status,
+)
 from cryptovault.extensions.limits import _analyses as analyses
 from cryptovault.extensions.masking import ErrorMapping, map_error
 from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
@@ -240,23 +246,11 @@ class LeanPath:
                 lowered = _HEADER_NAMES[name] = name.lower().encode("latin-1")
             written.append((lowered, value.encode("latin-1")))
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
-        cost["throttleStatus"] = {
-            "maximumAvailable": status.limit,
-            "currentlyAvailable": status.remaining,
-            "restoreRate": round(status.restore_rate, 2),
-        }
+        cost["throttleStatus"] = throttle_status(status)
         response: dict[str, Any]
         if not status.allowed:
             # As Protection raises it before execution: a request error, no `data`.
-            retry = max(1, math.ceil(status.retry_after))
-            refused = RateLimited(
-                f"Cost budget exhausted: this operation costs {requested}, "
-                f"{status.remaining} of {status.limit} points are left; retry in {retry} s",
-                retryAfter=retry,
-                cost=requested,
-                remaining=status.remaining,
-                limit=status.limit,
-            )
+            refused = budget_exhausted(requested, status)
             raw = GraphQLError(str(refused), original_error=refused)
             self.schema._process_errors([raw])
             errors = [map_error(raw)]
