@@ -87,6 +87,16 @@ RECORDED_SOURCES: dict[str, str] = {
     "mongoeco.engines.sqlite:SQLiteEngine._invalidate_collection_features_cache": "e1bdccc952ff5ab3c0a58979b84087006b7f1bd7d7dd45da278dd21b83ef3cde",
     "mongoeco.engines.sqlite:SQLiteEngine._validate_document_against_unique_indexes": "f50e60835a1d8144657b7e0538a0ba7c77dc28f9dd1e10f0056175d53fe62b54",
     "mongoeco.engines.sqlite:SQLiteEngine._unique_index_conflict_via_scalar_entries": "9e9f569bfc7d6d1b7bd37f8c0661ff83993710731d4f3bc9c10ee0a11447db48",
+    "mongoeco.engines.sqlite:SQLiteEngine._dispatch_committed_changes_serial": "41f823c470ede835f4553be93fd7e63532c43269776e030473a754e4467eac9b",
+    "mongoeco.engines._sqlite_outbox:consumer_checkpoint": "c4e915aa9cfe0f05e1ee58246bcee606775daee82fc992627429f4ed28fbfb66",
+    "mongoeco.engines._sqlite_outbox:checkpoint_consumer": "3b83231938d414bc9a49300620cbce24ec344270842a7d88c3fa4bc85f348b2c",
+    "mongoeco.engines._sqlite_outbox:read_committed_changes": "b5d20da386753b24091714f6356e61edbcf6e080e2ebd8020b04968891dc3ab2",
+    "mongoeco.engines._sqlite_outbox:compact_change_outbox": "4b5d2e546927cf1531fd1dca853a9d3db1de5afd53b760109609eacc98e0101c",
+    "mongoeco.engines._change_dispatch:ConsumerDispatchCoordinator.hold": "9f53702d56d5ef33fa2884e5f9c1f9fbacc3651b9d4e276a9d00eeb8fbbfc30e",
+    "mongoeco.engines.adapter:EngineSpiAdapter._deliver_committed_change": "8364f821ac64589dbb1338d6665538a472f49c43d82908d4bf719a206aced19a",
+    "mongoeco.engines.sqlite:SQLiteEngine._field_contains_tagged_undefined_in_collection": "baa2ec4cefe5acb83129a07baf4668520f4fa5b44d96bd6a7cce20dc767c30b8",
+    "mongoeco.engines.sqlite:SQLiteEngine._field_has_comparison_type_mismatch_in_collection": "cc65f94c105535653b6fd0939fd965d9adc141a4b916b7af306448243f366dc7",
+    "mongoeco.engines.sqlite:SQLiteEngine._field_has_uniform_scalar_sort_type_in_collection": "b4ad649774909a6a81a06008eb5d0ec4c28f2679480f7d4e773ca50a673a007b",
     "mongoeco.engines.sqlite:SQLiteEngine._select_first_document_for_plan": "cf2d409d2f48e1c31479667cb8fac87817527acec20db8ced1968c94646328ef",
     "mongoeco.engines.sqlite:SQLiteEngine._translate_query_plan_with_multikey": "703ebc7ee809fce9109507c426b1da34f5432151cae2bd6f074cd85cc1f78932",
     "mongoeco.engines.sqlite:SQLiteEngine._sort_requires_python": "40df45295b763ee5d93460df5736fec596308f6d0ef8b462f37a1b86a79cdf03",
@@ -188,12 +198,74 @@ def holds(kind: str, document: Any, field: str) -> bool:
     return any(kind.lower() in type(v).__name__.lower() for v in flat)
 
 
+def _values_at(document: Any, field: str) -> list[Any]:
+    values: list[Any] = [document]
+    for part in field.split("."):
+        found: list[Any] = []
+        for value in values:
+            items = value if isinstance(value, list) else [value]
+            found += [v[part] for v in items if isinstance(v, dict) and part in v]
+        values = found
+    return values
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON type mongoeco stores `value` as, for the types these answers name;
+    exact types only (a subclass such as Int64 or Code may be stored tagged): "other"
+    is always the safe answer."""
+    if type(value) is bool:
+        return "bool"
+    if type(value) in (int, float):
+        return "number"
+    if type(value) is str:
+        return "string"
+    return "other"  # null, an array, an object, a tagged value (Decimal128, a date...)
+
+
+def updated(kind: str, answer: Any, document: Any, field: str) -> Any:
+    """A kept answer about a collection after `document` was written to it, erring
+    towards the answer that takes mongoeco's general path (a yes; no uniform type)."""
+    if kind == "uniform":  # every document holds a `answer` at field (a JSON path)
+        values: list[Any] = [document]
+        for part in field.split("."):
+            values = [v[part] for v in values if isinstance(v, dict) and part in v]
+        if answer is None or len(values) != 1 or _json_kind(values[0]) != answer:
+            return None
+        return answer
+    if answer:
+        return answer
+    if kind.startswith("mismatch:"):  # some document holds something else there
+        expected = kind.removeprefix("mismatch:")
+        return any(_json_kind(v) != expected for v in _values_at(document, field))
+    return holds(kind, document, field)
+
+
+class _Computation:
+    """A "does any document hold..." answer being computed (FlatSQLiteEngine._fact)."""
+
+    __slots__ = ("done", "written")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.written: list[Any] = []  # documents written meanwhile
+
+
 @cache
 def _engine_class() -> type:
     from mongoeco.core.filtering import QueryEngine
     from mongoeco.core.identity import id_contains_numeric_value
-    from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition
+    from mongoeco.core.query_plan import (
+        AndCondition,
+        EqualsCondition,
+        GreaterThanCondition,
+        GreaterThanOrEqualCondition,
+        InCondition,
+        LessThanCondition,
+        LessThanOrEqualCondition,
+        OrCondition,
+    )
     from mongoeco.engines import SQLiteEngine
+    from mongoeco.engines import _sqlite_outbox as outbox
     from mongoeco.engines._sqlite_connection import sqlite_read_scope
     from mongoeco.engines._sqlite_plan_heuristics import sort_requires_python
     from mongoeco.engines.sqlite_query import (
@@ -217,6 +289,13 @@ def _engine_class() -> type:
                     return clause
         return None
 
+    ranges = {
+        GreaterThanCondition: ">",
+        GreaterThanOrEqualCondition: ">=",
+        LessThanCondition: "<",
+        LessThanOrEqualCondition: "<=",
+    }
+
     def in_index_terms(field: str, values: list[str]) -> tuple[str, list[Any]]:
         """`field` is one of `values` (strings), literally in the index's expressions:
         SQLite matches them as written."""
@@ -230,26 +309,62 @@ def _engine_class() -> type:
             super().__init__(*args, **kwargs)
             # (db, collection) -> {(kind, field): whether some document holds it}
             self._facts: dict[tuple[str, str], dict[tuple[str, str], bool]] = {}
+            # (db, coll, kind, field) -> the one computation of it under way: set when
+            # it ends; and whether a document written meanwhile holds it.
+            self._computing: dict[tuple[str, str, str, str], _Computation] = {}
             self._facts_lock = threading.Lock()
             self._written = threading.local()
 
-        def _fact(self, db: str, coll: str, kind: str, field: str, compute: Any) -> bool:
-            with self._facts_lock:
-                known = self._facts.get((db, coll), {}).get((kind, field))
-            if known is not None:
-                return known
-            found = bool(compute())
-            with self._facts_lock:
-                facts = self._facts.setdefault((db, coll), {})
-                facts[(kind, field)] = facts.get((kind, field), False) or found
-                return facts[(kind, field)]
+        def _fact(
+            self,
+            db: str,
+            coll: str,
+            kind: str,
+            field: str,
+            compute: Any,
+            keep: Any = None,
+        ) -> Any:
+            """The kept answer, else computed once: requests asking while it is being
+            computed wait for that computation instead of scanning the collection too.
+            The computation takes no lock (a read; WAL readers never wait for a
+            writer), so a writer waiting here cannot deadlock it. `keep(answer)`:
+            whether to keep it (default: always)."""
+            key = (db, coll, kind, field)
+            while True:
+                with self._facts_lock:
+                    facts = self._facts.get((db, coll), {})
+                    if (kind, field) in facts:
+                        return facts[(kind, field)]
+                    computation = self._computing.get(key)
+                    if computation is None:
+                        computation = self._computing[key] = _Computation()
+                        break
+                computation.done.wait()
+            try:
+                answer = compute()
+                if kind != "uniform":
+                    answer = bool(answer)
+                kept = keep is None or keep(answer)
+                with self._facts_lock:
+                    # A document written while the read ran may be missing from it.
+                    for document in computation.written:
+                        answer = updated(kind, answer, document, field)
+                    if kept:
+                        self._facts.setdefault((db, coll), {})[(kind, field)] = answer
+                    return answer
+            finally:
+                with self._facts_lock:
+                    del self._computing[key]
+                computation.done.set()
 
         def _learn(self, db: str, coll: str, document: Any) -> None:
             with self._facts_lock:
                 facts = self._facts.get((db, coll), {})
-                for kind, field in [k for k, known in facts.items() if not known]:
-                    if holds(kind, document, field):
-                        facts[(kind, field)] = True
+                for (kind, field), answer in facts.items():
+                    facts[(kind, field)] = updated(kind, answer, document, field)
+                for (cdb, ccoll, _kind, _field), computation in self._computing.items():
+                    if (cdb, ccoll) == (db, coll):
+                        computation.written.append(document)
 
         def _field_contains_tagged_value_type_in_collection(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, field, value_type
@@ -270,6 +385,44 @@ def _engine_class() -> type:
             return self._fact(
                 db_name, coll_name, "array", field, lambda: parent(db_name, coll_name, field)
             )
+
+        def _field_has_comparison_type_mismatch_in_collection(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, field, expected_type
+        ):
+            parent = super()._field_has_comparison_type_mismatch_in_collection
+            return self._fact(
+                db_name,
+                coll_name,
+                f"mismatch:{expected_type}",
+                field,
+                lambda: parent(db_name, coll_name, field, expected_type),
+            )
+
+        def _field_has_uniform_scalar_sort_type_in_collection(  # type: ignore[no-untyped-def]
+            self, db_name, coll_name, field
+        ):
+            # Kept as long as every written document holds that type there; "none" on
+            # an empty collection is not kept (its first documents may all agree).
+            parent = super()._field_has_uniform_scalar_sort_type_in_collection
+            return self._fact(
+                db_name,
+                coll_name,
+                "uniform",
+                field,
+                lambda: parent(db_name, coll_name, field),
+                keep=lambda answer: answer is not None or self._holds_documents(db_name, coll_name),
+            )
+
+        def _holds_documents(self, db_name: str, coll_name: str) -> bool:
+            row = (
+                self._require_connection()
+                .execute(
+                    "SELECT 1 FROM documents WHERE db_name = ? AND coll_name = ? LIMIT 1",
+                    (db_name, coll_name),
+                )
+                .fetchone()
+            )
+            return row is not None
 
         def _invalidate_collection_features_cache(  # type: ignore[no-untyped-def]
             self, db_name=None, coll_name=None
@@ -376,6 +529,50 @@ def _engine_class() -> type:
                     )
             return False
 
+        def _dispatch_committed_changes_serial(  # type: ignore[no-untyped-def]
+            self, consumer_id, consumer, *, generation, heartbeat
+        ):
+            # The stock loop, with the consumer's checkpoint committed once per batch
+            # read (up to 1,000 changes) instead of once per change: an insert of
+            # 5,000 documents was 5,000 commits after its own. Delivery stays at
+            # least once: after a crash the batch is delivered again, and the
+            # change hub skips the sequences it has seen.
+            with self._change_delivery_storage() as conn:
+                checkpoint = outbox.consumer_checkpoint(conn, consumer_id)
+                through_sequence = outbox.outbox_info(conn)["newestSequence"]
+            while checkpoint < through_sequence:
+                with self._change_delivery_storage() as conn:
+                    checkpoint = outbox.consumer_checkpoint(conn, consumer_id)
+                    changes = outbox.read_committed_changes(
+                        conn,
+                        after_sequence=checkpoint,
+                        through_sequence=through_sequence,
+                        deserialize_document=self._deserialize_document,
+                    )
+                if not changes:
+                    break
+                for change in changes:
+                    heartbeat.raise_if_failed()
+                    consumer(change.for_delivery())
+                heartbeat.raise_if_failed()
+                last = changes[-1].sequence
+                with self._change_delivery_storage() as conn:
+                    outbox.checkpoint_consumer(
+                        conn,
+                        consumer_id,
+                        last,
+                        lease_owner=self._change_dispatch_owner,
+                        lease_generation=generation,
+                    )
+                    conn.commit()
+                with self._lock:
+                    self._change_outbox_checkpoints[consumer_id] = last
+                    checkpoint = last
+            heartbeat.raise_if_failed()
+            with self._change_delivery_storage() as conn:
+                outbox.compact_change_outbox(conn, max_entries=self._change_outbox_max_entries)
+                conn.commit()
+
         def _select_first_document_for_plan(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, plan, **options
         ):
@@ -437,10 +634,101 @@ def _engine_class() -> type:
         def _translate_query_plan_with_multikey(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, plan
         ):
-            sql, params = super()._translate_query_plan_with_multikey(db_name, coll_name, plan)
+            translate = super()._translate_query_plan_with_multikey
+            if getattr(self._written, "plain", False):  # a clause of an OR narrowing
+                return translate(db_name, coll_name, plan)
+            if isinstance(plan, (AndCondition, OrCondition)):
+                narrowing = self._or_narrowing(db_name, coll_name, plan)
+                if narrowing is None:
+                    # an AND's clauses come through here one by one
+                    return translate(db_name, coll_name, plan)
+                self._written.plain = True  # no clause narrowed on its own: see below
+                try:
+                    sql, params = translate(db_name, coll_name, plan)
+                finally:
+                    self._written.plain = False
+                return f"({sql}) AND {narrowing[0]}", [*params, *narrowing[1]]
+            sql, params = translate(db_name, coll_name, plan)
             if not isinstance(plan, (EqualsCondition, InCondition)):
-                return sql, params  # an AND's clauses came through here one by one
+                return sql, params
             return self._narrowed(db_name, coll_name, plan, sql, params)
+
+        def _or_narrowing(
+            self, db_name: str, coll_name: str, plan: Any
+        ) -> tuple[str, list[Any]] | None:
+            """For an `$or` (alone, or in an AND with other conditions) each of whose
+            branches states a string of an indexed field (equal, `$in`, a range) or
+            a null: the documents that can match, as the union of one index read per
+            branch, `storage_key IN (SELECT ... UNION ALL SELECT ...)`, each read
+            with the AND's own string conditions. SQLite then reads each branch's
+            rows through an index (the tick matcher: the orders a tick crosses);
+            with the AND's equalities stated on their own instead, it would read
+            every row they allow and test the `$or` on each. Implied by the plan, so
+            only the rows read change. None: some branch states nothing indexable."""
+            clauses = plan.clauses if isinstance(plan, AndCondition) else (plan,)
+            ors = [clause for clause in clauses if isinstance(clause, OrCondition)]
+            if len(ors) != 1:
+                return None
+            shared: list[tuple[str, list[Any]]] = []
+            for clause in clauses:
+                if not isinstance(clause, OrCondition):
+                    common = self._index_terms(db_name, coll_name, clause)
+                    if common is not None:
+                        shared.append(common)
+            reads: list[str] = []
+            params: list[Any] = []
+            for branch in ors[0].clauses:
+                conditions = branch.clauses if isinstance(branch, AndCondition) else (branch,)
+                stated = [self._index_terms(db_name, coll_name, c) for c in conditions]
+                own = [t for t in stated if t is not None]
+                if not own:
+                    return None
+                terms = shared + own
+                reads.append(
+                    "SELECT storage_key FROM documents WHERE db_name = ? AND coll_name = ? "
+                    + "".join(f"AND {sql} " for sql, _ in terms)
+                )
+                params += [db_name, coll_name, *(v for _, values in terms for v in values)]
+            return f"storage_key IN ({' UNION ALL '.join(reads)})", params
+
+        def _index_terms(
+            self, db_name: str, coll_name: str, clause: Any
+        ) -> tuple[str, list[Any]] | None:
+            """`clause` in the expressions of the indexes that hold its field, when it
+            is a string equality, `$in` of strings, a range with a string bound or an
+            equality with null on a top-level indexed field (no array, no undefined
+            there); else None. What it states is implied by the clause: a string is
+            compared as SQLite compares text (code point order, as Python does), and
+            only plain strings are of the string type here; a null or missing field
+            has no type tag and no value."""
+            field = getattr(clause, "field", None)
+            if (
+                not isinstance(field, str)
+                or "." in field
+                or field == "_id"
+                or not self._indexes(db_name, coll_name, field, -1)
+            ):
+                return None
+            kind, value = type_expression_sql(field), value_expression_sql(field)
+            if isinstance(clause, EqualsCondition) and clause.value is None:
+                if self._field_contains_tagged_undefined_in_collection(db_name, coll_name, field):
+                    return None
+                found: tuple[str, list[Any]] = (f"{kind} = '' AND {value} IS NULL", [])
+            elif isinstance(clause, (EqualsCondition, InCondition)):
+                values = (
+                    [clause.value] if isinstance(clause, EqualsCondition) else list(clause.values)
+                )
+                strings = [v for v in values if type(v) is str]
+                if not strings or len(strings) != len(values):
+                    return None
+                found = in_index_terms(field, strings)
+            elif type(clause) in ranges and type(clause.value) is str:
+                found = (f"{kind} = '' AND {value} {ranges[type(clause)]} ?", [clause.value])
+            else:
+                return None
+            if self._field_is_top_level_array_in_collection(db_name, coll_name, field):
+                return None
+            return found
 
         def _sort_requires_python(  # type: ignore[no-untyped-def]
             self, db_name, coll_name, plan, sort
@@ -475,6 +763,9 @@ def _engine_class() -> type:
             a top-level field that leads an index, and each `$in` of strings of a
             top-level indexed field (the plan, or a clause of the AND it is), the same
             condition in the index's expressions."""
+            narrowing = self._or_narrowing(db_name, coll_name, plan)
+            if narrowing is not None:
+                return f"({sql}) AND {narrowing[0]}", [*params, *narrowing[1]]
             clauses = plan.clauses if isinstance(plan, AndCondition) else (plan,)
             extra: list[str] = []
             values: list[Any] = []
