@@ -10,11 +10,12 @@ collection size (DESIGN "The store"); these figures must stay flat.
    at 100, 2,000, 20,000 and 100,000 documents (one collection per size, seeded with
    bulk inserts, measured in interleaved rounds): insert_one, a fenced
    find_one_and_update (the engine's every write to an order), an update_one by
-   `_id`, and the tick matcher's read (only the orders a tick crosses) against a read
-   of every open order.
+   `_id`, and the tick matcher's read (only the orders a tick crosses, by match key)
+   against the filter it used before (Decimal128 price ranges: not served by an index
+   on the embedded store) and a read of every open order.
 
     python -m bench.growth [--quick] [--sizes 100,2000,20000]
-        [--write-sizes 100,2000,20000,100000] [--only writes,orders]
+        [--write-sizes 100,2000,20000,100000] [--rounds 7] [--only writes,orders]
 
 Writes bench/out/growth.json.
 """
@@ -63,7 +64,7 @@ async def place_orders(sizes: tuple[int, ...], duration: float) -> list[dict[str
 
 
 def order(n: int, now: datetime, resting: bool = False) -> dict[str, Any]:
-    return {
+    doc = {
         "_id": f"order{n:09d}",
         "user_id": f"user-{n % 100}",
         "idempotency_key": f"order:order{n:09d}",
@@ -81,6 +82,27 @@ def order(n: int, now: datetime, resting: bool = False) -> dict[str, Any]:
         "fence": 1,
         "created_at": now,
         "updated_at": now,
+    }
+    return {**doc, "match_key": matching.match_key_of(doc)}
+
+
+def price_filter(tick: Any, now: datetime) -> dict[str, Any]:
+    """The matcher's filter before match keys (ranges over the Decimal128 prices)."""
+    ask, bid, last = Decimal128(tick.ask), Decimal128(tick.bid), Decimal128(tick.price)
+    limits: list[dict[str, Any]] = [{"type": "LIMIT"}, {"type": "STOP_LIMIT", "triggered": True}]
+    return {
+        "$or": [
+            {"type": "MARKET"},
+            {"type": "STOP", "triggered": True},
+            *({"side": "BUY", "limit_price": {"$gte": ask}, **kind} for kind in limits),
+            *({"side": "SELL", "limit_price": {"$lte": bid}, **kind} for kind in limits),
+            *(
+                {"type": kind, "triggered": {"$ne": True}, "side": side, "stop_price": bound}
+                for kind in ("STOP", "STOP_LIMIT")
+                for side, bound in (("BUY", {"$lte": last}), ("SELL", {"$gte": last}))
+            ),
+            {"time_in_force": "GTD", "expires_at": {"$lte": now}},
+        ]
     }
 
 
@@ -113,6 +135,7 @@ async def store_writes(sizes: tuple[int, ...], rounds: int = ROUNDS) -> list[dic
         **matching.crossing(tick, now),
     }
     every_open = {k: v for k, v in crossing.items() if k != "$or"}
+    by_price = {**every_open, **price_filter(tick, now)}
     rows: dict[int, dict[str, Any]] = {}
     timings: dict[int, dict[str, list[float]]] = {size: {} for size in sizes}
     try:
@@ -146,6 +169,11 @@ async def store_writes(sizes: tuple[int, ...], rounds: int = ROUNDS) -> list[dic
                 await collection.find(crossing).sort([("created_at", 1)]).to_list()
             )
 
+        async def previous(collection: Any, size: int) -> None:
+            rows[size]["price_filter_documents"] = len(
+                await collection.find(by_price).sort([("created_at", 1)]).to_list()
+            )
+
         async def all_open(collection: Any, size: int) -> None:
             rows[size]["all_open_documents"] = len(
                 await collection.find(every_open).sort([("created_at", 1)]).to_list()
@@ -156,6 +184,7 @@ async def store_writes(sizes: tuple[int, ...], rounds: int = ROUNDS) -> list[dic
             "find_one_and_update": fenced,
             "update_one": update_one,
             "matcher_read": matcher,
+            "price_filter_read": previous,
             "all_open_read": all_open,
         }
         for _ in range(rounds):
@@ -185,6 +214,7 @@ async def store_writes(sizes: tuple[int, ...], rounds: int = ROUNDS) -> list[dic
             f"{row['find_one_and_update_ms']:.2f} ({row['find_one_and_update_ratio']:.2f}x) | "
             f"{row['update_one_ms']:.2f} ({row['update_one_ratio']:.2f}x) | "
             f"{row['matcher_read_ms']:.1f} ({row['matcher_documents']} docs) | "
+            f"{row['price_filter_read_ms']:.1f} ({row['price_filter_documents']} docs) | "
             f"{row['all_open_read_ms']:.1f} ({row['all_open_documents']:,} docs) |",
             flush=True,
         )
@@ -210,17 +240,21 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 async def run(
-    sizes: tuple[int, ...], write_sizes: tuple[int, ...], duration: float, only: set[str]
+    sizes: tuple[int, ...],
+    write_sizes: tuple[int, ...],
+    duration: float,
+    only: set[str],
+    rounds: int = ROUNDS,
 ) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if "writes" in only:
         print(
             "| orders (1 in 10 resting) | bulk seed s | insert_one ms | fenced "
-            "find_one_and_update ms | update_one ms | matcher read ms: crossing only | "
-            "every open order |"
+            "find_one_and_update ms | update_one ms | matcher read ms: by match key | "
+            "by price (before) | every open order |"
         )
-        print("|---:|---:|---:|---:|---:|---:|---:|")
-        results["growth_writes"] = await store_writes(write_sizes)
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        results["growth_writes"] = await store_writes(write_sizes, rounds)
     if "orders" in only:
         results["growth_orders"] = await place_orders(sizes, duration)
         print(table(results["growth_orders"]))
@@ -235,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         "--write-sizes", help="documents per collection (default 100,...,100000; --quick 100,2000)"
     )
     parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (writes)")
     parser.add_argument("--only", default="writes,orders", help="writes, orders or both")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.sizes.split(","))
@@ -244,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.write_sizes
         else (WRITE_SIZES[:2] if args.quick else WRITE_SIZES)
     )
-    results = asyncio.run(run(sizes, write_sizes, 2.0 if args.quick else args.duration, only))
+    duration = 2.0 if args.quick else args.duration
+    results = asyncio.run(run(sizes, write_sizes, duration, only, args.rounds))
     OUT.mkdir(exist_ok=True)
     (OUT / "growth.json").write_text(json.dumps(results, indent=2, default=str))
 

@@ -649,7 +649,7 @@ async def test_the_tick_matchers_read_costs_the_same_whatever_the_filled_history
     }
 
     def order(n: int, status: str, price: int) -> dict[str, Any]:
-        return {
+        doc = {
             "_id": f"o{status}{n}",
             "user_id": f"u{n % 7}",
             "idempotency_key": f"order:{status}{n}",
@@ -665,6 +665,7 @@ async def test_the_tick_matchers_read_costs_the_same_whatever_the_filled_history
             "owner": None,
             "created_at": now,
         }
+        return {**doc, "match_key": matching.match_key_of(doc)}
 
     async def steps(stock: bool) -> tuple[list[int], list[list[str]]]:
         server = EmbeddedServer(tmp_path_factory.mktemp("matcher"), stock=stock)
@@ -692,6 +693,84 @@ async def test_the_tick_matchers_read_costs_the_same_whatever_the_filled_history
     (small, big), stock_found = await steps(stock=True)
     assert big > 5 * small
     assert stock_found[0] == ["oPARTIALLY_FILLED0", "oPARTIALLY_FILLED1"]
+    (small, big), found = await steps(stock=False)
+    assert found == stock_found
+    assert big == small
+
+
+async def test_the_tick_matchers_read_costs_the_same_whatever_the_resting_book(
+    tmp_path_factory,
+):
+    """The matcher's read costs the same SQLite work with 20 or 400 resting orders far
+    from the price (limits and stops of both sides, GTC), and finds the same crossed
+    ones: each branch of its filter is one range of the (symbol, status, match_key)
+    index. The stock engine, which reads them all, proves the measure."""
+    from decimal import Decimal
+
+    from cryptovault.documents.trading import OrderDocument
+    from cryptovault.market.assets import ASSETS
+    from cryptovault.market.ticks import quote
+    from cryptovault.trading import matching
+
+    now = datetime.now(UTC)
+    tick = quote(ASSETS["BTC"], Decimal(91_000), Decimal(1), "test")
+    query = {
+        "symbol": "BTC",
+        "status": {"$in": ["OPEN", "PARTIALLY_FILLED"]},
+        "owner": None,
+        **matching.crossing(tick, now),
+    }
+    far = [  # (type, side, limit, stop): none of them crossed by the tick
+        ("LIMIT", "BUY", 40_000, None),
+        ("LIMIT", "SELL", 150_000, None),
+        ("STOP", "BUY", None, 150_000),
+        ("STOP", "SELL", None, 40_000),
+        ("STOP_LIMIT", "BUY", 160_000, 150_000),
+    ]
+
+    def order(n: int, kind: str, side: str, limit: int | None, stop: int | None) -> dict:
+        doc = {
+            "_id": f"o{n}",
+            "user_id": f"u{n % 7}",
+            "idempotency_key": f"order:{n}",
+            "symbol": "BTC",
+            "side": side,
+            "type": kind,
+            "time_in_force": "GTC",
+            "limit_price": Decimal128(str(limit)) if limit is not None else None,
+            "stop_price": Decimal128(str(stop)) if stop is not None else None,
+            "expires_at": None,
+            "status": "OPEN",
+            "triggered": False,
+            "owner": None,
+            "created_at": now,
+        }
+        return {**doc, "match_key": matching.match_key_of(doc)}
+
+    async def steps(stock: bool) -> tuple[list[int], list[list[str]]]:
+        server = EmbeddedServer(tmp_path_factory.mktemp("book"), stock=stock)
+        counter = SQLiteSteps(server)
+        client: AsyncMongoClient = AsyncMongoClient(await server.start(), tz_aware=True)
+        orders = client["steps"]["orders"]
+        await orders.create_indexes(OrderDocument.Settings.indexes)
+        await orders.insert_many(  # crossed: a buy limit above the ask, a sell stop above
+            [order(-1, "LIMIT", "BUY", 95_000, None), order(-2, "STOP", "SELL", None, 95_000)]
+        )
+        measured, found, written = [], [], 0
+        for size in (20, 400):
+            await orders.insert_many([order(n, *far[n % len(far)]) for n in range(written, size)])
+            written = size
+            await orders.find(query).to_list()  # what the engine learns once
+            counter.count = 0
+            found.append(sorted([d["_id"] async for d in orders.find(query)]))
+            measured.append(counter.count)
+        await client.close()
+        await server.close()
+        return measured, found
+
+    (small, big), stock_found = await steps(stock=True)
+    assert big > 5 * small
+    assert stock_found[0] == ["o-1", "o-2"] == stock_found[1]
     (small, big), found = await steps(stock=False)
     assert found == stock_found
     assert big == small

@@ -192,3 +192,70 @@ async def test_cli_migrates_reports_status_and_rolls_back(store_server):
     assert "down 0001_candle_end" in out and "at version 0" in out
     bad = await run("--to", str(latest + 5))
     assert bad.returncode == 1 and "no migration" in bad.stderr
+
+
+async def test_migration_0003_gives_live_orders_their_match_key(db):
+    """Live orders written before match keys get the key the engine would write;
+    closed orders and orders with a key are left alone; the price indexes go."""
+    import importlib
+
+    from pymongo import IndexModel
+
+    from cryptovault.trading import matching
+
+    step = importlib.import_module("cryptovault.migrations.0003_order_match_keys")
+    orders = db["orders"]
+    await orders.create_indexes(
+        [
+            IndexModel([("symbol", 1), ("status", 1), ("limit_price", 1)], name=name)
+            if name.endswith("limit_price")
+            else IndexModel([("symbol", 1), ("status", 1), ("stop_price", 1)], name=name)
+            for name in step.REPLACED
+        ]
+    )
+
+    def order(oid: str, status: str, kind: str, side: str, **fields) -> dict:
+        return {
+            "_id": oid,
+            "status": status,
+            "type": kind,
+            "side": side,
+            "symbol": "BTC",
+            "limit_price": None,
+            "stop_price": None,
+            "triggered": False,
+            **fields,
+        }
+
+    await orders.insert_many(
+        [
+            order("limit", "OPEN", "LIMIT", "BUY", limit_price=Decimal128("90000.5")),
+            order("stop", "PARTIALLY_FILLED", "STOP", "SELL", stop_price=Decimal128("80000")),
+            order(
+                "fired",
+                "OPEN",
+                "STOP_LIMIT",
+                "BUY",
+                limit_price=Decimal128("95000"),
+                stop_price=Decimal128("94000"),
+                triggered=True,
+            ),
+            order("market", "PENDING", "MARKET", "BUY"),
+            order("closed", "FILLED", "LIMIT", "SELL", limit_price=Decimal128("1")),
+            order("keyed", "OPEN", "LIMIT", "SELL", limit_price=Decimal128("2"), match_key="kept"),
+        ]
+    )
+    for _ in range(2):  # idempotent
+        await step.up(db)
+        keys = {d["_id"]: d.get("match_key") async for d in orders.find({})}
+        assert keys == {
+            "limit": "B" + matching.price_key(Decimal128("90000.5").to_decimal()),
+            "stop": "D" + matching.price_key(Decimal128("80000").to_decimal()),
+            "fired": "B" + matching.price_key(Decimal128("95000").to_decimal()),
+            "market": "A",
+            "closed": None,
+            "keyed": "kept",
+        }
+        assert not set(step.REPLACED) & set(await orders.index_information())
+    await step.down(db)
+    assert await orders.count_documents({"match_key": {"$exists": True}}) == 0

@@ -34,8 +34,9 @@ def acts_on(doc: dict[str, Any], t: Tick, now: datetime) -> bool:
 
 
 def resting(symbol: str, n: int, **fields: Any) -> dict[str, Any]:
+    """An open order as the engine writes it (with its match key)."""
     now = datetime.now(UTC)
-    return {
+    doc = {
         "_id": f"matcher-{uuid.uuid4().hex}",
         "user_id": "matcher-test",
         "idempotency_key": f"matcher:{uuid.uuid4().hex}",
@@ -50,6 +51,7 @@ def resting(symbol: str, n: int, **fields: Any) -> dict[str, Any]:
         "created_at": now + timedelta(microseconds=n),
         **fields,
     }
+    return {**doc, "match_key": matching.match_key_of(doc)}
 
 
 async def test_the_store_filter_selects_exactly_the_orders_the_rules_act_on(services, monkeypatch):
@@ -138,3 +140,95 @@ async def test_a_tick_reads_only_the_orders_it_crosses(user_gql, services, comma
     finally:
         await orders.delete_many({"user_id": "matcher-test"})
     await books_are_clean(services)
+
+
+async def test_the_store_filter_is_exact_at_boundary_prices(services):
+    """Match keys order prices exactly at the edges: a price equal to the tick's, one
+    price increment or 10^-18 away, up to 18 decimals; and a tick with more decimals
+    than a key holds is floored, so the filter reads a superset (orders a key cannot
+    tell apart from the price), never less than the rules act on."""
+    symbol = "DOT"
+    edge = Decimal("7.123456789012345678")  # 18 decimals: exact in a key
+    t = Tick(symbol, edge, edge, edge, Decimal(1), datetime.now(UTC), "test")
+    now = datetime.now(UTC)
+    tiny, inc = Decimal("1e-18"), get_asset(symbol).price_increment
+    near = [edge - inc, edge - tiny, edge, edge + tiny, edge + inc]
+    docs = []
+    for side, price in itertools.product(Side, near):
+        docs.append(
+            resting(symbol, len(docs), type="LIMIT", side=side.value, limit_price=Decimal128(price))
+        )
+        docs.append(
+            resting(symbol, len(docs), type="STOP", side=side.value, stop_price=Decimal128(price))
+        )
+    orders = OrderDocument.get_pymongo_collection()
+    await orders.insert_many(docs)
+    try:
+        query = {"symbol": symbol, "status": "OPEN", "owner": None, **matching.crossing(t, now)}
+        selected = {d["_id"] async for d in orders.find(query, {"_id": 1})}
+        expected = {d["_id"] for d in docs if acts_on({**d, "expires_at": None}, t, now)}
+        assert selected == expected and len(expected) == 12  # 3 of 5 for each kind
+        # 19 decimals: between two keys. The tick's key is floored to the one of
+        # `edge`, so the orders 10^-19 above it are read too (and not filled: the
+        # matcher checks the Decimal).
+        finer = edge + Decimal("1e-19")
+        t2 = Tick(symbol, finer, finer, finer, Decimal(1), datetime.now(UTC), "test")
+        query = {"symbol": symbol, "status": "OPEN", "owner": None, **matching.crossing(t2, now)}
+        selected = {d["_id"] async for d in orders.find(query, {"_id": 1})}
+        expected = {d["_id"] for d in docs if acts_on({**d, "expires_at": None}, t2, now)}
+        assert expected < selected
+        extra = [d for d in docs if d["_id"] in selected - expected]
+        assert all(
+            matching.price_key((d["limit_price"] or d["stop_price"]).to_decimal())
+            == matching.price_key(edge)
+            for d in extra
+        )
+    finally:
+        await orders.delete_many({"user_id": "matcher-test"})
+
+
+def test_price_keys_sort_as_the_prices_do():
+    prices = sorted(
+        {
+            Decimal(p)
+            for p in (
+                "0.01",
+                "0.1",
+                "1",
+                "9",
+                "10",
+                "99.99",
+                "100",
+                "91000.5",
+                "999999999999.99",
+                "1000000000000",
+                "0.000000000000000001",
+            )
+        }
+    )
+    keys = [matching.price_key(p) for p in prices]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert {len(k) for k in keys} == {matching.KEY_DIGITS}
+    # Monotone beyond the accepted range: clamped, never out of order.
+    assert matching.price_key(Decimal("-1")) <= keys[0]
+    assert matching.price_key(Decimal("1e20")) >= keys[-1]
+
+
+async def test_a_keyless_open_order_is_still_matched(services):
+    """An order placed before match keys (no migration run yet) is read on every tick."""
+    symbol = "DOT"
+    t = tick(symbol, "10.000")
+    doc = resting(symbol, 0, type="LIMIT", side="BUY", limit_price=Decimal128(t.ask * 2))
+    del doc["match_key"]
+    orders = OrderDocument.get_pymongo_collection()
+    await orders.insert_one(doc)
+    try:
+        query = {
+            "symbol": symbol,
+            "status": "OPEN",
+            "owner": None,
+            **matching.crossing(t, datetime.now(UTC)),
+        }
+        assert [d["_id"] async for d in orders.find(query, {"_id": 1})] == [doc["_id"]]
+    finally:
+        await orders.delete_many({"user_id": "matcher-test"})

@@ -93,6 +93,9 @@ class OrderDocument(Document):
     expires_at: datetime | None = None
     status: OrderStatus = OrderStatus.PENDING
     triggered: bool = False
+    # What the tick matcher finds it by: trading.matching.match_key (None: placed
+    # before match keys, until migration 0003).
+    match_key: str | None = None
     filled_quantity: DecimalAnnotation = Decimal(0)
     spent_quote: DecimalAnnotation = Decimal(0)  # sum of quantity x price of fills
     # Sum of quantity x price x fee rate of fills (unrounded): fees are charged as
@@ -129,22 +132,24 @@ class OrderDocument(Document):
                 name="symbol_status",
             ),
             # The tick matcher reads only the orders a tick crosses (matching.crossing):
-            # per branch of its filter, the symbol's open orders by trigger price.
+            # per branch of its filter, one range of the symbol's open orders by match
+            # key, and the open GTD orders of the symbol by expiry.
             IndexModel(
                 [
                     ("symbol", pymongo.ASCENDING),
                     ("status", pymongo.ASCENDING),
-                    ("limit_price", pymongo.ASCENDING),
+                    ("match_key", pymongo.ASCENDING),
                 ],
-                name="symbol_status_limit_price",
+                name="symbol_status_match_key",
             ),
             IndexModel(
                 [
                     ("symbol", pymongo.ASCENDING),
                     ("status", pymongo.ASCENDING),
-                    ("stop_price", pymongo.ASCENDING),
+                    ("time_in_force", pymongo.ASCENDING),
+                    ("expires_at", pymongo.ASCENDING),
                 ],
-                name="symbol_status_stop_price",
+                name="symbol_status_expiry",
             ),
             # The recovery sweep: owned orders whose lease ran out.
             IndexModel([("lease_until", pymongo.ASCENDING)], name="lease"),

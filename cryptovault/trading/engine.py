@@ -294,6 +294,7 @@ class TradingEngine:
         if planned.triggered:
             doc["triggered"] = True
             doc["history"].append({"status": "TRIGGERED", "at": now})
+        doc["match_key"] = matching.match_key_of(doc)  # what the tick matcher reads it by
         try:
             await self.orders.insert_one(doc)
         except DuplicateKeyError:

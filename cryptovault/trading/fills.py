@@ -36,6 +36,7 @@ from pymongo.errors import DuplicateKeyError
 
 from cryptovault.documents.common import now_ms, to_decimal
 from cryptovault.documents.enums import Liquidity, OrderStatus, Side
+from cryptovault.trading import matching
 from cryptovault.trading.ledger import (
     HOUSE_FEES,
     HOUSE_MARKET,
@@ -232,7 +233,7 @@ class OrderWork:
         if plan is not None:
             fields["work"] = work_of(plan, doc.get("fills", 0), self.clock())
         if triggered:
-            fields["triggered"] = True
+            fields.update(triggered=True, match_key=matching.match_key_of(doc, triggered=True))
             update["$push"] = {"history": {"status": "TRIGGERED", "at": self.clock()}}
         return await self.orders.find_one_and_update(
             {"_id": doc["_id"], "owner": None, "fence": fence_of(doc)},
@@ -310,6 +311,7 @@ class OrderWork:
         }
         if triggered:
             update["$set"]["triggered"] = True
+            update["$set"]["match_key"] = matching.match_key_of(doc, triggered=True)
             update["$push"] = {"history": {"status": "TRIGGERED", "at": now}}
         done = await self._write(doc, update, work=None)
         if done is None:
@@ -400,7 +402,7 @@ class OrderWork:
         fields: dict[str, Any] = {"owner": None, "lease_until": None, "updated_at": now}
         events = []
         if triggered:
-            fields["triggered"] = True
+            fields.update(triggered=True, match_key=matching.match_key_of(doc, triggered=True))
             events.append({"status": "TRIGGERED", "at": now})
         if doc["status"] == OrderStatus.PENDING:
             fields["status"] = OrderStatus.OPEN.value
