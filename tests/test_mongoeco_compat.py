@@ -71,3 +71,26 @@ def test_another_mongoeco_version_turns_the_corrections_off(
 def test_the_pinned_mongoeco_gets_the_corrected_engine(fresh_check, tmp_path):
     engine = flat_engine(str(tmp_path / "store.sqlite3"))
     assert type(engine) is mongoeco_compat._engine_class()
+
+
+def test_kept_answers_move_towards_the_general_path_on_each_write():
+    """What a written document does to a kept answer: a type mismatch or a value that
+    breaks a uniform sort type is never missed (a subclass such as Int64, which the
+    engine may store tagged, counts as another type)."""
+    from bson import Int64
+
+    from cryptovault.db.mongoeco_compat import updated
+
+    assert updated("uniform", "number", {"t": 5}, "t") == "number"
+    assert updated("uniform", "number", {"t": True}, "t") is None
+    assert updated("uniform", "number", {"t": Int64(5)}, "t") is None
+    assert updated("uniform", "number", {}, "t") is None  # missing: not uniform
+    assert updated("uniform", "string", {"a": {"b": "x"}}, "a.b") == "string"
+    assert updated("uniform", "string", {"a": [{"b": "x"}]}, "a.b") is None
+    assert updated("mismatch:string", False, {"k": "x"}, "k") is False
+    assert updated("mismatch:string", False, {}, "k") is False  # missing: no mismatch
+    assert updated("mismatch:string", False, {"k": None}, "k") is True
+    assert updated("mismatch:string", False, {"k": ["x"]}, "k") is True
+    assert updated("mismatch:number", False, {"k": Int64(1)}, "k") is True
+    assert updated("mismatch:number", True, {"k": 1}, "k") is True  # yes stays yes
+    assert updated("array", False, {"k": [1]}, "k") is True

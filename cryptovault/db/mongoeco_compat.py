@@ -659,7 +659,7 @@ def _engine_class() -> type:
             """For an `$or` (alone, or in an AND with other conditions) each of whose
             branches states a string of an indexed field (equal, `$in`, a range) or
             a null: the documents that can match, as the union of one index read per
-            branch, `storage_key IN (SELECT ... UNION ALL SELECT ...)`, each read
+            branch, `documents.storage_key IN (SELECT ... UNION ALL ...)`, each read
             with the AND's own string conditions. SQLite then reads each branch's
             rows through an index (the tick matcher: the orders a tick crosses);
             with the AND's equalities stated on their own instead, it would read
@@ -689,7 +689,7 @@ def _engine_class() -> type:
                     + "".join(f"AND {sql} " for sql, _ in terms)
                 )
                 params += [db_name, coll_name, *(v for _, values in terms for v in values)]
-            return f"storage_key IN ({' UNION ALL '.join(reads)})", params
+            return f"documents.storage_key IN ({' UNION ALL '.join(reads)})", params
 
         def _index_terms(
             self, db_name: str, coll_name: str, clause: Any
