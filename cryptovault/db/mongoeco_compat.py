@@ -361,6 +361,8 @@ def _engine_class() -> type:
             with self._facts_lock:
                 facts = self._facts.get((db, coll), {})
                 for (kind, field), answer in facts.items():
+                    if answer is True or answer is None:
+                        continue  # a yes, or no uniform type: no write changes it
                     facts[(kind, field)] = updated(kind, answer, document, field)
                 for (cdb, ccoll, _kind, _field), computation in self._computing.items():
                     if (cdb, ccoll) == (db, coll):
