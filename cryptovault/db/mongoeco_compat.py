@@ -21,12 +21,16 @@ mongoeco 4.11, and what the engine here does instead:
   generic scan), although the `documents` table's primary key (the id's typed storage
   key) already refuses a duplicate. Only numeric ids need the scan (1, 1.0, Int64(1)
   and Decimal128("1") are one `_id` with four storage keys): they keep it.
-- It answers "does any document hold an array / a Decimal / bytes / undefined at this
-  field" (query planning, multikey unique checks) by a query that reads the whole
-  collection when none does, cached only until the collection's next write. Here the
-  answers are kept: a write can only turn one from no to yes, and each written
-  document is checked for that (conservatively: anything it holds at the field's path
-  counts); any other invalidation (a delete, a drop, a rename) forgets them.
+- It answers "does any document hold an array / a Decimal / bytes / undefined / a
+  type other than the one compared at this field" and "which scalar type do all
+  documents hold at this sort field" (query planning, multikey unique checks) by a
+  query that reads the whole collection (when none does; a COUNT for the sort type),
+  cached only until the collection's next write. Here the answers are kept and each
+  written document moves them towards the general path (a yes; no uniform type),
+  conservatively: anything it holds at the field's path counts, a subclass counts as
+  another type; any other invalidation (a delete, a drop, a rename) forgets them. Each
+  is computed once: concurrent askers wait for the computation under way, and the
+  documents written while it runs are applied to its answer.
 - It selects the document a conditional write targets (`{_id: x, fence: n}`, every
   fenced write) by translating the whole filter to SQL over every document, using the
   `_id` primary key only when `_id` is the sole condition. Here such a filter reads
@@ -44,14 +48,23 @@ mongoeco 4.11, and what the engine here does instead:
   expression the string), so SQLite reads only the matching documents. The original
   condition stays: the extra one only narrows the rows it is checked on and is implied
   by it while no document holds an array there.
+- An `$or` is translated branch by branch, and SQLite (no statistics) reads every row
+  the AND's equalities around it allow, testing the `$or` on each. Here, when every
+  branch names a string, a string range or null of a top-level indexed field, the
+  read is also restricted to `documents.storage_key IN (one index read per branch,
+  UNION ALL)`, each read with the AND's own string conditions: implied by the filter,
+  so only the rows read change (the tick matcher's filter by match key).
 - Its wire server inserts the documents of one `insert` command one by one, each in a
   transaction of its own. Here a command with several documents goes through the
   collection's batch insert: one SQLite transaction, the same per-document uniqueness
   checks and the same write errors (ordered: the documents before the first error are
   inserted; unordered: every valid one).
+- Its change-outbox dispatcher (every write is recorded for change streams and
+  delivered to an in-process hub) commits the consumer's checkpoint after each
+  change. Here once per batch read (up to 1,000): delivery stays at least once.
 
 What does not use an index, and why: a range on a Decimal128 field (the tick
-matcher's price filter). The engine stores a Decimal128 as a tagged string
+matcher filters on a string key instead, trading.matching.match_key). The engine stores a Decimal128 as a tagged string
 (`{"$mongoeco": {"type": "decimal128_public", "value": "40123.5"}}`) and indexes that
 string, whose order is not the numbers' ("9" > "10000"), so no key range of the index
 holds exactly the numbers in a price range. Serving it would take a second SQLite index
@@ -59,7 +72,7 @@ on a numeric expression of the value, a translation of `$gt/$lt` on Decimal128 t
 that expression with a rounding margin (REAL has 53 bits, Decimal128 34 digits) and
 a recheck in Python, maintained in step with the engine's own planner: more of
 mongoeco's private planner than this layer should pin. The equality prefix of the
-same index (`symbol`, `status $in`) is used, so the matcher reads the open orders of
+same index (`symbol`, `status $in`) is used, so such a read reads the open orders of
 the symbol, never the filled history.
 """
 
