@@ -29,11 +29,25 @@ async def test_export_holds_the_viewers_data_and_no_secret(user_gql, services):
     for secret in ("password_hash", "secret_hash", "token_hash", "totp_secret"):
         assert secret not in text
     assert data["sessions"] and "refresh" not in str(data["sessions"][0].keys())
+    # The order's audit entry, copied to the log yet or not, is exported once, as the log's.
+    assert [e["action"] for e in data["audit_log"]].count("order.placed") == 1
+    assert "audit" not in data["orders"][0] and "audit_state" not in data["orders"][0]
 
 
 async def test_deletion_needs_the_password_erases_personal_data_and_keeps_the_books(
     user_gql, gql_at, services
 ):
+    # The audit copier rests: the orders' entries are still pending when the account
+    # is deleted, and are erased there too.
+    copier = services.trading.order_audit
+    active, copier.is_active = copier.is_active, lambda: False
+    try:
+        await deletion_erases_personal_data_and_keeps_the_books(user_gql, gql_at, services)
+    finally:
+        copier.is_active = active
+
+
+async def deletion_erases_personal_data_and_keeps_the_books(user_gql, gql_at, services):
     services.market.apply(tick("BTC", "100.00"))
     user_id = user_gql.payload["user"]["id"]
     email = user_gql.payload["user"]["email"]
@@ -62,8 +76,11 @@ async def test_deletion_needs_the_password_erases_personal_data_and_keeps_the_bo
     # The token used is revoked; signing in with the old email fails.
     assert error_codes(await user_gql.execute("{ viewer { id } }")) == ["UNAUTHENTICATED"]
     assert error_codes(await log_in(gql_at(), email)) == ["UNAUTHENTICATED"]
-    # No IP or user agent left in its audit entries; its open order was canceled.
+    # No IP or user agent left in its audit entries (those its orders carried too,
+    # copied after); its open order was canceled.
+    await services.trading.order_audit.drain()
     entries = await AuditEntryDocument.find({"user_id": user_id}).to_list()
+    assert {"order.placed", "order.canceled"} <= {e.action for e in entries}
     assert entries and all(e.ip is None and e.user_agent is None for e in entries)
     order = await services.trading.orders.find_one({"_id": resting["placeOrder"]["id"]})
     assert order["status"] == "CANCELED"

@@ -25,13 +25,14 @@ from cryptovault.market.assets import ASSETS
 from cryptovault.market.service import MarketService
 from cryptovault.market.ticks import Tick, quote
 from cryptovault.observability.metrics import Metrics
-from cryptovault.security.origin import SYSTEM
+from cryptovault.security.audit import security_topic
+from cryptovault.security.origin import SYSTEM, Origin
 from cryptovault.security.viewer import Viewer
 from cryptovault.trading.liquidity import MemoryLiquidity
 from cryptovault.trading.reconcile import reconcile
 from cryptovault.trading.rules import OrderRequest
 from tests.conftest import make_settings
-from tests.trading_faults import Actor, World, check, create_indexes
+from tests.trading_faults import Actor, World, audit_entries, check, create_indexes
 
 LEASE = 10.0
 ADMIN = Viewer(user_id="admin-1", role="ADMIN")
@@ -97,7 +98,14 @@ async def order(world: World, order_id: str) -> dict:
     return await world.db["orders"].find_one({"_id": order_id})
 
 
+async def copy_audit(world: World) -> int:
+    """The audit copier, run to the end (by a process of its own)."""
+    actor = await world.act("copy", lambda e: e.order_audit.drain())
+    return await world.scheduler.finish(actor)
+
+
 async def clean(world: World) -> None:
+    await copy_audit(world)
     await check(world.db, settled=True)
     report = await reconcile(world.db, now=world.clock())
     assert report.ok, report.discrepancies
@@ -411,7 +419,7 @@ async def test_an_adjustment_sent_twice_concurrently_is_applied_once(world: Worl
     assert first.task.result() == second.task.result() == "USD"
     balance = await world.db["balances"].find_one({"_id": f"{user.user_id}:USD"})
     assert balance["available"].to_decimal() == Decimal("1025.00")
-    assert len(world.audit.actions("admin.balance_adjusted")) == 1
+    assert len(await audit_entries(world.db, "admin.balance_adjusted")) == 1
     with pytest.raises(Conflict):  # the same key for a different adjustment
         await world.engine().adjust_balance(
             ADMIN, user.user_id, "USD", Decimal("30.00"), "x", SYSTEM, "ticket-7"
@@ -438,7 +446,7 @@ async def test_an_adjustment_cut_off_between_its_writes_is_finished_by_the_sweep
     assert (await sweep(world))["adjustments"] == 1
     balance = await world.db["balances"].find_one({"_id": f"{user.user_id}:USD"})
     assert balance["available"].to_decimal() == Decimal("960.00")
-    assert len(world.audit.actions("admin.balance_adjusted")) == 1
+    assert len(await audit_entries(world.db, "admin.balance_adjusted")) == 1
     assert (await world.db["adjustments"].find_one({}))["state"] == "applied"
     await clean(world)
 
@@ -596,6 +604,9 @@ async def test_a_cancel_killed_at_any_point_is_carried_out_by_the_sweep(world: W
         assert stored["status"] == "CANCELED" and stored["owner"] is None, point
         assert await world.db["ledger"].count_documents({"_id": f"release:{resting.id}"}) == 1
         await clean(world)
+        # Its entry rode on the write that took the order: logged once, by the user.
+        (canceled,) = await entries_for(world, resting.id, "order.canceled")
+        assert canceled["actor_id"] == user.user_id, point
 
 
 async def test_reconcile_counts_a_cancel_cut_off_between_its_release_and_its_close(world: World):
@@ -648,3 +659,90 @@ async def test_a_batch_refused_in_the_middle_applies_the_rest_one_by_one(world: 
         {"account": user.user_id, "asset": "BTC", "seq": {"$ne": None}}
     )
     await clean(world)
+
+
+# -- 9. audit entries: written with the order, copied once ------------------------------
+
+
+async def entries_for(world: World, order_id: str, action: str) -> list[dict[str, Any]]:
+    return (
+        await world.db["audit_log"]
+        .find({"target": f"order:{order_id}", "action": action})
+        .to_list()
+    )
+
+
+async def test_the_audit_copier_killed_at_any_point_stores_and_pushes_each_entry_once(
+    world: World,
+):
+    """The copier dies before each of its commands in turn (the read, the batch insert,
+    the clearing): the entries stay pending in their orders and the next copier stores
+    what is missing. Each entry is in the log once and reaches the user's
+    securityEvents once (a repeated push is dropped by its id)."""
+    user = await funded(world)
+    engine = world.engine()
+    request = buy("1", OrderType.LIMIT, limit_price=Decimal("90.00"))
+    origin = Origin(ip="10.9.8.7", user_agent="Trader/2", request_id="req-9")
+    with world.audit.hub.subscribe(security_topic(user.user_id)) as pushed:
+        first = await engine.place(user, request, origin)
+        probe = await world.act("probe", lambda e: e.order_audit.copy())
+        assert await world.scheduler.finish(probe) == 1
+        total = probe.sent
+        assert total == 3  # read, insert, clear
+        orders = [first.id]
+        for point in range(total):
+            placed = await engine.place(user, request, origin)
+            await engine.cancel(user, placed.id, origin)
+            orders.append(placed.id)
+            copier = await world.act("copy", lambda e: e.order_audit.copy())
+            for _ in range(point):
+                await world.scheduler.step(copier)
+            await world.scheduler.crash(copier)
+            # Nothing cleared: this order's entries, and those of the copies before.
+            left = await world.db["orders"].count_documents({"audit_state": "pending"})
+            assert left == point + 1
+        assert await copy_audit(world) == total
+        await clean(world)
+        logged = await world.db["audit_log"].find({"user_id": user.user_id}).to_list()
+        seen = [pushed.queue.get_nowait().id for _ in range(pushed.queue.qsize())]
+    assert sorted((e["action"], e["target"]) for e in logged) == sorted(
+        [("order.placed", f"order:{o}") for o in orders]
+        + [("order.canceled", f"order:{o}") for o in orders[1:]]
+    )
+    assert sorted(seen) == sorted(e["_id"] for e in logged)  # each pushed once
+    placed_entry = next(e for e in logged if e["target"] == f"order:{first.id}")
+    assert (placed_entry["ip"], placed_entry["user_agent"], placed_entry["request_id"]) == (
+        "10.9.8.7",
+        "Trader/2",
+        "req-9",
+    )
+    assert placed_entry["details"]["limitPrice"] == "90.00"
+
+
+@pytest.mark.parametrize(
+    ("request_", "ends"),
+    [
+        (buy("0.5"), "FILLED"),  # its placement fills it: the cancel canceled nothing
+        (buy("1", OrderType.LIMIT, limit_price=Decimal("90.00")), "CANCELED"),
+    ],
+    ids=["filled-first", "canceled"],
+)
+async def test_a_cancel_asked_during_placement_is_logged_only_if_it_cancels(
+    world: World, request_: OrderRequest, ends: str
+):
+    """A cancel of an order still being placed asks its owner (the entry rides on
+    that write). The owner's close keeps the entry if the order is canceled and drops
+    it if the order is filled instead: the log never says a filled order was canceled."""
+    user = await funded(world)
+    placing = await world.act("place", lambda e: e.place(user, request_, SYSTEM))
+    await until(world, placing, "orders.find_one_and_update")  # its last write next
+    (pending_order,) = await world.db["orders"].find({"user_id": user.user_id}).to_list()
+    canceling = await world.act("cancel", lambda e: e.cancel(user, pending_order["_id"], SYSTEM))
+    answer = await world.scheduler.finish(canceling)
+    assert answer.close_request is not None  # asked of its owner: cancelRequested
+    done = await world.scheduler.finish(placing)
+    assert done.status == ends
+    await clean(world)
+    canceled = await entries_for(world, done.id, "order.canceled")
+    assert len(canceled) == (ends == "CANCELED")
+    assert len(await entries_for(world, done.id, "order.placed")) == 1

@@ -1,12 +1,14 @@
 """The money path, model-checked. Hypothesis writes the schedules: users place and
 cancel orders, ticks are matched, sweeps run, admins adjust balances (retrying with
-the same key), each as an actor with an engine of its own (a process of its own);
+the same key), the audit copier copies the orders' audit entries, each as an actor
+with an engine of its own (a process of its own);
 between any two store commands an actor may be stepped, left paused for as long as the
 schedule likes, or killed; the clock jumps past leases. After every step the books
 must hold (tests/trading_faults.py `violations`); at the end every paused actor wakes
 up, the sweep runs until nothing is owned, and the books must be settled and
-reconciled, every order in a final or a legitimately resting state, and every answer
-an actor gave true.
+reconciled, every order in a final or a legitimately resting state, its audit entries
+in the log exactly once (and only those its settled state bears out), and every
+answer an actor gave true.
 
 `make test` runs a bounded number of examples (well under a minute); `make soak`
 (CRYPTOVAULT_SOAK=1) runs many more and longer schedules."""
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections import Counter
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -58,6 +61,7 @@ EXPECTED = {
     "adjust": (InsufficientFunds, Conflict),
     "match": (),
     "sweep": (),
+    "copy": (),
 }
 
 
@@ -106,6 +110,8 @@ class MoneyPath(RuleBasedStateMachine):
         self.crashed: set[Actor] = set()
         self.judged: set[Actor] = set()
         self.seen: dict[str, tuple[str, Decimal]] = {}
+        # Cancels answered CANCELED, per order: each has its order.canceled entry.
+        self.canceled: Counter[str] = Counter()
 
     def run(self, work: Any) -> Any:
         return self.loop.run_until_complete(work)
@@ -181,6 +187,12 @@ class MoneyPath(RuleBasedStateMachine):
             await engine.expire_due()
 
         self._start("sweep", sweep)
+
+    @precondition(lambda self: len(self._live()) < MAX_ACTORS)
+    @rule()
+    def copy_audit(self) -> None:
+        """The leader's copier: one round of the orders' pending audit entries."""
+        self._start("copy", lambda e: e.order_audit.copy())
 
     @precondition(lambda self: len(self._live()) < MAX_ACTORS)
     @rule(
@@ -265,6 +277,8 @@ class MoneyPath(RuleBasedStateMachine):
                 # The answer was true when given: a final status stays final.
                 if answer.status in FINAL:
                     assert stored["status"] == answer.status, (answer.status, stored["status"])
+                if kind == "cancel" and answer.status == "CANCELED":
+                    self.canceled[answer.id] += 1
 
     def teardown(self) -> None:
         try:
@@ -297,9 +311,16 @@ class MoneyPath(RuleBasedStateMachine):
             pending = await self.world.db["adjustments"].count_documents({"state": "pending"})
             if not owned and not pending and not scheduler.live():
                 break
-        found = list(violations(await Books.read(self.world.db), settled=True))
+        copier = await self.world.act("copy", lambda e: e.order_audit.drain())
+        self.kinds[copier] = "copy"
+        await scheduler.finish(copier)
+        books = await Books.read(self.world.db)
+        found = list(violations(books, settled=True))
         assert not found, "\n".join(found)
         await self._judge_answers()
+        logged = Counter(e["target"] for e in books.audit if e["action"] == "order.canceled")
+        for order_id, answered in self.canceled.items():
+            assert logged[f"order:{order_id}"] >= answered, (order_id, answered)
         report = await reconcile(self.world.db, now=self.world.clock())
         assert report.ok, report.discrepancies
 
@@ -329,4 +350,5 @@ async def test_the_money_path_keeps_its_books_under_any_schedule(store_server):
         "trades.insert_one",
         "orders.find_one_and_update",
     }
-    assert placing <= MoneyPath.stopped_at, placing - MoneyPath.stopped_at
+    copying = {"orders.find", "audit_log.insert_many", "orders.bulk_write"}
+    assert placing | copying <= MoneyPath.stopped_at, (placing | copying) - MoneyPath.stopped_at

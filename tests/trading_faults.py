@@ -25,6 +25,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from cryptovault.config import Settings
+from cryptovault.documents.audit import AuditEntryDocument
 from cryptovault.documents.trading import (
     AdjustmentDocument,
     BalanceDocument,
@@ -36,11 +37,13 @@ from cryptovault.events.bus import MemoryBus
 from cryptovault.events.hub import Hub
 from cryptovault.market.assets import ASSETS
 from cryptovault.market.service import MarketService
+from cryptovault.security.audit import AuditLog
 from cryptovault.trading.engine import TradingEngine, TradingStore
 from cryptovault.trading.liquidity import LiquidityBook
 
 CURRENT: ContextVar[Actor | None] = ContextVar("actor", default=None)
 FINAL = ("FILLED", "CANCELED", "REJECTED", "EXPIRED")
+ORDER_ACTIONS = ("order.placed", "order.canceled")
 LIVE = ("PENDING", "OPEN", "PARTIALLY_FILLED")
 COMMANDS = {
     "insert_one",
@@ -206,6 +209,7 @@ MODELS = {
     "ledger": LedgerEntryDocument,
     "balances": BalanceDocument,
     "adjustments": AdjustmentDocument,
+    "audit_log": AuditEntryDocument,
 }
 
 
@@ -239,19 +243,9 @@ class Clock:
         self.now += timedelta(milliseconds=int(seconds * 1000))
 
 
-class AuditRecorder:
-    """The engine's audit trail, kept in memory (entries with an id recorded once)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[str, dict[str, Any]]] = {}
-        self._n = 0
-
-    async def record(self, action: str, *, entry_id: str | None = None, **kw: Any) -> None:
-        self._n += 1
-        self.entries.setdefault(entry_id or f"auto-{self._n}", (action, kw))
-
-    def actions(self, action: str) -> list[dict[str, Any]]:
-        return [kw for a, kw in self.entries.values() if a == action]
+async def audit_entries(db: AsyncDatabase, action: str | None = None) -> list[dict[str, Any]]:
+    """The audit log's entries (of one action)."""
+    return await db["audit_log"].find({"action": action} if action else {}).to_list()
 
 
 @dataclass
@@ -265,7 +259,13 @@ class World:
     liquidity: LiquidityBook
     clock: Clock = field(default_factory=Clock)
     scheduler: Scheduler = field(default_factory=Scheduler)
-    audit: AuditRecorder = field(default_factory=AuditRecorder)
+    # One audit log, its writes gated like the engines' (its securityEvents pushes
+    # reach `audit.hub`).
+    audit: AuditLog = field(init=False)
+
+    def __post_init__(self) -> None:
+        entries = Gated(self.db["audit_log"], self.scheduler)
+        self.audit = AuditLog(MemoryBus(), Hub(), entries)  # type: ignore[arg-type]
 
     def engine(self, settle_wait: float = 0.0) -> TradingEngine:
         engine = TradingEngine(
@@ -273,7 +273,7 @@ class World:
             self.market,
             MemoryBus(),
             Hub(),
-            self.audit,  # type: ignore[arg-type]
+            self.audit,
             None,
             liquidity=self.liquidity,
             store=gated_store(self.db, self.scheduler),
@@ -303,6 +303,7 @@ class Books:
     balances: dict[str, dict[str, Any]]
     adjustments: list[dict[str, Any]]
     frozen: set[str] = field(default_factory=set)
+    audit: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     async def read(cls, db: AsyncDatabase) -> Books:
@@ -313,6 +314,7 @@ class Books:
             balances={b["_id"]: b async for b in db["balances"].find({})},
             adjustments=await db["adjustments"].find({}).to_list(),
             frozen={u["_id"] async for u in db["users"].find({"frozen": True})},
+            audit=await db["audit_log"].find({"action": {"$in": list(ORDER_ACTIONS)}}).to_list(),
         )
 
     def numbered(self) -> dict[str, list[dict[str, Any]]]:
@@ -414,6 +416,7 @@ def violations(books: Books, *, settled: bool) -> Iterator[str]:
     for bid, (_, held) in folded.items():
         if held != reserved.get(bid, Decimal(0)):
             yield f"{bid}: held {held} by the ledger, orders reserve {reserved.get(bid, 0)}"
+    yield from audit_violations(books, settled=settled)
     for a in books.adjustments:
         made = [e for e in books.entries if e["txn_id"] == f"adjustment:{a['_id']}"]
         if len(made) > 1:
@@ -429,3 +432,35 @@ def violations(books: Books, *, settled: bool) -> Iterator[str]:
 async def check(db: AsyncDatabase, *, settled: bool = False) -> None:
     found = list(violations(await Books.read(db), settled=settled))
     assert not found, "\n".join(found)
+
+
+def audit_violations(books: Books, *, settled: bool) -> Iterator[str]:
+    """The orders' audit entries (trading/order_audit.py). At any time: an entry in
+    the log says what its order's settled state says (placed: not rejected; canceled:
+    CANCELED), at most one `order.placed` per order. Settled, after the copier ran:
+    none pending, and every order placed has its `order.placed`."""
+    orders = {o["_id"]: o for o in books.orders}
+    placed: dict[str, int] = defaultdict(int)
+    for e in books.audit:
+        order = orders.get((e.get("target") or "").removeprefix("order:"))
+        if order is None:
+            yield f"audit {e['_id']}: {e['action']} of no order ({e.get('target')})"
+            continue
+        if e["user_id"] != order["user_id"]:
+            yield f"audit {e['_id']}: concerns {e['user_id']}, the order is {order['user_id']}'s"
+        if e["action"] == "order.placed":
+            placed[order["_id"]] += 1
+            if order["status"] in ("PENDING", "REJECTED"):
+                yield f"order {order['_id']}: order.placed logged, but it is {order['status']}"
+        elif order["status"] != "CANCELED":
+            yield f"order {order['_id']}: order.canceled logged, but it is {order['status']}"
+    for o in books.orders:
+        entries = o.get("audit") or []
+        if o.get("audit_state") is None and entries:
+            yield f"order {o['_id']}: entries without audit_state pending"
+        if placed[o["_id"]] + sum(e["action"] == "order.placed" for e in entries) > 1:
+            yield f"order {o['_id']}: order.placed more than once"
+        if settled and (entries or o.get("audit_state") is not None):
+            yield f"order {o['_id']}: audit entries still pending after the copier ran"
+        if settled and o["status"] != "REJECTED" and placed[o["_id"]] != 1:
+            yield f"order {o['_id']}: {o['status']} with {placed[o['_id']]} order.placed entries"

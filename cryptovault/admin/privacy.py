@@ -81,6 +81,14 @@ class Privacy:
                 data[collection] = [
                     _clean(d) async for d in db[collection].find({field: viewer.user_id})
                 ]
+        # An order's audit entries not yet copied to the audit log (trading/order_audit.py)
+        # are exported with the log's (once, if one was copied between the two reads).
+        logged = {e["_id"] for e in data.get("audit_log", [])}
+        for order in data.get("orders", []):
+            order.pop("audit_state", None)
+            for entry in order.pop("audit", None) or []:
+                if entry["_id"] not in logged:
+                    data.setdefault("audit_log", []).append(entry)
         await self.audit.record("user.data_exported", actor=viewer, origin=origin)
         # Relaxed Extended JSON keeps exact types: {"$numberDecimal": "10.50"}.
         return json.loads(json_util.dumps(data, json_options=json_util.RELAXED_JSON_OPTIONS))
@@ -133,6 +141,11 @@ class Privacy:
         # A reset token mailed earlier must not give the account a password again
         # (resetPassword also refuses a deleted account, for a token made meanwhile).
         await PasswordResetDocument.find({"user_id": viewer.user_id}).delete()
+        # Its orders' audit entries not yet copied to the log, then the log's.
+        await db["orders"].update_many(
+            {"user_id": viewer.user_id, "audit_state": {"$ne": None}},
+            {"$set": {"audit.$[].ip": None, "audit.$[].user_agent": None}},
+        )
         await db["audit_log"].update_many(
             {"$or": [{"user_id": viewer.user_id}, {"actor_id": viewer.user_id}]},
             {"$set": {"ip": None, "user_agent": None, "details.email": None}},

@@ -118,6 +118,10 @@ class OrderDocument(Document):
     history: list[dict[str, Any]] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    # "pending" while the order carries audit entries not yet in the audit log (in its
+    # `audit` list, written by the writes that decide them and never read into this
+    # model): trading/order_audit.py copies them, then removes both.
+    audit_state: str | None = None
 
     class Settings:
         name = "orders"
@@ -153,6 +157,8 @@ class OrderDocument(Document):
             ),
             # The recovery sweep: owned orders whose lease ran out.
             IndexModel([("lease_until", pymongo.ASCENDING)], name="lease"),
+            # The audit copier: the few orders with entries pending, not the history.
+            IndexModel([("audit_state", pymongo.ASCENDING)], sparse=True, name="audit_pending"),
             IndexModel(
                 [("time_in_force", pymongo.ASCENDING), ("expires_at", pymongo.ASCENDING)],
                 name="expiry",

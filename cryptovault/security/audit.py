@@ -1,6 +1,11 @@
 """The audit log. `AuditLog.record(...)` is the one function every feature calls for a
 sensitive action (`services.audit.record(...)`); entries concerning a user are also
-pushed live to that user's `securityEvents` subscribers on every instance."""
+pushed live to that user's `securityEvents` subscribers on every instance.
+
+An action whose own write can carry its entry (an order's placement and cancel:
+trading/order_audit.py) builds it with `AuditLog.entry(...)`, stores it inside that
+write, and a writer later copies it here with `AuditLog.store(...)`: its id is fixed
+when it is built, so a copy repeated after a crash stores nothing twice."""
 
 from __future__ import annotations
 
@@ -12,10 +17,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from cryptovault.documents.audit import AuditEntryDocument
-from cryptovault.documents.common import now_ms
+from cryptovault.documents.common import new_id, now_ms
 from cryptovault.events.bus import EventBus
 from cryptovault.events.hub import Hub
 from cryptovault.paging import Listing, Page, page
@@ -32,6 +38,7 @@ PUBLISH_RETRIES = (0.2, 0.5, 1.0, 2.0, 5.0)
 # Entries already pushed to securityEvents subscribers (a retried publish may arrive
 # twice): the newest ids, enough to cover the retries' half a minute.
 SEEN_ENTRIES = 4096
+DUPLICATE_KEY = 11000
 AUDIT = Listing("audit", default=50, maximum=200, sort_field="at")
 # Never stored in details, whatever a caller passes (compared without case, _ and -).
 SECRET_KEYS = frozenset(
@@ -87,9 +94,12 @@ def clean_details(details: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class AuditLog:
-    def __init__(self, bus: EventBus, hub: Hub) -> None:
+    def __init__(self, bus: EventBus, hub: Hub, entries: AsyncCollection | None = None) -> None:
         self.bus = bus
         self.hub = hub
+        # The audit_log collection (injected: tests interpose on it); by default the
+        # model's, looked up when first written (after the store is initialised).
+        self._entries = entries
         # Publishes being retried in the background, with their messages (`flush`).
         self._retries: dict[asyncio.Task[None], dict[str, Any]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
@@ -98,6 +108,41 @@ class AuditLog:
         # a logout's own instance refuses the token from the logout's answer on.
         self.local_listeners: list[Callable[[dict[str, Any]], None]] = []
         bus.subscribe(SECURITY_CHANNEL, self._on_event)
+
+    @property
+    def entries(self) -> AsyncCollection:
+        if self._entries is None:
+            self._entries = AuditEntryDocument.get_pymongo_collection()
+        return self._entries
+
+    @staticmethod
+    def entry(
+        action: str,
+        *,
+        actor: Viewer | str | None = None,
+        user_id: str | None = None,
+        target: str | None = None,
+        origin: Origin | None = None,
+        details: Mapping[str, Any] | None = None,
+        entry_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One entry as stored (its `_id` fixed now), without storing it: `record`'s
+        arguments. For an action whose own write carries its entry (see the module)."""
+        actor_id = actor.user_id if isinstance(actor, Viewer) else actor
+        return {
+            "_id": entry_id or new_id(),
+            # Millisecond precision: what the store keeps, so cursors match reads.
+            "at": now_ms(),
+            "action": action,
+            "actor_id": actor_id,
+            "actor_api_key_id": actor.api_key_id if isinstance(actor, Viewer) else None,
+            "user_id": user_id if user_id is not None else actor_id,
+            "target": target,
+            "ip": origin.ip if origin else None,
+            "user_agent": origin.user_agent if origin else None,
+            "request_id": origin.request_id if origin else None,
+            "details": clean_details(details or {}),
+        }
 
     async def record(
         self,
@@ -124,40 +169,61 @@ class AuditLog:
                  recovery sweep may write again: it is then recorded once.
         Raises on a store failure: an action that must be audited should not pass
         silently unaudited."""
-        actor_id = actor.user_id if isinstance(actor, Viewer) else actor
-        entry = AuditEntryDocument(
-            **({"id": entry_id} if entry_id else {}),
-            # Millisecond precision: what the store keeps, so cursors match reads.
-            at=now_ms(),
-            action=action,
-            actor_id=actor_id,
-            actor_api_key_id=actor.api_key_id if isinstance(actor, Viewer) else None,
-            user_id=user_id if user_id is not None else actor_id,
+        stored = self.entry(
+            action,
+            actor=actor,
+            user_id=user_id,
             target=target,
-            ip=origin.ip if origin else None,
-            user_agent=origin.user_agent if origin else None,
-            request_id=origin.request_id if origin else None,
-            details=clean_details(details or {}),
+            origin=origin,
+            details=details,
+            entry_id=entry_id,
         )
         try:
-            await entry.insert()
+            await self.entries.insert_one(stored)
         except DuplicateKeyError:
             if entry_id is None:
                 raise
-            return await AuditEntryDocument.get(entry_id) or entry  # recorded already
-        if entry.user_id is not None:
-            message = entry.model_dump(mode="json")
-            for listener in self.local_listeners:
-                listener(message)
-            try:
-                await self.bus.publish(SECURITY_CHANNEL, message)
-            except Exception:
-                # The entry is stored; the live notification is tried again.
-                log.warning("could not publish a security event: retrying", exc_info=True)
-                task = asyncio.create_task(self._republish(message))
-                self._retries[task] = message
-                task.add_done_callback(lambda done: self._retries.pop(done, None))
+            found = await self.entries.find_one({"_id": entry_id})  # recorded already
+            return AuditEntryDocument.model_validate(found or stored)
+        entry = AuditEntryDocument.model_validate(stored)
+        await self._announce(entry)
         return entry
+
+    async def store(self, entries: list[dict[str, Any]]) -> None:
+        """Store entries built by `entry` (each with its fixed id) in one command, then
+        push each to its user's `securityEvents`. An entry stored before (a copy
+        repeated after the copier died between storing and clearing it) is not stored
+        again; it is pushed again, and every instance drops a push whose entry it has
+        seen (by id), so a push lost with the copier is made up for."""
+        if not entries:
+            return
+        try:
+            await self.entries.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or []
+            if exc.details.get("writeConcernErrors") or any(
+                e.get("code") != DUPLICATE_KEY for e in errors
+            ):
+                raise
+        for stored in entries:
+            await self._announce(AuditEntryDocument.model_validate(stored))
+
+    async def _announce(self, entry: AuditEntryDocument) -> None:
+        """Push a stored entry concerning a user to its `securityEvents`, here at once
+        and on every instance through the bus (retried in the background)."""
+        if entry.user_id is None:
+            return
+        message = entry.model_dump(mode="json")
+        for listener in self.local_listeners:
+            listener(message)
+        try:
+            await self.bus.publish(SECURITY_CHANNEL, message)
+        except Exception:
+            # The entry is stored; the live notification is tried again.
+            log.warning("could not publish a security event: retrying", exc_info=True)
+            task = asyncio.create_task(self._republish(message))
+            self._retries[task] = message
+            task.add_done_callback(lambda done: self._retries.pop(done, None))
 
     async def _republish(self, message: dict[str, Any]) -> None:
         for delay in PUBLISH_RETRIES:

@@ -15,7 +15,9 @@ Who does what, and why it is safe whatever the timing:
   takes over work whose owner's lease ran out, by raising the order's fence, and
   finishes it; the former owner, if it wakes up, changes nothing and answers with
   the order's true state. One order the sweep cannot settle is logged, counted and
-  retried with back-off; the sweep goes on for every other order.
+  retried with back-off; the sweep goes on for every other order;
+- an order's audit entries (`order.placed`, `order.canceled`) ride on the writes that
+  decide them and are copied to the audit log by the feed leader (order_audit.py).
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ from cryptovault.trading.fills import (
 )
 from cryptovault.trading.ledger import HOUSE_FUNDING, USD, Change, Ledger, Line, Outcome
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity
+from cryptovault.trading.order_audit import PENDING, OrderAudit, pending
 from cryptovault.trading.order_events import OrderEvent, OrderEvents
 from cryptovault.trading.rules import CENT, Fees, OrderRequest, OrderState
 
@@ -159,6 +162,8 @@ class TradingEngine:
         self._backoff: dict[str, tuple[int, float]] = {}
         self._closing = False
         self._sweeper: asyncio.Task[None] | None = None
+        # Copies the orders' audit entries to the audit log: on the feed leader.
+        self.order_audit = OrderAudit(store.orders, audit, lambda: market.is_leader)
         self.order_events = OrderEvents(bus)
         self.order_events.add_listener(self._on_order_event)
         market.add_tick_listener(self._on_tick)
@@ -284,6 +289,27 @@ class TradingEngine:
             "history": [{"status": OrderStatus.PENDING.value, "at": now}],
             "created_at": now,
             "updated_at": now,
+            # Its audit entry, copied to the audit log once it is placed (a rejection
+            # drops it): written with the order, never lost (order_audit.py).
+            **pending(
+                [
+                    self.order_audit.entry(
+                        "order.placed",
+                        actor=viewer,
+                        target=f"order:{order_id}",
+                        origin=origin,
+                        details={
+                            "symbol": asset.symbol,
+                            "side": req.side.value,
+                            "type": req.type.value,
+                            "quantity": req.quantity,
+                            "quoteQuantity": req.quote_quantity,
+                            "limitPrice": req.limit_price,
+                            "stopPrice": req.stop_price,
+                        },
+                    )
+                ]
+            ),
         }
         # What the current price does to the order is decided before it is written and
         # recorded in it (`work`): its ledger entries are then written with its hold,
@@ -339,21 +365,6 @@ class TradingEngine:
             return OrderDocument.model_validate(doc)
         if self.metrics is not None:
             self.metrics.order_placed(req.side.value, req.type.value)
-        await self.audit.record(
-            "order.placed",
-            actor=viewer,
-            target=f"order:{order_id}",
-            origin=origin,
-            details={
-                "symbol": asset.symbol,
-                "side": req.side.value,
-                "type": req.type.value,
-                "quantity": req.quantity,
-                "quoteQuantity": req.quote_quantity,
-                "limitPrice": req.limit_price,
-                "stopPrice": req.stop_price,
-            },
-        )
         try:
             if doc["work"] is not None:  # its entries are written with the hold
                 doc = await self.work.complete(doc, applied=True)
@@ -470,11 +481,15 @@ class TradingEngine:
     async def cancel(self, viewer: Viewer, order_id: str, origin: Origin) -> OrderDocument:
         """Cancel an open order (or one being placed or filled: its owner closes it as
         soon as it is done; the answer then shows cancelRequested)."""
-        # Most orders canceled are resting and unowned: taken, with the cancel recorded,
-        # in one write (no read first); any other is read and asked of its owner.
+        # Most orders canceled are resting and unowned: taken, with the cancel and its
+        # audit entry recorded, in one write (no read first); any other is read and
+        # asked of its owner (the entry carried by that write).
         status = OrderStatus.CANCELED
+        entry = self.order_audit.entry(
+            "order.canceled", actor=viewer, target=f"order:{order_id}", origin=origin
+        )
         taken = await self.work.take_open(
-            order_id, self._owner("close"), viewer.user_id, close=(status, None)
+            order_id, self._owner("close"), viewer.user_id, close=(status, None), audit=entry
         )
         doc = await self._close_taken(taken, status, None) if taken is not None else None
         if doc is None:
@@ -484,7 +499,7 @@ class TradingEngine:
         if taken is not None:
             canceled = True
         elif doc["status"] in LIVE:
-            doc = await self._close_or_request(doc, OrderStatus.CANCELED, None)
+            doc = await self._close_or_request(doc, OrderStatus.CANCELED, None, entry=entry)
             requested = doc["status"] in LIVE and doc.get("close_request") is not None
             canceled = doc["status"] == OrderStatus.CANCELED or requested
         else:
@@ -494,29 +509,35 @@ class TradingEngine:
                 f"The order is {doc['status']}: only open orders can be canceled",
                 status=doc["status"],
             )
-        await self.audit.record(
-            "order.canceled", actor=viewer, target=f"order:{order_id}", origin=origin
-        )
         return OrderDocument.model_validate(doc)
 
     async def _close_or_request(
-        self, doc: dict[str, Any], status: OrderStatus, reason: str | None, wait: bool = True
+        self,
+        doc: dict[str, Any],
+        status: OrderStatus,
+        reason: str | None,
+        wait: bool = True,
+        entry: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Close the order now if nobody owns it, else ask its owner to; returns the
-        order (after its owner is done, when `wait`)."""
+        order (after its owner is done, when `wait`). `entry`: the close's audit entry,
+        carried by the write that takes or asks (or, when another close was asked
+        already, added to it): the order's owner keeps it if the order closes so."""
         for _ in range(5):
             if doc["status"] not in LIVE:
                 return doc
             taken = await self.work.take_open(
-                doc["_id"], self._owner("close"), close=(status, reason)
+                doc["_id"], self._owner("close"), close=(status, reason), audit=entry
             )
             if taken is not None:
                 return await self._close_taken(taken, status, reason)
-            if await self.work.request_close(doc["_id"], status, reason):
+            if await self.work.request_close(doc["_id"], status, reason, audit=entry):
                 doc = await self._read(doc["_id"])
                 return await self._settle(doc) if wait else doc
             doc = await self._read(doc["_id"])
-            if doc.get("close_request"):
+            if doc.get("close_request") and (
+                entry is None or await self.work.join_close(doc["_id"], entry)
+            ):
                 return await self._settle(doc) if wait else doc
         raise Conflict("The order kept changing while closing it: try again", id=doc["_id"])
 
@@ -541,22 +562,24 @@ class TradingEngine:
         again is safe)."""
         canceled = failed = 0
         async for doc in self.orders.find({"user_id": user_id, "status": {"$in": LIVE}}):
+            entry = self.order_audit.entry(
+                "order.canceled",
+                actor=actor,
+                user_id=user_id,
+                target=f"order:{doc['_id']}",
+                origin=origin,
+                details={"reason": reason},
+            )
             try:
-                closed = await self._close_or_request(doc, OrderStatus.CANCELED, reason, wait=False)
+                closed = await self._close_or_request(
+                    doc, OrderStatus.CANCELED, reason, wait=False, entry=entry
+                )
             except Exception:
                 log.exception("could not cancel an order", extra={"order_id": doc["_id"]})
                 failed += 1
                 continue
             if closed["status"] == OrderStatus.CANCELED or closed.get("close_request"):
                 canceled += 1
-                await self.audit.record(
-                    "order.canceled",
-                    actor=actor,
-                    user_id=user_id,
-                    target=f"order:{doc['_id']}",
-                    origin=origin,
-                    details={"reason": reason},
-                )
         if failed:
             raise Conflict(f"{failed} order(s) could not be canceled now; retry", failed=failed)
         return canceled
@@ -754,6 +777,7 @@ class TradingEngine:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="trading-sweeper")
+        self.order_audit.start()
 
     async def _sweep_loop(self) -> None:
         first = True
@@ -782,6 +806,7 @@ class TradingEngine:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._sweeper = None
+        await self.order_audit.close(timeout)
 
     # -- events ----------------------------------------------------------------------
 
@@ -802,6 +827,9 @@ class TradingEngine:
 
     def _on_order_event(self, event: OrderEvent) -> None:
         self.hub.publish(orders_topic(event.user_id), event)
+        order = event.order
+        if order.audit_state == PENDING and order.owner is None and self.market.is_leader:
+            self.order_audit.nudge()
 
 
 @dataclass(frozen=True, slots=True)

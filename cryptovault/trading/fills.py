@@ -18,6 +18,9 @@ order go, and taking over work whose owner's lease ran out.
   the order, unchanged until the close completes.
 - Letting go is conditional on no close request: a cancel, expiry or freeze asked
   while the order was owned is carried out by its owner before it lets go.
+- A cancel's audit entry rides on the write that records the cancel (take_open,
+  request_close, join_close); a rejection drops the order's entries, and a close other
+  than CANCELED drops those of the cancels it overrode (trading/order_audit.py).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from cryptovault.trading.ledger import (
     Line,
     Outcome,
 )
+from cryptovault.trading.order_audit import DROP_ALL, DROP_CANCELS, carry
 from cryptovault.trading.rules import ZERO, Fill, OrderState, close_plan, fee_basis_of
 
 AFTER = ReturnDocument.AFTER
@@ -248,10 +252,12 @@ class OrderWork:
         user_id: str | None = None,
         *,
         close: tuple[OrderStatus, str | None] | None = None,
+        audit: dict[str, Any] | None = None,
     ) -> dict[str, Any] | None:
         """Take an unowned open order by id (a cancel, an expiry). `close`: the close
         the taker is about to make, recorded in the same write (as a close request:
-        whoever owns the order next carries it out, and `close` needs no other record)."""
+        whoever owns the order next carries it out, and `close` needs no other record).
+        `audit`: the close's audit entry, carried by the same write."""
         query: dict[str, Any] = {
             "_id": order_id,
             "owner": None,
@@ -262,9 +268,8 @@ class OrderWork:
         fields = self._taken(owner)
         if close is not None:
             fields["close_request"] = close_request(*close)
-        return await self.orders.find_one_and_update(
-            query, {"$set": fields, "$inc": {"fence": 1}}, return_document=AFTER
-        )
+        update = _with_entry({"$set": fields, "$inc": {"fence": 1}}, audit)
+        return await self.orders.find_one_and_update(query, update, return_document=AFTER)
 
     async def take_over(self, doc: dict[str, Any], owner: str) -> dict[str, Any] | None:
         """Take an order from an owner whose lease ran out; None if it moved on."""
@@ -363,7 +368,11 @@ class OrderWork:
         history = {"$push": {"history": {"$each": _events(doc, status, now)}}}
         let_go = {**fields, "owner": None, "lease_until": None}
         if fill.close is not None:
-            done = await self._write(doc, {"$set": {**let_go, "close_request": None}, **history})
+            closing: dict[str, Any] = {"$set": {**let_go, "close_request": None}, **history}
+            if fill.close is not OrderStatus.CANCELED:
+                # A cancel asked meanwhile (seen or not) canceled nothing: its entry goes.
+                closing |= DROP_CANCELS
+            done = await self._write(doc, closing)
             if done is None:
                 raise LostOwnership(doc["_id"])
             return done
@@ -462,14 +471,23 @@ class OrderWork:
                     "updated_at": now,
                 },
                 "$push": {"history": {"status": OrderStatus.REJECTED.value, "at": now}},
+                # Never placed: no order.placed, and a cancel of it canceled nothing.
+                **DROP_ALL,
             },
         )
         if done is None:
             raise LostOwnership(doc["_id"])
         return done
 
-    async def request_close(self, order_id: str, status: OrderStatus, reason: str | None) -> bool:
-        """Ask the owner of an owned order (being placed or filled) to close it."""
+    async def request_close(
+        self,
+        order_id: str,
+        status: OrderStatus,
+        reason: str | None,
+        audit: dict[str, Any] | None = None,
+    ) -> bool:
+        """Ask the owner of an owned order (being placed or filled) to close it
+        (`audit`: the close's audit entry, carried by the same write)."""
         done = await self.orders.find_one_and_update(
             {
                 "_id": order_id,
@@ -483,7 +501,29 @@ class OrderWork:
                     ]
                 },
             },
-            {"$set": {"close_request": close_request(status, reason)}},
+            _with_entry({"$set": {"close_request": close_request(status, reason)}}, audit),
             return_document=AFTER,
         )
         return done is not None
+
+    async def join_close(self, order_id: str, audit: dict[str, Any]) -> bool:
+        """Add a close's audit entry to an owned order whose close was asked already
+        (by someone else): its owner's close keeps or drops it with theirs."""
+        done = await self.orders.find_one_and_update(
+            {"_id": order_id, "owner": {"$ne": None}, "close_request": {"$ne": None}},
+            carry(audit),
+            return_document=AFTER,
+        )
+        return done is not None
+
+
+def _with_entry(update: dict[str, Any], entry: dict[str, Any] | None) -> dict[str, Any]:
+    """`update` carrying the audit entry `entry` as well (if any)."""
+    if entry is None:
+        return update
+    added = carry(entry)
+    return {
+        **update,
+        "$set": {**update.get("$set", {}), **added["$set"]},
+        "$push": {**update.get("$push", {}), **added["$push"]},
+    }

@@ -44,8 +44,13 @@ class OrderEvent:
 
     @classmethod
     def of(cls, stored: dict[str, Any]) -> OrderEvent:
-        """From the order's stored document (its owner's journal, `work`, left out)."""
-        return cls(OrderDocument.model_validate({k: v for k, v in stored.items() if k != "work"}))
+        """From the order's stored document (its owner's journal, `work`, and its
+        pending audit entries left out)."""
+        return cls(
+            OrderDocument.model_validate(
+                {k: v for k, v in stored.items() if k not in ("work", "audit")}
+            )
+        )
 
     def to_message(self) -> dict[str, Any]:
         return self.order.model_dump(mode="json")
