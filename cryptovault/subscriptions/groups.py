@@ -123,10 +123,6 @@ class Member:
         await self.ended
 
 
-def _frame_key(member: Member, key: Hashable | None) -> Hashable | None:
-    return None if key is None else (member, key)
-
-
 class Group:
     def __init__(self, registry: SubscriptionGroups, prepared: Prepared, context: Any) -> None:
         self.registry = registry
@@ -199,7 +195,7 @@ class Group:
                     frame = member.head + _with_extensions(payload, member)
                 else:
                     frame = member.head + tail
-                member.outbox.push(frame, _frame_key(member, key), member)
+                member.outbox.push(frame, key, member)
 
     def _end(self, error: GraphQLError | None) -> None:
         """The source is over: each member gets the error (if any); its task then
