@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
+# The scope key under which WebSocketTracking leaves the connection's TrackedWebSocket.
+TRACKED_SOCKET = "cryptovault.tracked_socket"
 
 
 class TrackedWebSocket:
@@ -96,6 +98,20 @@ class TrackedWebSocket:
                 self.closed = True
                 self.close_code = message.get("code", 1000)
             await self._send(message)
+        finally:
+            self._next()
+
+    async def send_text(self, text: str) -> None:
+        """`send` of one text frame, the subscription fan-out's path: no message
+        dispatch, and straight from the app (`scope[TRACKED_SOCKET]`), past the
+        layers between (which pass WebSocket frames through untouched)."""
+        if self._busy:
+            await self._wait_turn()
+        else:
+            self._busy = True
+        try:
+            if not self.closed:
+                await self._send({"type": "websocket.send", "text": text})
         finally:
             self._next()
 
@@ -214,6 +230,7 @@ class WebSocketTracking:
             return message
 
         registry._add(sock)
+        scope[TRACKED_SOCKET] = sock
         start = time.perf_counter()
         try:
             await self.app(scope, receive_noting_close, sock.send)

@@ -80,6 +80,7 @@ from strawberry.utils.aio import aclosing
 from cryptovault.config import Settings
 from cryptovault.errors import BadUserInput, DomainError, RateLimited, Unauthenticated
 from cryptovault.extensions.limits import identity_key
+from cryptovault.lifecycle import TRACKED_SOCKET, TrackedWebSocket
 from cryptovault.logs import user_id_var
 from cryptovault.resolvers.context import Context
 from cryptovault.subscriptions.groups import (
@@ -584,16 +585,31 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
 # -- grouped subscription execution --------------------------------------------------
 
 
-def _text_sender(ws: WebSocket) -> Callable[[str], Awaitable[None]]:
+def _text_sender(ws: WebSocket) -> Callable[[str], Coroutine[Any, Any, None]]:
     """`ws.send_text` with Starlette's state bookkeeping for text frames inlined (a
-    frame after the close raises; a peer gone marks the socket disconnected): one
-    coroutine less per frame of the fan-out."""
+    frame after the close raises; a peer gone marks the socket disconnected), handing
+    the frame straight to the connection's TrackedWebSocket (lifecycle.py) when
+    there is one: two coroutines less per frame of the fan-out."""
     if not isinstance(ws, WebSocket):  # another adapter's socket
         return ws.send_text  # type: ignore[no-any-return]
-    send = ws._send
     connected = WebSocketState.CONNECTED
+    tracked: TrackedWebSocket | None = ws.scope.get(TRACKED_SOCKET)
+    if tracked is not None:
+        send_frame = tracked.send_text
 
-    async def send_text(text: str) -> None:
+        async def send_text(text: str) -> None:
+            if ws.application_state is not connected:
+                raise WebSocketDisconnect(1006)
+            try:
+                await send_frame(text)
+            except OSError:  # as Starlette: the peer is gone, the socket is done
+                ws.application_state = WebSocketState.DISCONNECTED
+                raise WebSocketDisconnect(1006) from None
+
+        return send_text
+    send = ws._send
+
+    async def send_message_text(text: str) -> None:
         if ws.application_state is not connected:
             raise WebSocketDisconnect(1006)
         try:
@@ -602,7 +618,7 @@ def _text_sender(ws: WebSocket) -> Callable[[str], Awaitable[None]]:
             ws.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnect(1006) from None
 
-    return send_text
+    return send_message_text
 
 
 class _Grouped:

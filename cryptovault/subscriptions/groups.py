@@ -47,6 +47,7 @@ from cryptovault.errors import DomainError
 from cryptovault.extensions.masking import map_error
 from cryptovault.schema.streams import StreamPolicy, policy_of
 from cryptovault.subscriptions.outbox import Outbox
+from cryptovault.subscriptions.plans import Plan, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,6 @@ class Member:
         await self.ended
 
 
-def _frame_key(member: Member, key: Hashable | None) -> Hashable | None:
-    return None if key is None else (member, key)
-
-
 class Group:
     def __init__(self, registry: SubscriptionGroups, prepared: Prepared, context: Any) -> None:
         self.registry = registry
@@ -141,6 +138,10 @@ class Group:
         self.members: dict[Member, None] = {}
         self.closed = False
         self.task: asyncio.Task[None] | None = None
+        # A plain selection of leaves runs without graphql-core's executor (plans.py).
+        self.plan: Plan | None = plan_for(
+            registry.schema._schema, prepared.document, prepared.operation_name
+        )
 
     def start(self) -> None:
         # Eager: the source subscribes to its topic before the subscriber's `subscribe`
@@ -199,7 +200,7 @@ class Group:
                     frame = member.head + _with_extensions(payload, member)
                 else:
                     frame = member.head + tail
-                member.outbox.push(frame, _frame_key(member, key), member)
+                member.outbox.push(frame, key, member)
 
     def _end(self, error: GraphQLError | None) -> None:
         """The source is over: each member gets the error (if any); its task then
@@ -450,7 +451,14 @@ class SubscriptionGroups:
     def execute(self, group: Group, event: Any) -> Any:
         """The operation's selection set for one event, the event as root value. A
         fresh executor (and context state) per event: graphql-core's per-subscription
-        executor memoizes subfields per event and would grow without bound."""
+        executor memoizes subfields per event and would grow without bound. A plain
+        selection of leaves runs from its plan (plans.py): the same result, unless
+        the plan declines, and then graphql-core runs it."""
+        plan = group.plan
+        if plan is not None:
+            data = plan.run(event)
+            if data is not None:
+                return GraphQLExecutionResult(data=data, errors=None)
         context = group.context
         if dataclasses.is_dataclass(context) and hasattr(context, "state"):
             context = dataclasses.replace(context, state={})  # type: ignore[type-var]

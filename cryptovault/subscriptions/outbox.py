@@ -2,12 +2,13 @@
 order, written by at most one task at a time.
 
 Fan-out must never wait for a slow client. `push()` does not block: when the queue is
-idle it starts an eager task, which writes at once (a writable socket takes the frame
-synchronously, so the common case costs no extra event-loop round trip); when the
-socket is busy the frame waits in the queue. Frames of latest-value streams carry a
-coalescing key: an unsent frame with the same key is replaced in place, so a slow
-client gets the newest price rather than a backlog of stale ones. Other frames count
-against `max_frames`; beyond it the client is too far behind and is closed with
+idle it writes at once, in the caller, without a task (a writable socket takes the
+frame synchronously: the common case costs no task and no event-loop round trip); a
+write that has to wait goes on in a task of its own, and while it does, later frames
+wait in the queue. Frames of latest-value streams carry a coalescing key: an unsent
+frame of the same owner with the same key is replaced in place, so a slow client gets
+the newest price rather than a backlog of stale ones. Other frames count against
+`max_frames`; beyond it the client is too far behind and is closed with
 `CLOSE_TOO_SLOW`.
 """
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import types
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ class Outbox:
 
     def __init__(
         self,
-        send_text: Callable[[str], Awaitable[None]],
+        send_text: Callable[[str], Coroutine[Any, Any, None]],
         close: Callable[[int, str], Awaitable[None]],
         max_frames: int,
     ) -> None:
@@ -88,15 +90,34 @@ class Outbox:
         return len(self._queue) if self._queue is not None else 0
 
     def push(self, frame: str, key: Hashable | None = None, owner: Any = None) -> None:
+        """Send `frame` after those pushed before it. `owner`: the subscription it
+        belongs to (skipped once the owner has `left`); `key`: frames of one owner
+        with the same key replace each other while they wait."""
         if self.closed or self.closing:
             return
         if self._task is None and not self._queue:
-            # Idle socket (the common case): write now, nothing to queue or coalesce.
-            task = asyncio.Task(self._flush(frame), loop=self._loop, eager_start=True)
+            # Idle socket (the common case): write now, in the caller, up to the first
+            # wait; nothing to queue or coalesce. A task per frame (even an eager one)
+            # cost each delivered message ~0.5 µs more.
+            write = self._send_text(frame)
+            try:
+                waiting = write.send(None)
+            except StopIteration:
+                return  # written
+            except Exception:
+                self._discard()  # the peer went away (as in _flush)
+                return
+            # The socket cannot take it now: the write goes on in a task, and frames
+            # pushed meanwhile wait behind it. (Eager: started, its `finally` runs
+            # even if it is cancelled before the loop gets to it.)
+            task = asyncio.Task(
+                self._flush(_driven(write, waiting)), loop=self._loop, eager_start=True
+            )
             if not task.done():
                 self._task = task
             return
         if key is not None:
+            key = (owner, key)
             waiting = self._latest.get(key)
             if waiting is not None:
                 waiting.frame = frame
@@ -130,10 +151,11 @@ class Outbox:
             if not task.done():
                 self._task = task
 
-    async def _flush(self, first: str | None = None) -> None:
+    async def _flush(self, first: Awaitable[None] | None = None) -> None:
+        """Write what waits in the queue, in order (after `first`: a write under way)."""
         try:
             if first is not None:
-                await self._send_text(first)
+                await first
             while queue := self._queue:
                 entry = queue.popleft()
                 if entry.key is None:
@@ -178,3 +200,26 @@ class Outbox:
     async def _close_quietly(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             await self._close(code, reason)
+
+
+@types.coroutine
+def _driven(coroutine: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any]:
+    """Await the rest of a coroutine that was stepped outside any task and now waits
+    for `waiting` (what it yielded: the future it awaits), as if it had been awaited
+    here from the start."""
+    while True:
+        try:
+            sent = yield waiting
+        except GeneratorExit:
+            coroutine.close()
+            raise
+        except BaseException as exc:  # cancellation included: the coroutine decides
+            try:
+                waiting = coroutine.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coroutine.send(sent)
+            except StopIteration:
+                return

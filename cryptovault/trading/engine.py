@@ -78,6 +78,7 @@ from cryptovault.trading.ledger import HOUSE_FUNDING, USD, Change, Ledger, Line,
 from cryptovault.trading.liquidity import LiquidityBook, MemoryLiquidity
 from cryptovault.trading.order_audit import PENDING, OrderAudit, pending
 from cryptovault.trading.order_events import OrderEvent, OrderEvents
+from cryptovault.trading.resting import RestingOrders
 from cryptovault.trading.rules import CENT, Fees, OrderRequest, OrderState
 
 log = logging.getLogger(__name__)
@@ -164,8 +165,11 @@ class TradingEngine:
         self._sweeper: asyncio.Task[None] | None = None
         # Copies the orders' audit entries to the audit log: on the feed leader.
         self.order_audit = OrderAudit(store.orders, audit, lambda: market.is_leader)
+        # Symbols known to have no live order: their ticks skip the store (resting.py).
+        self.resting = RestingOrders()
         self.order_events = OrderEvents(bus)
         self.order_events.add_listener(self._on_order_event)
+        bus.on_reconnect(self._bus_reconnected)
         market.add_tick_listener(self._on_tick)
 
     def _owner(self, role: str) -> str:
@@ -589,7 +593,7 @@ class TradingEngine:
     def _on_tick(self, tick: Tick) -> None:
         """Queue the tick for matching without holding up the tick path: each symbol
         keeps only its latest unprocessed tick, matched by one worker at a time."""
-        if not self.market.is_leader or self._closing:
+        if not self.market.is_leader or self._closing or self.resting.none(tick.symbol):
             return
         try:
             loop = asyncio.get_running_loop()
@@ -612,20 +616,32 @@ class TradingEngine:
 
     async def match_tick(self, tick: Tick) -> None:
         """Fill or trigger every resting order of the tick's symbol that it crosses
-        (only those are read: matching.crossing)."""
-        lock = self._symbol_locks.setdefault(tick.symbol, asyncio.Lock())
+        (only those are read: matching.crossing). A symbol known to have no live order
+        reads nothing (resting.py)."""
+        symbol, resting = tick.symbol, self.resting
+        if resting.none(symbol):
+            return
+        lock = self._symbol_locks.setdefault(symbol, asyncio.Lock())
         async with lock:
             query = {
-                "symbol": tick.symbol,
+                "symbol": symbol,
                 "status": {"$in": OPEN},
                 "owner": None,
                 **matching.crossing(tick, self.clock()),
             }
+            found = False
             async for doc in self.orders.find(query).sort([("created_at", 1)]):
+                found = True
                 try:
                     await self._match_one(doc, tick)
                 except Exception:
                     log.exception("matching failed", extra={"order_id": doc["_id"]})
+            if not found and not resting.known(symbol):
+                mark = resting.mark(symbol)
+                live = await self.orders.find_one(
+                    {"symbol": symbol, "status": {"$in": LIVE}}, {"_id": 1}
+                )
+                resting.learned(symbol, live is not None, mark)
 
     async def _match_one(self, doc: dict[str, Any], tick: Tick) -> None:
         if self._expired(doc):  # past expiresAt: closed, never filled, whatever the sweep's pace
@@ -820,16 +836,21 @@ class TradingEngine:
         await self._publish(doc)
 
     async def _publish(self, doc: dict[str, Any]) -> None:
+        self.resting.changed(doc["symbol"])  # here at once, even if the bus fails
         try:
             await self.order_events.publish(OrderEvent.of(doc))
         except Exception:
             log.warning("could not publish an order update", exc_info=True)
 
     def _on_order_event(self, event: OrderEvent) -> None:
+        self.resting.changed(event.order.symbol)
         self.hub.publish(orders_topic(event.user_id), event)
         order = event.order
         if order.audit_state == PENDING and order.owner is None and self.market.is_leader:
             self.order_audit.nudge()
+
+    async def _bus_reconnected(self) -> None:
+        self.resting.forget()  # order events may have been lost meanwhile
 
 
 @dataclass(frozen=True, slots=True)
