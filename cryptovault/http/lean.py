@@ -22,7 +22,7 @@ the same operations through both and compares them).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,6 +50,7 @@ from cryptovault.extensions.limits import (
     CACHE_SIZE,
     Protection,
     budget_exhausted,
+    hide_suggestions,
     identity_key,
     rate_limit_headers,
     throttle_status,
@@ -59,6 +60,7 @@ from cryptovault.extensions.masking import ErrorMapping, map_error
 from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
 from cryptovault.extensions.metrics import _escaped_code as escaped_code
 from cryptovault.extensions.parsing import Parsing, Validation, cached_document, cached_validation
+from cryptovault.http.prepared import PreparedOperation, prepare
 from cryptovault.observability.metrics import ANONYMOUS
 from cryptovault.schema.results import (
     KeptResults,
@@ -84,6 +86,10 @@ JSON = "application/json"
 _HEADER_NAMES: dict[str, bytes] = {}
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
 
+type _Operation = tuple[
+    DocumentNode, OperationDefinitionNode | None, bool, dict[bool, PreparedOperation | None]
+]
+
 
 @dataclass(slots=True)
 class Prepared:
@@ -100,6 +106,9 @@ class Prepared:
     media: str
     # Its answers are kept (schema.results: every root field reads shared state).
     keeps: bool = False
+    # Its prepared execution (http/prepared.py) per hide-suggestions flag, shared by
+    # every request for the document (None: graphql-core's `execute`).
+    executions: dict[bool, PreparedOperation | None] = field(default_factory=dict)
 
 
 class LeanPath:
@@ -118,8 +127,8 @@ class LeanPath:
         # tracing, would be skipped): else every operation takes the view.
         self.enabled = schema.extensions == PIPELINE
         # id(document) -> (the document, its operation or None (not served here),
-        # whether its answers are kept).
-        self._operations: dict[int, tuple[DocumentNode, OperationDefinitionNode | None, bool]] = {}
+        # whether its answers are kept, its prepared executions).
+        self._operations: dict[int, _Operation] = {}
 
     async def prepare(self, request: Request, accept: str | None) -> Prepared | None:
         """The operation, when the lean path can serve it; None: take the view."""
@@ -177,11 +186,11 @@ class LeanPath:
             return None
         found = self._operations.get(id(document))
         if found is None or found[0] is not document:
-            found = (document, *self._operation(document))
+            found = (document, *self._operation(document), {})
             if len(self._operations) >= CACHE_SIZE:
                 self._operations.clear()
             self._operations[id(document)] = found
-        operation, keeps = found[1], found[2]
+        operation, keeps, executions = found[1], found[2], found[3]
         if operation is None:
             return None
         name = operation.name.value if operation.name else None
@@ -212,6 +221,7 @@ class LeanPath:
             analysis,
             media,
             keeps,
+            executions,
         )
 
     def _operation(self, document: DocumentNode) -> tuple[OperationDefinitionNode | None, bool]:
@@ -323,6 +333,20 @@ class LeanPath:
         return result, kept.costs if kept is not None else None
 
     async def _execute(self, prepared: Prepared, context: Context) -> ExecutionResult:
+        hide = hide_suggestions(context)
+        executions = prepared.executions
+        if hide in executions:
+            execution = executions[hide]
+        else:
+            execution = executions[hide] = prepare(
+                self.core, prepared.document, prepared.operation, self.executor, hide
+            )
+        if execution is not None:
+            result = execution.execute(context, prepared.variables, prepared.extensions)
+            if optimized_is_awaitable(result):
+                result = await result  # type: ignore[misc]
+            assert isinstance(result, ExecutionResult)
+            return result
         result = execute(
             self.core,
             prepared.document,
