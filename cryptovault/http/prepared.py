@@ -9,8 +9,10 @@ sub-fields (memoized for one execution only). For a document this process alread
 parsed and validated, `PreparedOperation` keeps a template executor with the
 operation and fragments found, and, when no selection carries a directive (nothing
 to `@skip`/`@include` by variables), the collected root fields and the sub-field memo
-across requests. Each request still gets its variables coerced, a fresh executor
-state (errors, futures, incremental work) and the whole of execution proper.
+across requests (and with them graphql-core's other per-execution memos: the
+execution plans, the stream usages, which then depend on the document alone). Each
+request still gets its variables coerced, a fresh executor state (errors, futures,
+incremental work) and the whole of execution proper.
 
 Invariant: `execute` answers exactly what `graphql.execute(schema, document, ...,
 executor_class=...)` would (data, errors, their paths and locations): it runs the
@@ -47,7 +49,7 @@ from graphql.execution.executor import (
     default_field_resolver,
     default_type_resolver,
 )
-from graphql.execution.values import get_variable_values
+from graphql.execution.values import VariableValues, get_variable_values
 from graphql.pyutils import RefMap
 from graphql.type import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
@@ -107,8 +109,8 @@ class PreparedOperation:
     __slots__ = (
         "_class",
         "_collected",
+        "_memos",
         "_shared",
-        "_sub_fields",
         "_template",
         "root_type",
         "serially",
@@ -122,7 +124,12 @@ class PreparedOperation:
         # Without directives, what collect_fields finds depends on the document only.
         self._shared = shared
         self._collected: Any = None
-        self._sub_fields: dict[Any, Any] = {}
+        self._memos: dict[str, Any] = {
+            "_relevant_sub_fields": {},
+            "_stream_usages": RefMap(),
+            "_initial_execution_plans": RefMap(),
+            "_deferred_execution_plans": RefMap(),
+        }
 
     def execute(
         self,
@@ -135,15 +142,18 @@ class PreparedOperation:
         schema = template["schema"]
         operation = template["operation"]
         hide = template["hide_suggestions"]
-        coerced = get_variable_values(
-            schema,
-            operation.variable_definitions or (),
-            variables or {},
-            max_errors=MAX_COERCION_ERRORS,
-            hide_suggestions=hide,
-        )
-        if isinstance(coerced, list):
-            return ExecutionResult(None, errors=coerced)
+        if operation.variable_definitions:
+            coerced = get_variable_values(
+                schema,
+                operation.variable_definitions,
+                variables or {},
+                max_errors=MAX_COERCION_ERRORS,
+                hide_suggestions=hide,
+            )
+            if isinstance(coerced, list):
+                return ExecutionResult(None, errors=coerced)
+        else:
+            coerced = VariableValues({}, {})  # what coercing no definitions gives
         executor = self._executor(context, coerced, extensions)
         try:
             collected = self._collected if self._shared else None
@@ -186,14 +196,18 @@ class PreparedOperation:
         state["async_helpers"] = GraphQLResolveInfoHelpers(
             gather=executor.gather_async_work, track=executor.track_async_work
         )
-        state["_relevant_sub_fields"] = self._sub_fields if self._shared else {}
-        state["_stream_usages"] = RefMap()
+        if self._shared:
+            # Memos of what the document alone decides (nothing to stream or defer).
+            state.update(self._memos)
+        else:
+            state["_relevant_sub_fields"] = {}
+            state["_stream_usages"] = RefMap()
+            state["_initial_execution_plans"] = RefMap()
+            state["_deferred_execution_plans"] = RefMap()
         state["defer_usage_set"] = None
         state["groups"] = []
         state["tasks"] = []
         state["streams"] = []
-        state["_initial_execution_plans"] = RefMap()
-        state["_deferred_execution_plans"] = RefMap()
         return executor
 
 

@@ -44,7 +44,7 @@ _NO_LIMIT = 2**52
 _KEYS_KEPT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BudgetStatus:
     """An identity's cost budget after (or without) charging an operation."""
 
