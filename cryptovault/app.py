@@ -19,7 +19,7 @@ from cryptovault import __version__
 from cryptovault.config import Settings
 from cryptovault.http.view import GraphQLView
 from cryptovault.lifecycle import WebSocketTracking
-from cryptovault.middleware import EdgeMiddleware
+from cryptovault.middleware import DirectRoute, EdgeMiddleware
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
 from cryptovault.schema import build_schema
 from cryptovault.services import Services, metrics_endpoint, readiness, start_services
@@ -136,6 +136,8 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
         if settings.trusted_proxies
         else []
     )
+    # POST /graphql, handed by the edge straight to the view once it read the body.
+    direct = DirectRoute()
     app = Starlette(
         lifespan=lifespan,
         middleware=[
@@ -159,6 +161,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                     "expose_headers": EXPOSED_HEADERS,
                     "allow_credentials": "*" not in settings.cors_origins,
                 },
+                direct=direct,
             ),
             Middleware(WebSocketTracking),
         ],
@@ -171,15 +174,17 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     app.state.subscription_groups = graphql.subscription_groups
     if graphql.subscription_groups is not None and services is not None:
         graphql.subscription_groups.metrics = services.metrics
+    graphql_route = Route("/graphql", graphql, methods=["GET", "POST"])
     app.router.routes.extend(
         [
             Route("/health", health, methods=["GET"]),
             Route("/ready", ready, methods=["GET"]),
             Route("/metrics", metrics_endpoint(settings.metrics_token), methods=["GET"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            graphql_route,
             WebSocketRoute("/graphql", graphql),
             # Last: the app's pages catch every other browser navigation.
             *graphql.web.routes(),
         ]
     )
+    direct.set(graphql_route, app.router, graphql.serve_http)
     return app

@@ -11,11 +11,13 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
+from starlette.routing import Match, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptovault.logs import request_id_var, user_id_var
@@ -54,6 +56,38 @@ PERMISSIONS_POLICY = (
 API_CSP_BYTES = API_CSP.encode()
 
 
+class DirectRoute:
+    """One POST route the edge hands a request to itself, once it has read the body:
+    what the layers between them (the WebSocket registry, Starlette's exception
+    middleware, the router) do for such a request is setting the router and the
+    route's scope keys, which `serve` does too. `handler(scope, receive, send, body)`
+    serves it with the body already read. Set once the app is built."""
+
+    def __init__(self) -> None:
+        self.route: Route | None = None
+        self.router: Router | None = None
+        self.handler: Callable[[Scope, Receive, Send, bytes], Awaitable[None]] | None = None
+
+    def set(
+        self,
+        route: Route,
+        router: Router,
+        handler: Callable[[Scope, Receive, Send, bytes], Awaitable[None]],
+    ) -> None:
+        self.route, self.router, self.handler = route, router, handler
+
+    def matches(self, scope: Scope) -> bool:
+        """Whether this route serves `scope` (as the router would find it: first)."""
+        if self.route is None or scope.get("root_path"):
+            return False
+        match, child = self.route.matches(scope)
+        if match is not Match.FULL:
+            return False
+        scope.setdefault("router", self.router)
+        scope.update(child)
+        return True
+
+
 class EdgeMiddleware:
     """Request id, access log and HTTP metrics, CORS (Starlette's CORSMiddleware
     rules, `cors`), security headers (a response may set its own CSP) and the body
@@ -68,9 +102,16 @@ class EdgeMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, production: bool, max_body_bytes: int, cors: dict[str, Any]
+        self,
+        app: ASGIApp,
+        *,
+        production: bool,
+        max_body_bytes: int,
+        cors: dict[str, Any],
+        direct: DirectRoute | None = None,
     ) -> None:
         self.app = app
+        self.direct = direct
         self.max_body_bytes = max_body_bytes
         self.cors = CORSMiddleware(app, **cors)
         headers = [
@@ -213,6 +254,10 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        direct = self.direct
+        if direct is not None and direct.handler is not None and direct.matches(scope):
+            await direct.handler(scope, receive, send, body)
+            return
         replayed = False
 
         async def replay() -> Message:

@@ -1,6 +1,7 @@
-"""A candle page is the same for every caller and changes only with its symbol's
-market: its answer is kept and served again, without execution, until a tick or a
-closed candle changes that market; the cost is charged every time."""
+"""A candle page, and the latest prices, are the same for every caller and change only
+with the market: their answer is kept and served again, without execution, until a
+tick or a closed candle changes that market (or, for prices, the 24 h statistics'
+window moves on with the clock); the cost is charged every time."""
 
 from __future__ import annotations
 
@@ -81,8 +82,94 @@ async def test_closed_candles_arriving_renew_the_page(gql, services, executions)
 
 
 async def test_only_operations_made_of_shared_fields_are_kept(gql, services, executions):
-    mixed = """{ prices(symbols: ["SOL"]) { price }
+    mixed = """{ assets { symbol }
       candles(symbol: "SOL", interval: ONE_HOUR, first: 1) { edges { cursor } } }"""
     for _ in range(2):
         await gql.data(mixed)
     assert len(executions) == 2
+
+
+PRICES = """query($s: [String!]) {
+  prices(symbols: $s) { symbol price high24h low24h volume24h change24h } }"""
+
+
+@pytest.fixture
+def quotes_read(services, monkeypatch) -> list[list[str]]:
+    """The quotes actually read (one entry per execution of `prices`)."""
+    calls: list[list[str]] = []
+    market = services.market
+    real = market.quotes
+
+    def counting(assets, *args):
+        calls.append([a.symbol for a in assets])
+        return real(assets, *args)
+
+    monkeypatch.setattr(market, "quotes", counting)
+    return calls
+
+
+async def test_prices_are_kept_until_a_listed_symbol_ticks(gql, services, quotes_read):
+    market = services.market
+    market.apply(tick("DOGE", "0.20000"))
+    market.apply(tick("LTC", "80.00"))
+    first = await gql.execute(PRICES, {"s": ["DOGE", "LTC"]})
+    again = await gql.execute(PRICES, {"s": ["DOGE", "LTC"]})
+    assert quotes_read == [["DOGE", "LTC"]]
+    assert again["data"] == first["data"]
+    charged, recharged = first["extensions"]["cost"], again["extensions"]["cost"]
+    assert recharged["requestedQueryCost"] == charged["requestedQueryCost"] > 0
+    assert recharged["actualQueryCost"] == charged["actualQueryCost"]
+    left = charged["throttleStatus"]["currentlyAvailable"]
+    spent = charged["requestedQueryCost"]
+    assert recharged["throttleStatus"]["currentlyAvailable"] == left - spent
+
+    market.apply(tick("ADA", "0.5000"))  # not listed: still kept
+    await gql.execute(PRICES, {"s": ["DOGE", "LTC"]})
+    assert len(quotes_read) == 1
+
+    market.apply(tick("LTC", "81.50"))  # a listed symbol ticked: the new price at once
+    moved = await gql.data(PRICES, {"s": ["DOGE", "LTC"]})
+    assert len(quotes_read) == 2
+    assert [p["price"] for p in moved["prices"]] == ["0.20000", "81.50"]
+    # Every asset (no `symbols`): an answer of its own, renewed by any symbol's tick.
+    everything = await gql.data("{ prices { symbol price } }")
+    await gql.data("{ prices { symbol price } }")
+    assert len(quotes_read) == 3
+    assert {"symbol": "ADA", "price": "0.5000"} in everything["prices"]
+    market.apply(tick("ADA", "0.5100"))
+    renewed = await gql.data("{ prices { symbol price } }")
+    assert len(quotes_read) == 4
+    assert {"symbol": "ADA", "price": "0.5100"} in renewed["prices"]
+
+
+async def test_prices_follow_the_24h_window_as_it_slides(gql, services, quotes_read, monkeypatch):
+    """No tick at all: the clock alone moves the window past the oldest minute, and
+    the next answer has the statistics without it."""
+    market = services.market
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    for m, price in enumerate(["20.000", "10.000", "11.000", "12.000"]):
+        market.apply(tick("LINK", price, "1", at=start + timedelta(minutes=m, seconds=1)))
+    # Closed: 20, 10, 11 (a minute each); open: 12.
+    # The window holds the minutes that started at most 24 h ago: the 20 one, for now.
+    clock = {"now": start + timedelta(hours=24) - timedelta(seconds=30)}
+    monkeypatch.setattr(market, "clock", lambda: clock["now"])
+    variables = {"s": ["LINK"]}
+
+    async def link() -> dict[str, str]:
+        return (await gql.data(PRICES, variables))["prices"][0]
+
+    assert (await link())["high24h"] == "20.000"
+    clock["now"] += timedelta(seconds=30)  # it started exactly 24 h ago: kept
+    assert (await link())["high24h"] == "20.000"
+    assert len(quotes_read) == 1
+
+    clock["now"] += timedelta(microseconds=1)  # now it started over 24 h ago
+    slid = await link()
+    assert len(quotes_read) == 2
+    assert (slid["high24h"], slid["low24h"], slid["volume24h"]) == ("12.000", "10.000", "3.0000")
+    assert slid["change24h"] == "2.000"  # from the 10 minute's open
+
+    clock["now"] += timedelta(minutes=1)  # and the 10 minute too
+    slid = await link()
+    assert (slid["high24h"], slid["low24h"], slid["change24h"]) == ("12.000", "11.000", "1.000")
+    assert len(quotes_read) == 3

@@ -43,6 +43,30 @@ OPERATIONS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], bool, li
         ["BAD_USER_INPUT"],
     ),
     ("kept answer", CANDLES, {"first": 3}, {}, True, []),
+    (
+        "skipped by a variable",
+        "query($x: Boolean!) { ping prices @skip(if: $x) { symbol } }",
+        {"x": True},
+        {},
+        True,
+        [],
+    ),
+    (
+        "a fragment, aliases",
+        '{ p: prices(symbols: ["BTC"]) { ...F } q: ping } fragment F on Price { symbol price }',
+        None,
+        {},
+        True,
+        [],
+    ),
+    (
+        "a field error",
+        '{ prices(symbols: ["NOPE"]) { symbol } }',
+        None,
+        {},
+        True,
+        ["BAD_USER_INPUT"],
+    ),
     ("over the cost limit", PRICES, {}, {}, False, ["QUERY_TOO_COMPLEX"]),
     ("over the depth limit", "{ prices { symbol } }", {}, {}, False, ["QUERY_TOO_COMPLEX"]),
     ("not validated", "{ nope }", {}, {}, False, ["BAD_USER_INPUT"]),
@@ -158,3 +182,56 @@ async def test_the_negotiated_media_type_alike(store_server, monkeypatch):
         )
         assert lean_run[0] == view_run[0] and lean_run[2]
         assert ("content-type", "application/graphql-response+json") in lean_run[0][1]
+
+
+DIRECT_REQUESTS: list[tuple[str, dict[str, Any]]] = [
+    ("ok", {"json": {"query": "{ ping }"}}),
+    ("PUT", {"json": {"query": "{ ping }"}, "method": "PUT"}),
+    ("another path", {"json": {"query": "{ ping }"}, "url": "/graphql/"}),
+    ("a kept answer", {"json": {"query": PRICES}}),
+    ("an error", {"json": {"query": '{ prices(symbols: ["NOPE"]) { symbol } }'}}),
+    ("not validated", {"json": {"query": "{ nope }"}}),
+    ("bad JSON", {"content": b"{", "headers": {"content-type": "application/json"}}),
+    ("not JSON", {"content": b"query=x", "headers": {"content-type": "text/plain"}}),
+    ("a batch", {"json": [{"query": "{ ping }"}]}),
+    ("no Accept we serve", {"json": {"query": "{ ping }"}, "headers": {"accept": "text/html"}}),
+    ("CORS", {"json": {"query": "{ ping }"}, "headers": {"origin": "https://evil.example"}}),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "request_args"), DIRECT_REQUESTS, ids=[c for c, _ in DIRECT_REQUESTS]
+)
+async def test_the_edge_hands_post_graphql_to_the_view_as_the_router_would(
+    store_server, monkeypatch, case, request_args
+):
+    """POST /graphql goes from the edge middleware straight to the view
+    (middleware.DirectRoute): the same status, headers and body as through the
+    router, and the access log's operation names."""
+    from cryptovault.middleware import DirectRoute
+
+    taken: list[bool] = []
+    real = DirectRoute.matches
+
+    def spying(self: Any, scope: Any) -> bool:
+        taken.append(real(self, scope))
+        return taken[-1]
+
+    async with running(store_server.url) as (app, _):
+        async with http(app, ip="10.8.0.1") as client:
+            await client.post("/graphql", json={"query": PRICES})  # cached
+            await client.post("/graphql", json={"query": "{ ping }"})
+        outcomes = []
+        for n, direct in ((2, True), (3, False)):
+            if direct:
+                monkeypatch.setattr(DirectRoute, "matches", spying)
+            else:
+                monkeypatch.setattr(DirectRoute, "matches", lambda self, scope: False)
+            args = {"method": "POST", "url": "/graphql", **request_args}
+            args["headers"] = {"X-Request-ID": "same-id", **args.get("headers", {})}
+            async with http(app, ip=f"10.8.0.{n}") as client:
+                outcomes.append(_normalised(await client.request(**args)))
+        monkeypatch.undo()
+    # Only POST /graphql is handed on directly.
+    assert taken == [case not in ("PUT", "another path")]
+    assert outcomes[0] == outcomes[1]

@@ -275,6 +275,36 @@ async def test_a_debt_is_paid_off_by_the_refill_not_forgiven(monkeypatch):
     assert not (await limiter.afford("user:indebted", 18)).allowed
 
 
+async def test_spending_in_memory_counts_as_the_limits_strategy_does(monkeypatch):
+    """The in-memory budget is spent in one synchronous step: the same statuses, the
+    same refusals and the same counters in the storage as `limits`' sliding window
+    counter, across windows, for identities and addresses."""
+    clock = FakeClock(6000.0)
+    monkeypatch.setattr("limits.aio.storage.memory.time", clock)
+    settings = make_settings(
+        "mongodb://unused", cost_budget=100, cost_budget_anonymous=30, cost_window_seconds=60
+    )
+    fast, stock = Limiter(settings), Limiter(settings)
+    stock._in_memory = False  # the `limits` strategy's hit
+    assert fast._in_memory
+    steps = [(0, "user:a", 40), (1, "user:a", 50), (2, "user:a", 20), (2, "user:a", 10)]
+    steps += [(3, "ip:1.2.3.4", 25), (4, "ip:1.2.3.4", 10), (5, "ip:1.2.3.4", 0)]
+    steps += [(59, "user:a", 1), (61, "user:a", 30), (75, "user:a", 40), (90, "user:a", 35)]
+    steps += [(100, "user:a", 500), (121, "user:a", 0), (130, "user:b", 100), (130, "user:b", 1)]
+    steps += [(250, "user:a", 60), (250, "ip:1.2.3.4", 30)]
+    refused = 0
+    for at, key, cost in steps:
+        clock.now = 6000.0 + at
+        got, expected = await fast.spend(key, cost), await stock.spend(key, cost)
+        assert got == expected, (at, key, cost)
+        refused += not got.allowed
+        assert fast.storage.storage == stock.storage.storage, (at, key, cost)
+        assert fast.storage.expirations == stock.storage.expirations, (at, key, cost)
+    assert refused >= 4
+    assert await fast.counters.last_24h("rate_limit_rejections") == refused
+    assert await stock.counters.last_24h("rate_limit_rejections") == refused
+
+
 async def test_a_caller_without_points_gets_no_new_document_parsed(store_server, monkeypatch):
     async with (
         running(store_server.url, cost_budget_anonymous=100, max_query_cost=100) as (app, _),

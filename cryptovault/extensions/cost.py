@@ -176,6 +176,7 @@ class CostAnalyzer(OperationReader):
         # Selection sets (by id) that select only scalar fields: an item of such a
         # selection costs nothing beyond itself, whatever it returned.
         self._flat: dict[int, bool] = {}
+        self._free: bool | None = None
         self._visiting: set[str] = set()
         root = schema.get_root_type(operation.operation)
         assert root is not None, "validated documents only"
@@ -349,9 +350,26 @@ class CostAnalyzer(OperationReader):
     def actual_cost(self, data: Mapping[str, Any] | None) -> int:
         """The same rules applied to the response: lists count the items they
         returned, null objects count nothing."""
-        if not data:
+        if not data or self._free_answer():
             return 0
         return self._actual(self.operation.selection_set, self.root_type, data, True)
+
+    def _free_answer(self) -> bool:
+        """True when every root selection is a plain leaf field that costs nothing
+        (e.g. `{ ping }`): whatever the answer, `_actual` comes to 0."""
+        free = self._free
+        if free is None:
+            fields = getattr(self.root_type, "fields", {})
+            free = self._free = all(
+                isinstance(selection, FieldNode)
+                and selection.selection_set is None
+                and not selection.directives
+                and (definition := fields.get(selection.name.value)) is not None
+                and self._own_cost(_meta(definition), get_named_type(definition.type), root=True)
+                == 0
+                for selection in self.operation.selection_set.selections
+            )
+        return free
 
     def _actual(
         self,

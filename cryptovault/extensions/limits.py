@@ -178,6 +178,23 @@ def rate_limit_headers(status: BudgetStatus) -> dict[str, str]:
     return headers
 
 
+def rate_limit_raw_headers(status: BudgetStatus) -> list[tuple[bytes, bytes]]:
+    """`rate_limit_headers` as a response's raw headers (names lowercased, as
+    Starlette's MutableHeaders writes them), made without the dict."""
+    limit, remaining = status.limit, status.remaining
+    headers = [
+        (b"ratelimit-policy", b'"cost";q=%d;w=%d' % (limit, status.window_seconds)),
+        (b"ratelimit", b'"cost";r=%d;t=%d' % (remaining, math.ceil(status.reset_in))),
+        (b"x-ratelimit-limit", b"%d" % limit),
+        (b"x-ratelimit-remaining", b"%d" % remaining),
+        (b"x-ratelimit-reset", b"%d" % math.ceil(status.reset_at)),
+        (b"x-ratelimit-used", b"%d" % (limit - remaining)),
+    ]
+    if not status.allowed:
+        headers.append((b"retry-after", b"%d" % max(1, math.ceil(status.retry_after))))
+    return headers
+
+
 def _cached_result(
     ec: ExecutionContext, document: DocumentNode, data: dict[str, Any]
 ) -> ExecutionResult:

@@ -22,7 +22,7 @@ the same operations through both and compares them).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,8 +50,9 @@ from cryptovault.extensions.limits import (
     CACHE_SIZE,
     Protection,
     budget_exhausted,
+    hide_suggestions,
     identity_key,
-    rate_limit_headers,
+    rate_limit_raw_headers,
     throttle_status,
 )
 from cryptovault.extensions.limits import _analyses as analyses
@@ -59,6 +60,7 @@ from cryptovault.extensions.masking import ErrorMapping, map_error
 from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
 from cryptovault.extensions.metrics import _escaped_code as escaped_code
 from cryptovault.extensions.parsing import Parsing, Validation, cached_document, cached_validation
+from cryptovault.http.prepared import PreparedOperation, prepare
 from cryptovault.observability.metrics import ANONYMOUS
 from cryptovault.schema.results import (
     KeptResults,
@@ -80,9 +82,11 @@ __all__ = ["LeanPath", "Prepared", "lean_sub_response"]
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
 
 JSON = "application/json"
-# The rate-limit headers' names, as MutableHeaders writes them.
-_HEADER_NAMES: dict[str, bytes] = {}
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
+
+type _Operation = tuple[
+    DocumentNode, OperationDefinitionNode | None, bool, dict[bool, PreparedOperation | None]
+]
 
 
 @dataclass(slots=True)
@@ -100,6 +104,9 @@ class Prepared:
     media: str
     # Its answers are kept (schema.results: every root field reads shared state).
     keeps: bool = False
+    # Its prepared execution (http/prepared.py) per hide-suggestions flag, shared by
+    # every request for the document (None: graphql-core's `execute`).
+    executions: dict[bool, PreparedOperation | None] = field(default_factory=dict)
 
 
 class LeanPath:
@@ -118,8 +125,12 @@ class LeanPath:
         # tracing, would be skipped): else every operation takes the view.
         self.enabled = schema.extensions == PIPELINE
         # id(document) -> (the document, its operation or None (not served here),
-        # whether its answers are kept).
-        self._operations: dict[int, tuple[DocumentNode, OperationDefinitionNode | None, bool]] = {}
+        # whether its answers are kept, its prepared executions).
+        self._operations: dict[int, _Operation] = {}
+        # (query, operation name, media type, variables is None) -> its plan, for
+        # requests without variables or extensions (checked against the cached
+        # document, which the parser cache may have replaced).
+        self._plans: dict[tuple[str, str | None, str, bool], Prepared] = {}
 
     async def prepare(self, request: Request, accept: str | None) -> Prepared | None:
         """The operation, when the lean path can serve it; None: take the view."""
@@ -175,13 +186,20 @@ class LeanPath:
         document = cached_document(query, settings.max_tokens)
         if document is None:
             return None
+        plain = not variables and extensions is None
+        if plain:
+            # Without variables, all below depends on the document alone.
+            memo_key = (query, operation_name, media, variables is None)
+            known = self._plans.get(memo_key)
+            if known is not None and known.document is document:
+                return known
         found = self._operations.get(id(document))
         if found is None or found[0] is not document:
-            found = (document, *self._operation(document))
+            found = (document, *self._operation(document), {})
             if len(self._operations) >= CACHE_SIZE:
                 self._operations.clear()
             self._operations[id(document)] = found
-        operation, keeps = found[1], found[2]
+        operation, keeps, executions = found[1], found[2], found[3]
         if operation is None:
             return None
         name = operation.name.value if operation.name else None
@@ -201,7 +219,7 @@ class LeanPath:
         ):
             if actual > maximum:
                 return None
-        return Prepared(
+        prepared = Prepared(
             query,
             document,
             operation,
@@ -212,7 +230,13 @@ class LeanPath:
             analysis,
             media,
             keeps,
+            executions,
         )
+        if plain:
+            if len(self._plans) >= CACHE_SIZE:
+                self._plans.clear()
+            self._plans[memo_key] = prepared
+        return prepared
 
     def _operation(self, document: DocumentNode) -> tuple[OperationDefinitionNode | None, bool]:
         """The document's one query or mutation, and whether its answers are kept
@@ -239,12 +263,7 @@ class LeanPath:
         status = await context.services.limiter.spend(identity_key(context), requested)
         context.state["budget"] = status
         # As Protection's headers.update() on the view's fresh sub-response.
-        written = sub_response.raw_headers
-        for name, value in rate_limit_headers(status).items():
-            lowered = _HEADER_NAMES.get(name)
-            if lowered is None:
-                lowered = _HEADER_NAMES[name] = name.lower().encode("latin-1")
-            written.append((lowered, value.encode("latin-1")))
+        sub_response.raw_headers.extend(rate_limit_raw_headers(status))
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
         cost["throttleStatus"] = throttle_status(status)
         response: dict[str, Any]
@@ -257,12 +276,17 @@ class LeanPath:
             codes = [escaped_code(refused)]
             response = {"errors": [e.formatted for e in errors], "extensions": {"cost": cost}}
         else:
-            result, memo = await self._answer(prepared, context)
+            if prepared.keeps:
+                result, memo = await self._answer(prepared, context)
+            else:
+                result, memo = await self._execute(prepared, context), None
             errors = result.errors or []
             if errors:
                 self.schema._process_errors(errors)
                 errors = [map_error(e) for e in errors]
-            codes = [str((e.extensions or {}).get("code") or UNKNOWN) for e in errors]
+                codes = [str((e.extensions or {}).get("code") or UNKNOWN) for e in errors]
+            else:
+                codes = []
             if memo is not None and "cost" in memo:
                 cost["actualQueryCost"] = memo["cost"]  # the same data as when computed
             else:
@@ -274,7 +298,8 @@ class LeanPath:
                 response["errors"] = [e.formatted for e in errors]
             response["extensions"] = {"cost": cost}
         metrics.observe_operation(label, kind, time.perf_counter() - start)
-        metrics.observe_errors(label, codes)
+        if codes:
+            metrics.observe_errors(label, codes)
         self._log_operation(context, label, kind)
         if errors:
             self.view._handle_errors(errors, response)  # type: ignore[arg-type]
@@ -290,10 +315,10 @@ class LeanPath:
         )
         body = orjson.dumps(response)
         headers = [
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", b"%d" % len(body)),
             (b"content-type", prepared.media.encode()),
         ]
-        headers.extend((k, v) for k, v in sub_response.raw_headers if k != b"content-type")
+        headers += [h for h in sub_response.raw_headers if h[0] != b"content-type"]
         return Answer(sub_response.status_code or code, headers, body)
 
     async def _answer(
@@ -323,6 +348,20 @@ class LeanPath:
         return result, kept.costs if kept is not None else None
 
     async def _execute(self, prepared: Prepared, context: Context) -> ExecutionResult:
+        hide = hide_suggestions(context)
+        executions = prepared.executions
+        if hide in executions:
+            execution = executions[hide]
+        else:
+            execution = executions[hide] = prepare(
+                self.core, prepared.document, prepared.operation, self.executor, hide
+            )
+        if execution is not None:
+            result = execution.execute(context, prepared.variables, prepared.extensions)
+            if optimized_is_awaitable(result):
+                result = await result  # type: ignore[misc]
+            assert isinstance(result, ExecutionResult)
+            return result
         result = execute(
             self.core,
             prepared.document,

@@ -93,7 +93,16 @@ class GraphQLView(GraphQL[Context, None]):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        await self.serve_http(scope, receive, send)
+
+    async def serve_http(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes | None = None
+    ) -> None:
+        """An HTTP request; `body`: its body, when the edge read it already
+        (middleware.DirectRoute)."""
         request = Request(scope=scope, receive=receive)
+        if body is not None:
+            request._body = body  # what Request.body() keeps once read
         try:
             async with asyncio.timeout(self.settings.request_timeout_seconds):
                 prepared = await self.lean.prepare(

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -91,6 +91,8 @@ class MarketService:
         # Bumped by every change to what a symbol's candle pages show (a tick moves
         # the open candle; closed candles arrive): cached answers check it.
         self.versions: dict[str, int] = {}
+        # What the 24 h statistics slide with (tests move it).
+        self.clock: Callable[[], datetime] = _utc_now
         bus.subscribe(TICKS_CHANNEL, self._on_message)
         bus.subscribe(CANDLES_CHANNEL, self._on_candles)
         bus.on_reconnect(self._on_reconnect)
@@ -141,15 +143,27 @@ class MarketService:
 
     # -- reads -----------------------------------------------------------------------
 
-    def quote(self, symbol: str) -> Quote | None:
+    def quote(self, symbol: str, now: datetime | None = None) -> Quote | None:
+        """The latest tick of `symbol` with its 24 h statistics at `now` (the clock)."""
         tick = self.latest.get(symbol)
         if tick is None:
             return None
         current = self.candles.open_candle(symbol, Interval.ONE_MINUTE)
-        return Quote(tick, self.stats.stats(symbol, current, datetime.now(UTC)))
+        return Quote(tick, self.stats.stats(symbol, current, now or self.clock()))
 
-    def quotes(self, assets: Sequence[Asset]) -> list[Quote]:
-        return [q for a in assets if (q := self.quote(a.symbol)) is not None]
+    def quotes(self, assets: Sequence[Asset], now: datetime | None = None) -> list[Quote]:
+        now = now or self.clock()
+        return [q for a in assets if (q := self.quote(a.symbol, now)) is not None]
+
+    def quotes_version(self, symbols: Sequence[str], now: datetime | None = None) -> Hashable:
+        """All that `quotes` of `symbols` at `now` (the clock) reads, as one value: it
+        differs whenever their answer may (a tick of any of them, a closed minute
+        added, the 24 h window moving on to its next minute)."""
+        versions = self.versions
+        return (
+            tuple([versions.get(s, 0) for s in symbols]),
+            self.stats.version(now or self.clock()),
+        )
 
     def version(self, symbol: str) -> int:
         return self.versions.get(symbol, 0)
@@ -368,6 +382,10 @@ def _from_doc(d: CandleDocument) -> Candle:
 
 def _candle_cursor(candle: Candle) -> str:
     return encode_cursor(CANDLES.cursor, str(int(candle.start.timestamp())))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _aware(at: datetime) -> datetime:

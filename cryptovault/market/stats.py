@@ -1,5 +1,11 @@
 """Rolling 24 h statistics per asset, computed from closed one-minute candles plus the
-open one, so memory is bounded (1,440 minutes per asset) whatever the tick rate."""
+open one, so memory is bounded (1,440 minutes per asset) whatever the tick rate.
+
+The window holds the closed minutes that started at most 24 h ago: it moves by whole
+minutes, so what `stats` answers changes only with the open candle, a closed minute
+added, or `window_start(now)` (the window's first minute) moving on. `version(now)`
+names the last two: an answer kept while it is unchanged (schema.results) is exact.
+"""
 
 from __future__ import annotations
 
@@ -30,23 +36,38 @@ class DayStats:
         return ((last - self.open) / self.open * 100).quantize(Decimal("0.01"))
 
 
+def window_start(now: datetime) -> datetime:
+    """The first minute of the window at `now`: the earliest closed minute that started
+    at most 24 h before `now` (minutes start on whole minutes)."""
+    since = now - WINDOW
+    start = since.replace(second=0, microsecond=0)
+    return start if start == since else start + timedelta(minutes=1)
+
+
 class RollingStats:
     def __init__(self) -> None:
         self._minutes: dict[str, deque[Candle]] = {}
         # (symbol) -> (window start it was computed for, aggregate of closed minutes)
         self._cache: dict[str, tuple[datetime, DayStats | None]] = {}
+        # Bumped by every closed minute added (any symbol).
+        self._added = 0
+
+    def version(self, now: datetime) -> tuple[int, datetime]:
+        """Changes whenever the closed minutes `stats(..., now)` aggregates may have."""
+        return self._added, window_start(now)
 
     def add_closed_minute(self, candle: Candle) -> None:
         minutes = self._minutes.setdefault(candle.symbol, deque(maxlen=MINUTES))
         if minutes and candle.start <= minutes[-1].start:
             return  # already have it (seeded from the store, or replayed)
         minutes.append(candle)
+        self._added += 1
         self._cache.pop(candle.symbol, None)
 
     def _closed_aggregate(self, symbol: str, since: datetime) -> DayStats | None:
         cached = self._cache.get(symbol)
-        # Recompute at most once per minute: the window slides by whole minutes.
-        if cached is not None and since - cached[0] < timedelta(minutes=1):
+        # Recomputed once per minute at most: when the window's first minute moves on.
+        if cached is not None and cached[0] == since:
             return cached[1]
         window = [c for c in self._minutes.get(symbol, ()) if c.start >= since]
         result = None
@@ -61,7 +82,7 @@ class RollingStats:
         return result
 
     def stats(self, symbol: str, current: Candle | None, now: datetime) -> DayStats | None:
-        closed = self._closed_aggregate(symbol, now - WINDOW)
+        closed = self._closed_aggregate(symbol, window_start(now))
         if closed is None:
             if current is None:
                 return None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from limits import RateLimitItem, RateLimitItemPerSecond, parse
 from limits.aio.storage import MemoryStorage, RedisStorage
+from limits.aio.storage import memory as limits_memory
 from limits.aio.strategies import MovingWindowRateLimiter, SlidingWindowCounterRateLimiter
 
 from cryptovault.config import Settings, parse_auth_limits
@@ -40,9 +41,10 @@ REJECTIONS = "rate_limit_rejections"
 # Larger than any budget: what `Limiter.charge` passes as the limit, so that a charge
 # for work already done is never refused (exact in Redis' Lua numbers too).
 _NO_LIMIT = 2**52
+_KEYS_KEPT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BudgetStatus:
     """An identity's cost budget after (or without) charging an operation."""
 
@@ -66,7 +68,7 @@ class BudgetStatus:
         return time.time() + self.reset_in
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Counts:
     previous: int
     previous_ttl: float
@@ -133,6 +135,12 @@ class Limiter:
             )
         else:
             self.storage = MemoryStorage()
+        # Budgets in this process's memory: spent without `limits`' awaits.
+        self._in_memory = type(self.storage) is MemoryStorage
+        self._next_sweep = 0.0
+        self._sweep_due = False
+        # Identity -> its budget's key in the storage (`RateLimitItem.key_for`).
+        self._keys: dict[str, str] = {}
         self.budgets = SlidingWindowCounterRateLimiter(self.storage)
         self.attempts = MovingWindowRateLimiter(self.storage)
         self.window = settings.cost_window_seconds
@@ -159,6 +167,18 @@ class Limiter:
         """Charge `cost` points to `key` (see `identity_key`); the status says whether
         it was allowed. Cost 0 only reads the budget."""
         item = self._budget_item(key)
+        if self._in_memory:
+            counts, allowed = self._spend_in_memory(item, key, cost)
+            if self._sweep_due:
+                # What MemoryStorage.incr does on every hit, here at most once a
+                # second: start its task that drops the expired counters.
+                self._sweep_due = False
+                schedule = getattr(self.storage, "_MemoryStorage__schedule_expiry", None)
+                if schedule is not None:
+                    await schedule()
+            if not allowed:
+                await self._rejected("cost")
+            return _status(item.amount, self.window, counts, max(cost, 0), allowed)
         try:
             counts = await self._counts(item, key)
             allowed = cost <= 0 or await self.budgets.hit(item, key, cost=cost)
@@ -189,6 +209,50 @@ class Limiter:
         if cost > 0:
             counts = self._after(counts, cost)
         return _status(item.amount, self.window, counts, max(cost, 0), True)
+
+    def _spend_in_memory(self, item: RateLimitItem, key: str, cost: int) -> tuple[_Counts, bool]:
+        """`spend` on the in-memory storage in one synchronous step: what reading the
+        counts and the sliding window counter's hit do there (the same counters, keys,
+        expiry, weighting and rounding as `limits`' MemoryStorage, which `charge`,
+        `afford` and the other limits go on using), without their seven awaits.
+        Nothing else runs on the event loop meanwhile, so no lock is needed."""
+        storage = self.storage
+        assert isinstance(storage, MemoryStorage)
+        counters, expirations = storage.storage, storage.expirations
+        expiry = item.get_expiry()
+        limit = item.amount
+        # The storage's own clock (tests move it).
+        now = limits_memory.time.time()
+        base = self._keys.get(key)
+        if base is None:
+            if len(self._keys) >= _KEYS_KEPT:
+                self._keys.clear()
+            base = self._keys[key] = item.key_for(key)
+        previous_key = f"{base}/{int((now - expiry) / expiry)}"
+        current_key = f"{base}/{int(now / expiry)}"
+        for name in (previous_key, current_key):
+            if expirations.get(name, 0) <= now:  # as MemoryStorage.get
+                counters.pop(name, None)
+                expirations.pop(name, None)
+                storage.locks.pop(name, None)
+        previous = counters.get(previous_key, 0)
+        current = counters.get(current_key, 0)
+        previous_ttl = 0.0 if previous == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
+        current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+        if cost <= 0:
+            return _Counts(previous, previous_ttl, current, current_ttl), True
+        weighted = previous * previous_ttl / expiry + current
+        if cost > limit or math.floor(weighted) + cost > limit:
+            return _Counts(previous, previous_ttl, current, current_ttl), False
+        # As MemoryStorage.incr: a new counter lives two windows.
+        counters[current_key] = current + cost
+        if current == 0:
+            expirations[current_key] = now + 2 * expiry
+        if now >= self._next_sweep:
+            self._next_sweep = now + 1.0
+            self._sweep_due = True
+        # As `_after`: the counts once `cost` was added.
+        return _Counts(previous, previous_ttl, current + cost, current_ttl), True
 
     def _after(self, counts: _Counts, cost: int) -> _Counts:
         """The counts once `cost` was added: one round trip fewer than reading them

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cryptovault.market.assets import ASSETS, Asset, get_asset, resolve_symbols
@@ -27,8 +28,8 @@ def price_of(info: Info, symbol: str) -> Quote | None:
     return info.context.services.market.quote(symbol)
 
 
-def prices(info: Info, symbols: list[str] | None) -> list[Quote]:
-    return info.context.services.market.quotes(resolve_symbols(symbols))
+def prices(info: Info, symbols: list[str] | None, now: datetime | None = None) -> list[Quote]:
+    return info.context.services.market.quotes(resolve_symbols(symbols), now)
 
 
 async def candles(

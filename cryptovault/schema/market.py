@@ -13,7 +13,7 @@ import strawberry
 from cryptovault.extensions.cost import cost
 from cryptovault.market import assets as domain_assets
 from cryptovault.market import candles as domain_candles
-from cryptovault.market.assets import ASSETS, get_asset
+from cryptovault.market.assets import ASSETS, get_asset, resolve_symbols
 from cryptovault.market.candles import Interval
 from cryptovault.market.service import CANDLES, Quote
 from cryptovault.resolvers import market as resolve
@@ -181,14 +181,20 @@ class MarketQuery:
 
     @strawberry.field(
         description="Latest prices, for the given symbols or every asset.",
-        metadata=cost(list_size=_symbols_count),
+        metadata={**cost(list_size=_symbols_count), **shared_result()},
     )
     def prices(
         self,
         info: Info,
         symbols: Symbols = None,
     ) -> list[Price]:
-        return [Price.from_domain(q) for q in resolve.prices(info, symbols)]
+        market = info.context.services.market
+        names = [a.symbol for a in resolve_symbols(symbols)]
+        now = market.clock()
+        # Read before the quotes (a tick, a closed minute, the 24 h window moving on
+        # make the kept answer stale); the quotes are read at the same `now`.
+        depends_on(info, partial(market.quotes_version, names), market.quotes_version(names, now))
+        return [Price.from_domain(q) for q in resolve.prices(info, symbols, now)]
 
     @strawberry.field(
         description="Candles for one asset, newest first (the open one first).",
