@@ -108,8 +108,11 @@ def quotes_read(services, monkeypatch) -> list[list[str]]:
     return calls
 
 
-async def test_prices_are_kept_until_a_listed_symbol_ticks(gql, services, quotes_read):
+async def test_prices_are_kept_until_a_listed_symbol_ticks(gql, services, quotes_read, monkeypatch):
     market = services.market
+    # The window's minute must not turn mid-test (that alone renews the answer).
+    frozen = datetime.now(UTC).replace(second=30, microsecond=0)
+    monkeypatch.setattr(market, "clock", lambda: frozen)
     market.apply(tick("DOGE", "0.20000"))
     market.apply(tick("LTC", "80.00"))
     first = await gql.execute(PRICES, {"s": ["DOGE", "LTC"]})
