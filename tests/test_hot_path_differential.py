@@ -1,12 +1,8 @@
-"""Adversarial review of the `hot` lane (issue 16: kept `prices` answers, the in-memory
-cost budget, the prepared executor, the per-operation memos).
-
-The first test FAILS on the lane's commit 8e650a6: it shows a defect (see its
-docstring). The others pass there: they pin what the review tried and what held up,
-more widely than the lane's own tests (random documents with fragments, aliases,
-directives by variables, errors and null propagation, run again and concurrently on
-one prepared execution; random budget steps against `limits`' own strategy).
-"""
+"""Differential tests of the HTTP hot path against what it replaces: the prepared
+execution against graphql-core's `execute` (random documents with fragments, aliases,
+directives by variables, errors and null propagation, run again and concurrently on one
+prepared execution), and the in-memory cost budget against `limits`' own strategy
+(random steps across window boundaries)."""
 
 from __future__ import annotations
 
@@ -15,72 +11,19 @@ import inspect
 import json
 import random
 import re
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from graphql import execute, get_named_type, is_leaf_type, parse, validate
 from strawberry.execution import optimized_is_awaitable
 
-import tests.test_kept_results as kept_tests
 from cryptovault.http.prepared import prepare
 from cryptovault.protection.limiter import Limiter
 from cryptovault.resolvers.context import Context
 from cryptovault.schema import build_schema
 from tests.conftest import make_settings, tick
 
-
-@pytest.fixture
-def quotes_read(services, monkeypatch) -> list[list[str]]:
-    """As tests/test_kept_results.py's fixture: the executions of `prices`."""
-    calls: list[list[str]] = []
-    market = services.market
-    real = market.quotes
-
-    def counting(assets, *args):
-        calls.append([a.symbol for a in assets])
-        return real(assets, *args)
-
-    monkeypatch.setattr(market, "quotes", counting)
-    return calls
-
-
-# -- DEFECT 1 (fails on 8e650a6) ------------------------------------------------------
-
-
-async def test_the_lanes_kept_prices_test_does_not_depend_on_the_wall_clock(
-    gql, services, quotes_read, monkeypatch
-):
-    """tests/test_kept_results.py::test_prices_are_kept_until_a_listed_symbol_ticks
-    reads the real clock (`market.clock` is left as `datetime.now`), and asserts that
-    the second, third... requests are served the kept answer. A kept `prices` answer
-    is renewed whenever the 24 h window's first minute moves on, i.e. whenever the
-    wall clock passes a whole minute: when that happens while the test runs (about
-    once in 60 s / the test's duration, more often on a loaded machine) it fails with
-    `assert quotes_read == [["DOGE", "LTC"]]`. Here the minute turns right after the
-    first request, deterministically. Fix: pin `market.clock` in that test (as
-    test_prices_follow_the_24h_window_as_it_slides does)."""
-    market = services.market
-    now = datetime.now(UTC)
-    before = now.replace(second=59, microsecond=900_000)
-    after = before + timedelta(milliseconds=200)  # the next minute
-
-    def clock() -> datetime:
-        return after if quotes_read else before
-
-    monkeypatch.setattr(market, "clock", clock)
-    lane_test = kept_tests.test_prices_are_kept_until_a_listed_symbol_ticks
-    available = {
-        "gql": gql,
-        "services": services,
-        "quotes_read": quotes_read,
-        "monkeypatch": monkeypatch,
-    }
-    wanted = inspect.signature(lane_test).parameters
-    await lane_test(**{name: available[name] for name in wanted})
-
-
-# -- What held up: the prepared execution ---------------------------------------------
+# -- The prepared execution ---------------------------------------------
 
 _ROOTS = [
     "ping",
@@ -206,7 +149,7 @@ async def test_random_documents_answer_as_graphql_core_again_and_concurrently(se
     assert compared > 500 and shared > 10
 
 
-# -- What held up: the in-memory budget -----------------------------------------------
+# -- The in-memory budget -----------------------------------------------
 
 
 class _Clock:
