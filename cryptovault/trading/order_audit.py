@@ -89,6 +89,7 @@ class OrderAudit:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._stop = asyncio.Event()
 
     def entry(self, action: str, **kw: Any) -> dict[str, Any]:
         return self.audit.entry(action, **kw)
@@ -131,6 +132,15 @@ class OrderAudit:
             total += read
         return total + read
 
+    def _leads(self) -> bool:
+        return self.is_active() and not self._closing
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if close() is called."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="order-audit-copier")
 
@@ -139,22 +149,28 @@ class OrderAudit:
         active = False
         while not self._closing:
             was_active, active = active, self.is_active()
-            if active:
+            if active and was_active:
                 # At most one round per `every`: what is let go meanwhile joins it.
-                if was_active:
-                    await asyncio.sleep(max(0.0, last + self.every - time.monotonic()))
+                await self._pause(last + self.every - time.monotonic())
+                # Leadership is asked again right before the round: it may have
+                # moved during the wait (copying is idempotent, but a follower's
+                # round is not its to run).
+                active = self._leads()
+            if active:
                 self._wake.clear()
                 last = time.monotonic()
                 try:
-                    while await self.copy() == BATCH and not self._closing:
+                    while await self.copy() == BATCH and self._leads():
                         pass
                 except Exception:
                     log.exception("copying the orders' audit entries failed")
             if not active:
+                if self._closing:
+                    break  # close() drains what is pending
                 # A follower checks each `every` whether it leads now (no store
                 # command); a nudge while it follows is not its to act on.
                 self._wake.clear()
-                await asyncio.sleep(self.every)
+                await self._pause(self.every)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.catch_up)
@@ -162,6 +178,7 @@ class OrderAudit:
     async def close(self, timeout: float = 5.0) -> None:
         """Stop; the leader copies what is pending first (within `timeout`)."""
         self._closing = True
+        self._stop.set()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(TimeoutError):
