@@ -279,6 +279,9 @@ class CommandCounter(monitoring.CommandListener):
         self.commands.clear()
         self.targets.clear()
         self.returned.clear()
+        # A read sent before the reset (a background matcher's, say) whose answer
+        # arrives after it is not the window's: its documents are not counted.
+        self._reading.clear()
 
     @property
     def count(self) -> int:
