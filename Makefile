@@ -19,8 +19,11 @@ install: $(VENV)/.installed
 run: install web-if-node
 	$(PY) -m cryptovault serve --host $(HOST) --port $(PORT)
 
+# The suite on TEST_WORKERS processes (pytest-xdist; each module stays on one process,
+# with its own store database and Redis prefix). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
 test: install web-if-node
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The web app and GraphiQL (web/): `npm ci` from the committed lockfile, then codegen,
 # typecheck and the Vite build into web/dist, each only when its inputs changed.
