@@ -186,5 +186,5 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             *graphql.web.routes(),
         ]
     )
-    direct.set(graphql_route, app.router, graphql.serve_http)
+    direct.set(graphql_route, app.router, graphql.respond)
     return app

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse
-from starlette.routing import Match, Route, Router
+from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cryptovault.logs import request_id_var, user_id_var
@@ -28,6 +28,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("cryptovault.access")
 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def new_request_id() -> str:
+    """A request id as `uuid.uuid4().hex` writes one (32 hex digits, the version and
+    variant bits of a random UUID), from the same random source, without a UUID."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40
+    raw[8] = raw[8] & 0x3F | 0x80
+    return raw.hex()
 
 
 def _metrics(scope: Scope) -> Metrics | None:
@@ -54,37 +63,61 @@ PERMISSIONS_POLICY = (
     "microphone=(), payment=(), usb=(), interest-cohort=()"
 )
 API_CSP_BYTES = API_CSP.encode()
+_NO_STORE = (b"cache-control", b"no-store")
+_VARY_ORIGIN = (b"vary", b"Origin")
+
+
+class Answer:
+    """An ASGI response of one body: what Starlette's Response sends for it. A direct
+    route's handler returns one for the edge to send (with the edge's headers)."""
+
+    __slots__ = ("body", "headers", "status_code")
+
+    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
+        )
+        await send({"type": "http.response.body", "body": self.body})
 
 
 class DirectRoute:
     """One POST route the edge hands a request to itself, once it has read the body:
     what the layers between them (the WebSocket registry, Starlette's exception
     middleware, the router) do for such a request is setting the router and the
-    route's scope keys, which `serve` does too. `handler(scope, receive, send, body)`
-    serves it with the body already read. Set once the app is built."""
+    route's scope keys, which `matches` does too. `handler(scope, receive, body)`
+    answers it with the body already read: an ASGI response, which the edge sends.
+    Set once the app is built; the route has no path parameters."""
 
     def __init__(self) -> None:
         self.route: Route | None = None
         self.router: Router | None = None
-        self.handler: Callable[[Scope, Receive, Send, bytes], Awaitable[None]] | None = None
+        self.handler: Callable[[Scope, Receive, bytes], Awaitable[ASGIApp]] | None = None
 
     def set(
         self,
         route: Route,
         router: Router,
-        handler: Callable[[Scope, Receive, Send, bytes], Awaitable[None]],
+        handler: Callable[[Scope, Receive, bytes], Awaitable[ASGIApp]],
     ) -> None:
+        assert not route.param_convertors, "a direct route has no path parameters"
         self.route, self.router, self.handler = route, router, handler
 
     def matches(self, scope: Scope) -> bool:
         """Whether this route serves `scope` (as the router would find it: first)."""
-        if self.route is None or scope.get("root_path"):
+        route = self.route
+        if route is None or scope.get("root_path") or scope["path"] != route.path:
             return False
-        match, child = self.route.matches(scope)
-        if match is not Match.FULL:
+        if route.methods and scope["method"] not in route.methods:
             return False
+        # The scope keys Router and Route.matches set for a route without parameters.
         scope.setdefault("router", self.router)
-        scope.update(child)
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = dict(scope.get("path_params", {}))
         return True
 
 
@@ -124,6 +157,9 @@ class EdgeMiddleware:
         if production:
             headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
         self.security_headers = headers
+        # All of them, when a response sets none of their names (the usual case).
+        self._tail = [*headers, (b"content-security-policy", API_CSP_BYTES), _NO_STORE]
+        self._tail_names = frozenset(name for name, _ in self._tail)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -147,7 +183,7 @@ class EdgeMiddleware:
                 with contextlib.suppress(ValueError):
                     declared = max(declared, int(value))
         # Only accept well-formed ids: they end up in logs and headers.
-        request_id = incoming if _VALID_ID.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if incoming and _VALID_ID.match(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)
@@ -173,15 +209,7 @@ class EdgeMiddleware:
                 status = message["status"]
                 if not answer_preflight:
                     self._cors(message, origin, scope)
-                headers = list(message.get("headers", []))
-                present = {name.lower() for name, _ in headers}
-                headers.extend(h for h in self.security_headers if h[0] not in present)
-                if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", API_CSP_BYTES))
-                if b"cache-control" not in present:
-                    # Responses carry private data (balances, orders): never cache them.
-                    headers.append((b"cache-control", b"no-store"))
-                headers.append(request_id_header)
+                headers = self._secure(list(message.get("headers", [])), request_id_header)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -192,7 +220,25 @@ class EdgeMiddleware:
             elif method in ("GET", "HEAD", "OPTIONS"):
                 await self.app(scope, receive, send_at_edge)
             else:
-                await self._limited(scope, receive, send_at_edge, declared)
+                answer = await self._limited(scope, receive, send_at_edge, declared)
+                if answer is not None:
+                    # A direct route's answer of one body, sent as send_at_edge would.
+                    headers = answer.headers
+                    if origin is None and all(name != b"vary" for name, _ in headers):
+                        headers.append(_VARY_ORIGIN)  # as `_cors` does for it
+                    else:
+                        message = {"headers": headers}
+                        self._cors(message, origin, scope)
+                        headers = list(message["headers"])
+                    status = answer.status_code
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": self._secure(headers, request_id_header),
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": answer.body})
         finally:
             seconds = time.perf_counter() - start
             if log.isEnabledFor(logging.INFO):
@@ -215,6 +261,24 @@ class EdgeMiddleware:
             request_id_var.reset(token)
             user_id_var.reset(user_token)
 
+    def _secure(
+        self, headers: list[tuple[bytes, bytes]], request_id_header: tuple[bytes, bytes]
+    ) -> list[tuple[bytes, bytes]]:
+        """`headers` (a list of the caller's) with the security headers the response
+        did not set itself, then the request id."""
+        present = {name.lower() for name, _ in headers}
+        if present.isdisjoint(self._tail_names):
+            headers += self._tail
+        else:
+            headers.extend(h for h in self.security_headers if h[0] not in present)
+            if b"content-security-policy" not in present:
+                headers.append((b"content-security-policy", API_CSP_BYTES))
+            if b"cache-control" not in present:
+                # Responses carry private data (balances, orders): never cache them.
+                headers.append(_NO_STORE)
+        headers.append(request_id_header)
+        return headers
+
     def _cors(self, message: Message, origin: str | None, scope: Scope) -> None:
         """What Starlette's CORSMiddleware adds to a response (its `send`)."""
         message.setdefault("headers", [])
@@ -222,7 +286,7 @@ class EdgeMiddleware:
         if origin is None and all(k != b"vary" for k, _ in raw):
             # What the general case below comes to (on a copy: a response may be sent
             # more than once).
-            message["headers"] = [*raw, (b"vary", b"Origin")]
+            message["headers"] = [*raw, _VARY_ORIGIN]
             return
         headers = MutableHeaders(scope=message)
         cors = self.cors
@@ -235,29 +299,36 @@ class EdgeMiddleware:
         else:
             headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
 
-    async def _limited(self, scope: Scope, receive: Receive, send: Send, declared: int) -> None:
+    async def _limited(
+        self, scope: Scope, receive: Receive, send: Send, declared: int
+    ) -> Answer | None:
+        """Reads the body (refused past the limit) and serves the request: a direct
+        route's `Answer` is returned for the caller to send, anything else is sent."""
         if declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
-            return
+            return None
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                return
+                return None
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
                 await self._too_large(scope, receive, send)
-                return
+                return None
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         direct = self.direct
         if direct is not None and direct.handler is not None and direct.matches(scope):
-            await direct.handler(scope, receive, send, body)
-            return
+            response = await direct.handler(scope, receive, body)
+            if type(response) is Answer:
+                return response
+            await response(scope, receive, send)
+            return None
         replayed = False
 
         async def replay() -> Message:
@@ -268,6 +339,7 @@ class EdgeMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+        return None
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(

@@ -307,3 +307,39 @@ async def test_failed_logins_and_rate_limit_rejections_move_the_counters(client,
     )
     rejections = "cryptovault_rate_limit_rejections_total"
     assert value(after, rejections, limit="cost") == value(before, rejections, limit="cost") + 2
+
+
+def test_the_request_tallies_expose_what_prometheus_counters_and_histograms_would():
+    """Metrics.observe_http and observe_operation count in plain numbers
+    (observability/metrics.RequestTally); the exposition is byte for byte what
+    prometheus_client's Counter and Histogram give for the same observations."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cryptovault.observability.metrics import LATENCY_BUCKETS, RequestTally
+
+    reference, tallied = CollectorRegistry(), CollectorRegistry()
+    counter = Counter("t_requests", "Requests.", ["method", "status"], registry=reference)
+    histogram = Histogram(
+        "t_duration_seconds", "Durations.", ["method"], buckets=LATENCY_BUCKETS, registry=reference
+    )
+    tally = RequestTally(
+        ("t_requests", "Requests.", ["method", "status"]),
+        ("t_duration_seconds", "Durations.", ["method"]),
+        LATENCY_BUCKETS,
+        tallied,
+    )
+    assert generate_latest(tallied) == generate_latest(reference)  # no series yet
+    # On and between the bounds, past the top one, zero; one series counted only.
+    amounts = [0.0, 0.005, 0.0050001, 0.3, 5.0, 29.9, 30.0, 31.0, 1e-7, 0.1 + 0.2]
+    for i, amount in enumerate(amounts):
+        method = ("GET", "POST")[i % 2]
+        counter.labels(method, "200").inc()
+        tally.cell((method, "200"))[0] += 1
+        histogram.labels(method).observe(amount)
+        tally.observe(tally.series((method,)), amount)
+    counter.labels("PUT", "405").inc()
+    tally.cell(("PUT", "405"))[0] += 1
+    histogram.labels("PUT")
+    tally.series(("PUT",))
+    assert generate_latest(tallied) == generate_latest(reference)
+    assert b"t_duration_seconds_sum" in generate_latest(tallied)

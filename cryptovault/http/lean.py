@@ -38,7 +38,6 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 from strawberry import Schema
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -61,6 +60,7 @@ from cryptovault.extensions.metrics import UNKNOWN, OperationMetrics
 from cryptovault.extensions.metrics import _escaped_code as escaped_code
 from cryptovault.extensions.parsing import Parsing, Validation, cached_document, cached_validation
 from cryptovault.http.prepared import PreparedOperation, prepare
+from cryptovault.middleware import Answer
 from cryptovault.observability.metrics import ANONYMOUS
 from cryptovault.schema.results import (
     KeptResults,
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from cryptovault.http.view import GraphQLView
     from cryptovault.resolvers.context import Context
 
-__all__ = ["LeanPath", "Prepared", "lean_sub_response"]
+__all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response"]
 
 # The schema's extensions (schema.build_schema) whose work `LeanPath.run` does.
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
@@ -403,20 +403,3 @@ class _SubResponse(Response):
         self.background = None
         self.body = b""
         self.raw_headers = []
-
-
-class Answer:
-    """An ASGI response of one body: what Starlette's Response sends for it."""
-
-    __slots__ = ("body", "headers", "status_code")
-
-    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.body = body
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.headers}
-        )
-        await send({"type": "http.response.body", "body": self.body})

@@ -33,7 +33,8 @@ from strawberry.types.unset import UNSET
 from cryptovault.config import Settings
 from cryptovault.errors import DomainError
 from cryptovault.extensions.masking import map_error
-from cryptovault.http.lean import JSON, LeanPath, lean_sub_response
+from cryptovault.http.deadline import within
+from cryptovault.http.lean import JSON, Answer, LeanPath, lean_sub_response
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import error_response
 from cryptovault.resolvers.context import Context
@@ -100,41 +101,45 @@ class GraphQLView(GraphQL[Context, None]):
     ) -> None:
         """An HTTP request; `body`: its body, when the edge read it already
         (middleware.DirectRoute)."""
+        response = await self.respond(scope, receive, body)
+        await response(scope, receive, send)
+
+    async def respond(
+        self, scope: Scope, receive: Receive, body: bytes | None = None
+    ) -> Response | Answer:
+        """The response to an HTTP request, within the request timeout (counted from
+        here; its timer is only set if the work waits for something: http/deadline.py)."""
         request = Request(scope=scope, receive=receive)
         if body is not None:
             request._body = body  # what Request.body() keeps once read
+        timeout = self.settings.request_timeout_seconds
         try:
-            async with asyncio.timeout(self.settings.request_timeout_seconds):
-                prepared = await self.lean.prepare(
-                    request, negotiate(request.headers.get("accept"))
-                )
-                if prepared is None:
-                    response = await self.run(request)
-                else:
-                    sub_response = lean_sub_response()
-                    context = await self.get_context(request, sub_response)
-                    response = await self.lean.run(prepared, context, sub_response)
+            return await within(self._respond(request), asyncio.get_running_loop().time() + timeout)
         except HTTPException as exc:
-            response = self._http_error(exc)
+            return self._http_error(exc)
         except TimeoutError:
             error_id = uuid.uuid4().hex
-            log.warning(
-                "request timed out",
-                extra={"error_id": error_id, "timeout_s": self.settings.request_timeout_seconds},
-            )
-            response = JSONResponse(
+            log.warning("request timed out", extra={"error_id": error_id, "timeout_s": timeout})
+            return JSONResponse(
                 {
                     "errors": [
                         {
                             "message": "The operation did not finish within "
-                            f"{self.settings.request_timeout_seconds:g} s and was stopped",
+                            f"{timeout:g} s and was stopped",
                             "extensions": {"code": "INTERNAL_SERVER_ERROR", "errorId": error_id},
                         }
                     ]
                 },
                 status_code=504,
             )
-        await response(scope, receive, send)
+
+    async def _respond(self, request: Request) -> Response | Answer:
+        prepared = await self.lean.prepare(request, negotiate(request.headers.get("accept")))
+        if prepared is None:
+            return await self.run(request)  # type: ignore[no-any-return]
+        sub_response = lean_sub_response()
+        context = await self.get_context(request, sub_response)
+        return await self.lean.run(prepared, context, sub_response)
 
     @staticmethod
     def _http_error(exc: HTTPException) -> Response:

@@ -11,8 +11,9 @@ that dashboards and alert rules can rely on the names before the first event.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -30,6 +31,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from pymongo import monitoring
 
 from cryptovault import __version__
@@ -122,6 +124,92 @@ class _Callbacks(Collector):
             yield from source()
 
 
+class _Series:
+    """One histogram child: observations per bucket (not cumulative) and their sum."""
+
+    __slots__ = ("buckets", "sum")
+
+    def __init__(self, size: int) -> None:
+        self.buckets = [0] * size
+        self.sum = 0.0
+
+
+class RequestTally(Collector):
+    """A counter and a histogram of the hot paths (each HTTP request, each GraphQL
+    operation), kept in plain numbers: exposed exactly as prometheus_client's
+    `Counter(counter)` and `Histogram(histogram, buckets=buckets)` registered in its
+    place would be (names, help, label order, buckets, values, the same float sums),
+    without their per-observation locks and child lookups.
+
+        tally = RequestTally(("c", "Help.", ["a", "b"]), ("h", "Help.", ["a"]), (0.1, 1.0), r)
+        count, series = tally.cell(("x", "y")), tally.series(("x",))
+        count[0] += 1  # Counter.labels("x", "y").inc()
+        tally.observe(series, 0.05)  # Histogram.labels("x").observe(0.05)
+    """
+
+    def __init__(
+        self,
+        counter: tuple[str, str, Sequence[str]],
+        histogram: tuple[str, str, Sequence[str]],
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.counter, self.histogram = counter, histogram
+        bounds = [float(b) for b in buckets]
+        if bounds[-1] != float("inf"):
+            bounds.append(float("inf"))
+        self.bounds = tuple(bounds)
+        self._le = tuple(floatToGoString(b) for b in bounds)
+        self._counts: dict[tuple[str, ...], list[int]] = {}
+        self._series: dict[tuple[str, ...], _Series] = {}
+        registry.register(self)
+
+    def cell(self, labels: tuple[str, ...]) -> list[int]:
+        """The counter's child for `labels` (created at 0, as `Counter.labels`): a list
+        of one count to add to."""
+        found = self._counts.get(labels)
+        if found is None:
+            found = self._counts[labels] = [0]
+        return found
+
+    def series(self, labels: tuple[str, ...]) -> _Series:
+        """The histogram's child for `labels` (created empty, as `Histogram.labels`)."""
+        found = self._series.get(labels)
+        if found is None:
+            found = self._series[labels] = _Series(len(self.bounds))
+        return found
+
+    def observe(self, series: _Series, amount: float) -> None:
+        # The first bucket whose bound is >= amount, as Histogram.observe.
+        series.buckets[bisect_left(self.bounds, amount)] += 1
+        series.sum += amount
+
+    def describe(self) -> Iterable[Metric]:
+        return [
+            Metric(self.counter[0], self.counter[1], "counter"),
+            Metric(self.histogram[0], self.histogram[1], "histogram"),
+        ]
+
+    def collect(self) -> Iterable[Metric]:
+        name, documentation, labelnames = self.counter
+        counter = Metric(name, documentation, "counter")
+        for values, cell in list(self._counts.items()):
+            counter.add_sample(
+                name + "_total", dict(zip(labelnames, values, strict=True)), float(cell[0])
+            )
+        name, documentation, labelnames = self.histogram
+        histogram = Metric(name, documentation, "histogram")
+        for values, series in list(self._series.items()):
+            labels = dict(zip(labelnames, values, strict=True))
+            total = 0.0
+            for le, count in zip(self._le, list(series.buckets), strict=True):
+                total += count
+                histogram.add_sample(name + "_bucket", {**labels, "le": le}, total)
+            histogram.add_sample(name + "_count", labels, total)
+            histogram.add_sample(name + "_sum", labels, series.sum)
+        return [counter, histogram]
+
+
 class Metrics:
     """Every metric of one app. Attribute names are the Python handles; the
     Prometheus names are in README "Operations and observability"."""
@@ -133,39 +221,42 @@ class Metrics:
         self._live_subscriptions: Tally[str] = Tally()
         # The hot path's labelled children, looked up once per label values (every
         # label here is bounded: methods, routes, statuses, operation labels, codes).
-        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._operation_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[list[int], _Series]] = {}
+        self._operation_children: dict[tuple[str, str], tuple[list[int], _Series]] = {}
         self._error_children: dict[tuple[str, str], Any] = {}
 
         Info("cryptovault_build", "Version and environment of this instance.", registry=r).info(
             {"version": __version__, "environment": environment}
         )
-        self.http_requests = Counter(
-            "cryptovault_http_requests",
-            "HTTP requests by method, route and status code.",
-            ["method", "route", "status"],
-            registry=r,
+        # Counted on every request: plain numbers, exposed as a Counter and a Histogram.
+        self.http = RequestTally(
+            (
+                "cryptovault_http_requests",
+                "HTTP requests by method, route and status code.",
+                ["method", "route", "status"],
+            ),
+            (
+                "cryptovault_http_request_duration_seconds",
+                "HTTP request duration (until the response is sent).",
+                ["method", "route"],
+            ),
+            LATENCY_BUCKETS,
+            r,
         )
-        self.http_duration = Histogram(
-            "cryptovault_http_request_duration_seconds",
-            "HTTP request duration (until the response is sent).",
-            ["method", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.graphql_requests = Counter(
-            "cryptovault_graphql_requests",
-            "GraphQL operations by operation name and type (query, mutation, "
-            "subscription); a subscription counts once, when it starts.",
-            ["operation", "type"],
-            registry=r,
-        )
-        self.graphql_duration = Histogram(
-            "cryptovault_graphql_request_duration_seconds",
-            "GraphQL query and mutation execution time, parsing included.",
-            ["operation", "type"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.graphql = RequestTally(
+            (
+                "cryptovault_graphql_requests",
+                "GraphQL operations by operation name and type (query, mutation, "
+                "subscription); a subscription counts once, when it starts.",
+                ["operation", "type"],
+            ),
+            (
+                "cryptovault_graphql_request_duration_seconds",
+                "GraphQL query and mutation execution time, parsing included.",
+                ["operation", "type"],
+            ),
+            LATENCY_BUCKETS,
+            r,
         )
         self.graphql_errors = Counter(
             "cryptovault_graphql_errors",
@@ -305,23 +396,23 @@ class Metrics:
         found = self._http_children.get(key)
         if found is None:
             found = self._http_children[key] = (
-                self.http_requests.labels(method, route, str(status)),
-                self.http_duration.labels(method, route),
+                self.http.cell((method, route, str(status))),
+                self.http.series((method, route)),
             )
-        found[0].inc()
-        found[1].observe(seconds)
+        found[0][0] += 1
+        self.http.observe(found[1], seconds)
 
     def observe_operation(self, operation: str, type: str, seconds: float | None) -> None:
         key = (operation, type)
         found = self._operation_children.get(key)
         if found is None:
             found = self._operation_children[key] = (
-                self.graphql_requests.labels(operation, type),
-                self.graphql_duration.labels(operation, type),
+                self.graphql.cell(key),
+                self.graphql.series(key),
             )
-        found[0].inc()
+        found[0][0] += 1
         if seconds is not None:
-            found[1].observe(seconds)
+            self.graphql.observe(found[1], seconds)
 
     def observe_errors(self, operation: str, codes: Iterable[str]) -> None:
         for code in codes:
