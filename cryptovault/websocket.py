@@ -449,6 +449,11 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
 
     async def handle_connection_init(self, message: Any) -> None:  # type: ignore[override]
         refused = await self._initialise(message, super().handle_connection_init)
+        if self.connection_init_received:
+            # Strawberry cancelled its init timeout, but keeps the task (and its
+            # coroutine) referenced for the socket's lifetime: ~1 KB per idle socket.
+            # The cancelled task finishes by itself; shutdown has nothing to stop.
+            self.connection_init_timeout_task = None
         if refused is not None:
             await self.websocket.close(CLOSE_FORBIDDEN, close_reason(refused.message))
             return

@@ -36,6 +36,9 @@ _SECONDS = {
     Interval.ONE_DAY: 86400,
 }
 
+# Every interval with its length, in `Interval` order (the per-tick loop's table).
+_INTERVAL_SECONDS = tuple((i, _SECONDS[i]) for i in Interval)
+
 # How long closed candles are kept in the store, per interval (None: forever). The
 # embedded store slows down with collection size; MongoDB does not mind either way.
 RETENTION: dict[Interval, timedelta | None] = {
@@ -70,13 +73,19 @@ class Candle:
         return f"{self.symbol}:{self.interval.value}:{int(self.start.timestamp())}"
 
     def add(self, price: Decimal, volume: Decimal, ticks: int = 1) -> Candle:
-        return replace(
-            self,
-            high=max(self.high, price),
-            low=min(self.low, price),
-            close=price,
-            volume=self.volume + volume,
-            ticks=self.ticks + ticks,
+        # The constructor, not `dataclasses.replace` (which inspects the fields on
+        # every call): this runs for five intervals on every tick.
+        return Candle(
+            self.symbol,
+            self.interval,
+            self.start,
+            self.open,
+            price if price > self.high else self.high,
+            price if price < self.low else self.low,
+            price,
+            self.volume + volume,
+            self.ticks + ticks,
+            self.closed,
         )
 
     def merge(self, later: Candle) -> Candle:
@@ -91,6 +100,21 @@ class Candle:
         )
 
 
+def _start_of(
+    starts: dict[tuple[str, Interval], tuple[datetime, int]],
+    key: tuple[str, Interval],
+    candle: Candle,
+) -> int:
+    """The open candle's start in epoch seconds, computed once per start (`seed`, or a
+    test, may put a candle in `current` directly: then its start is another object)."""
+    known = starts.get(key)
+    if known is not None and known[0] is candle.start:
+        return known[1]
+    start = int(candle.start.timestamp())
+    starts[key] = (candle.start, start)
+    return start
+
+
 def open_candle(
     symbol: str, interval: Interval, start: datetime, price: Decimal, volume: Decimal
 ) -> Candle:
@@ -102,22 +126,27 @@ class CandleBook:
 
     def __init__(self) -> None:
         self.current: dict[tuple[str, Interval], Candle] = {}
+        # The open candles' starts as epoch seconds (what `apply` compares on every
+        # tick, without building a datetime per interval): kept with `current`.
+        self._starts: dict[tuple[str, Interval], tuple[datetime, int]] = {}
 
     def apply(self, tick: Tick) -> list[Candle]:
         closed = []
-        for interval in Interval:
+        epoch = int(tick.timestamp.timestamp())
+        current, starts = self.current, self._starts
+        for interval, seconds in _INTERVAL_SECONDS:
             key = (tick.symbol, interval)
-            start = interval.floor(tick.timestamp)
-            candle = self.current.get(key)
-            if candle is None or start > candle.start:
+            start = epoch - epoch % seconds
+            candle = current.get(key)
+            if candle is None or start > _start_of(starts, key, candle):
                 if candle is not None:
                     closed.append(replace(candle, closed=True))
-                self.current[key] = open_candle(
-                    tick.symbol, interval, start, tick.price, tick.volume
-                )
+                at = datetime.fromtimestamp(start, UTC)
+                current[key] = open_candle(tick.symbol, interval, at, tick.price, tick.volume)
+                starts[key] = (at, start)
             else:
                 # A late tick (start < candle.start) still counts towards the open candle.
-                self.current[key] = candle.add(tick.price, tick.volume)
+                current[key] = candle.add(tick.price, tick.volume)
         return closed
 
     def seed(self, minutes: Iterable[Candle], now: datetime) -> None:

@@ -51,6 +51,19 @@ def candle_topic(symbol: str, interval: Interval) -> str:
     return f"candle:{symbol}:{interval.value}"
 
 
+# Every tick publishes to its symbol's price topic and five candle topics: their
+# names are made once per symbol, not formatted again on every tick.
+_TOPICS: dict[str, tuple[str, tuple[tuple[Interval, str], ...]]] = {}
+
+
+def _topics(symbol: str) -> tuple[str, tuple[tuple[Interval, str], ...]]:
+    topics = _TOPICS.get(symbol)
+    if topics is None:
+        candles = tuple((i, candle_topic(symbol, i)) for i in Interval)
+        topics = _TOPICS[symbol] = (price_topic(symbol), candles)
+    return topics
+
+
 @dataclass(frozen=True, slots=True)
 class Quote:
     """The latest tick of an asset with its 24 h statistics."""
@@ -130,11 +143,13 @@ class MarketService:
                 self._pending.append(candle)
                 self._flush_wakeup.set()
             self.hub.publish(candle_topic(candle.symbol, candle.interval), candle)
-        self.hub.publish(price_topic(tick.symbol), self.quote(tick.symbol))
-        for interval in Interval:
+        hub = self.hub
+        prices, candles = _topics(tick.symbol)
+        hub.publish(prices, self.quote(tick.symbol))
+        for interval, topic in candles:
             current = self.candles.open_candle(tick.symbol, interval)
             if current is not None:
-                self.hub.publish(candle_topic(tick.symbol, interval), current)
+                hub.publish(topic, current)
         for listener in self._tick_listeners:
             try:
                 listener(tick)
