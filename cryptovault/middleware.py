@@ -114,8 +114,10 @@ class DirectRoute:
             return False
         if route.methods and scope["method"] not in route.methods:
             return False
-        # The scope keys Router and Route.matches set for a route without parameters.
+        # The scope keys Router.app and Route.matches set for a route without
+        # parameters. Sentry (and OpenTelemetry) name a request by scope["route"].
         scope.setdefault("router", self.router)
+        scope["route"] = route
         scope["endpoint"] = route.endpoint
         scope["path_params"] = dict(scope.get("path_params", {}))
         return True

@@ -134,6 +134,32 @@ async def test_client_errors_produce_no_event(sentry, sentry_client):
     assert transport.events == []
 
 
+async def test_an_error_event_is_named_for_the_graphql_route_as_the_router_names_it(
+    sentry, sentry_client, services, monkeypatch
+):
+    """POST /graphql is handed to the view by the edge (middleware.DirectRoute), GET
+    goes through Starlette's router: Sentry names both events by the route, `/graphql`,
+    not by the raw URL (which would split one route into one name per host or path
+    spelling)."""
+    transport, _ = sentry
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(services.market, "quotes", broken)
+    query = "{ prices { symbol } }"
+    await sentry_client.get("/graphql", params={"query": query}, headers={"Accept": "*/*"})
+    await sentry_client.post("/graphql", json={"query": query})
+    sentry_sdk.flush()
+    routed, direct = transport.events
+    assert routed["transaction"] == "/graphql"
+    assert routed["transaction_info"] == {"source": "route"}
+    assert (direct["transaction"], direct["transaction_info"]) == (
+        routed["transaction"],
+        routed["transaction_info"],
+    )
+
+
 def test_the_strawberry_integration_is_the_sync_one_without_a_per_field_hook(
     sentry, settings, services
 ):
