@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cryptovault.access")
 
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the whole id: fullmatch
 
 
 def new_request_id() -> str:
@@ -184,8 +184,9 @@ class EdgeMiddleware:
             elif name == b"content-length":
                 with contextlib.suppress(ValueError):
                     declared = max(declared, int(value))
-        # Only accept well-formed ids: they end up in logs and headers.
-        request_id = incoming if incoming and _VALID_ID.match(incoming) else new_request_id()
+        # Only accept well-formed ids: they end up in logs and headers. (`match` with
+        # a `$` would take "id\n": `$` also matches before a final newline.)
+        request_id = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         token = request_id_var.set(request_id)
         user_token = user_id_var.set(None)

@@ -53,6 +53,49 @@ async def test_request_id_is_echoed_or_generated(client):
     assert r.headers["x-request-id"] != "bad id\twith spaces"
 
 
+async def _request_id_answered(app, incoming: bytes) -> bytes:
+    """The X-Request-ID an HTTP request carrying `incoming` is answered with, sent
+    as raw ASGI: HTTP clients refuse to send a header value with a newline."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/health",
+        "raw_path": b"/health",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"t"), (b"x-request-id", incoming)],
+        "client": ("127.0.0.1", 1234),
+        "server": ("t", 80),
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    (start,) = [m for m in sent if m["type"] == "http.response.start"]
+    assert start["status"] == 200
+    (answered,) = [v for k, v in start["headers"] if k == b"x-request-id"]
+    return answered
+
+
+async def test_a_request_id_with_a_trailing_newline_is_replaced(settings, services):
+    # `$` also matches before a final "\n": the id must be valid as a whole, or a
+    # client could end a log line or a header with it.
+    app = create_app(settings, services=services)
+    assert await _request_id_answered(app, b"abc-123") == b"abc-123"
+    for forged in (b"abc-123\n", b"abc-123\r\n", b"abc-123\nX-Injected: 1"):
+        answered = await _request_id_answered(app, forged)
+        assert answered != forged and b"abc" not in answered
+        assert len(answered) == 32 and answered.isalnum()
+
+
 async def test_queries_work_over_get(client):
     r = await client.get("/graphql", params={"query": "{ assets { symbol } }"})
     assert r.status_code == 200
