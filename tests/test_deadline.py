@@ -5,6 +5,9 @@ work that never waits."""
 from __future__ import annotations
 
 import asyncio
+import sys
+import traceback
+from typing import Any
 
 import pytest
 
@@ -145,3 +148,42 @@ async def test_a_ping_over_http_sets_no_request_timer(store_server, monkeypatch)
         response = await gql(client, candles)
         assert response.status_code == 200 and "errors" not in response.json()
         assert len(made) == 1
+
+
+async def _past_the_deadline(run: Any) -> tuple[BaseException, dict[str, Any]]:
+    """What `run(work, deadline)` raises, and what the work saw, when the deadline
+    fires while the work waits and the work handles the cancellation, then fails."""
+    seen: dict[str, Any] = {}
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError as cancelled:
+            seen["handling"] = type(cancelled).__name__
+        seen["after handling"] = sys.exception()
+        raise ValueError("after the deadline")
+
+    loop = asyncio.get_running_loop()
+    with pytest.raises(BaseException) as raised:
+        await run(work(), loop.time() + 0.001)
+    return raised.value, seen
+
+
+async def test_the_work_sees_the_deadline_cancellation_as_with_timeout_at():
+    """The cancellation is thrown into the work from outside any except block: once
+    the work has handled it, nothing is being handled (sys.exception() is None) and
+    what it raises next does not chain onto it ("During handling of the above
+    exception...")."""
+
+    async def timeout_at(work: Any, when: float) -> Any:
+        async with asyncio.timeout_at(when):
+            return await work
+
+    expected, expected_seen = await _past_the_deadline(timeout_at)
+    error, seen = await _past_the_deadline(within)
+    assert expected_seen == {"handling": "CancelledError", "after handling": None}
+    assert seen == expected_seen
+    assert type(expected) is type(error) is ValueError
+    assert expected.__context__ is None and expected.__cause__ is None
+    assert error.__context__ is None and error.__cause__ is None
+    assert "During handling" not in "".join(traceback.format_exception(error))

@@ -21,7 +21,13 @@ __all__ = ["within"]
 async def within[T](work: Coroutine[Any, Any, T], deadline: float) -> T:
     """`work`'s result, or TimeoutError once the loop's clock passes `deadline` while
     `work` waits (`asyncio.timeout_at`'s rules: a CancelledError of its own becomes
-    TimeoutError; any other cancellation goes through)."""
+    TimeoutError; any other cancellation goes through).
+
+    One difference remains, because the timeout starts after `work`'s first step: if
+    that step cancels its own task (`current_task().cancel()`) and `deadline` has
+    already passed when it suspends, the timeout counts that cancellation as one
+    before its own and raises TimeoutError, where `timeout_at` entered first would
+    let the CancelledError through."""
     try:
         waiting = work.send(None)
     except StopIteration as done:
@@ -44,15 +50,20 @@ class _Resumed[T]:
     def __await__(self) -> Generator[Any, None, T]:
         work, waiting = self.work, self.waiting
         while True:
+            thrown: BaseException | None = None
             try:
-                try:
-                    yield waiting
-                except GeneratorExit:
-                    work.close()
-                    raise
-                except BaseException as exc:
-                    waiting = work.throw(exc)
-                else:
-                    waiting = work.send(None)
+                yield waiting
+            except GeneratorExit:
+                work.close()
+                raise
+            except BaseException as exc:
+                thrown = exc
+            # Thrown in outside the handler above: inside it, the work would run with
+            # `thrown` as the exception being handled (its sys.exception() once it has
+            # handled the cancellation, the __context__ of whatever it raises next).
+            try:
+                waiting = work.send(None) if thrown is None else work.throw(thrown)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            finally:
+                thrown = None  # no cycle: exception -> traceback -> this frame
