@@ -343,3 +343,37 @@ def test_the_request_tallies_expose_what_prometheus_counters_and_histograms_woul
     tally.series(("PUT",))
     assert generate_latest(tallied) == generate_latest(reference)
     assert b"t_duration_seconds_sum" in generate_latest(tallied)
+
+
+def test_a_nan_observation_lands_in_no_bucket_as_in_prometheus_histograms():
+    """prometheus_client's Histogram.observe adds a NaN to the sum (which becomes NaN)
+    and to no bucket (`amount <= bound` is false for every bound), so not to the count
+    either; the tally exposes the same bytes. Infinities land in the first or last
+    bucket."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    from cryptovault.observability.metrics import LATENCY_BUCKETS, RequestTally
+
+    reference, tallied = CollectorRegistry(), CollectorRegistry()
+    Counter("t_requests", "Requests.", ["method"], registry=reference)
+    histogram = Histogram(
+        "t_duration_seconds", "Durations.", ["method"], buckets=LATENCY_BUCKETS, registry=reference
+    )
+    tally = RequestTally(
+        ("t_requests", "Requests.", ["method"]),
+        ("t_duration_seconds", "Durations.", ["method"]),
+        LATENCY_BUCKETS,
+        tallied,
+    )
+    for method, amounts in (
+        ("GET", [0.002, float("nan"), 0.3]),
+        ("POST", [float("inf"), float("-inf")]),
+    ):
+        for amount in amounts:
+            histogram.labels(method).observe(amount)
+            tally.observe(tally.series((method,)), amount)
+    exposed = generate_latest(tallied)
+    assert exposed == generate_latest(reference)
+    assert b't_duration_seconds_count{method="GET"} 2.0' in exposed
+    assert b't_duration_seconds_sum{method="GET"} NaN' in exposed
+    assert b't_duration_seconds_bucket{le="0.005",method="GET"} 1.0' in exposed

@@ -180,8 +180,11 @@ class RequestTally(Collector):
         return found
 
     def observe(self, series: _Series, amount: float) -> None:
-        # The first bucket whose bound is >= amount, as Histogram.observe.
-        series.buckets[bisect_left(self.bounds, amount)] += 1
+        # The first bucket whose bound is >= amount, as Histogram.observe; a NaN is
+        # >= none of them (bisect would put it in the first): it goes to the sum
+        # only, so not to the count either.
+        if amount <= self.bounds[-1]:
+            series.buckets[bisect_left(self.bounds, amount)] += 1
         series.sum += amount
 
     def describe(self) -> Iterable[Metric]:
