@@ -62,6 +62,32 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redis: needs the Redis server at TEST_REDIS_URL")
 
 
+# DATA_DIR's default, relative to the working directory: the repository's ./data,
+# where a developer's own secrets and store live. No test may write there.
+WORKING_DATA_DIR = Path("data").resolve()
+_WORKING_DATA_BEFORE = pytest.StashKey[set[Path]]()
+
+
+def _working_data_files() -> set[Path]:
+    return set(WORKING_DATA_DIR.rglob("*")) if WORKING_DATA_DIR.exists() else set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_WORKING_DATA_BEFORE] = _working_data_files()
+
+
+def _fail_if_the_working_data_dir_was_written(session: pytest.Session) -> None:
+    created = _working_data_files() - session.config.stash.get(_WORKING_DATA_BEFORE, set())
+    if created and not hasattr(session.config, "workerinput"):  # xdist's controller: once
+        names = ", ".join(sorted(str(p.relative_to(WORKING_DATA_DIR)) for p in created))
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_sep("=", f"the tests wrote under {WORKING_DATA_DIR}", red=True)
+            reporter.write_line(f"{names}: pass DATA_DIR (tmp_path) to load_settings")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 async def store_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedServer]:
     server = EmbeddedServer(Path(tmp_path_factory.mktemp("store")))
@@ -289,8 +315,10 @@ class CommandCounter(monitoring.CommandListener):
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """In CI a skipped test is a failure: it hides a missing service."""
+    """In CI a skipped test is a failure: it hides a missing service. Anywhere, a
+    file the tests wrote under ./data is one."""
     shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
+    _fail_if_the_working_data_dir_was_written(session)
     if os.environ.get("CI") != "true":
         return
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")

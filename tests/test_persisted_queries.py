@@ -129,16 +129,15 @@ def test_manifests_are_validated(tmp_path):
         broken.write_text(content)
         with pytest.raises(ConfigError, match="PERSISTED_QUERIES_MANIFEST"):
             load_manifest(broken)
+    # A development config writes its generated secrets to DATA_DIR, even when it is
+    # then refused: never the working tree's ./data.
+    data_dir = {"DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigError, match="PERSISTED_QUERIES_MANIFEST"):
-        load_settings({"PERSISTED_QUERIES": "only"}, env_file=None)
+        load_settings({"PERSISTED_QUERIES": "only", **data_dir}, env_file=None)
     with pytest.raises(ConfigError, match="PERSISTED_QUERIES"):
-        load_settings({"PERSISTED_QUERIES": "sometimes"}, env_file=None)
+        load_settings({"PERSISTED_QUERIES": "sometimes", **data_dir}, env_file=None)
     settings = load_settings(
-        {
-            "PERSISTED_QUERIES": "only",
-            "PERSISTED_QUERIES_MANIFEST": str(apollo),
-            "DATA_DIR": str(tmp_path),
-        },
+        {"PERSISTED_QUERIES": "only", "PERSISTED_QUERIES_MANIFEST": str(apollo), **data_dir},
         env_file=None,
     )
     assert settings.persisted_queries == "only"
