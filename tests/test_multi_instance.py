@@ -18,22 +18,26 @@ pytestmark = pytest.mark.redis
 
 
 class CountingFeed:
-    """A real feed (simulated prices) that also counts what it produced."""
+    """A real feed (simulated prices) that also counts what it produced; with a
+    `gate`, it produces nothing until the gate is set."""
 
     name = "counting"
 
-    def __init__(self, instance: str, produced: Counter) -> None:
+    def __init__(self, instance: str, produced: Counter, gate: asyncio.Event | None = None) -> None:
         from cryptovault.market.feeds.simulated import SimulatedFeed
 
         self.inner = SimulatedFeed(interval_ms=50, seed=7)
         self.instance = instance
         self.produced = produced
+        self.gate = gate
 
     async def run(self, emit) -> None:
         async def counted(tick: Tick) -> None:
             self.produced[self.instance] += 1
             await emit(tick)
 
+        if self.gate is not None:
+            await self.gate.wait()
         await self.inner.run(counted)
 
 
@@ -49,11 +53,17 @@ async def wait_for(predicate, timeout: float = 10.0) -> None:
 async def test_two_instances_one_feed_every_tick_delivered_by_both(store_server):
     settings = make_settings(store_server.url, redis_url=REDIS_URL)
     produced: Counter = Counter()
-    a = await start_services(settings, feed=CountingFeed("a", produced))
-    b = await start_services(settings, feed=CountingFeed("b", produced))
+    # Every instance reads the bus on its own: once ticks flow, one may have handed
+    # tick n to its hub while the other has not read it yet, and subscribers made at
+    # that moment see different first ticks. So the feed starts only once both
+    # instances listen on the bus (start_services) and both hubs have a subscriber.
+    gate = asyncio.Event()
+    a = await start_services(settings, feed=CountingFeed("a", produced, gate))
+    b = await start_services(settings, feed=CountingFeed("b", produced, gate))
     try:
         sub_a = a.hub.subscribe("price:BTC", maxsize=10_000)
         sub_b = b.hub.subscribe("price:BTC", maxsize=10_000)
+        gate.set()
         await wait_for(lambda: sub_a.queue.qsize() >= 20 and sub_b.queue.qsize() >= 20)
         # Exactly one instance runs the feed.
         assert len(produced) == 1
@@ -77,12 +87,21 @@ async def test_follower_takes_over_the_feed_when_the_leader_stops(store_server):
     a = await start_services(settings, feed=CountingFeed("a", produced))
     await wait_for(lambda: produced["a"] > 0)
     b = await start_services(settings, feed=CountingFeed("b", produced))
-    for s in (a, b):
-        s.leader.lease.ttl_ms = 1000  # type: ignore[attr-defined]
-        s.leader.renew_every = 0.2
+    b.leader.renew_every = 0.2
+    # a keeps its lease's TTL: a short one could expire while a loaded machine
+    # delays a's renewal, and b would then take over before a stops.
+    tries: list[bool] = []
+    acquire_or_renew = b.leader.lease.acquire_or_renew
+
+    async def counted() -> bool:
+        tries.append(await acquire_or_renew())
+        return tries[-1]
+
+    b.leader.lease.acquire_or_renew = counted  # type: ignore[method-assign]
     try:
-        await asyncio.sleep(0.5)
-        assert produced["b"] == 0
+        await wait_for(lambda: len(tries) >= 1)
+        assert True not in tries  # while a leads, b does not take the lease...
+        assert not b.leader.leading and produced["b"] == 0  # ...nor start its feed
         await a.close()  # releases the lease
         await wait_for(lambda: produced["b"] > 0, timeout=5)
         before = b.market.ticks_received
