@@ -12,7 +12,11 @@ round-trip exactly. The header is its own gzip member, written once the counts a
 known; gzip readers see one stream.
 
 A backup taken while the app writes is not a point-in-time snapshot (use
-`mongodump --oplog` on a replica set for that; see README)."""
+`mongodump --oplog` on a replica set for that; see README): each collection is read
+at its own moment. What it does keep: the header's counts are the documents written
+to the file, and an order's audit entry the copier moves to audit_log during the
+backup is in it (orders are read first: see `_collections`). A restore checks its
+counts against the header, so it must not run while an app writes to the target."""
 
 from __future__ import annotations
 
@@ -66,8 +70,17 @@ def _skip(collection: str, doc: dict[str, Any]) -> bool:
     return collection == "migrations" and doc.get("_id") == "lock"
 
 
+# The order audit copier (trading/order_audit.py) stores an order's pending entries in
+# audit_log, then clears them from the order. Read orders first: an entry copied during
+# the backup is then still pending in the orders read, or already in audit_log when
+# that is read (or both: a copy after the restore stores nothing twice), never in
+# neither, as it could be with audit_log read first.
+_READ_FIRST = ("orders",)
+
+
 async def _collections(db: AsyncDatabase) -> list[str]:
-    return sorted(n for n in await db.list_collection_names() if not n.startswith("system."))
+    names = sorted(n for n in await db.list_collection_names() if not n.startswith("system."))
+    return [n for n in _READ_FIRST if n in names] + [n for n in names if n not in _READ_FIRST]
 
 
 async def _index_specs(db: AsyncDatabase, name: str) -> list[dict[str, Any]]:
@@ -217,7 +230,16 @@ async def restore(
     counts = {name: await db[name].count_documents({}) for name in expected}
     if counts != expected:
         wrong = {n: (counts[n], expected[n]) for n in expected if counts[n] != expected[n]}
-        raise BackupError(f"restored counts differ from the backup (restored, expected): {wrong}")
+        more = sorted(n for n in wrong if counts[n] > expected[n])
+        hint = (
+            f"; {', '.join(more)} hold more documents than the backup: something writes "
+            "to this database (stop the app while restoring)"
+            if more
+            else ""
+        )
+        raise BackupError(
+            f"restored counts differ from the backup (restored, expected): {wrong}{hint}"
+        )
     await init_models_and_indexes(db)
     for name, specs in (header.get("indexes") or {}).items():
         for spec in specs:
