@@ -82,6 +82,10 @@ __all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response"]
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
 
 JSON = "application/json"
+_MEDIA_BYTES = {
+    JSON: JSON.encode(),
+    "application/graphql-response+json": b"application/graphql-response+json",
+}
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
 
 type _Operation = tuple[
@@ -263,7 +267,8 @@ class LeanPath:
         status = await context.services.limiter.spend(identity_key(context), requested)
         context.state["budget"] = status
         # As Protection's headers.update() on the view's fresh sub-response.
-        sub_response.raw_headers.extend(rate_limit_raw_headers(status))
+        limit_headers = rate_limit_raw_headers(status)
+        sub_response.raw_headers.extend(limit_headers)
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
         cost["throttleStatus"] = throttle_status(status)
         response: dict[str, Any]
@@ -316,10 +321,13 @@ class LeanPath:
         body = orjson.dumps(response)
         headers = [
             (b"content-length", b"%d" % len(body)),
-            (b"content-type", prepared.media.encode()),
+            (b"content-type", _MEDIA_BYTES.get(prepared.media) or prepared.media.encode()),
         ]
-        headers += [h for h in sub_response.raw_headers if h[0] != b"content-type"]
-        return Answer(sub_response.status_code or code, headers, body)
+        own = sub_response.raw_headers
+        # Only the budget's headers (no resolver set any): none is one the edge sets.
+        plain = own == limit_headers
+        headers += own if plain else [h for h in own if h[0] != b"content-type"]
+        return Answer(sub_response.status_code or code, headers, body, plain)
 
     async def _answer(
         self, prepared: Prepared, context: Context
