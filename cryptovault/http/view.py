@@ -46,9 +46,25 @@ log = logging.getLogger("cryptovault.app")
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
+# Accept header -> its media type: clients send a handful of distinct values, each
+# worked out once; past the bound, new values are worked out on every request.
+_NEGOTIATED: dict[str | None, str | None] = {}
+_NEGOTIATED_MAX = 64
+
+
 def negotiate(accept: str | None) -> str | None:
     """The response media type for an Accept header (GraphQL over HTTP), or None
     when the client accepts neither JSON type (406)."""
+    try:
+        return _NEGOTIATED[accept]
+    except KeyError:
+        media = _negotiate(accept)
+    if len(_NEGOTIATED) < _NEGOTIATED_MAX:
+        _NEGOTIATED[accept] = media
+    return media
+
+
+def _negotiate(accept: str | None) -> str | None:
     if not accept:
         return JSON
     types = set()
