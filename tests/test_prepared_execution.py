@@ -139,8 +139,25 @@ class Thing(Named):
     size: int
 
 
+class OddOnly(strawberry.BasePermission):
+    message = "Only on odd requests"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return bool(info.context["n"] % 2)
+
+
+def _outside() -> str:
+    return "outside"
+
+
 @strawberry.type
 class Plain:
+    outside: str = strawberry.field(resolver=_outside)
+
+    @strawberry.field(permission_classes=[OddOnly])
+    def guarded(self) -> str:
+        return "let in"
+
     @strawberry.field
     def text(self) -> str:
         return "pong"
@@ -276,7 +293,32 @@ PLAIN_CASES: list[tuple[str, set[str]]] = [
     ("{ ...F text ... on Plain { maybe } } fragment F on Plain { number text }", None),
     ("query Q { text must }", {"text", "must"}),
     ("{ texts thing { size } }", set()),  # none plain: the executor's own methods
+    ("{ guarded text }", {"guarded", "text"}),  # a permission: Strawberry's resolver
+    ("{ outside text }", {"outside", "text"}),  # a function without `self`
 ]
+# The plain fields whose resolver function is called without Strawberry's resolver
+# around it (no info, arguments, extensions; sync).
+FUNCTIONS = {
+    "text",
+    "maybe",
+    "must",
+    "fails",
+    "failsNonNull",
+    "errorValue",
+    "number",
+    "tooBig",
+    "tooBigNonNull",
+    "notText",
+    "numberAsText",
+    "ratio",
+    "notFinite",
+    "flag",
+    "ident",
+    "side",
+    "badSide",
+    "blob",
+    "outside",
+}
 
 
 def _plain_schema() -> Any:
@@ -328,6 +370,10 @@ async def test_plain_root_fields_answer_as_graphql_core_case_by_case(monkeypatch
         if plain is not None:
             assert ran == plain, query
             assert (roots is None) == (not plain), query
+        for _, details, _, field in roots or ():
+            if field is not None:
+                name = details[0].node.name.value
+                assert (field.function is not None) == (name in FUNCTIONS), (query, name)
         if query == "{ a: text b: text text text }":
             # A specified scalar's value is the field's value, without the executor.
             assert completed == [], completed
@@ -358,7 +404,7 @@ async def test_plain_root_fields_concurrently_on_one_prepared_execution():
         assert got.data["where"].endswith(f"/{n}")
 
 
-def test_an_executor_that_runs_fields_its_own_way_keeps_them():
+def test_an_executor_that_runs_fields_or_builds_responses_its_own_way_keeps_them():
     schema = _plain_schema()
     core, executor = schema._schema, schema.execution_context_class
 
@@ -366,9 +412,21 @@ def test_an_executor_that_runs_fields_its_own_way_keeps_them():
         def execute_field(self, *args: Any) -> Any:
             return super().execute_field(*args)
 
+    class OwnResponse(executor):  # type: ignore[misc, valid-type]
+        def build_response(self, data: Any) -> Any:
+            result = super().build_response(data)
+            result.extensions = {"own": True}
+            return result
+
     document = parse("{ text }")
-    for cls, plain in ((executor, True), (Own, False)):
+    for cls, plain, extensions in (
+        (executor, True, None),
+        (Own, False, None),
+        (OwnResponse, True, {"own": True}),
+    ):
         prepared = prepare(core, document, document.definitions[0], cls, False)  # type: ignore[arg-type]
         assert prepared is not None
-        assert prepared.execute({"n": 0}, None, None).data == {"text": "pong"}  # type: ignore[union-attr]
+        result = prepared.execute({"n": 0}, None, None)
+        assert result.data == {"text": "pong"}  # type: ignore[union-attr]
+        assert result.extensions == extensions  # type: ignore[union-attr]
         assert (prepared._roots is not None) is plain

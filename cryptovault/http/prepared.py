@@ -20,7 +20,10 @@ value completion made once per document): the field's own resolver is called wit
 the info graphql-core would build, and a value its leaf type serializes to something
 is the field's value. Anything else (the resolver raises or returns an awaitable, an
 Exception, null, a value the type refuses) goes to the executor's own methods, from
-the same point, so errors, paths and null propagation are graphql-core's.
+the same point, so errors, paths and null propagation are graphql-core's. Where the
+resolver is Strawberry's around a plain function (no arguments, `info`, extensions or
+permissions), the function is called as Strawberry's resolver would call it. Without
+incremental work or execution hooks, the response is built as `build_response` would.
 
 Invariant: `execute` answers exactly what `graphql.execute(schema, document, ...,
 executor_class=...)` would (data, errors, their paths and locations): it runs the
@@ -74,6 +77,7 @@ from graphql.language import FieldNode
 from graphql.pyutils import Path, RefMap, gather_with_cancel
 from graphql.type import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
+from strawberry.types.field import StrawberryField
 
 __all__ = ["PreparedOperation", "prepare"]
 
@@ -133,6 +137,7 @@ class PreparedOperation:
         "_collected",
         "_memos",
         "_plain",
+        "_plain_response",
         "_roots",
         "_shared",
         "_state",
@@ -158,6 +163,10 @@ class PreparedOperation:
             and _executes_fields_as_known(self._class)
         )
         self._roots: tuple[_Root, ...] | None = None
+        # build_response is graphql-core's own, with no execution hooks to run.
+        self._plain_response = self._template["hooks"] is None and _builds_response_as_known(
+            self._class
+        )
         self._memos: dict[str, Any] = {
             "_relevant_sub_fields": {},
             "_stream_usages": RefMap(),
@@ -227,6 +236,10 @@ class PreparedOperation:
         except GraphQLError as error:
             executor.collected_errors.add(error, None)
             return _single(executor.finish(executor.build_response(None)))
+        if self._plain_response and not executor.tasks and not executor.streams:  # type: ignore[attr-defined]
+            # What build_response comes to without incremental work or hooks.
+            response = ExecutionResult(result, executor.collected_errors.errors or None)  # type: ignore[arg-type]
+            return executor.finish(response)
         return _single(executor.finish(executor.build_response(result)))  # type: ignore[arg-type]
 
     def _executor(
@@ -234,17 +247,19 @@ class PreparedOperation:
     ) -> Executor[Any]:
         cls = self._class
         executor = cls.__new__(cls)
-        state = executor.__dict__
-        # The operation's part and the constant per-request values, then the rest.
-        state.update(self._state)
+        # The operation's part and the constant per-request values, then the rest,
+        # in a dict of its own made the executor's (half the work of filling the
+        # executor's fresh one).
+        state = self._state.copy()
         state["context_value"] = context
         state["variable_values"] = variables
         state["operation_extensions"] = extensions
         state["collected_errors"] = CollectedErrors()
         state["pending_incremental_futures"] = set()
         state["background_futures"] = set()
-        state["async_helpers"] = GraphQLResolveInfoHelpers(
-            executor.gather_async_work, executor.track_async_work
+        # GraphQLResolveInfoHelpers(gather=..., track=...), without its __new__.
+        state["async_helpers"] = tuple.__new__(
+            GraphQLResolveInfoHelpers, (executor.gather_async_work, executor.track_async_work)
         )
         if not self._shared:
             state["_relevant_sub_fields"] = {}
@@ -254,6 +269,7 @@ class PreparedOperation:
         state["groups"] = []
         state["tasks"] = []
         state["streams"] = []
+        executor.__dict__ = state
         return executor
 
 
@@ -277,6 +293,18 @@ def _executes_fields_as_known(cls: type[Executor[Any]]) -> bool:
         and cls.complete_value is Executor.complete_value
         and cls.complete_leaf_value is Executor.complete_leaf_value
     )
+
+
+def _builds_response_as_known(cls: type[Executor[Any]]) -> bool:
+    """Whether `cls` builds a response with graphql-core's own methods (what
+    `PreparedOperation.execute` stands in for when there is no incremental work)."""
+    if cls.build_response is IncrementalExecutor.build_response:
+        plain = getattr(cls, "get_incremental_work", None) is (
+            IncrementalExecutor.get_incremental_work
+        )
+    else:
+        plain = cls.build_response is Executor.build_response
+    return plain and cls.run_async_work_finished_hook is Executor.run_async_work_finished_hook
 
 
 def _roots(
@@ -357,11 +385,19 @@ class _RootField:
     Int, Float, Boolean, ID: pure serializers) that serializes to something is the
     field's value; anything else is completed by the executor's own `complete_value`
     (errors and null checks as graphql-core's), and errors handled by its own
-    `handle_field_error`."""
+    `handle_field_error`.
+
+    When the field's resolver is the one Strawberry made for a plain function (sync,
+    no arguments, no `info`, no field extensions or permissions, no exception
+    handlers: `_strawberry_function`), that function is called as Strawberry's
+    resolver would call it, and the resolve info is only built if completing the
+    value needs it."""
 
     __slots__ = (
         "field_def",
         "field_details_list",
+        "function",
+        "function_args",
         "nodes",
         "parent_type",
         "path",
@@ -387,13 +423,27 @@ class _RootField:
         self.resolve = resolve
         self.return_type = field_def.type
         self.scalar = scalar
+        found = _strawberry_function(field_def)
+        self.function: Callable[..., Any] | None = found[0] if found is not None else None
+        self.function_args: tuple[None, ...] = found[1] if found is not None else ()
 
     def execute(self, executor: Executor[Any]) -> Any:
         path = self.path
-        info = executor.build_resolve_info(self.field_def, self.nodes, self.parent_type, path)
+        function = self.function
+        info = None
         try:
-            result = self.resolve(None, info)
+            if function is not None:
+                result = function(*self.function_args)
+            else:
+                info = executor.build_resolve_info(
+                    self.field_def, self.nodes, self.parent_type, path
+                )
+                result = self.resolve(None, info)
             if executor.is_awaitable(result):
+                if info is None:
+                    info = executor.build_resolve_info(
+                        self.field_def, self.nodes, self.parent_type, path
+                    )
                 return executor.complete_awaitable_value(
                     self.return_type, self.field_details_list, info, path, result, None
                 )
@@ -409,12 +459,72 @@ class _RootField:
                     return coerced
             # Null (for a non-null field, graphql-core's error), an error value, a
             # value the type refuses: the executor completes it, as execute_field.
+            if info is None:
+                info = executor.build_resolve_info(
+                    self.field_def, self.nodes, self.parent_type, path
+                )
             return executor.complete_value(
                 self.return_type, self.field_details_list, info, path, result, None
             )
         except Exception as raw_error:
             executor.handle_field_error(raw_error, self.return_type, self.field_details_list, path)
             return None
+
+
+def _cells(function: Any) -> dict[str, Any]:
+    """A closure's variables by name."""
+    return {
+        name: cell.cell_contents
+        for name, cell in zip(
+            function.__code__.co_freevars, function.__closure__ or (), strict=True
+        )
+    }
+
+
+# What Strawberry (strawberry/schema/schema_converter.py, from_resolver) names the
+# resolver it makes for a field with a resolver function.
+_STRAWBERRY_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._resolver"
+
+
+def _strawberry_function(
+    field_def: GraphQLField,
+) -> tuple[Callable[..., Any], tuple[()] | tuple[None]] | None:
+    """The resolver function behind `field_def` and its arguments at the root, when
+    calling it so is all Strawberry's resolver would do: its sync `_resolver` for
+    this very field, without exception handlers, for a field without arguments,
+    extensions (permissions are one) or `info`/`root`/`parent` parameters, so that
+    Strawberry's Info, argument conversion and extension chain have nothing to do
+    (`field.get_result` then calls `base_resolver(source)` if it takes `self`, else
+    `base_resolver()`). None otherwise: the resolver runs as it is."""
+    resolve = field_def.resolve
+    field = field_def.extensions.get("strawberry-definition")
+    if (
+        resolve is None
+        or not isinstance(field, StrawberryField)
+        or getattr(resolve, "__qualname__", None) != _STRAWBERRY_RESOLVER
+    ):
+        return None
+    try:
+        cells = _cells(resolve)
+        handlers = cells["field_exception_handlers"]
+        # The field it was made for (that its Info is made with).
+        same_field = _cells(cells["_strawberry_info_from_graphql"])["field"] is field
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    base = field.base_resolver
+    if (
+        not same_field
+        or handlers
+        or base is None
+        or field.extensions
+        or field.arguments
+        or field.is_async
+        or base.info_parameter is not None
+        or base.root_parameter is not None
+        or base.parent_parameter is not None
+    ):
+        return None
+    return base, ((None,) if base.self_parameter is not None else ())
 
 
 def _single(result: Any) -> ExecutionResult:
