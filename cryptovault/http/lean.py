@@ -38,6 +38,7 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 from strawberry import Schema
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -76,7 +77,7 @@ if TYPE_CHECKING:
     from cryptovault.http.view import GraphQLView
     from cryptovault.resolvers.context import Context
 
-__all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response"]
+__all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response", "request_header"]
 
 # The schema's extensions (schema.build_schema) whose work `LeanPath.run` does.
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
@@ -140,7 +141,7 @@ class LeanPath:
         """The operation, when the lean path can serve it; None: take the view."""
         if not self.enabled or request.method != "POST":
             return None
-        content_type = request.headers.get("content-type", "")
+        content_type = request_header(request.scope, b"content-type") or ""
         if content_type.split(";", 1)[0].strip().lower() != JSON:
             return None
         if accept is None:
@@ -394,6 +395,15 @@ class LeanPath:
             return  # run in process (bench.queries)
         state = request.scope.setdefault("state", {})
         state.setdefault("graphql_operations", []).append((label, kind))
+
+
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """`Request(scope).headers.get(name)` (`name` lowercase), read off the scope's raw
+    headers: without building Headers or raising KeyError when the header is absent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
 
 
 def lean_sub_response() -> Response:

@@ -34,7 +34,7 @@ from cryptovault.config import Settings
 from cryptovault.errors import DomainError
 from cryptovault.extensions.masking import map_error
 from cryptovault.http.deadline import within
-from cryptovault.http.lean import JSON, Answer, LeanPath, lean_sub_response
+from cryptovault.http.lean import JSON, Answer, LeanPath, lean_sub_response, request_header
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import error_response
 from cryptovault.resolvers.context import Context
@@ -150,7 +150,8 @@ class GraphQLView(GraphQL[Context, None]):
             )
 
     async def _respond(self, request: Request) -> Response | Answer:
-        prepared = await self.lean.prepare(request, negotiate(request.headers.get("accept")))
+        accept = request_header(request.scope, b"accept")
+        prepared = await self.lean.prepare(request, negotiate(accept))
         if prepared is None:
             return await self.run(request)  # type: ignore[no-any-return]
         sub_response = lean_sub_response()
