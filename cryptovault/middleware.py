@@ -69,14 +69,23 @@ _VARY_ORIGIN = (b"vary", b"Origin")
 
 class Answer:
     """An ASGI response of one body: what Starlette's Response sends for it. A direct
-    route's handler returns one for the edge to send (with the edge's headers)."""
+    route's handler returns one for the edge to send (with the edge's headers).
+    `plain`: none of its headers is Vary or one the edge sets (security headers,
+    Cache-Control, X-Request-ID), so the edge appends its own without looking."""
 
-    __slots__ = ("body", "headers", "status_code")
+    __slots__ = ("body", "headers", "plain", "status_code")
 
-    def __init__(self, status_code: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    def __init__(
+        self,
+        status_code: int,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        plain: bool = False,
+    ) -> None:
         self.status_code = status_code
         self.headers = headers
         self.body = body
+        self.plain = plain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
@@ -162,6 +171,8 @@ class EdgeMiddleware:
         # All of them, when a response sets none of their names (the usual case).
         self._tail = [*headers, (b"content-security-policy", API_CSP_BYTES), _NO_STORE]
         self._tail_names = frozenset(name for name, _ in self._tail)
+        # What a plain Answer gets without an Origin (CORS's Vary, then the tail).
+        self._plain_tail = [_VARY_ORIGIN, *self._tail]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -227,19 +238,21 @@ class EdgeMiddleware:
                 if answer is not None:
                     # A direct route's answer of one body, sent as send_at_edge would.
                     headers = answer.headers
-                    if origin is None and all(name != b"vary" for name, _ in headers):
-                        headers.append(_VARY_ORIGIN)  # as `_cors` does for it
+                    if answer.plain and origin is None:
+                        # What the general case below comes to for it.
+                        headers += self._plain_tail
+                        headers.append(request_id_header)
                     else:
-                        message = {"headers": headers}
-                        self._cors(message, origin, scope)
-                        headers = list(message["headers"])
+                        if origin is None and all(name != b"vary" for name, _ in headers):
+                            headers.append(_VARY_ORIGIN)  # as `_cors` does for it
+                        else:
+                            message = {"headers": headers}
+                            self._cors(message, origin, scope)
+                            headers = list(message["headers"])
+                        headers = self._secure(headers, request_id_header)
                     status = answer.status_code
                     await send(
-                        {
-                            "type": "http.response.start",
-                            "status": status,
-                            "headers": self._secure(headers, request_id_header),
-                        }
+                        {"type": "http.response.start", "status": status, "headers": headers}
                     )
                     await send({"type": "http.response.body", "body": answer.body})
         finally:

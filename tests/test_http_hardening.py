@@ -132,6 +132,36 @@ def test_accept_negotiation():
     assert negotiate("text/csv") is None
 
 
+def test_accept_negotiation_is_kept_for_a_bounded_set_of_values(monkeypatch):
+    from cryptovault.http import view
+
+    monkeypatch.setattr(view, "_NEGOTIATED", {})
+    monkeypatch.setattr(view, "_NEGOTIATED_MAX", 3)
+    values = [
+        None,
+        "",
+        "text/csv",
+        "application/graphql-response+json;q=0, application/json",
+        "application/*",
+        "text/html, application/graphql-response+json;q=0.5",
+        "application/json;q=0",
+    ]
+    expected = [view._negotiate(v) for v in values]
+    # Again and again: the first three answers kept, the rest worked out each time.
+    for _ in range(3):
+        assert [negotiate(v) for v in values] == expected
+    assert dict(zip(values[:3], expected[:3], strict=True)) == view._NEGOTIATED
+    assert expected == [
+        "application/json",
+        "application/json",
+        None,
+        "application/json",
+        "application/json",
+        "application/graphql-response+json",
+        None,
+    ]
+
+
 async def test_unacceptable_accept_is_406(client):
     response = await gql(client, QUERY, headers={"Accept": "text/csv"})
     assert response.status_code == 406

@@ -6,6 +6,7 @@ differ between two requests is normalised: error ids and the seconds until a ref
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -196,7 +197,17 @@ DIRECT_REQUESTS: list[tuple[str, dict[str, Any]]] = [
     ("a batch", {"json": [{"query": "{ ping }"}]}),
     ("no Accept we serve", {"json": {"query": "{ ping }"}, "headers": {"accept": "text/html"}}),
     ("CORS", {"json": {"query": "{ ping }"}, "headers": {"origin": "https://evil.example"}}),
+    ("headers set by a resolver", {"json": {"query": "{ ping }"}}),
 ]
+
+
+async def _setting_headers(self: Any, real: Any, prepared: Any, context: Any) -> Any:
+    # As a resolver setting headers the edge also sets (Vary, Cache-Control).
+    result = await real(self, prepared, context)
+    context.response.headers["Cache-Control"] = "private, max-age=5"
+    context.response.headers["Vary"] = "Accept"
+    context.response.set_cookie("seen", "1")
+    return result
 
 
 @pytest.mark.parametrize(
@@ -222,7 +233,12 @@ async def test_the_edge_hands_post_graphql_to_the_view_as_the_router_would(
             await client.post("/graphql", json={"query": PRICES})  # cached
             await client.post("/graphql", json={"query": "{ ping }"})
         outcomes = []
+        real_execute = LeanPath._execute
         for n, direct in ((2, True), (3, False)):
+            if case == "headers set by a resolver":
+                monkeypatch.setattr(
+                    LeanPath, "_execute", functools.partialmethod(_setting_headers, real_execute)
+                )
             if direct:
                 monkeypatch.setattr(DirectRoute, "matches", spying)
             else:
@@ -235,3 +251,7 @@ async def test_the_edge_hands_post_graphql_to_the_view_as_the_router_would(
     # Only POST /graphql is handed on directly.
     assert taken == [case not in ("PUT", "another path")]
     assert outcomes[0] == outcomes[1]
+    if case == "headers set by a resolver":
+        headers = [name for name, _ in outcomes[0][1]]
+        assert headers.count("cache-control") == 1 and headers.count("vary") == 1
+        assert ("set-cookie", "seen=1; Path=/; SameSite=lax") in outcomes[0][1]

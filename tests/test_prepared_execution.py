@@ -2,16 +2,23 @@
 graphql-core's `execute` does for the same document, variables and context: data,
 errors with their messages, paths and locations, null propagation, variable coercion
 errors (with and without suggestions), directives, fragments, async resolvers; and
-again on the next request, from what it kept of the first."""
+again on the next request, from what it kept of the first. Plain root fields (run
+without graphql-core's per-field machinery) are compared case by case: values of each
+leaf type, nulls, non-null violations, raised and returned errors, values a type
+refuses, awaitables, and the fields that must take the executor's own methods."""
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import inspect
 from typing import Any
 
 import pytest
+import strawberry
 from graphql import execute, parse, validate
 from strawberry.execution import optimized_is_awaitable
+from strawberry.scalars import JSON
 
 from cryptovault.http.prepared import prepare
 from cryptovault.resolvers.context import Context
@@ -112,3 +119,314 @@ def test_what_it_does_not_cover_takes_graphql_core():
     operation = document.definitions[0]
     assert prepare(core, document, operation, executor, False) is not None  # type: ignore[arg-type]
     assert prepare(core, document, operation, Unknown, False) is None  # type: ignore[arg-type]
+
+
+# -- Plain root fields (`_RootField`) against graphql-core, case by case ------
+
+
+@strawberry.enum
+class Side(enum.Enum):
+    BUY = "buy"
+
+
+@strawberry.interface
+class Named:
+    name: str
+
+
+@strawberry.type
+class Thing(Named):
+    size: int
+
+
+class OddOnly(strawberry.BasePermission):
+    message = "Only on odd requests"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return bool(info.context["n"] % 2)
+
+
+def _outside() -> str:
+    return "outside"
+
+
+@strawberry.type
+class Plain:
+    outside: str = strawberry.field(resolver=_outside)
+
+    @strawberry.field(permission_classes=[OddOnly])
+    def guarded(self) -> str:
+        return "let in"
+
+    @strawberry.field
+    def text(self) -> str:
+        return "pong"
+
+    @strawberry.field
+    def maybe(self) -> str | None:
+        return None
+
+    @strawberry.field
+    def must(self) -> str:
+        return None  # type: ignore[return-value]  # a non-null violation
+
+    @strawberry.field
+    def fails(self) -> str | None:
+        raise ValueError("nope")
+
+    @strawberry.field
+    def fails_non_null(self) -> str:
+        raise ValueError("nope, and not null")
+
+    @strawberry.field
+    def error_value(self) -> str | None:
+        return ValueError("returned, not raised")  # type: ignore[return-value]
+
+    @strawberry.field
+    def number(self) -> int:
+        return 7
+
+    @strawberry.field
+    def too_big(self) -> int | None:
+        return 2**40  # Int cannot represent it: a field error
+
+    @strawberry.field
+    def too_big_non_null(self) -> int:
+        return -(2**40)
+
+    @strawberry.field
+    def not_text(self) -> str | None:
+        return {"a": 1}  # type: ignore[return-value]
+
+    @strawberry.field
+    def number_as_text(self) -> str:
+        return 5  # type: ignore[return-value]  # String serializes it as "5"
+
+    @strawberry.field
+    def ratio(self) -> float:
+        return 0.5
+
+    @strawberry.field
+    def not_finite(self) -> float | None:
+        return float("nan")
+
+    @strawberry.field
+    def flag(self) -> bool:
+        return True
+
+    @strawberry.field
+    def ident(self) -> strawberry.ID:
+        return strawberry.ID("x1")
+
+    @strawberry.field
+    def side(self) -> Side:
+        return Side.BUY
+
+    @strawberry.field
+    def bad_side(self) -> Side | None:
+        return "nope"  # type: ignore[return-value]
+
+    @strawberry.field
+    def blob(self) -> JSON:
+        return {"a": [1, "b"]}
+
+    @strawberry.field
+    async def later(self) -> str:
+        await asyncio.sleep(0)
+        return "later"
+
+    @strawberry.field
+    async def later_fails(self) -> str | None:
+        raise ValueError("later nope")
+
+    @strawberry.field
+    async def later_null(self) -> str:
+        return None  # type: ignore[return-value]
+
+    @strawberry.field
+    def texts(self) -> list[str]:
+        return ["a", "b"]
+
+    @strawberry.field
+    def thing(self) -> Thing:
+        return Thing(name="t", size=1)
+
+    @strawberry.field
+    def named(self) -> Named:
+        return Thing(name="n", size=2)
+
+    @strawberry.field
+    def echo(self, word: str = "hi") -> str:
+        return word
+
+    @strawberry.field
+    def where(self, info: strawberry.Info) -> str:
+        raw = info._raw_info  # graphql-core's info, as the executor built it
+        path = ",".join(str(key) for key in raw.path.as_list())
+        nodes = ",".join(node.alias.value if node.alias else "-" for node in raw.field_nodes)
+        return f"{raw.field_name}@{path}/{raw.parent_type.name}/{nodes}/{info.context['n']}"
+
+
+# Each document, and the response names `_RootField` runs (the rest: execute_field).
+PLAIN_CASES: list[tuple[str, set[str]]] = [
+    ("{ text }", {"text"}),
+    ("{ text maybe }", {"text", "maybe"}),
+    ("{ must }", {"must"}),
+    ("{ text must maybe }", {"text", "must", "maybe"}),  # data nulled: a non-null root
+    ("{ fails text }", {"fails", "text"}),
+    ("{ failsNonNull text }", {"failsNonNull", "text"}),
+    ("{ errorValue }", {"errorValue"}),
+    ("{ number tooBig }", {"number", "tooBig"}),
+    ("{ tooBigNonNull number }", {"tooBigNonNull", "number"}),
+    ("{ notText numberAsText }", {"notText", "numberAsText"}),
+    ("{ ratio notFinite flag ident }", {"ratio", "notFinite", "flag", "ident"}),
+    ("{ side badSide blob }", {"side", "badSide", "blob"}),  # enum, custom scalar
+    ("{ later laterFails text }", {"later", "laterFails", "text"}),  # awaitables
+    ("{ laterNull text }", {"laterNull", "text"}),
+    ("{ a: later b: later }", {"a", "b"}),
+    ("{ texts text }", {"text"}),  # a list: execute_field
+    ("{ thing { size } text named { name ... on Thing { size } } }", {"text"}),
+    ('{ echo e: echo(word: "x") text }', {"text"}),  # arguments: execute_field
+    ("{ where w: where where }", {"where", "w"}),  # two nodes for `where`
+    ("{ a: text b: text text text }", {"a", "b", "text"}),
+    ("{ __typename t: __typename text }", {"__typename", "t", "text"}),
+    ("{ ...F text ... on Plain { maybe } } fragment F on Plain { number text }", None),
+    ("query Q { text must }", {"text", "must"}),
+    ("{ texts thing { size } }", set()),  # none plain: the executor's own methods
+    ("{ guarded text }", {"guarded", "text"}),  # a permission: Strawberry's resolver
+    ("{ outside text }", {"outside", "text"}),  # a function without `self`
+]
+# The plain fields whose resolver function is called without Strawberry's resolver
+# around it (no info, arguments, extensions; sync).
+FUNCTIONS = {
+    "text",
+    "maybe",
+    "must",
+    "fails",
+    "failsNonNull",
+    "errorValue",
+    "number",
+    "tooBig",
+    "tooBigNonNull",
+    "notText",
+    "numberAsText",
+    "ratio",
+    "notFinite",
+    "flag",
+    "ident",
+    "side",
+    "badSide",
+    "blob",
+    "outside",
+}
+
+
+def _plain_schema() -> Any:
+    return strawberry.Schema(query=Plain)
+
+
+async def test_plain_root_fields_answer_as_graphql_core_case_by_case(monkeypatch):
+    from graphql.execution.executor import Executor
+
+    from cryptovault.http import prepared as module
+
+    schema = _plain_schema()
+    core, executor = schema._schema, schema.execution_context_class
+    completed: list[Any] = []
+    complete_value = Executor.complete_value
+
+    def counted(self: Any, return_type: Any, *args: Any) -> Any:
+        completed.append(return_type)
+        return complete_value(self, return_type, *args)
+
+    monkeypatch.setattr(Executor, "complete_value", counted)
+    for query, plain in PLAIN_CASES:
+        document = parse(query)
+        assert validate(core, document) == [], query
+        operation = next(d for d in document.definitions if d.kind == "operation_definition")
+        prepared = prepare(core, document, operation, executor, False)  # type: ignore[arg-type]
+        assert prepared is not None, query
+        for n in range(3):
+            context = {"n": n}
+            expected = await _settled(
+                execute(
+                    core,
+                    document,
+                    context_value=context,
+                    executor_class=executor,
+                    is_awaitable=optimized_is_awaitable,
+                    operation_extensions=None,
+                )
+            )
+            completed.clear()
+            got = await _settled(prepared.execute(context, None, None))
+            assert got.formatted == expected.formatted, (query, n)
+            assert [repr(e.original_error) for e in got.errors or ()] == [
+                repr(e.original_error) for e in expected.errors or ()
+            ], query
+            assert [e.path for e in got.errors or ()] == [e.path for e in expected.errors or ()]
+        roots = prepared._roots
+        ran = {name for name, _, _, field in roots or () if field is not None}
+        if plain is not None:
+            assert ran == plain, query
+            assert (roots is None) == (not plain), query
+        for _, details, _, field in roots or ():
+            if field is not None:
+                name = details[0].node.name.value
+                assert (field.function is not None) == (name in FUNCTIONS), (query, name)
+        if query == "{ a: text b: text text text }":
+            # A specified scalar's value is the field's value, without the executor.
+            assert completed == [], completed
+    assert isinstance(module._RootField, type)
+
+
+async def test_plain_root_fields_concurrently_on_one_prepared_execution():
+    schema = _plain_schema()
+    core, executor = schema._schema, schema.execution_context_class
+    document = parse("{ where later laterFails text a: where }")
+    prepared = prepare(core, document, document.definitions[0], executor, False)  # type: ignore[arg-type]
+    assert prepared is not None
+    results = await asyncio.gather(
+        *[_settled(prepared.execute({"n": n}, None, None)) for n in range(8)]
+    )
+    for n, got in enumerate(results):
+        expected = await _settled(
+            execute(
+                core,
+                document,
+                context_value={"n": n},
+                executor_class=executor,
+                is_awaitable=optimized_is_awaitable,
+                operation_extensions=None,
+            )
+        )
+        assert got.formatted == expected.formatted
+        assert got.data["where"].endswith(f"/{n}")
+
+
+def test_an_executor_that_runs_fields_or_builds_responses_its_own_way_keeps_them():
+    schema = _plain_schema()
+    core, executor = schema._schema, schema.execution_context_class
+
+    class Own(executor):  # type: ignore[misc, valid-type]
+        def execute_field(self, *args: Any) -> Any:
+            return super().execute_field(*args)
+
+    class OwnResponse(executor):  # type: ignore[misc, valid-type]
+        def build_response(self, data: Any) -> Any:
+            result = super().build_response(data)
+            result.extensions = {"own": True}
+            return result
+
+    document = parse("{ text }")
+    for cls, plain, extensions in (
+        (executor, True, None),
+        (Own, False, None),
+        (OwnResponse, True, {"own": True}),
+    ):
+        prepared = prepare(core, document, document.definitions[0], cls, False)  # type: ignore[arg-type]
+        assert prepared is not None
+        result = prepared.execute({"n": 0}, None, None)
+        assert result.data == {"text": "pong"}  # type: ignore[union-attr]
+        assert result.extensions == extensions  # type: ignore[union-attr]
+        assert (prepared._roots is not None) is plain

@@ -38,6 +38,7 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 from strawberry import Schema
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -76,12 +77,16 @@ if TYPE_CHECKING:
     from cryptovault.http.view import GraphQLView
     from cryptovault.resolvers.context import Context
 
-__all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response"]
+__all__ = ["Answer", "LeanPath", "Prepared", "lean_sub_response", "request_header"]
 
 # The schema's extensions (schema.build_schema) whose work `LeanPath.run` does.
 PIPELINE = (OperationMetrics, ErrorMapping, Parsing, Validation, Protection, KeptResults)
 
 JSON = "application/json"
+_MEDIA_BYTES = {
+    JSON: JSON.encode(),
+    "application/graphql-response+json": b"application/graphql-response+json",
+}
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
 
 type _Operation = tuple[
@@ -136,7 +141,7 @@ class LeanPath:
         """The operation, when the lean path can serve it; None: take the view."""
         if not self.enabled or request.method != "POST":
             return None
-        content_type = request.headers.get("content-type", "")
+        content_type = request_header(request.scope, b"content-type") or ""
         if content_type.split(";", 1)[0].strip().lower() != JSON:
             return None
         if accept is None:
@@ -263,7 +268,8 @@ class LeanPath:
         status = await context.services.limiter.spend(identity_key(context), requested)
         context.state["budget"] = status
         # As Protection's headers.update() on the view's fresh sub-response.
-        sub_response.raw_headers.extend(rate_limit_raw_headers(status))
+        limit_headers = rate_limit_raw_headers(status)
+        sub_response.raw_headers.extend(limit_headers)
         cost: dict[str, Any] = {"requestedQueryCost": requested, "actualQueryCost": 0}
         cost["throttleStatus"] = throttle_status(status)
         response: dict[str, Any]
@@ -316,10 +322,13 @@ class LeanPath:
         body = orjson.dumps(response)
         headers = [
             (b"content-length", b"%d" % len(body)),
-            (b"content-type", prepared.media.encode()),
+            (b"content-type", _MEDIA_BYTES.get(prepared.media) or prepared.media.encode()),
         ]
-        headers += [h for h in sub_response.raw_headers if h[0] != b"content-type"]
-        return Answer(sub_response.status_code or code, headers, body)
+        own = sub_response.raw_headers
+        # Only the budget's headers (no resolver set any): none is one the edge sets.
+        plain = own == limit_headers
+        headers += own if plain else [h for h in own if h[0] != b"content-type"]
+        return Answer(sub_response.status_code or code, headers, body, plain)
 
     async def _answer(
         self, prepared: Prepared, context: Context
@@ -386,6 +395,15 @@ class LeanPath:
             return  # run in process (bench.queries)
         state = request.scope.setdefault("state", {})
         state.setdefault("graphql_operations", []).append((label, kind))
+
+
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """`Request(scope).headers.get(name)` (`name` lowercase), read off the scope's raw
+    headers: without building Headers or raising KeyError when the header is absent."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
 
 
 def lean_sub_response() -> Response:

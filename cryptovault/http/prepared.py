@@ -14,6 +14,17 @@ execution plans, the stream usages, which then depend on the document alone). Ea
 request still gets its variables coerced, a fresh executor state (errors, futures,
 incremental work) and the whole of execution proper.
 
+Plain root fields (a leaf type, no arguments, e.g. `ping`) are executed by
+`_RootField` rather than graphql-core's per-field machinery (its path, field lookup and
+value completion made once per document): the field's own resolver is called with
+the info graphql-core would build, and a value its leaf type serializes to something
+is the field's value. Anything else (the resolver raises or returns an awaitable, an
+Exception, null, a value the type refuses) goes to the executor's own methods, from
+the same point, so errors, paths and null propagation are graphql-core's. Where the
+resolver is Strawberry's around a plain function (no arguments, `info`, extensions or
+permissions), the function is called as Strawberry's resolver would call it. Without
+incremental work or execution hooks, the response is built as `build_response` would.
+
 Invariant: `execute` answers exactly what `graphql.execute(schema, document, ...,
 executor_class=...)` would (data, errors, their paths and locations): it runs the
 same methods of the same executor class, on the same inputs. `prepare` returns None
@@ -24,7 +35,7 @@ variables, a schema with `@defer`/`@stream`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from graphql import (
@@ -33,14 +44,25 @@ from graphql import (
     ExecutionResult,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLField,
+    GraphQLLeafType,
+    GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     OperationDefinitionNode,
     OperationType,
+    Undefined,
     Visitor,
+    is_leaf_type,
+    specified_scalar_types,
     visit,
 )
-from graphql.execution.collect_fields import FragmentDetails, collect_fields
+from graphql.execution.collect_fields import (
+    FieldDetailsList,
+    FragmentDetails,
+    GroupedFieldSet,
+    collect_fields,
+)
 from graphql.execution.executor import (
     SELECTIONS_NESTED_TOO_DEEPLY,
     UNEXPECTED_MULTIPLE_PAYLOADS,
@@ -49,14 +71,18 @@ from graphql.execution.executor import (
     default_field_resolver,
     default_type_resolver,
 )
+from graphql.execution.incremental import IncrementalExecutor
 from graphql.execution.values import VariableValues, get_variable_values
-from graphql.pyutils import RefMap
+from graphql.language import FieldNode
+from graphql.pyutils import Path, RefMap, gather_with_cancel
 from graphql.type import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
+from strawberry.types.field import StrawberryField
 
 __all__ = ["PreparedOperation", "prepare"]
 
 MAX_COERCION_ERRORS = 50  # graphql-core's default
+_SPECIFIED_SCALARS = frozenset(specified_scalar_types.values())
 
 # The executor's attributes (graphql-core 3.3's Executor and IncrementalExecutor,
 # Strawberry's execution context): the per-request state, set afresh on each copy...
@@ -110,7 +136,11 @@ class PreparedOperation:
         "_class",
         "_collected",
         "_memos",
+        "_plain",
+        "_plain_response",
+        "_roots",
         "_shared",
+        "_state",
         "_template",
         "root_type",
         "serially",
@@ -124,11 +154,34 @@ class PreparedOperation:
         # Without directives, what collect_fields finds depends on the document only.
         self._shared = shared
         self._collected: Any = None
+        # Root fields run by `_execute_roots` (plain ones by `_RootField`), once the
+        # shared root fields are collected; None: by the executor's own methods.
+        self._plain = (
+            shared
+            and not self.serially
+            and self._template["middleware_manager"] is None
+            and _executes_fields_as_known(self._class)
+        )
+        self._roots: tuple[_Root, ...] | None = None
+        # build_response is graphql-core's own, with no execution hooks to run.
+        self._plain_response = self._template["hooks"] is None and _builds_response_as_known(
+            self._class
+        )
         self._memos: dict[str, Any] = {
             "_relevant_sub_fields": {},
             "_stream_usages": RefMap(),
             "_initial_execution_plans": RefMap(),
             "_deferred_execution_plans": RefMap(),
+        }
+        # What every executor of this operation starts with (`_executor`): the
+        # operation's part, the per-request values that are constants, and when
+        # shared the memos of what the document alone decides (nothing to stream or
+        # defer).
+        self._state: dict[str, Any] = {
+            **self._template,
+            "async_work_finished_hook_task": None,
+            "defer_usage_set": None,
+            **(self._memos if shared else {}),
         }
 
     def execute(
@@ -168,15 +221,25 @@ class PreparedOperation:
                     raise GraphQLError(SELECTIONS_NESTED_TOO_DEEPLY, operation)
                 if self._shared:
                     self._collected = collected
+                    if self._plain and not collected[1]:
+                        self._roots = _roots(template, self.root_type, collected[0])
             grouped_field_set, new_defer_usages, _forbidden = collected
-            result = executor.execute_collected_root_fields(
-                self.root_type, None, grouped_field_set, self.serially, new_defer_usages
-            )
+            roots = self._roots
+            if roots is not None:
+                result = _execute_roots(executor, self.root_type, roots)
+            else:
+                result = executor.execute_collected_root_fields(
+                    self.root_type, None, grouped_field_set, self.serially, new_defer_usages
+                )
             if optimized_is_awaitable(result):
                 return _awaited(executor, result)  # type: ignore[arg-type]
         except GraphQLError as error:
             executor.collected_errors.add(error, None)
             return _single(executor.finish(executor.build_response(None)))
+        if self._plain_response and not executor.tasks and not executor.streams:  # type: ignore[attr-defined]
+            # What build_response comes to without incremental work or hooks.
+            response = ExecutionResult(result, executor.collected_errors.errors or None)  # type: ignore[arg-type]
+            return executor.finish(response)
         return _single(executor.finish(executor.build_response(result)))  # type: ignore[arg-type]
 
     def _executor(
@@ -184,31 +247,284 @@ class PreparedOperation:
     ) -> Executor[Any]:
         cls = self._class
         executor = cls.__new__(cls)
-        state = executor.__dict__
-        state.update(self._template)
+        # The operation's part and the constant per-request values, then the rest,
+        # in a dict of its own made the executor's (half the work of filling the
+        # executor's fresh one).
+        state = self._state.copy()
         state["context_value"] = context
         state["variable_values"] = variables
         state["operation_extensions"] = extensions
         state["collected_errors"] = CollectedErrors()
         state["pending_incremental_futures"] = set()
         state["background_futures"] = set()
-        state["async_work_finished_hook_task"] = None
-        state["async_helpers"] = GraphQLResolveInfoHelpers(
-            gather=executor.gather_async_work, track=executor.track_async_work
+        # GraphQLResolveInfoHelpers(gather=..., track=...), without its __new__.
+        state["async_helpers"] = tuple.__new__(
+            GraphQLResolveInfoHelpers, (executor.gather_async_work, executor.track_async_work)
         )
-        if self._shared:
-            # Memos of what the document alone decides (nothing to stream or defer).
-            state.update(self._memos)
-        else:
+        if not self._shared:
             state["_relevant_sub_fields"] = {}
             state["_stream_usages"] = RefMap()
             state["_initial_execution_plans"] = RefMap()
             state["_deferred_execution_plans"] = RefMap()
-        state["defer_usage_set"] = None
         state["groups"] = []
         state["tasks"] = []
         state["streams"] = []
+        executor.__dict__ = state
         return executor
+
+
+# A root field: its response name, field details, path, and its `_RootField` when
+# plain (else None: Executor.execute_field).
+type _Root = tuple[str, FieldDetailsList, Path, "_RootField | None"]
+
+
+def _executes_fields_as_known(cls: type[Executor[Any]]) -> bool:
+    """Whether `cls` executes root fields with graphql-core's own methods (what
+    `_execute_roots` and `_RootField` stand for)."""
+    return (
+        cls.execute_collected_root_fields
+        in (
+            Executor.execute_collected_root_fields,
+            IncrementalExecutor.execute_collected_root_fields,
+        )
+        and cls.execute_root_grouped_field_set is Executor.execute_root_grouped_field_set
+        and cls.execute_fields is Executor.execute_fields
+        and cls.execute_field is Executor.execute_field
+        and cls.complete_value is Executor.complete_value
+        and cls.complete_leaf_value is Executor.complete_leaf_value
+    )
+
+
+def _builds_response_as_known(cls: type[Executor[Any]]) -> bool:
+    """Whether `cls` builds a response with graphql-core's own methods (what
+    `PreparedOperation.execute` stands in for when there is no incremental work)."""
+    if cls.build_response is IncrementalExecutor.build_response:
+        plain = getattr(cls, "get_incremental_work", None) is (
+            IncrementalExecutor.get_incremental_work
+        )
+    else:
+        plain = cls.build_response is Executor.build_response
+    return plain and cls.run_async_work_finished_hook is Executor.run_async_work_finished_hook
+
+
+def _roots(
+    template: dict[str, Any], root_type: GraphQLObjectType, grouped_field_set: GroupedFieldSet
+) -> tuple[_Root, ...] | None:
+    """The root fields in order, each with its `_RootField` when plain; None when none
+    is (the executor's own methods then run them all)."""
+    schema: GraphQLSchema = template["schema"]
+    roots: list[_Root] = []
+    for response_name, field_details_list in grouped_field_set.items():
+        path = Path(None, response_name, root_type.name)
+        node = field_details_list[0].node
+        field_def = schema.get_field(root_type, node.name.value)
+        plain = None
+        if (
+            field_def is not None
+            and not field_def.args
+            and not node.arguments
+            and all(d.fragment_variable_values is None for d in field_details_list)
+        ):
+            leaf = field_def.type
+            if isinstance(leaf, GraphQLNonNull):
+                leaf = leaf.of_type
+            if is_leaf_type(leaf):
+                plain = _RootField(
+                    field_def,
+                    field_details_list,
+                    path,
+                    root_type,
+                    field_def.resolve or template["field_resolver"],
+                    leaf if leaf in _SPECIFIED_SCALARS else None,  # type: ignore[arg-type]
+                )
+        roots.append((response_name, field_details_list, path, plain))
+    return tuple(roots) if any(root[3] is not None for root in roots) else None
+
+
+def _execute_roots(
+    executor: Executor[Any], root_type: GraphQLObjectType, roots: tuple[_Root, ...]
+) -> Any:
+    """`Executor.execute_fields` on the root (no source, no parent path), plain
+    fields run by their `_RootField`."""
+    results: dict[str, Any] = {}
+    is_awaitable = executor.is_awaitable
+    awaitable_fields: list[str] = []
+    try:
+        for response_name, field_details_list, path, plain in roots:
+            if plain is None:
+                result = executor.execute_field(root_type, None, field_details_list, path, None)
+            else:
+                result = plain.execute(executor)
+            if result is not Undefined:
+                results[response_name] = result
+                if is_awaitable(result):
+                    awaitable_fields.append(response_name)
+    except Exception:
+        if awaitable_fields:
+            executor.settle_in_background([results[field] for field in awaitable_fields])
+        raise
+    if not awaitable_fields:
+        return results
+    return _gathered(results, awaitable_fields)
+
+
+async def _gathered(results: dict[str, Any], awaitable_fields: list[str]) -> dict[str, Any]:
+    # execute_fields' get_results.
+    if len(awaitable_fields) == 1:
+        field = awaitable_fields[0]
+        results[field] = await results[field]
+    else:
+        awaited = await gather_with_cancel(*(results[field] for field in awaitable_fields))
+        results.update(zip(awaitable_fields, awaited, strict=True))
+    return results
+
+
+class _RootField:
+    """A plain root field (a leaf type, no arguments): `Executor.execute_field` for
+    it, its path, nodes and resolver found once. A value of a specified scalar (String,
+    Int, Float, Boolean, ID: pure serializers) that serializes to something is the
+    field's value; anything else is completed by the executor's own `complete_value`
+    (errors and null checks as graphql-core's), and errors handled by its own
+    `handle_field_error`.
+
+    When the field's resolver is the one Strawberry made for a plain function (sync,
+    no arguments, no `info`, no field extensions or permissions, no exception
+    handlers: `_strawberry_function`), that function is called as Strawberry's
+    resolver would call it, and the resolve info is only built if completing the
+    value needs it."""
+
+    __slots__ = (
+        "field_def",
+        "field_details_list",
+        "function",
+        "function_args",
+        "nodes",
+        "parent_type",
+        "path",
+        "resolve",
+        "return_type",
+        "scalar",
+    )
+
+    def __init__(
+        self,
+        field_def: GraphQLField,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        parent_type: GraphQLObjectType,
+        resolve: Callable[..., Any],
+        scalar: GraphQLLeafType | None,
+    ) -> None:
+        self.field_def = field_def
+        self.field_details_list = field_details_list
+        self.nodes: list[FieldNode] = [details.node for details in field_details_list]
+        self.path = path
+        self.parent_type = parent_type
+        self.resolve = resolve
+        self.return_type = field_def.type
+        self.scalar = scalar
+        found = _strawberry_function(field_def)
+        self.function: Callable[..., Any] | None = found[0] if found is not None else None
+        self.function_args: tuple[None, ...] = found[1] if found is not None else ()
+
+    def execute(self, executor: Executor[Any]) -> Any:
+        path = self.path
+        function = self.function
+        info = None
+        try:
+            if function is not None:
+                result = function(*self.function_args)
+            else:
+                info = executor.build_resolve_info(
+                    self.field_def, self.nodes, self.parent_type, path
+                )
+                result = self.resolve(None, info)
+            if executor.is_awaitable(result):
+                if info is None:
+                    info = executor.build_resolve_info(
+                        self.field_def, self.nodes, self.parent_type, path
+                    )
+                return executor.complete_awaitable_value(
+                    self.return_type, self.field_details_list, info, path, result, None
+                )
+            scalar = self.scalar
+            if (
+                scalar is not None
+                and result is not None
+                and result is not Undefined
+                and not isinstance(result, Exception)
+            ):
+                coerced = scalar.coerce_output_value(result)
+                if coerced is not None and coerced is not Undefined:
+                    return coerced
+            # Null (for a non-null field, graphql-core's error), an error value, a
+            # value the type refuses: the executor completes it, as execute_field.
+            if info is None:
+                info = executor.build_resolve_info(
+                    self.field_def, self.nodes, self.parent_type, path
+                )
+            return executor.complete_value(
+                self.return_type, self.field_details_list, info, path, result, None
+            )
+        except Exception as raw_error:
+            executor.handle_field_error(raw_error, self.return_type, self.field_details_list, path)
+            return None
+
+
+def _cells(function: Any) -> dict[str, Any]:
+    """A closure's variables by name."""
+    return {
+        name: cell.cell_contents
+        for name, cell in zip(
+            function.__code__.co_freevars, function.__closure__ or (), strict=True
+        )
+    }
+
+
+# What Strawberry (strawberry/schema/schema_converter.py, from_resolver) names the
+# resolver it makes for a field with a resolver function.
+_STRAWBERRY_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._resolver"
+
+
+def _strawberry_function(
+    field_def: GraphQLField,
+) -> tuple[Callable[..., Any], tuple[()] | tuple[None]] | None:
+    """The resolver function behind `field_def` and its arguments at the root, when
+    calling it so is all Strawberry's resolver would do: its sync `_resolver` for
+    this very field, without exception handlers, for a field without arguments,
+    extensions (permissions are one) or `info`/`root`/`parent` parameters, so that
+    Strawberry's Info, argument conversion and extension chain have nothing to do
+    (`field.get_result` then calls `base_resolver(source)` if it takes `self`, else
+    `base_resolver()`). None otherwise: the resolver runs as it is."""
+    resolve = field_def.resolve
+    field = field_def.extensions.get("strawberry-definition")
+    if (
+        resolve is None
+        or not isinstance(field, StrawberryField)
+        or getattr(resolve, "__qualname__", None) != _STRAWBERRY_RESOLVER
+    ):
+        return None
+    try:
+        cells = _cells(resolve)
+        handlers = cells["field_exception_handlers"]
+        # The field it was made for (that its Info is made with).
+        same_field = _cells(cells["_strawberry_info_from_graphql"])["field"] is field
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    base = field.base_resolver
+    if (
+        not same_field
+        or handlers
+        or base is None
+        or field.extensions
+        or field.arguments
+        or field.is_async
+        or base.info_parameter is not None
+        or base.root_parameter is not None
+        or base.parent_parameter is not None
+    ):
+        return None
+    return base, ((None,) if base.self_parameter is not None else ())
 
 
 def _single(result: Any) -> ExecutionResult:

@@ -34,7 +34,7 @@ from cryptovault.config import Settings
 from cryptovault.errors import DomainError
 from cryptovault.extensions.masking import map_error
 from cryptovault.http.deadline import within
-from cryptovault.http.lean import JSON, Answer, LeanPath, lean_sub_response
+from cryptovault.http.lean import JSON, Answer, LeanPath, lean_sub_response, request_header
 from cryptovault.logs import user_id_var
 from cryptovault.middleware import error_response
 from cryptovault.resolvers.context import Context
@@ -46,9 +46,25 @@ log = logging.getLogger("cryptovault.app")
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 
 
+# Accept header -> its media type: clients send a handful of distinct values, each
+# worked out once; past the bound, new values are worked out on every request.
+_NEGOTIATED: dict[str | None, str | None] = {}
+_NEGOTIATED_MAX = 64
+
+
 def negotiate(accept: str | None) -> str | None:
     """The response media type for an Accept header (GraphQL over HTTP), or None
     when the client accepts neither JSON type (406)."""
+    try:
+        return _NEGOTIATED[accept]
+    except KeyError:
+        media = _negotiate(accept)
+    if len(_NEGOTIATED) < _NEGOTIATED_MAX:
+        _NEGOTIATED[accept] = media
+    return media
+
+
+def _negotiate(accept: str | None) -> str | None:
     if not accept:
         return JSON
     types = set()
@@ -134,7 +150,8 @@ class GraphQLView(GraphQL[Context, None]):
             )
 
     async def _respond(self, request: Request) -> Response | Answer:
-        prepared = await self.lean.prepare(request, negotiate(request.headers.get("accept")))
+        accept = request_header(request.scope, b"accept")
+        prepared = await self.lean.prepare(request, negotiate(accept))
         if prepared is None:
             return await self.run(request)  # type: ignore[no-any-return]
         sub_response = lean_sub_response()

@@ -65,8 +65,8 @@ class TokenAuthenticator:
             authorization = fields.get("authorization")
             api_key = fields.get("x-api-key", fields.get("apikey"))
         else:
-            authorization = request.headers.get("authorization")
-            api_key = request.headers.get("x-api-key")
+            authorization = _header(request, b"authorization")
+            api_key = _header(request, b"x-api-key")
         for value in (authorization, api_key):
             if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL):
                 raise Unauthenticated("Malformed credentials")
@@ -245,3 +245,13 @@ def _users() -> AsyncCollection:
 
 def _sessions() -> AsyncCollection:
     return SessionDocument.get_pymongo_collection()
+
+
+def _header(connection: HTTPConnection, name: bytes) -> str | None:
+    """`connection.headers.get(name)` (`name` lowercase), read off the scope's raw
+    headers: on every request, without building Headers or raising KeyError when the
+    header is absent (as it mostly is)."""
+    for key, value in connection.scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")  # type: ignore[no-any-return]
+    return None
