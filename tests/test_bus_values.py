@@ -63,7 +63,7 @@ def representative() -> list[Tick]:
         replace(BASE, price=Decimal("NaN"), bid=Decimal("Infinity"), ask=Decimal("-0E+2")),
         # timestamps: UTC (with and without microseconds), naive, other zones
         replace(BASE, timestamp=AT.replace(microsecond=0)),
-        replace(BASE, timestamp=datetime.now(UTC)),
+        replace(BASE, timestamp=datetime(2026, 1, 1, 12, 0, 0, 1, tzinfo=UTC)),
         replace(BASE, timestamp=AT.replace(tzinfo=None)),
         replace(BASE, timestamp=AT.replace(tzinfo=timezone(timedelta(0)))),
         replace(BASE, timestamp=AT.replace(tzinfo=timezone(timedelta(hours=5, minutes=30)))),
