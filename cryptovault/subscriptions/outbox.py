@@ -101,8 +101,8 @@ class Outbox:
             # Idle socket (the common case): write now, in the caller, up to the first
             # wait; nothing to queue or coalesce. A task per frame (even an eager one)
             # cost each delivered message ~0.5 µs more.
-            write = self._send_text(frame)
             try:
+                write = self._send_text(frame)
                 # Stepped by `next` with a default: a write that completes ends in
                 # C, without the StopIteration (and its traceback and frame object)
                 # that `write.send(None)` raises here (~1,100 instructions a frame).
