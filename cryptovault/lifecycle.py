@@ -50,6 +50,7 @@ class TrackedWebSocket:
         "closed",
         "done",
         "finished",
+        "on_lost",
     )
 
     def __init__(self, send: Send, on_accept: Callable[[], None] | None = None) -> None:
@@ -67,6 +68,8 @@ class TrackedWebSocket:
         # (shutdown): an Event per idle socket would cost ~760 B.
         self.done = False
         self.finished: asyncio.Event | None = None
+        # Called when `send_text` finds the peer gone (the server raised OSError).
+        self.on_lost: Callable[[], None] | None = None
 
     def finish(self) -> None:
         self.done = True
@@ -112,6 +115,10 @@ class TrackedWebSocket:
         try:
             if not self.closed:
                 await self._send({"type": "websocket.send", "text": text})
+        except OSError:
+            if self.on_lost is not None:
+                self.on_lost()
+            raise
         finally:
             self._next()
 

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from cryptovault.lifecycle import TRACKED_SOCKET, TrackedWebSocket
 from cryptovault.subscriptions.outbox import Outbox
+from cryptovault.websocket import _text_sender
 
 WAIT = 10  # seconds: a bound for what must happen, never an assertion on timing
 
@@ -165,3 +169,49 @@ async def test_a_waiting_write_cancelled_with_its_task_frees_the_queue():
     socket.unblock()
     outbox.push("next")
     assert socket.written == ["next"]
+
+
+async def test_a_write_refused_at_the_call_ends_the_queue():
+    """A sender may refuse a frame when called (the socket is known closed) rather
+    than when awaited: the queue ends all the same."""
+    socket = Socket()
+
+    def refuse(text: str) -> Any:
+        raise WebSocketDisconnect(1006)
+
+    outbox = Outbox(refuse, socket.close, max_frames=10)
+    outbox.push("a")
+    assert outbox.closed
+    outbox.push("b")
+    assert socket.written == []
+
+
+async def test_the_fan_out_sender_marks_a_socket_whose_peer_is_gone_disconnected():
+    """The sender handed to the outbox writes through the connection's
+    TrackedWebSocket; when the server finds the peer gone (OSError), the Starlette
+    socket is marked disconnected, as its own send_text does, and later frames are
+    refused at the call."""
+    sent: list[Any] = []
+    gone = False
+
+    async def server_send(message: Any) -> None:
+        if gone:
+            raise OSError("peer gone")
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "websocket.disconnect"}
+
+    tracked = TrackedWebSocket(server_send)
+    scope = {"type": "websocket", "path": "/graphql", "headers": [], TRACKED_SOCKET: tracked}
+    ws = WebSocket(scope, receive, tracked.send)
+    ws.application_state = WebSocketState.CONNECTED
+    outbox = Outbox(_text_sender(ws), tracked.close, max_frames=10)
+    outbox.push("one")
+    assert sent == [{"type": "websocket.send", "text": "one"}]
+    gone = True
+    outbox.push("two")
+    assert outbox.closed
+    assert ws.application_state is WebSocketState.DISCONNECTED
+    with pytest.raises(WebSocketDisconnect):
+        _text_sender(ws)("three")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class HubSubscription:
@@ -68,3 +71,64 @@ class Hub:
                 subs.discard(sub)
                 if not subs:
                     del self._subs[topic]
+
+
+class HubStream(Generic[T]):
+    """A subscription stream over a hub subscription, without generator frames: what
+
+        async def stream():
+            with open() as sub:
+                async for item in sub:
+                    yield convert(item)
+
+    is, as a plain async iterator (the subscription is made at the first `__anext__`,
+    not before; an error there, or `aclose`, ends the stream; `aclose` unsubscribes).
+    Each generator between the hub's queue and a subscription's pump costs every
+    event an `asend` round trip; `map` adds a conversion without adding one."""
+
+    __slots__ = ("_convert", "_done", "_open", "_sub")
+
+    def __init__(
+        self, open: Callable[[], HubSubscription], convert: Callable[[Any], T] | None = None
+    ) -> None:
+        self._open = open
+        self._convert = convert
+        self._sub: HubSubscription | None = None
+        self._done = False
+
+    def map(self, convert: Callable[[T], U]) -> HubStream[U]:
+        """This stream with each item passed through `convert` (use before iterating)."""
+        inner = self._convert
+        return HubStream(
+            self._open, convert if inner is None else lambda item: convert(inner(item))
+        )
+
+    def __aiter__(self) -> HubStream[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        sub = self._sub
+        if sub is None:
+            if self._done:
+                raise StopAsyncIteration
+            try:
+                sub = self._sub = self._open()
+            except BaseException:
+                self._done = True
+                raise
+        try:
+            item = await sub.queue.get()
+            return item if self._convert is None else self._convert(item)
+        except BaseException:
+            # As a generator would: an error (cancellation included) ends the stream.
+            self._end()
+            raise
+
+    async def aclose(self) -> None:
+        self._end()
+
+    def _end(self) -> None:
+        self._done = True
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            sub.close()

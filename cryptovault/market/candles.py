@@ -19,6 +19,10 @@ class Interval(enum.Enum):
     ONE_HOUR = "1h"
     ONE_DAY = "1d"
 
+    # Members are singletons compared by identity: hash them so too (Enum's own
+    # hashes the name in Python code, and an interval is a dict key on every tick).
+    __hash__ = object.__hash__
+
     @property
     def seconds(self) -> int:
         return _SECONDS[self]

@@ -45,6 +45,34 @@ class Tick:
             seq=int(message.get("seq", 0)),  # type: ignore[call-overload]
         )
 
+    def survives_json(self) -> bool:
+        """Whether `from_message` of this tick's message, after a JSON round trip, is
+        this very tick: equal, and of the same types. True for what the feeds make
+        (plain Decimals, whose `str` reads back with the same digits and exponent; a
+        UTC or naive timestamp, which `fromisoformat` gives back with the same
+        `tzinfo`); False for anything else (another time zone comes back as a fixed
+        offset, a subclass as its base, a string orjson would refuse...)."""
+        ts = self.timestamp
+        return (
+            type(ts) is datetime
+            and (ts.tzinfo is UTC or ts.tzinfo is None)
+            and not ts.fold
+            and type(self.price) is Decimal
+            and type(self.bid) is Decimal
+            and type(self.ask) is Decimal
+            and type(self.volume) is Decimal
+            and type(self.symbol) is str
+            and self.symbol.isascii()
+            and type(self.source) is str
+            and self.source.isascii()
+            and type(self.seq) is int
+            and _INT64_MIN <= self.seq <= _UINT64_MAX
+        )
+
+
+# The integers orjson writes.
+_INT64_MIN, _UINT64_MAX = -(1 << 63), (1 << 64) - 1
+
 
 def quote(
     asset: Asset,

@@ -227,6 +227,8 @@ class Metrics:
         self._http_children: dict[tuple[str, str, int], tuple[list[int], _Series]] = {}
         self._operation_children: dict[tuple[str, str], tuple[list[int], _Series]] = {}
         self._error_children: dict[tuple[str, str], Any] = {}
+        # Per feed name: the ticks counter's child (one per price tick on the leader).
+        self._tick_children: dict[str, Any] = {}
 
         Info("cryptovault_build", "Version and environment of this instance.", registry=r).info(
             {"version": __version__, "environment": environment}
@@ -436,7 +438,13 @@ class Metrics:
         self.subscriptions.labels(field).dec()
 
     def tick_ingested(self, feed: str) -> None:
-        self.ticks_ingested.labels(self._bounded("feed", feed)).inc()
+        child = self._tick_children.get(feed)
+        if child is None:
+            child = self.ticks_ingested.labels(self._bounded("feed", feed))
+            # Feeds are few; a bounded table all the same (past it, looked up each time).
+            if len(self._tick_children) < MAX_LABEL_VALUES:
+                self._tick_children[feed] = child
+        child.inc()
 
     def retention_swept(self, collection: str, deleted: int) -> None:
         self.retention_deleted.labels(self._bounded("collection", collection)).inc(deleted)

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from cryptovault.events.hub import HubStream, HubSubscription
 from cryptovault.market.assets import ASSETS, Asset, get_asset, resolve_symbols
 from cryptovault.market.candles import Candle, Interval
 from cryptovault.market.service import Quote, candle_topic, price_topic
@@ -38,16 +38,23 @@ async def candles(
     return await info.context.services.market.candles_page(symbol, interval, first, after)
 
 
-async def price_stream(info: Info, symbols: list[str] | None) -> AsyncIterator[Quote]:
-    wanted = resolve_symbols(symbols)
+def price_stream(info: Info, symbols: list[str] | None) -> HubStream[Quote]:
+    """The quotes of `symbols` as they tick. The symbols are checked, and the hub
+    subscribed, when the stream is first read (as a generator's body runs)."""
     hub = info.context.services.hub
-    with hub.subscribe(*(price_topic(a.symbol) for a in wanted), maxsize=4 * len(wanted)) as sub:
-        async for quote in sub:
-            yield quote
+
+    def open() -> HubSubscription:
+        wanted = resolve_symbols(symbols)
+        return hub.subscribe(*(price_topic(a.symbol) for a in wanted), maxsize=4 * len(wanted))
+
+    return HubStream(open)
 
 
-async def candle_stream(info: Info, symbol: str, interval: Interval) -> AsyncIterator[Candle]:
-    a = get_asset(symbol)
-    with info.context.services.hub.subscribe(candle_topic(a.symbol, interval), maxsize=16) as sub:
-        async for candle in sub:
-            yield candle
+def candle_stream(info: Info, symbol: str, interval: Interval) -> HubStream[Candle]:
+    """The open candle of `symbol` on every tick, and each candle as it closes."""
+    hub = info.context.services.hub
+
+    def open() -> HubSubscription:
+        return hub.subscribe(candle_topic(get_asset(symbol).symbol, interval), maxsize=16)
+
+    return HubStream(open)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from decimal import Decimal
 from functools import partial
@@ -225,23 +225,23 @@ class MarketSubscription:
         description="Live prices: one event per tick per symbol.",
         metadata=shared_stream(coalesce_by=lambda price: price.symbol),
     )
-    async def prices(
+    def prices(
         self,
         info: Info,
         symbols: Symbols = None,
-    ) -> AsyncGenerator[Price]:
-        async for quote in resolve.price_stream(info, symbols):
-            yield Price.from_domain(quote)
+    ) -> AsyncIterator[Price]:
+        # A plain async iterator (events/hub.py HubStream): no generator per event
+        # between the hub and the subscription.
+        return resolve.price_stream(info, symbols).map(Price.from_domain)
 
     @strawberry.subscription(
         description="The open candle on every tick, then each candle once more when it closes.",
         metadata=shared_stream(coalesce_by=lambda candle: (candle.symbol, candle.open_time)),
     )
-    async def candles(
+    def candles(
         self,
         info: Info,
         symbol: Symbol,
         interval: CandleInterval,
-    ) -> AsyncGenerator[Candle]:
-        async for candle in resolve.candle_stream(info, symbol, interval):
-            yield Candle.from_domain(candle)
+    ) -> AsyncIterator[Candle]:
+        return resolve.candle_stream(info, symbol, interval).map(Candle.from_domain)
