@@ -94,3 +94,50 @@ def test_kept_answers_move_towards_the_general_path_on_each_write():
     assert updated("mismatch:number", False, {"k": Int64(1)}, "k") is True
     assert updated("mismatch:number", True, {"k": 1}, "k") is True  # yes stays yes
     assert updated("array", False, {"k": [1]}, "k") is True
+
+
+def forgets_while_another_thread_learns(engine: SQLiteEngine) -> list[RuntimeError]:
+    """Errors of 300 invalidations of one collection's features while another thread
+    adds features of another collection (as the engine's executor threads do), with
+    the interpreter switching threads as often as it can."""
+    import sys
+    import threading
+
+    cache = engine._collection_features_cache
+    for i in range(2_000):
+        cache[("db", "kept", f"f{i}")] = True
+    stop = threading.Event()
+
+    def learn() -> None:
+        i = 0
+        while not stop.is_set():
+            cache[("db", "other", f"g{i % 5_000}")] = False
+            i += 1
+
+    errors: list[RuntimeError] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    learner = threading.Thread(target=learn)
+    learner.start()
+    try:
+        for _ in range(300):
+            try:
+                engine._invalidate_collection_features_cache("db", "written")
+            except RuntimeError as error:
+                errors.append(error)
+    finally:
+        stop.set()
+        learner.join()
+        sys.setswitchinterval(interval)
+    assert ("db", "kept", "f0") in cache  # another collection's features stay
+    return errors
+
+
+def test_forgetting_a_collections_features_survives_other_threads_learning(tmp_path):
+    """Stock mongoeco failed a write under load with "dictionary changed size during
+    iteration": it iterates the features cache while executor threads add to it."""
+    corrected = flat_engine(str(tmp_path / "corrected.sqlite3"))
+    stock = SQLiteEngine(str(tmp_path / "stock.sqlite3"))
+    assert type(corrected) is not SQLiteEngine
+    assert forgets_while_another_thread_learns(corrected) == []
+    assert forgets_while_another_thread_learns(stock)  # the race is real

@@ -442,7 +442,17 @@ def _engine_class() -> type:
         def _invalidate_collection_features_cache(  # type: ignore[no-untyped-def]
             self, db_name=None, coll_name=None
         ):
-            super()._invalidate_collection_features_cache(db_name, coll_name)
+            if db_name is None or coll_name is None:
+                super()._invalidate_collection_features_cache(db_name, coll_name)
+            else:
+                # Stock mongoeco iterates the cache with a comprehension while the
+                # engine's executor threads add to it: "dictionary changed size
+                # during iteration" failed a write under load. Its keys are taken in
+                # one step (a tuple of a dict's keys is made without a thread switch).
+                cache = self._collection_features_cache
+                prefix = (db_name, coll_name)
+                for key in [key for key in tuple(cache) if key[:2] == prefix]:
+                    cache.pop(key, None)
             written = getattr(self._written, "documents", None) or []
             self._written.documents = []
             if db_name is not None and coll_name is not None and written:
