@@ -20,6 +20,12 @@ def stream(hub: Hub, topic: str = "t") -> HubStream[int]:
     return HubStream(lambda: hub.subscribe(topic, maxsize=4))
 
 
+async def ended_and_unsubscribed(hub: Hub, numbers: HubStream) -> None:
+    assert hub.subscriber_count("t") == 0
+    with pytest.raises(StopAsyncIteration):
+        await anext(numbers)
+
+
 async def test_subscribes_at_the_first_read_and_maps_each_item():
     hub = Hub()
     numbers = stream(hub).map(lambda n: n * 10).map(str)
@@ -32,9 +38,7 @@ async def test_subscribes_at_the_first_read_and_maps_each_item():
     hub.publish("t", 5)
     assert await anext(numbers) == "50"
     await numbers.aclose()
-    assert hub.subscriber_count("t") == 0
-    with pytest.raises(StopAsyncIteration):
-        await anext(numbers)
+    await ended_and_unsubscribed(hub, numbers)
 
 
 async def test_an_error_opening_ends_the_stream():
@@ -67,9 +71,7 @@ async def test_an_error_converting_ends_the_stream_and_unsubscribes():
     hub.publish("t", -1)
     with pytest.raises(ValueError, match="negative"):
         await reading
-    assert hub.subscriber_count("t") == 0
-    with pytest.raises(StopAsyncIteration):
-        await anext(numbers)
+    await ended_and_unsubscribed(hub, numbers)
 
 
 async def test_a_cancelled_read_ends_the_stream_and_unsubscribes():
@@ -80,9 +82,7 @@ async def test_a_cancelled_read_ends_the_stream_and_unsubscribes():
     reading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reading
-    assert hub.subscriber_count("t") == 0
-    with pytest.raises(StopAsyncIteration):
-        await anext(numbers)
+    await ended_and_unsubscribed(hub, numbers)
 
 
 async def test_closing_an_unread_stream_never_subscribes():
