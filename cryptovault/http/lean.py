@@ -38,7 +38,6 @@ from graphql import (
 from graphql.validation import MaxIntrospectionDepthRule
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Scope
 from strawberry import Schema
 from strawberry.execution import optimized_is_awaitable
 from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
@@ -71,6 +70,7 @@ from cryptovault.schema.results import (
     kept_answer,
     recording,
 )
+from cryptovault.security.authenticator import request_header
 
 if TYPE_CHECKING:
     from cryptovault.config import Settings
@@ -395,15 +395,6 @@ class LeanPath:
             return  # run in process (bench.queries)
         state = request.scope.setdefault("state", {})
         state.setdefault("graphql_operations", []).append((label, kind))
-
-
-def request_header(scope: Scope, name: bytes) -> str | None:
-    """`Request(scope).headers.get(name)` (`name` lowercase), read off the scope's raw
-    headers: without building Headers or raising KeyError when the header is absent."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return value.decode("latin-1")  # type: ignore[no-any-return]
-    return None
 
 
 def lean_sub_response() -> Response:

@@ -15,6 +15,7 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
 from cryptovault.documents.apikeys import ApiKeyDocument
 from cryptovault.documents.common import now_ms
@@ -65,8 +66,8 @@ class TokenAuthenticator:
             authorization = fields.get("authorization")
             api_key = fields.get("x-api-key", fields.get("apikey"))
         else:
-            authorization = _header(request, b"authorization")
-            api_key = _header(request, b"x-api-key")
+            authorization = request_header(request.scope, b"authorization")
+            api_key = request_header(request.scope, b"x-api-key")
         for value in (authorization, api_key):
             if value is not None and (not isinstance(value, str) or len(value) > MAX_CREDENTIAL):
                 raise Unauthenticated("Malformed credentials")
@@ -247,11 +248,11 @@ def _sessions() -> AsyncCollection:
     return SessionDocument.get_pymongo_collection()
 
 
-def _header(connection: HTTPConnection, name: bytes) -> str | None:
-    """`connection.headers.get(name)` (`name` lowercase), read off the scope's raw
+def request_header(scope: Scope, name: bytes) -> str | None:
+    """`Request(scope).headers.get(name)` (`name` lowercase), read off the scope's raw
     headers: on every request, without building Headers or raising KeyError when the
     header is absent (as it mostly is)."""
-    for key, value in connection.scope["headers"]:
+    for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")  # type: ignore[no-any-return]
     return None
