@@ -430,3 +430,36 @@ def test_an_executor_that_runs_fields_or_builds_responses_its_own_way_keeps_them
         assert result.data == {"text": "pong"}  # type: ignore[union-attr]
         assert result.extensions == extensions  # type: ignore[union-attr]
         assert (prepared._roots is not None) is plain
+
+
+def test_the_plain_function_shortcut_is_pinned_to_strawberrys_resolver(monkeypatch):
+    """The shortcut reads the closure of the resolver Strawberry makes: it must be
+    checked again when Strawberry's `from_resolver` changes (this fails until the
+    recorded hash is updated), and until then it is off."""
+    from cryptovault.http import prepared as module
+
+    module.knows_strawberry_resolver.cache_clear()
+    assert module.knows_strawberry_resolver(), "Strawberry's from_resolver changed"
+    schema = _plain_schema()
+    core, executor = schema._schema, schema.execution_context_class
+    document = parse("{ where text }")
+
+    def functions() -> set[str]:
+        prepared = prepare(core, document, document.definitions[0], executor, False)  # type: ignore[arg-type]
+        assert prepared is not None
+        prepared.execute({"n": 1}, None, None)  # roots are found on the first run
+        return {
+            details[0].node.name.value
+            for _, details, _, field in prepared._roots or ()
+            if field is not None and field.function is not None
+        }
+
+    assert functions()  # on the pinned Strawberry, plain functions are called directly
+    monkeypatch.setattr(module, "FROM_RESOLVER_SHA256", "0" * 64)
+    module.knows_strawberry_resolver.cache_clear()
+    try:
+        assert not module.knows_strawberry_resolver()
+        assert functions() == set()  # another Strawberry: its resolver runs as it is
+    finally:
+        monkeypatch.undo()
+        module.knows_strawberry_resolver.cache_clear()

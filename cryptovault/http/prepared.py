@@ -35,6 +35,9 @@ variables, a schema with `@defer`/`@stream`.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -77,6 +80,7 @@ from graphql.language import FieldNode
 from graphql.pyutils import Path, RefMap, gather_with_cancel
 from graphql.type import GraphQLResolveInfoHelpers
 from strawberry.execution import optimized_is_awaitable
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 
 __all__ = ["PreparedOperation", "prepare"]
@@ -484,6 +488,21 @@ def _cells(function: Any) -> dict[str, Any]:
 # What Strawberry (strawberry/schema/schema_converter.py, from_resolver) names the
 # resolver it makes for a field with a resolver function.
 _STRAWBERRY_RESOLVER = "GraphQLCoreConverter.from_resolver.<locals>._resolver"
+# The SHA-256 of `GraphQLCoreConverter.from_resolver`'s source in strawberry-graphql
+# 0.341.2, which `_strawberry_function` reads the closure of and stands in for: any
+# other source turns the shortcut off (the resolver then runs as it is), and
+# tests/test_prepared_execution.py fails until the shortcut is checked against it.
+FROM_RESOLVER_SHA256 = "bcac1354fecdee79efc4cb931554163d64df8f0061909eab4d3687eba0c19ffb"
+
+
+@functools.cache
+def knows_strawberry_resolver() -> bool:
+    """Whether the installed Strawberry makes field resolvers as the shortcut expects."""
+    try:
+        source = inspect.getsource(GraphQLCoreConverter.from_resolver)
+    except (OSError, TypeError):
+        return False
+    return hashlib.sha256(source.encode()).hexdigest() == FROM_RESOLVER_SHA256
 
 
 def _strawberry_function(
@@ -500,6 +519,7 @@ def _strawberry_function(
     field = field_def.extensions.get("strawberry-definition")
     if (
         resolve is None
+        or not knows_strawberry_resolver()
         or not isinstance(field, StrawberryField)
         or getattr(resolve, "__qualname__", None) != _STRAWBERRY_RESOLVER
     ):
