@@ -46,6 +46,7 @@ class TrackedWebSocket:
         "_send",
         "_waiters",
         "accepted",
+        "client_code",
         "close_code",
         "closed",
         "done",
@@ -64,6 +65,10 @@ class TrackedWebSocket:
         self.accepted = False
         self.closed = False
         self.close_code: int | None = None
+        # The client's close code, noted by whoever reads the disconnect (the
+        # GraphQL view's WebSocket adapter): a wrapper of `receive` to see it would
+        # be a coroutine frame per idle socket.
+        self.client_code: int | None = None
         # The app's handler returned; `finished` is made only when someone waits
         # (shutdown): an Event per idle socket would cost ~760 B.
         self.done = False
@@ -227,20 +232,11 @@ class WebSocketTracking:
         sock = TrackedWebSocket(
             send, metrics.websocket_connections_opened.inc if metrics is not None else None
         )
-        client_code: int | None = None
-
-        async def receive_noting_close() -> Message:
-            nonlocal client_code
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                client_code = message.get("code")
-            return message
-
         registry._add(sock)
         scope[TRACKED_SOCKET] = sock
         start = time.perf_counter()
         try:
-            await self.app(scope, receive_noting_close, sock.send)
+            await self.app(scope, receive, sock.send)
         finally:
             registry._remove(sock)
             sock.finish()
@@ -250,7 +246,7 @@ class WebSocketTracking:
                     extra={
                         "path": scope.get("path"),
                         "duration_ms": round((time.perf_counter() - start) * 1000, 2),
-                        "close_code": sock.close_code or client_code,
+                        "close_code": sock.close_code or sock.client_code,
                         "closed_by": "server" if sock.close_code else "client",
                     },
                 )

@@ -65,9 +65,15 @@ from json import JSONDecodeError
 from typing import Any
 
 import orjson
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
-from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
@@ -172,12 +178,21 @@ class LimitedWebSocketAdapter(ASGIWebSocketAdapter):
                     await self.close(CLOSE_TOO_BIG, "Message too big")
                     return
                 try:
-                    yield self.view.decode_json(text)
+                    message = self.view.decode_json(text)
                 except JSONDecodeError as exc:
                     if not ignore_parsing_errors:
                         raise NonJsonMessageReceived from exc
-        except WebSocketDisconnect:
-            pass
+                    continue
+                # While the socket waits for its next message, the last one (its text
+                # and what it decoded to) is not kept: ~0.8 KB per idle socket.
+                del text
+                yield message
+                del message
+        except WebSocketDisconnect as gone:
+            # The client's close code, for the connection's log line (lifecycle.py).
+            tracked: TrackedWebSocket | None = self.ws.scope.get(TRACKED_SOCKET)
+            if tracked is not None:
+                tracked.client_code = gone.code
 
 
 def _error_payload(exc: DomainError) -> dict[str, Any]:
@@ -426,10 +441,26 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
         self.pong_deadline: float | None = None  # a ping is unanswered until then
 
     async def handle(self) -> None:
+        """Strawberry's `handle`, in this frame (a frame less per socket), and holding
+        no message while the socket waits for the next one: an idle subscriber would
+        keep its subscribe message (the document, decoded) for its lifetime."""
         if not await self._claim_pending():
             return
         try:
-            await super().handle()
+            self.on_request_accepted()
+            try:
+                try:
+                    async for message in self.websocket.iter_json():
+                        await self.handle_message(message)
+                        del message
+                except NonTextMessageReceived:
+                    await self.handle_invalid_message("WebSocket message type must be text")
+                except NonJsonMessageReceived:
+                    await self.handle_invalid_message("WebSocket message must be valid JSON")
+            except WebSocketDisconnected:
+                pass
+            finally:
+                await self.shutdown()
         finally:
             if self._keep_alive is not None:
                 self._keep_alive.discard(self)
@@ -646,8 +677,9 @@ class _Grouped:
                 _text_sender(self.websocket.ws), self.websocket.close, groups.send_queue
             )
         # Operation tasks relaying a shared (public) stream: a revoked credential
-        # does not end them early (TrustedSocket).
-        self._shared_tasks: set[asyncio.Task[Any]] = set()
+        # does not end them early (TrustedSocket). A list (at most
+        # WS_MAX_SUBSCRIPTIONS), made with the first: a set is 216 B per socket.
+        self._shared_tasks: list[asyncio.Task[Any]] | None = None
 
     async def send_message(self, message: Any) -> None:
         if self.outbox is None:
@@ -656,7 +688,7 @@ class _Grouped:
         self.outbox.push(orjson.dumps(message).decode())
 
     def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
-        return task in self._shared_tasks
+        return self._shared_tasks is not None and task in self._shared_tasks
 
     async def _close_after_sent(self, code: int, reason: str) -> None:
         if self.outbox is None:
@@ -668,13 +700,15 @@ class _Grouped:
         """Until the member's group ends (or the operation is stopped)."""
         task = asyncio.current_task()
         if shared and task is not None:
-            self._shared_tasks.add(task)
+            if self._shared_tasks is None:
+                self._shared_tasks = []
+            self._shared_tasks.append(task)
         try:
             await member.wait()
         finally:
             groups.leave(member)
-            if task is not None:
-                self._shared_tasks.discard(task)
+            if task is not None and self._shared_tasks is not None and task in self._shared_tasks:
+                self._shared_tasks.remove(task)
 
 
 class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
@@ -703,7 +737,12 @@ class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any
                 await operation.send_next(outcome.result)
             elif isinstance(outcome, Prepared):
                 member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
-                await self._relay(groups, member, outcome.policy.shared)
+                shared = outcome.policy.shared
+                # The group holds what it needs; this subscriber's own preparation
+                # (its resolver's unused stream, the key, the document's context)
+                # would otherwise live as long as the subscription.
+                del outcome
+                await self._relay(groups, member, shared)
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except _OperationStreamClosed:
             return
@@ -743,7 +782,9 @@ class GroupedLegacyWSHandler(_Grouped, BaseGraphQLWSHandler[Any, Any]):
                 await self.send_data_message(outcome.result, operation_id)
             elif isinstance(outcome, Prepared):
                 member = groups.join(outcome, outbox, operation_id, LEGACY_WS)
-                await self._relay(groups, member, outcome.policy.shared)
+                shared = outcome.policy.shared
+                del outcome  # as over graphql-transport-ws
+                await self._relay(groups, member, shared)
             await self.send_message({"type": "complete", "id": operation_id})
         except asyncio.CancelledError:
             # `stop` (or the connection closing): the protocol confirms with complete.
@@ -824,6 +865,65 @@ class WebSocketTransport:
             # same-origin pages and clients sending no Origin are let through.
             "allowed_origins": settings.cors_origins,
         }
+
+    # Strawberry's view: the methods `_serve_websocket` calls as its `run` does.
+    _check_websocket_origin: Callable[[WebSocket], bool]
+    reject_websocket: Callable[[WebSocket], Awaitable[Any]]
+    get_root_value: Callable[[WebSocket], Awaitable[Any]]
+    pick_websocket_subprotocol: Callable[[WebSocket], Awaitable[str | None]]
+    create_websocket_response: Callable[[WebSocket, str | None], Awaitable[WebSocket]]
+    get_context: Callable[..., Awaitable[Context]]
+    connection_init_wait_timeout: timedelta
+    max_subscriptions_per_connection: int | None
+    keep_alive: bool
+    keep_alive_interval: float | None
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        """A WebSocket goes straight to `_serve_websocket`, anything else on to the
+        HTTP view. Not a coroutine, so that neither pays a frame of this layer."""
+        if scope["type"] == "websocket":
+            return self._serve_websocket(WebSocket(scope, receive=receive, send=send))
+        return super().__call__(scope, receive, send)  # type: ignore[misc,no-any-return]
+
+    async def _serve_websocket(self, request: WebSocket) -> None:
+        """What Strawberry's ASGI view does with a WebSocket (its `__call__`, then the
+        WebSocket branch of `run`), in one frame instead of four: the frames of the
+        chain that reaches a socket's handler live as long as the socket (the HTTP
+        view's `__call__` and `run` only pass a WebSocket on). Same order of hooks:
+        the origin check first, the root value, the subprotocol, the accept, the
+        context, then the protocol's handler (4406 for an unknown subprotocol).
+        `tests/test_websocket_idle.py` pins Strawberry's `run` it follows."""
+        if not self._check_websocket_origin(request):
+            await self.reject_websocket(request)
+            return
+        root_value = await self.get_root_value(request)
+        subprotocol = await self.pick_websocket_subprotocol(request)
+        response = await self.create_websocket_response(request, subprotocol)
+        websocket = self.websocket_adapter_class(self, request, response)  # type: ignore[arg-type]
+        context = await self.get_context(request, response=response)
+        if subprotocol == GRAPHQL_TRANSPORT_WS_PROTOCOL:
+            await self.graphql_transport_ws_handler_class(
+                view=self,
+                websocket=websocket,
+                context=context,
+                root_value=root_value,
+                schema=self.schema,
+                connection_init_wait_timeout=self.connection_init_wait_timeout,
+                max_subscriptions_per_connection=self.max_subscriptions_per_connection,
+            ).handle()
+        elif subprotocol == GRAPHQL_WS_PROTOCOL:
+            await self.graphql_ws_handler_class(
+                view=self,
+                websocket=websocket,
+                context=context,
+                root_value=root_value,
+                schema=self.schema,
+                keep_alive=self.keep_alive,
+                keep_alive_interval=self.keep_alive_interval,
+                max_subscriptions_per_connection=self.max_subscriptions_per_connection,
+            ).handle()
+        else:
+            await websocket.close(4406, "Subprotocol not acceptable")
 
     def _init_websocket(self, settings: Settings) -> None:
         # None in "naive" mode: Strawberry runs each subscriber's stream itself.
