@@ -115,7 +115,9 @@ async def measure(
     args = ["floor"] if server == "floor" else ["app", "--store", store_url, "--mode", server]
     label = server + ("+deflate" if deflate else "")
     result: dict[str, Any] = {"server": label, "subscribers": n}
-    with child(args, port) as pid:
+    # The server negotiates permessage-deflate only if it is on (as WS_PER_MESSAGE_DEFLATE).
+    env = {"WS_PER_MESSAGE_DEFLATE": "true"} if deflate else None
+    with child(args, port, env) as pid:
         await asyncio.sleep(0.5)
         http = Trigger(port)
         base_rss = rss_bytes(pid)

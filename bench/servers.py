@@ -59,18 +59,34 @@ class Server(uvicorn.Server):
         yield
 
 
-def uvicorn_server(app: object, port: int) -> uvicorn.Server:
+def connection_settings() -> Any:
+    """The settings of this process's environment (the bench's limits, e.g.
+    WS_PER_MESSAGE_DEFLATE for the deflate rows): the floor runs uvicorn with the
+    same per-connection options as the app."""
+    from cryptovault.config import load_settings
+
+    return load_settings({**os.environ, "ENVIRONMENT": "test"}, env_file=None)
+
+
+def uvicorn_server(app: object, port: int, settings: Any) -> uvicorn.Server:
+    """uvicorn with the per-connection options `cryptovault serve` uses (the
+    WebSocket protocol, its limits and pings, no proxy headers), for app and floor."""
+    from cryptovault.cli import connection_options
+
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host="127.0.0.1",
         port=port,
         loop="none",
+        # The app's bench entry is a plain function returning the app's awaitable.
+        interface="asgi3",
         lifespan="off",
         log_config=None,
         log_level="warning",
         access_log=False,
         backlog=8192,
         timeout_keep_alive=300,
+        **connection_options(settings),
     )
     return Server(config)
 
@@ -147,12 +163,13 @@ async def serve_app(port: int, store_url: str, mode: str) -> None:
     # floor serves its own (both are bare Starlette routes, so they cost the same).
     trigger = Starlette(routes=[Route("/bench/tick", publish_tick, methods=["POST"])])
 
-    async def with_trigger(scope: Any, receive: Any, send: Any) -> None:
+    def with_trigger(scope: Any, receive: Any, send: Any) -> Any:
+        # Not a coroutine: the app's sockets keep no frame of it (the floor has none).
         target = trigger if scope.get("path") == "/bench/tick" else app
-        await target(scope, receive, send)
+        return target(scope, receive, send)
 
     try:
-        await uvicorn_server(with_trigger, port).serve()
+        await uvicorn_server(with_trigger, port, settings).serve()
     finally:
         await services.close()
 
@@ -212,7 +229,7 @@ async def serve_floor(port: int, bodies: dict[str, bytes]) -> None:
             Route("/json/{name}", json_body, methods=["POST"]),
         ]
     )
-    await uvicorn_server(app, port).serve()
+    await uvicorn_server(app, port, connection_settings()).serve()
 
 
 def load_bodies(path: str | None) -> dict[str, bytes]:

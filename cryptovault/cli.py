@@ -56,25 +56,32 @@ def _server(app: Any, settings: Settings, host: str | None, port: int | None) ->
         host=host or settings.host,
         port=port or settings.port,
         log_config=None,
-        # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
-        # (uvicorn would trust 127.0.0.1 by default).
-        proxy_headers=False,
         # The embedded store's wire server needs asyncio's Server.abort_clients(),
         # which uvloop lacks (its shutdown would fail); with MongoDB, uvloop is fine.
         loop="auto" if settings.mongodb_url else "asyncio",
         # In-flight HTTP requests get this long after SIGTERM.
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_seconds)),
-        # Protocol-level keep-alive (every WebSocket protocol) and the frame size
-        # limit; the app enforces the same message size and its own pings.
-        ws_max_size=settings.ws_max_message_bytes,
-        ws_ping_interval=settings.ws_ping_interval_seconds,
-        ws_ping_timeout=settings.ws_ping_timeout_seconds,
-        # Compression is per socket: it would undo "serialize once" for subscriptions
-        # (bench/RESULTS.md: +80% CPU per frame, 2x memory per socket).
-        ws_per_message_deflate=settings.ws_per_message_deflate,
+        **connection_options(settings),
     )
     # SIGTERM: stop accepting, close WebSockets with 1001, let requests finish.
     return GracefulServer(config, websockets_timeout=min(5.0, settings.shutdown_timeout_seconds))
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's per-connection settings (the bench's servers use them too)."""
+    return {
+        # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
+        # (uvicorn would trust 127.0.0.1 by default).
+        "proxy_headers": False,
+        # Protocol-level keep-alive (every WebSocket protocol) and the frame size
+        # limit; the app enforces the same message size and its own pings.
+        "ws_max_size": settings.ws_max_message_bytes,
+        "ws_ping_interval": settings.ws_ping_interval_seconds,
+        "ws_ping_timeout": settings.ws_ping_timeout_seconds,
+        # Compression is per socket: it would undo "serialize once" for subscriptions
+        # (bench/RESULTS.md: +80% CPU per frame, 2x memory per socket).
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+    }
 
 
 def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
