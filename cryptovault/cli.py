@@ -69,10 +69,15 @@ def _server(app: Any, settings: Settings, host: str | None, port: int | None) ->
 
 def connection_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's per-connection settings (the bench's servers use them too)."""
+    from cryptovault.wsprotocol import LeanWebSocketsProtocol
+
     return {
         # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
         # (uvicorn would trust 127.0.0.1 by default).
         "proxy_headers": False,
+        # uvicorn's websockets-sansio protocol with less state per connection: the
+        # same frames on the wire (cryptovault/wsprotocol.py).
+        "ws": LeanWebSocketsProtocol,
         # Protocol-level keep-alive (every WebSocket protocol) and the frame size
         # limit; the app enforces the same message size and its own pings.
         "ws_max_size": settings.ws_max_message_bytes,

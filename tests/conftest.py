@@ -31,6 +31,7 @@ from cryptovault.db import EmbeddedServer
 from cryptovault.market.assets import ASSETS
 from cryptovault.market.ticks import Tick, quote
 from cryptovault.services import Services, start_services
+from cryptovault.wsprotocol import LeanWebSocketsProtocol
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # What the apps write to DATA_DIR (the log mailer's outbox) goes here, not into the
@@ -214,7 +215,15 @@ async def serve(app) -> AsyncIterator[str]:
     """Run the app on a real uvicorn server (for WebSocket protocol tests); yields
     the base URL."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off")
+    # The WebSocket protocol `cryptovault serve` runs (cryptovault/wsprotocol.py).
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="off",
+        ws=LeanWebSocketsProtocol,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
