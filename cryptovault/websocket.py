@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import weakref
@@ -319,12 +320,13 @@ class TrustedSocket:
 
     # -- what the protocol and the execution layers provide -------------------------
 
-    def _operation_tasks(self) -> Iterable[asyncio.Task[Any]]:
+    def _operation_tasks(self) -> Iterable[asyncio.Future[Any]]:
         raise NotImplementedError
 
-    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
-        """Whether the operation task relays a stream that is the same for everyone
-        (grouped execution knows; otherwise every operation counts as private)."""
+    def _runs_shared_stream(self, task: asyncio.Future[Any]) -> bool:
+        """Whether the operation's task (or the future standing for it) relays a
+        stream that is the same for everyone (grouped execution knows; otherwise every
+        operation counts as private)."""
         return False
 
     async def _close_after_sent(self, code: int, reason: str) -> None:
@@ -466,7 +468,7 @@ class TransportWSHandler(_ConnectionSlot, BaseGraphQLTransportWSHandler[Context,
                 self._keep_alive.discard(self)
             self._release_slot()
 
-    def _operation_tasks(self) -> list[asyncio.Task[Any]]:
+    def _operation_tasks(self) -> list[asyncio.Future[Any]]:
         return [op.task for op in self.operations.values() if op.task is not None]
 
     async def handle_message(self, message: Any) -> None:  # type: ignore[override]
@@ -564,7 +566,7 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
                 await self._init_timeout
             self._release_slot()
 
-    def _operation_tasks(self) -> list[asyncio.Task[Any]]:
+    def _operation_tasks(self) -> list[asyncio.Future[Any]]:
         return list(self.tasks.values())
 
     async def _close_without_init(self) -> None:
@@ -679,7 +681,7 @@ class _Grouped:
         # Operation tasks relaying a shared (public) stream: a revoked credential
         # does not end them early (TrustedSocket). A list (at most
         # WS_MAX_SUBSCRIPTIONS), made with the first: a set is 216 B per socket.
-        self._shared_tasks: list[asyncio.Task[Any]] | None = None
+        self._shared_tasks: list[asyncio.Future[Any]] | None = None
 
     async def send_message(self, message: Any) -> None:
         if self.outbox is None:
@@ -687,7 +689,7 @@ class _Grouped:
             return
         self.outbox.push(orjson.dumps(message).decode())
 
-    def _runs_shared_stream(self, task: asyncio.Task[Any]) -> bool:
+    def _runs_shared_stream(self, task: asyncio.Future[Any]) -> bool:
         return self._shared_tasks is not None and task in self._shared_tasks
 
     async def _close_after_sent(self, code: int, reason: str) -> None:
@@ -712,13 +714,58 @@ class _Grouped:
 
 
 class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any]):
-    """graphql-transport-ws."""
+    """graphql-transport-ws. A subscription that joined its group keeps no task: its
+    operation task ends once it joined (with it the task's frames and its context),
+    and the member's `ended` future stands for it where Strawberry and the
+    protections use `operation.task`."""
+
+    def _follow(
+        self,
+        operation: Operation[Any, Any],
+        groups: SubscriptionGroups,
+        member: Member,
+        shared: bool,
+        context: contextvars.Context,
+    ) -> None:
+        """What the operation's task did while it waited for the group, from callbacks:
+        `complete` from the client (and shutdown) cancels `operation.task`, i.e. the
+        member's `ended` future, and the member leaves its group without a `complete`;
+        the group's end (its final frames already queued) leaves the group and sends
+        `complete`. Shutdown awaits `operation.task`, and a revoked credential waits
+        for the private ones, as they did for the task."""
+        ended = member.ended
+        operation.task = ended  # type: ignore[assignment]
+        if shared:
+            if self._shared_tasks is None:
+                self._shared_tasks = []
+            self._shared_tasks.append(ended)
+
+        def over(future: asyncio.Future[None]) -> None:
+            groups.leave(member)
+            if self._shared_tasks is not None and future in self._shared_tasks:
+                self._shared_tasks.remove(future)
+            # Not after a cancel (the client's `complete`, shutdown), nor when the
+            # client completed the operation between the end and this callback (its
+            # `complete` found the future already done): as a task would not have.
+            if future.cancelled() or self.operations.get(operation.id) is not operation:
+                return
+            if not operation.completed:
+                # Operation.send_operation_message for `complete`, without a task.
+                operation.completed = True
+                del self.operations[operation.id]
+                assert self.outbox is not None
+                self.outbox.push(orjson.dumps({"id": operation.id, "type": "complete"}).decode())
+
+        ended.add_done_callback(over, context=context)
 
     async def run_operation(self, operation: Operation[Any, Any]) -> None:
         groups, outbox = self.groups, self.outbox
         if groups is None or outbox is None:
             await super().run_operation(operation)
             return
+        # What the operation's end runs in, as its task would (the request id and user
+        # of the socket), without what preparing it set: the callbacks keep it alive.
+        context = contextvars.copy_context()
         try:
             outcome = await groups.prepare(
                 operation.query,
@@ -733,16 +780,12 @@ class GroupedTransportWSHandler(_Grouped, BaseGraphQLTransportWSHandler[Any, Any
             if isinstance(outcome, Rejected):
                 await self._handle_pre_execution_error(operation, outcome.result)  # type: ignore[arg-type]
                 return
+            if isinstance(outcome, Prepared):
+                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
+                self._follow(operation, groups, member, outcome.policy.shared, context)
+                return  # this task ends: the subscription goes on without one
             if isinstance(outcome, Failed):
                 await operation.send_next(outcome.result)
-            elif isinstance(outcome, Prepared):
-                member = groups.join(outcome, outbox, operation.id, TRANSPORT_WS)
-                shared = outcome.policy.shared
-                # The group holds what it needs; this subscriber's own preparation
-                # (its resolver's unused stream, the key, the document's context)
-                # would otherwise live as long as the subscription.
-                del outcome
-                await self._relay(groups, member, shared)
             await operation.send_operation_message({"id": operation.id, "type": "complete"})
         except _OperationStreamClosed:
             return

@@ -5,7 +5,7 @@
             yield convert(item)
 
 the hub is subscribed at the first read, not before; an error there, in `convert` or
-a cancellation ends the stream and unsubscribes; `aclose` unsubscribes."""
+a cancellation ends the stream and unsubscribes; `aclose` (or `close`) unsubscribes."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import asyncio
 import pytest
 
 from cryptovault.events.hub import Hub, HubStream
+from cryptovault.subscriptions.groups import _close_unstarted
 
 
 def stream(hub: Hub, topic: str = "t") -> HubStream[int]:
@@ -92,3 +93,26 @@ async def test_closing_an_unread_stream_never_subscribes():
     with pytest.raises(StopAsyncIteration):
         await anext(numbers)
     assert hub.subscriber_count() == 0
+
+
+async def test_close_ends_the_stream_at_once_as_aclose_does():
+    hub = Hub()
+    unread = stream(hub)
+    unread.close()  # never read: nothing was subscribed, nothing will be
+    await ended_and_unsubscribed(hub, unread)
+    numbers = stream(hub)
+    reading = asyncio.ensure_future(anext(numbers))
+    await asyncio.sleep(0)
+    hub.publish("t", 1)
+    assert await reading == 1
+    numbers.close()
+    await ended_and_unsubscribed(hub, numbers)
+
+
+async def test_a_joining_subscribers_unused_stream_is_closed_without_a_task():
+    hub = Hub()
+    unused = stream(hub)
+    tasks = asyncio.all_tasks()
+    _close_unstarted(unused)
+    assert asyncio.all_tasks() == tasks
+    await ended_and_unsubscribed(hub, unused)

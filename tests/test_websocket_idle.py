@@ -1,6 +1,6 @@
 """What an idle, acknowledged graphql-transport-ws socket keeps alive: not the
 connection_init timeout's task, once connection_init has arrived; one frame of the
-view, no message it handled, not its subscription's preparation."""
+view, no message it handled, not its subscription's preparation or a task for it."""
 
 from __future__ import annotations
 
@@ -188,6 +188,9 @@ async def test_an_idle_subscribed_socket_keeps_one_frame_of_the_view_and_no_mess
         ):
             readers.append(thing)
     assert len(readers) == 1
+    # Nor a task of its own: its operation task ended once it joined its group.
+    operations = [t for t in asyncio.all_tasks() if "run_operation" in repr(t.get_coro())]
+    assert operations == []
     assert readers[0].ag_frame is not None
     assert {"text", "message"}.isdisjoint(readers[0].ag_frame.f_locals)
     assert not handling.done()

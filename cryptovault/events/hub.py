@@ -127,6 +127,10 @@ class HubStream(Generic[T]):
     async def aclose(self) -> None:
         self._end()
 
+    def close(self) -> None:
+        """`aclose` without a coroutine: it waits for nothing."""
+        self._end()
+
     def _end(self) -> None:
         self._done = True
         sub, self._sub = self._sub, None

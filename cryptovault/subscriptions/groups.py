@@ -44,6 +44,7 @@ from strawberry.types.execution import ExecutionContext, ExecutionResult, PreExe
 from strawberry.types.graphql import OperationType
 
 from cryptovault.errors import DomainError
+from cryptovault.events.hub import HubStream
 from cryptovault.extensions.masking import map_error
 from cryptovault.schema.streams import StreamPolicy, policy_of
 from cryptovault.subscriptions.outbox import Outbox
@@ -497,8 +498,11 @@ class SubscriptionGroups:
 
 def _close_unstarted(source: Any) -> None:
     """Close the source stream a joining subscriber's resolver returned: the group
-    already has one. An async generator that never started runs no code when closed,
-    so that happens at once; anything else closes in the background."""
+    already has one. A HubStream, or an async generator that never started (it runs
+    no code when closed), closes at once; anything else in the background."""
+    if isinstance(source, HubStream):
+        source.close()  # no task per joining subscriber
+        return
     if inspect.isasyncgen(source) and inspect.getasyncgenstate(source) == inspect.AGEN_CREATED:
         closing = source.aclose()
         try:
