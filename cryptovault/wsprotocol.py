@@ -10,9 +10,10 @@ What an idle connection of uvicorn's protocol keeps and this one does not
   two at a time;
 - an `asyncio.Event` for "the transport may be written to" (a deque: ~0.9 KB),
   where a flag and a future while someone waits will do;
-- the parsed handshake request and the handshake response (their header
-  multidicts, ~3 KB), kept for the connection's lifetime though nothing reads them
-  after the handshake (the ASGI scope holds the request's headers).
+- the handshake response (its header multidict, ~1.6 KB), kept for the connection's
+  lifetime though nothing reads it after the handshake. (uvicorn's reference to the
+  parsed request goes too, but websockets' parser generator still holds the request
+  as a local of its suspended frame.)
 
 `cryptovault serve` and the bench's servers (the app and the floor alike) run it:
 `uvicorn.Config(..., ws=LeanWebSocketsProtocol)`. It relies on the protocol's
