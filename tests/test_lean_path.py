@@ -255,3 +255,34 @@ async def test_the_edge_hands_post_graphql_to_the_view_as_the_router_would(
         headers = [name for name, _ in outcomes[0][1]]
         assert headers.count("cache-control") == 1 and headers.count("vary") == 1
         assert ("set-cookie", "seen=1; Path=/; SameSite=lax") in outcomes[0][1]
+
+
+async def test_a_body_sent_again_is_answered_as_its_first_time(store_server, monkeypatch):
+    """The lean path remembers a body of a query alone (LeanPath._bodies): the same
+    bytes again are the same operation, served without decoding them; a body with
+    variables is never taken for another, nor one operation name for another."""
+    served: list[str] = []
+    real_run = LeanPath.run
+
+    async def counting_run(self: Any, prepared: Any, *args: Any) -> Any:
+        served.append(prepared.query)
+        return await real_run(self, prepared, *args)
+
+    monkeypatch.setattr(LeanPath, "run", counting_run)
+    asset = "query($s: String!) { asset(symbol: $s) { symbol } }"
+    two = "query A { ping } query B { assets { symbol } }"
+    async with running(store_server.url) as (app, _), http(app) as client:
+        for _ in range(3):
+            for symbol in ("BTC", "ETH"):
+                body = (await gql(client, asset, {"s": symbol})).json()
+                assert body["data"]["asset"]["symbol"] == symbol
+            ping = await client.post("/graphql", json={"query": "{ ping }"})
+            assert ping.json()["data"] == {"ping": "pong"}
+            by_name = {
+                name: (await client.post("/graphql", json={"query": two, "operationName": name}))
+                for name in ("A", "B")
+            }
+            assert by_name["A"].json()["data"] == {"ping": "pong"}
+            assert len(by_name["B"].json()["data"]["assets"]) >= 10
+    # The first of each document parsed and validated it (the view); then lean.
+    assert served.count("{ ping }") == 2 and served.count(asset) == 5

@@ -22,6 +22,7 @@ the same operations through both and compares them).
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,6 @@ from cryptovault.extensions.limits import (
     CACHE_SIZE,
     Protection,
     budget_exhausted,
-    hide_suggestions,
     identity_key,
     rate_limit_raw_headers,
     throttle_status,
@@ -88,6 +88,8 @@ _MEDIA_BYTES = {
     "application/graphql-response+json": b"application/graphql-response+json",
 }
 _REQUEST_KEYS = frozenset(("query", "operationName", "variables", "extensions"))
+# The largest request body whose query is remembered (LeanPath._bodies).
+_BODY_KEPT = 4096
 
 type _Operation = tuple[
     DocumentNode, OperationDefinitionNode | None, bool, dict[bool, PreparedOperation | None]
@@ -109,6 +111,8 @@ class Prepared:
     media: str
     # Its answers are kept (schema.results: every root field reads shared state).
     keeps: bool = False
+    # "query" or "mutation" (the operation's type, as the metrics label it).
+    kind: str = "query"
     # Its prepared execution (http/prepared.py) per hide-suggestions flag, shared by
     # every request for the document (None: graphql-core's `execute`).
     executions: dict[bool, PreparedOperation | None] = field(default_factory=dict)
@@ -136,6 +140,9 @@ class LeanPath:
         # requests without variables or extensions (checked against the cached
         # document, which the parser cache may have replaced).
         self._plans: dict[tuple[str, str | None, str, bool], Prepared] = {}
+        # Request bodies (up to _BODY_KEPT bytes) of a query and operation name only,
+        # without variables or extensions -> that query and operation name.
+        self._bodies: dict[bytes, tuple[str, str | None]] = {}
 
     async def prepare(self, request: Request, accept: str | None) -> Prepared | None:
         """The operation, when the lean path can serve it; None: take the view."""
@@ -146,7 +153,17 @@ class LeanPath:
             return None
         if accept is None:
             return None
-        body = await request.body()  # kept on the request for the view
+        # Kept on the request for the view (the edge read it already: no await then).
+        body = getattr(request, "_body", None)
+        if body is None:
+            body = await request.body()
+        services = self.view._app.state.services
+        persisted = services.persisted_queries
+        known = self._bodies.get(body)
+        if known is not None and persisted.mode != "only":
+            # A body seen before, of a query and operation name only: what decoding it
+            # and resolving its query (itself, outside trusted mode) would give again.
+            return self.plan(services.settings, known[0], known[1], None, None, accept)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -164,8 +181,10 @@ class LeanPath:
             or (extensions is not None and type(extensions) is not dict)
         ):
             return None
-        services = self.view._app.state.services
-        persisted = services.persisted_queries
+        if query and variables is None and extensions is None and len(body) <= _BODY_KEPT:
+            if len(self._bodies) >= CACHE_SIZE:
+                self._bodies.clear()
+            self._bodies[body] = (query, operation_name)
         if persisted.mode != "off" or extensions:
             try:
                 query = await persisted.resolve(query, extensions)
@@ -235,6 +254,7 @@ class LeanPath:
             analysis,
             media,
             keeps,
+            operation.operation.value,
             executions,
         )
         if plain:
@@ -262,7 +282,7 @@ class LeanPath:
         the view do for it, in one pass."""
         start = time.perf_counter()
         metrics = context.services.metrics
-        kind = prepared.operation.operation.value
+        kind = prepared.kind
         label = metrics.operation_label(prepared.operation_name or ANONYMOUS)
         requested = prepared.analysis.cost
         status = await context.services.limiter.spend(identity_key(context), requested)
@@ -357,7 +377,17 @@ class LeanPath:
         return result, kept.costs if kept is not None else None
 
     async def _execute(self, prepared: Prepared, context: Context) -> ExecutionResult:
-        hide = hide_suggestions(context)
+        result = self._started(prepared, context)
+        if optimized_is_awaitable(result):
+            result = await result  # type: ignore[misc]
+        assert isinstance(result, ExecutionResult)
+        return result
+
+    def _started(
+        self, prepared: Prepared, context: Context
+    ) -> ExecutionResult | Awaitable[ExecutionResult]:
+        """The operation executed: its result, or what to await for it."""
+        hide = context.services.settings.is_production  # hide_suggestions, for a Context
         executions = prepared.executions
         if hide in executions:
             execution = executions[hide]
@@ -366,12 +396,8 @@ class LeanPath:
                 self.core, prepared.document, prepared.operation, self.executor, hide
             )
         if execution is not None:
-            result = execution.execute(context, prepared.variables, prepared.extensions)
-            if optimized_is_awaitable(result):
-                result = await result  # type: ignore[misc]
-            assert isinstance(result, ExecutionResult)
-            return result
-        result = execute(
+            return execution.execute(context, prepared.variables, prepared.extensions)
+        return execute(  # type: ignore[return-value]
             self.core,
             prepared.document,
             root_value=None,
@@ -382,10 +408,6 @@ class LeanPath:
             is_awaitable=optimized_is_awaitable,  # type: ignore[arg-type]
             operation_extensions=prepared.extensions,
         )
-        if optimized_is_awaitable(result):
-            result = await result  # type: ignore[misc]
-        assert isinstance(result, ExecutionResult)
-        return result
 
     @staticmethod
     def _log_operation(context: Context, label: str, kind: str) -> None:
