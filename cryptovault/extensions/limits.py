@@ -104,8 +104,15 @@ def throttle_status(status: BudgetStatus) -> dict[str, Any]:
     return {
         "maximumAvailable": status.limit,
         "currentlyAvailable": status.remaining,
-        "restoreRate": round(status.restore_rate, 2),
+        "restoreRate": _restore_rate(status.limit, status.window_seconds),
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _restore_rate(limit: int, window_seconds: int) -> float:
+    """Points restored per second, rounded as the API shows them (one budget
+    configuration per kind of caller)."""
+    return round(limit / window_seconds, 2)
 
 
 @dataclass(slots=True)
@@ -180,19 +187,32 @@ def rate_limit_headers(status: BudgetStatus) -> dict[str, str]:
 
 def rate_limit_raw_headers(status: BudgetStatus) -> list[tuple[bytes, bytes]]:
     """`rate_limit_headers` as a response's raw headers (names lowercased, as
-    Starlette's MutableHeaders writes them), made without the dict."""
+    Starlette's MutableHeaders writes them), made without the dict: a new list of
+    them, whose bytes are shared with the last answers of the same budget state
+    (the same second, remaining points and limit: e.g. every free `{ ping }`)."""
     limit, remaining = status.limit, status.remaining
-    headers = [
-        (b"ratelimit-policy", b'"cost";q=%d;w=%d' % (limit, status.window_seconds)),
-        (b"ratelimit", b'"cost";r=%d;t=%d' % (remaining, math.ceil(status.reset_in))),
+    reset_in = math.ceil(status.reset_in)
+    reset_at = math.ceil(status.reset_at)
+    if not status.allowed:
+        return [
+            *_budget_headers(limit, status.window_seconds, remaining, reset_in, reset_at),
+            (b"retry-after", b"%d" % max(1, math.ceil(status.retry_after))),
+        ]
+    return list(_budget_headers(limit, status.window_seconds, remaining, reset_in, reset_at))
+
+
+@functools.lru_cache(maxsize=256)
+def _budget_headers(
+    limit: int, window_seconds: int, remaining: int, reset_in: int, reset_at: int
+) -> tuple[tuple[bytes, bytes], ...]:
+    return (
+        (b"ratelimit-policy", b'"cost";q=%d;w=%d' % (limit, window_seconds)),
+        (b"ratelimit", b'"cost";r=%d;t=%d' % (remaining, reset_in)),
         (b"x-ratelimit-limit", b"%d" % limit),
         (b"x-ratelimit-remaining", b"%d" % remaining),
-        (b"x-ratelimit-reset", b"%d" % math.ceil(status.reset_at)),
+        (b"x-ratelimit-reset", b"%d" % reset_at),
         (b"x-ratelimit-used", b"%d" % (limit - remaining)),
-    ]
-    if not status.allowed:
-        headers.append((b"retry-after", b"%d" % max(1, math.ceil(status.retry_after))))
-    return headers
+    )
 
 
 def _cached_result(

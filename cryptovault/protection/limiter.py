@@ -139,8 +139,9 @@ class Limiter:
         self._in_memory = type(self.storage) is MemoryStorage
         self._next_sweep = 0.0
         self._sweep_due = False
-        # Identity -> its budget's key in the storage (`RateLimitItem.key_for`).
-        self._keys: dict[str, str] = {}
+        # Identity -> the windows its budget's counters are in now (current, previous)
+        # and their names in the storage (previous, current; `RateLimitItem.key_for`).
+        self._keys: dict[str, tuple[int, int, str, str]] = {}
         self.budgets = SlidingWindowCounterRateLimiter(self.storage)
         self.attempts = MovingWindowRateLimiter(self.storage)
         self.window = settings.cost_window_seconds
@@ -223,15 +224,25 @@ class Limiter:
         limit = item.amount
         # The storage's own clock (tests move it).
         now = limits_memory.time.time()
-        base = self._keys.get(key)
-        if base is None:
-            if len(self._keys) >= _KEYS_KEPT:
+        # The two windows' counter names, made again only when a window ends.
+        previous_window, current_window = int((now - expiry) / expiry), int(now / expiry)
+        names = self._keys.get(key)
+        if names is None or names[0] != current_window or names[1] != previous_window:
+            if names is None and len(self._keys) >= _KEYS_KEPT:
                 self._keys.clear()
-            base = self._keys[key] = item.key_for(key)
-        previous_key = f"{base}/{int((now - expiry) / expiry)}"
-        current_key = f"{base}/{int(now / expiry)}"
+            base = item.key_for(key)
+            names = self._keys[key] = (
+                current_window,
+                previous_window,
+                f"{base}/{previous_window}",
+                f"{base}/{current_window}",
+            )
+        previous_key, current_key = names[2], names[3]
         for name in (previous_key, current_key):
-            if expirations.get(name, 0) <= now:  # as MemoryStorage.get
+            # As MemoryStorage.get: an expired counter is dropped. (A counter always
+            # has its expiry: MemoryStorage sets both at once.)
+            expires = expirations.get(name)
+            if expires is not None and expires <= now:
                 counters.pop(name, None)
                 expirations.pop(name, None)
                 storage.locks.pop(name, None)
