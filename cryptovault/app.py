@@ -13,6 +13,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from cryptovault import __version__
@@ -89,6 +90,14 @@ async def ready(request: Request) -> Response:
     return JSONResponse(body, status_code=503 if failing else 200)
 
 
+class _App(Starlette):
+    """Starlette, with its server-error layer inside the edge
+    (EdgeMiddleware.outside_errors)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return EdgeMiddleware.outside_errors(super().build_middleware_stack())
+
+
 def create_app(settings: Settings, services: Services | None = None) -> Starlette:
     """Build the app. Pass `services` to share already-started services (tests);
     otherwise the lifespan starts them from `settings` and closes them on shutdown."""
@@ -138,7 +147,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
     )
     # POST /graphql, handed by the edge straight to the view once it read the body.
     direct = DirectRoute()
-    app = Starlette(
+    app = _App(
         lifespan=lifespan,
         middleware=[
             *proxies,

@@ -6,7 +6,6 @@ Prometheus metrics; CORS; security headers; the request body size limit."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.responses import JSONResponse
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,13 +30,38 @@ log = logging.getLogger("cryptovault.access")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the whole id: fullmatch
 
 
+# Random bytes for request ids, drawn from os.urandom 256 ids at a time (one
+# getrandom system call per 256 requests instead of one per request), and the offset
+# of the next unused 16 bytes. Request ids are made on the event loop's thread only.
+_ID_BYTES = 16
+_ID_BATCH = 256
+_random = b""
+_taken = 0
+
+
 def new_request_id() -> str:
     """A request id as `uuid.uuid4().hex` writes one (32 hex digits, the version and
-    variant bits of a random UUID), from the same random source, without a UUID."""
-    raw = bytearray(os.urandom(16))
+    variant bits of a random UUID), from the same random source, without a UUID;
+    never one made before, nor one a forked process makes."""
+    global _random, _taken
+    start = _taken
+    if start >= len(_random):
+        _random = os.urandom(_ID_BYTES * _ID_BATCH)
+        start = 0
+    _taken = start + _ID_BYTES
+    raw = bytearray(_random[start : start + _ID_BYTES])
     raw[6] = raw[6] & 0x0F | 0x40
     raw[8] = raw[8] & 0x3F | 0x80
     return raw.hex()
+
+
+def _forget_random_ids() -> None:
+    """In a forked child: its ids must not be the rest of its parent's batch."""
+    global _random, _taken
+    _random, _taken = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_random_ids)
 
 
 def _metrics(scope: Scope) -> Metrics | None:
@@ -132,6 +157,57 @@ class DirectRoute:
         return True
 
 
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """`receive` for an app behind the edge: the body the edge read, then what comes."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+class _Exchange:
+    """One HTTP request at the edge: the status it was answered with (0: none yet)
+    and `send`, through which the app behind the edge answers (CORS, the security
+    headers, the request id added)."""
+
+    __slots__ = ("edge", "origin", "preflight", "request_id", "scope", "status", "upstream")
+
+    def __init__(
+        self,
+        edge: EdgeMiddleware,
+        scope: Scope,
+        upstream: Send,
+        origin: str | None,
+        request_id: bytes,
+        preflight: bool,
+    ) -> None:
+        self.edge = edge
+        self.scope = scope
+        self.upstream = upstream
+        self.origin = origin
+        self.request_id = request_id
+        self.preflight = preflight
+        self.status = 0
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            edge = self.edge
+            if not self.preflight:
+                edge._cors(message, self.origin, self.scope)
+            headers = edge._secure(
+                list(message.get("headers", [])), (b"x-request-id", self.request_id)
+            )
+            message = {**message, "headers": headers}
+        await self.upstream(message)
+
+
 class EdgeMiddleware:
     """Request id, access log and HTTP metrics, CORS (Starlette's CORSMiddleware
     rules, `cors`), security headers (a response may set its own CSP) and the body
@@ -156,6 +232,9 @@ class EdgeMiddleware:
     ) -> None:
         self.app = app
         self.direct = direct
+        # Starlette's server-error layer, when it was moved inside the edge
+        # (`outside_errors`): the edge answers a failure of its direct route as it would.
+        self.errors: ServerErrorMiddleware | None = None
         self.max_body_bytes = max_body_bytes
         self.cors = CORSMiddleware(app, **cors)
         headers = [
@@ -193,8 +272,11 @@ class EdgeMiddleware:
             elif name == b"access-control-request-method":
                 preflight = True
             elif name == b"content-length":
-                with contextlib.suppress(ValueError):
+                # Not contextlib.suppress: a context manager per request.
+                try:  # noqa: SIM105
                     declared = max(declared, int(value))
+                except ValueError:
+                    pass
         # Only accept well-formed ids: they end up in logs and headers. (`match` with
         # a `$` would take "id\n": `$` also matches before a final newline.)
         request_id = incoming if incoming and _VALID_ID.fullmatch(incoming) else new_request_id()
@@ -211,32 +293,26 @@ class EdgeMiddleware:
                 user_id_var.reset(user_token)
             return
         start = time.perf_counter()
-        status = 0
-        request_id_header = (b"x-request-id", request_id.encode())
         method = scope["method"]
         # A CORS preflight is answered here, without the CORS headers of a response.
         answer_preflight = origin is not None and method == "OPTIONS" and preflight
-
-        async def send_at_edge(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if not answer_preflight:
-                    self._cors(message, origin, scope)
-                headers = self._secure(list(message.get("headers", [])), request_id_header)
-                message = {**message, "headers": headers}
-            await send(message)
-
+        exchange = _Exchange(self, scope, send, origin, request_id.encode(), answer_preflight)
         try:
             if answer_preflight:
                 response = self.cors.preflight_response(request_headers=Headers(scope=scope))
-                await response(scope, receive, send_at_edge)
+                await response(scope, receive, exchange.send)
             elif method in ("GET", "HEAD", "OPTIONS"):
-                await self.app(scope, receive, send_at_edge)
+                await self.app(scope, receive, exchange.send)
             else:
-                answer = await self._limited(scope, receive, send_at_edge, declared)
+                try:
+                    answer = await self._limited(scope, receive, exchange, declared)
+                except Exception as exc:
+                    if exchange.status == 0:  # nothing answered yet: the direct route failed
+                        await self._server_error(scope, receive, exchange.send, exc)
+                    raise
                 if answer is not None:
-                    # A direct route's answer of one body, sent as send_at_edge would.
+                    # A direct route's answer of one body, sent as exchange.send would.
+                    request_id_header = (b"x-request-id", exchange.request_id)
                     headers = answer.headers
                     if answer.plain and origin is None:
                         # What the general case below comes to for it.
@@ -250,13 +326,18 @@ class EdgeMiddleware:
                             self._cors(message, origin, scope)
                             headers = list(message["headers"])
                         headers = self._secure(headers, request_id_header)
-                    status = answer.status_code
+                    exchange.status = answer.status_code
                     await send(
-                        {"type": "http.response.start", "status": status, "headers": headers}
+                        {
+                            "type": "http.response.start",
+                            "status": answer.status_code,
+                            "headers": headers,
+                        }
                     )
                     await send({"type": "http.response.body", "body": answer.body})
         finally:
             seconds = time.perf_counter() - start
+            status = exchange.status
             if log.isEnabledFor(logging.INFO):
                 fields: dict[str, object] = {
                     "method": method,
@@ -276,6 +357,45 @@ class EdgeMiddleware:
                 metrics.observe_http(method, scope["path"], status, seconds)
             request_id_var.reset(token)
             user_id_var.reset(user_token)
+
+    @staticmethod
+    def outside_errors(stack: ASGIApp) -> ASGIApp:
+        """Starlette's middleware `stack` (its ServerErrorMiddleware outermost, then the
+        app's middleware, the edge among them) with that layer moved just inside the
+        edge. A 500 then leaves through the edge (its security headers, request id,
+        access log line and metrics with status 500), and the edge's direct route is
+        not wrapped by it: the edge answers that route's failures itself, with the
+        same layer's answer (`_server_error`)."""
+        errors = stack
+        assert isinstance(errors, ServerErrorMiddleware), errors
+        top: Any = errors.app
+        above: Any = None
+        edge: Any = top
+        while not isinstance(edge, EdgeMiddleware):
+            above, edge = edge, edge.app
+        errors.app, edge.app, edge.errors = edge.app, errors, errors
+        if above is None:
+            return edge  # type: ignore[no-any-return]
+        above.app = edge
+        return top  # type: ignore[no-any-return]
+
+    async def _server_error(
+        self, scope: Scope, receive: Receive, send: Send, exc: Exception
+    ) -> None:
+        """Answer `exc`, which nothing answered yet, as Starlette's ServerErrorMiddleware
+        does (its 500, its debug page or the app's 500 handler), through `send`."""
+        if self.errors is None:
+            return  # the layer is outside the edge: it answers
+
+        async def failed(scope: Scope, receive: Receive, send: Send) -> None:
+            raise exc
+
+        answering = ServerErrorMiddleware(failed, self.errors.handler, self.errors.debug)
+        try:
+            await answering(scope, receive, send)
+        except Exception as again:
+            if again is not exc:  # it raises `exc` once answered; anything else is new
+                raise
 
     def _secure(
         self, headers: list[tuple[bytes, bytes]], request_id_header: tuple[bytes, bytes]
@@ -316,10 +436,11 @@ class EdgeMiddleware:
             headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
 
     async def _limited(
-        self, scope: Scope, receive: Receive, send: Send, declared: int
+        self, scope: Scope, receive: Receive, exchange: _Exchange, declared: int
     ) -> Answer | None:
         """Reads the body (refused past the limit) and serves the request: a direct
         route's `Answer` is returned for the caller to send, anything else is sent."""
+        send = exchange.send
         if declared > self.max_body_bytes:
             await self._too_large(scope, receive, send)
             return None
@@ -345,16 +466,7 @@ class EdgeMiddleware:
                 return response
             await response(scope, receive, send)
             return None
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, _replaying(body, receive), send)
         return None
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:

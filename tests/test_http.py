@@ -53,6 +53,32 @@ async def test_request_id_is_echoed_or_generated(client):
     assert r.headers["x-request-id"] != "bad id\twith spaces"
 
 
+def test_generated_request_ids_are_random_uuid4_hex_and_never_repeat_across_a_fork():
+    import os
+    import uuid
+
+    from cryptovault.middleware import new_request_id
+
+    # Several batches of the random pool, and each id a version-4 UUID's hex.
+    ids = [new_request_id() for _ in range(1000)]
+    assert len(set(ids)) == len(ids)
+    for made in ids:
+        assert uuid.UUID(hex=made).version == 4 and uuid.UUID(hex=made).hex == made
+    # A forked worker draws its own bytes: it does not go on with its parent's batch.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write 20 ids and leave without running anything else
+        os.write(write, "".join(new_request_id() for _ in range(20)).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        child = pipe.read().decode()
+    child_ids = {child[i : i + 32] for i in range(0, len(child), 32)}
+    parent_ids = {new_request_id() for _ in range(20)}
+    assert len(child_ids) == 20 and not child_ids & parent_ids
+
+
 async def _request_id_answered(app, incoming: bytes) -> bytes:
     """The X-Request-ID an HTTP request carrying `incoming` is answered with, sent
     as raw ASGI: HTTP clients refuse to send a header value with a newline."""
@@ -171,3 +197,45 @@ def test_json_log_lines_carry_the_request_id():
 def test_committed_schema_matches_the_code():
     committed = (Path(__file__).parents[1] / "schema.graphql").read_text()
     assert committed == schema_sdl(), "schema.graphql is stale: run `make schema`"
+
+
+async def test_a_server_error_is_a_500_with_the_edges_headers_logged_and_counted(
+    settings, services, monkeypatch, caplog
+):
+    """A failure outside GraphQL execution (here the authenticator crashing) is
+    Starlette's plain 500, on the edge's direct route (POST /graphql) as on a routed
+    request (GET /graphql): with the security headers and the request id, one access
+    log line and one request counted with status 500; the error still reaches the
+    server (and Sentry), raised again."""
+    from cryptovault.observability.metrics import Metrics
+
+    metrics = Metrics()
+    app = create_app(settings, services=replace(services, metrics=metrics))
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the authenticator broke")
+
+    monkeypatch.setattr(services.authenticator, "authenticate", crash)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        with caplog.at_level(logging.INFO, logger="cryptovault.access"):
+            answers = [
+                await c.post(
+                    "/graphql", json={"query": "{ ping }"}, headers={"X-Request-ID": "p-1"}
+                ),
+                await c.get(
+                    "/graphql", params={"query": "{ ping }"}, headers={"X-Request-ID": "g-1"}
+                ),
+            ]
+        scraped = (await c.get("/metrics")).text
+    for answer, request_id in zip(answers, ("p-1", "g-1"), strict=True):
+        assert answer.status_code == 500 and answer.text == "Internal Server Error"
+        assert answer.headers["x-request-id"] == request_id
+        assert answer.headers["x-content-type-options"] == "nosniff"
+        assert answer.headers["cache-control"] == "no-store"
+        assert "the authenticator broke" not in answer.text
+    logged = [r for r in caplog.records if r.getMessage() == "request"]
+    assert [(r.method, r.status) for r in logged] == [("POST", 500), ("GET", 500)]
+    for method in ("POST", "GET"):
+        counted = f'cryptovault_http_requests_total{{method="{method}",route="/graphql",status="500"}} 1.0'
+        assert counted in scraped
