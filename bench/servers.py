@@ -39,6 +39,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from bench.common import raise_open_files
+from cryptovault.http.uvicorn_headers import validate_headers_once
 
 CANDLES_STORED = 150
 
@@ -73,6 +74,9 @@ def uvicorn_server(app: object, port: int, settings: Any) -> uvicorn.Server:
     WebSocket protocol, its limits and pings, no proxy headers), for app and floor."""
     from cryptovault.cli import connection_options
 
+    # As `cryptovault serve` runs it: each distinct response header checked once
+    # (cryptovault/http/uvicorn_headers.py).
+    validate_headers_once()
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host="127.0.0.1",

@@ -49,8 +49,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 def _server(app: Any, settings: Settings, host: str | None, port: int | None) -> Any:
     import uvicorn
 
+    from cryptovault.http.uvicorn_headers import validate_headers_once
     from cryptovault.lifecycle import GracefulServer
 
+    validate_headers_once()
     config = uvicorn.Config(
         app,
         host=host or settings.host,
