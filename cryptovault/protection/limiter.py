@@ -80,22 +80,36 @@ class _Counts:
 
 
 def _status(limit: int, window: int, counts: _Counts, cost: int, allowed: bool) -> BudgetStatus:
-    used = counts.used(window)
-    if counts.current:
-        reset_in = counts.current_ttl
-    elif counts.previous:
-        reset_in = counts.previous_ttl
-    else:
-        reset_in = 0.0
     retry = 0.0 if allowed else _seconds_until_available(limit, window, counts, cost)
+    return _budget(
+        limit,
+        window,
+        counts.previous,
+        counts.previous_ttl,
+        counts.current,
+        counts.current_ttl,
+        cost if allowed else 0,
+        retry,
+        allowed,
+    )
+
+
+def _budget(
+    limit: int,
+    window: int,
+    previous: int,
+    previous_ttl: float,
+    current: int,
+    current_ttl: float,
+    cost: int,
+    retry: float,
+    allowed: bool,
+) -> BudgetStatus:
+    """The status of counts (`_Counts`' fields, as they are after the operation)."""
+    used = previous * previous_ttl / window + current  # _Counts.used
+    reset_in = current_ttl if current else previous_ttl if previous else 0.0
     return BudgetStatus(
-        limit=limit,
-        remaining=max(0, limit - math.floor(used)),
-        cost=cost if allowed else 0,
-        window_seconds=window,
-        reset_in=max(0.0, reset_in),
-        retry_after=retry,
-        allowed=allowed,
+        limit, max(0, limit - math.floor(used)), cost, window, max(0.0, reset_in), retry, allowed
     )
 
 
@@ -169,7 +183,7 @@ class Limiter:
         it was allowed. Cost 0 only reads the budget."""
         item = self._budget_item(key)
         if self._in_memory:
-            counts, allowed = self._spend_in_memory(item, key, cost)
+            status = self._spend_in_memory(item, key, cost)
             if self._sweep_due:
                 # What MemoryStorage.incr does on every hit, here at most once a
                 # second: start its task that drops the expired counters.
@@ -177,9 +191,9 @@ class Limiter:
                 schedule = getattr(self.storage, "_MemoryStorage__schedule_expiry", None)
                 if schedule is not None:
                     await schedule()
-            if not allowed:
+            if not status.allowed:
                 await self._rejected("cost")
-            return _status(item.amount, self.window, counts, max(cost, 0), allowed)
+            return status
         try:
             counts = await self._counts(item, key)
             allowed = cost <= 0 or await self.budgets.hit(item, key, cost=cost)
@@ -211,7 +225,7 @@ class Limiter:
             counts = self._after(counts, cost)
         return _status(item.amount, self.window, counts, max(cost, 0), True)
 
-    def _spend_in_memory(self, item: RateLimitItem, key: str, cost: int) -> tuple[_Counts, bool]:
+    def _spend_in_memory(self, item: RateLimitItem, key: str, cost: int) -> BudgetStatus:
         """`spend` on the in-memory storage in one synchronous step: what reading the
         counts and the sliding window counter's hit do there (the same counters, keys,
         expiry, weighting and rounding as `limits`' MemoryStorage, which `charge`,
@@ -220,7 +234,7 @@ class Limiter:
         storage = self.storage
         assert isinstance(storage, MemoryStorage)
         counters, expirations = storage.storage, storage.expirations
-        expiry = item.get_expiry()
+        expiry = self.window  # item.get_expiry(): both budgets are `window` seconds long
         limit = item.amount
         # The storage's own clock (tests move it).
         now = limits_memory.time.time()
@@ -250,11 +264,15 @@ class Limiter:
         current = counters.get(current_key, 0)
         previous_ttl = 0.0 if previous == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
         current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+        window = self.window
         if cost <= 0:
-            return _Counts(previous, previous_ttl, current, current_ttl), True
+            return _budget(
+                limit, window, previous, previous_ttl, current, current_ttl, 0, 0.0, True
+            )
         weighted = previous * previous_ttl / expiry + current
         if cost > limit or math.floor(weighted) + cost > limit:
-            return _Counts(previous, previous_ttl, current, current_ttl), False
+            counts = _Counts(previous, previous_ttl, current, current_ttl)
+            return _status(limit, window, counts, cost, False)
         # As MemoryStorage.incr: a new counter lives two windows.
         counters[current_key] = current + cost
         if current == 0:
@@ -263,7 +281,9 @@ class Limiter:
             self._next_sweep = now + 1.0
             self._sweep_due = True
         # As `_after`: the counts once `cost` was added.
-        return _Counts(previous, previous_ttl, current + cost, current_ttl), True
+        return _budget(
+            limit, window, previous, previous_ttl, current + cost, current_ttl, cost, 0.0, True
+        )
 
     def _after(self, counts: _Counts, cost: int) -> _Counts:
         """The counts once `cost` was added: one round trip fewer than reading them
