@@ -176,3 +176,24 @@ async def test_prices_follow_the_24h_window_as_it_slides(gql, services, quotes_r
     slid = await link()
     assert (slid["high24h"], slid["low24h"], slid["change24h"]) == ("12.000", "11.000", "1.000")
     assert len(quotes_read) == 3
+
+
+def test_the_stats_version_changes_exactly_when_the_24h_window_moves_on():
+    """RollingStats.version remembers the window's start with the span of clock
+    values it holds for: across minute boundaries, exact minutes, clocks going back
+    (a test's clock, a corrected system clock) it answers what window_start does."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from cryptovault.market.stats import RollingStats, window_start
+
+    stats = RollingStats()
+    rng = random.Random(16)
+    now = datetime(2026, 12, 6, 3, 59, 58, tzinfo=UTC)
+    steps = [timedelta(microseconds=1), timedelta(seconds=1), timedelta(0), timedelta(minutes=1)]
+    steps += [timedelta(seconds=-30), timedelta(hours=-2)]
+    for _ in range(20_000):
+        now += rng.choice([*steps, timedelta(microseconds=rng.randrange(120_000_000))])
+        if rng.random() < 0.05:
+            now = now.replace(second=0, microsecond=0)  # exactly on a minute
+        assert stats.version(now)[1] == window_start(now), now

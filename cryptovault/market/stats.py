@@ -17,6 +17,7 @@ from decimal import Decimal
 from cryptovault.market.candles import Candle
 
 WINDOW = timedelta(hours=24)
+_MINUTE = timedelta(minutes=1)
 MINUTES = 24 * 60
 
 
@@ -51,10 +52,18 @@ class RollingStats:
         self._cache: dict[str, tuple[datetime, DayStats | None]] = {}
         # Bumped by every closed minute added (any symbol).
         self._added = 0
+        # The last window's start and the span of `now` it is the start for (`version`).
+        self._window: tuple[datetime, datetime, datetime] | None = None
 
     def version(self, now: datetime) -> tuple[int, datetime]:
         """Changes whenever the closed minutes `stats(..., now)` aggregates may have."""
-        return self._added, window_start(now)
+        bounds = self._window
+        if bounds is None or not bounds[0] < now <= bounds[1]:
+            start = window_start(now)
+            # The window starts at `start` for every `now` in (start + WINDOW - 1 minute,
+            # start + WINDOW]: `now - WINDOW` rounds up to the minute `start`.
+            bounds = self._window = (start + WINDOW - _MINUTE, start + WINDOW, start)
+        return self._added, bounds[2]
 
     def add_closed_minute(self, candle: Candle) -> None:
         minutes = self._minutes.setdefault(candle.symbol, deque(maxlen=MINUTES))
