@@ -11,7 +11,8 @@ time, e.g. a request id, is checked as before); a value that fails is never
 remembered, so it fails every time, with uvicorn's own error.
 
 It replaces the two patterns in uvicorn's module only for the uvicorn source it was
-checked against (UVICORN_SEND_SHA256, the source of the function that uses them):
+checked against (UVICORN_SEND_SHA256, the source of the function that uses them, and
+UVICORN_PATTERNS, theirs):
 with another uvicorn it does nothing, the app runs as before, and
 tests/test_uvicorn_headers.py fails until someone checks it again.
 
@@ -30,6 +31,12 @@ __all__ = ["UVICORN_SEND_SHA256", "ValidatedOnce", "validate_headers_once"]
 log = logging.getLogger(__name__)
 
 UVICORN_SEND_SHA256 = "abdd8601b326a8da972436918d3a954e1ef39c6bf0cd9e1c1954c2e798d0bb9c"
+# The patterns the checks are made with, as uvicorn defines them (none matches an
+# ASCII letter or digit).
+UVICORN_PATTERNS = {
+    "HEADER_RE": b'[\x00-\x1f\x7f()<>@,;:\\[\\]={} \t\\\\"]',
+    "HEADER_VALUE_RE": b"[\x00-\x08\x0a-\x1f\x7f]",
+}
 # Distinct valid names or values remembered per pattern, before starting over.
 REMEMBERED = 4096
 
@@ -48,7 +55,9 @@ class ValidatedOnce:
     def search(self, value: bytes) -> re.Match[bytes] | None:
         if type(value) is not bytes:  # e.g. a bytearray: mutable, never remembered
             return self.pattern.search(value)
-        if value in self.valid:
+        if value in self.valid or value.isalnum():
+            # ASCII letters and digits are in neither pattern (UVICORN_PATTERNS): a
+            # number or a request id needs no regex, nor a place in the set.
             return None
         found = self.pattern.search(value)
         if found is None:
@@ -61,11 +70,18 @@ class ValidatedOnce:
 def knows_uvicorn() -> bool:
     """Whether the installed uvicorn checks response headers as this module expects."""
     try:
+        from uvicorn.protocols.http import httptools_impl
         from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
         source = inspect.getsource(RequestResponseCycle.send)
     except (ImportError, OSError, TypeError):
         return False
+    for name, text in UVICORN_PATTERNS.items():
+        pattern = getattr(httptools_impl, name, None)
+        if isinstance(pattern, ValidatedOnce):
+            pattern = pattern.pattern
+        if getattr(pattern, "pattern", None) != text:
+            return False
     return hashlib.sha256(source.encode()).hexdigest() == UVICORN_SEND_SHA256
 
 
