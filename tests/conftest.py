@@ -211,18 +211,18 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve(app) -> AsyncIterator[str]:
-    """Run the app on a real uvicorn server (for WebSocket protocol tests); yields
-    the base URL."""
+async def serving(app, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
+    """Run `app` on a real uvicorn server (uvicorn.Config `options` on top of the
+    WebSocket protocol `cryptovault serve` runs, cryptovault/wsprotocol.py); yields
+    its `host:port` and the server."""
     port = free_port()
-    # The WebSocket protocol `cryptovault serve` runs (cryptovault/wsprotocol.py).
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
         log_config=None,
         lifespan="off",
-        ws=LeanWebSocketsProtocol,
+        **{"ws": LeanWebSocketsProtocol, **options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -231,10 +231,18 @@ async def serve(app) -> AsyncIterator[str]:
             task.result()
         await asyncio.sleep(0.01)
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", server
     finally:
         server.should_exit = True
         await task
+
+
+@contextlib.asynccontextmanager
+async def serve(app) -> AsyncIterator[str]:
+    """Run the app on a real uvicorn server (for WebSocket protocol tests); yields
+    the base URL."""
+    async with serving(app) as (url, _):
+        yield url
 
 
 @pytest.fixture(scope="module")

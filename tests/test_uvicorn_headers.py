@@ -5,15 +5,14 @@ that fails is refused every time, and the shortcut is pinned to uvicorn's source
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import pytest
-import uvicorn
 from uvicorn.protocols.http import httptools_impl
 
 from cryptovault.http import uvicorn_headers
 from cryptovault.http.uvicorn_headers import ValidatedOnce, knows_uvicorn, validate_headers_once
+from tests.conftest import serving
 
 
 def test_the_shortcut_is_pinned_to_uvicorns_send():
@@ -51,16 +50,11 @@ async def test_uvicorn_still_refuses_a_bad_header_after_good_ones(caplog):
         await send({"type": "http.response.start", "status": 200, "headers": [(b"x-v", value)]})
         await send({"type": "http.response.body", "body": b"body"})
 
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, http="httptools", log_config=None)
-    server = uvicorn.Server(config)
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serving(app, http="httptools") as (address, _):
+        host, port = address.split(":")
 
         async def fetch(path: str) -> bytes:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
             answer = await reader.read()
             writer.close()
@@ -72,10 +66,6 @@ async def test_uvicorn_still_refuses_a_bad_header_after_good_ones(caplog):
                 assert answer.startswith(b"HTTP/1.1 200") and b"x-v: good" in answer
             else:  # uvicorn refuses to write it: the connection closes, nothing sent
                 assert answer == b""
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
     refused = [
         r
         for r in caplog.records

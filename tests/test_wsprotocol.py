@@ -22,7 +22,7 @@ from uvicorn.protocols.websockets import websockets_sansio_impl
 
 from cryptovault.cli import connection_options
 from cryptovault.wsprotocol import Inbox, LeanWebSocketsProtocol, Writable
-from tests.conftest import free_port
+from tests.conftest import serving
 
 WAIT = 10  # seconds: a bound for what must happen, never an assertion on timing
 
@@ -115,28 +115,8 @@ async def echo(ws: WebSocket) -> None:
 @contextlib.asynccontextmanager
 async def lean_server(**options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     app = Starlette(routes=[WebSocketRoute("/ws", echo)])
-    port = free_port()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=port,
-        log_config=None,
-        lifespan="off",
-        ws=LeanWebSocketsProtocol,
-        ws_max_size=MAX_SIZE,
-        **options,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield f"ws://127.0.0.1:{port}/ws", server
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(app, ws_max_size=MAX_SIZE, **options) as (address, server):
+        yield f"ws://{address}/ws", server
 
 
 # What every connection of a server refers to: not the connection's own state.
