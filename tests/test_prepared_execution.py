@@ -463,3 +463,119 @@ def test_the_plain_function_shortcut_is_pinned_to_strawberrys_resolver(monkeypat
     finally:
         monkeypatch.undo()
         module.knows_strawberry_resolver.cache_clear()
+
+
+# -- The executor's reference cycle, broken once its work is done (`_released`) --
+
+inner_resolved: list[str] = []
+
+
+@strawberry.type
+class Inner:
+    @strawberry.field
+    def x(self) -> str:
+        inner_resolved.append("x")
+        return "x"
+
+
+@strawberry.type
+class Outer:
+    @strawberry.field
+    async def inner(self) -> Inner:
+        await asyncio.sleep(0)
+        return Inner()
+
+    @strawberry.field
+    def fails_non_null(self) -> str:
+        raise ValueError("nope, and not null")
+
+
+@strawberry.type
+class Background:
+    @strawberry.field
+    async def inner(self) -> Inner:
+        await asyncio.sleep(0)
+        return Inner()
+
+    @strawberry.field
+    def fails_non_null(self) -> str:
+        raise ValueError("nope, and not null")
+
+    @strawberry.field
+    def outer(self) -> Outer | None:
+        return Outer()
+
+    @strawberry.field
+    async def later_outer(self) -> Outer | None:
+        return Outer()
+
+
+class _Owner:
+    """A context that can be watched (weakref)."""
+
+    def __getitem__(self, key: str) -> int:
+        return 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{ inner { x } failsNonNull }",  # the error nulls the root, synchronously
+        "{ outer { inner { x } failsNonNull } }",  # ...a field, synchronously
+        "{ laterOuter { inner { x } failsNonNull } }",  # ...a field, once awaited
+    ],
+)
+async def test_work_settled_in_the_background_runs_as_with_graphql_core(query):
+    """A non-null field that fails while a sibling's awaitable is pending leaves that
+    awaitable to settle in the background (Executor.settle_in_background), after the
+    response is built: it still builds resolve infos with the executor's helpers."""
+    schema = strawberry.Schema(query=Background)
+    core, executor = schema._schema, schema.execution_context_class
+    document = parse(query)
+    assert validate(core, document) == []
+    prepared = prepare(core, document, document.definitions[0], executor, False)  # type: ignore[arg-type]
+    assert prepared is not None
+    runs: list[tuple[Any, list[str]]] = []
+    for run in (
+        lambda: execute(
+            core,
+            document,
+            context_value={"n": 0},
+            executor_class=executor,
+            is_awaitable=optimized_is_awaitable,
+        ),
+        lambda: prepared.execute({"n": 0}, None, None),
+    ):
+        inner_resolved.clear()
+        result = await _settled(run())
+        for _ in range(10):  # the background work's turns of the loop
+            await asyncio.sleep(0)
+        runs.append((result.formatted, list(inner_resolved)))
+    assert runs[0][1] == ["x"]  # graphql-core resolves the background work's fields
+    assert runs[1] == runs[0]
+
+
+@pytest.mark.parametrize("query", ["{ text }", "{ later text }", "{ thing { size } text }"])
+async def test_a_finished_execution_leaves_no_reference_cycle(query):
+    """Once its work is done, nothing of an execution (its context) waits for the
+    cyclic garbage collector. (An error keeps its traceback's frames, and through
+    them the executor, as with graphql-core.)"""
+    import gc
+    import weakref
+
+    schema = _plain_schema()
+    core, executor = schema._schema, schema.execution_context_class
+    document = parse(query)
+    prepared = prepare(core, document, document.definitions[0], executor, False)  # type: ignore[arg-type]
+    assert prepared is not None
+    await _settled(prepared.execute(_Owner(), None, None))  # roots found on the first run
+    gc.collect()
+    gc.disable()
+    try:
+        context = _Owner()
+        watched = weakref.ref(context)
+        result = await _settled(prepared.execute(context, None, None))
+        del context, result
+        assert watched() is None
+    finally:
+        gc.enable()

@@ -574,8 +574,9 @@ def _released(executor: Executor[Any], result: ExecutionResult) -> ExecutionResu
     the context and the request it holds (~30 objects for `{ ping }`) would wait for
     the cyclic garbage collector (bench/RESULTS.md: ~8 µs per request at 16
     connections). A GraphQLResolveInfo kept by a resolver keeps the helpers, which
-    go on working."""
-    if not executor.tasks and not executor.streams:  # type: ignore[attr-defined]
+    go on working. Not while work settles in the background (a failed non-null field's
+    pending siblings, `Executor.settle_in_background`): it builds resolve infos still."""
+    if not executor.tasks and not executor.streams and not executor.background_futures:  # type: ignore[attr-defined]
         executor.__dict__.pop("async_helpers", None)
     return result
 
