@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 
@@ -400,3 +401,39 @@ def test_the_readme_states_the_default_budgets_query_limits_and_lockout():
     assert delays is not None
     assert int(delays.group(1)) == lockout.BASE_DELAY.total_seconds()
     assert int(delays.group(2)) * 60 == lockout.MAX_DELAY.total_seconds()
+
+
+@pytest.mark.parametrize("seed", range(30))
+async def test_spending_in_memory_counts_as_the_limits_strategy_does_at_random(monkeypatch, seed):
+    """As above, over random steps: spends, refusals, debts from `charge` and reads
+    (`afford`, cost 0), of identities and addresses with budgets of different sizes,
+    at exact window boundaries, just before them, and windows apart."""
+    rng = random.Random(seed)
+    clock = FakeClock(6000.0)
+    monkeypatch.setattr("limits.aio.storage.memory.time", clock)
+    window = rng.choice([1, 7, 60])
+    settings = make_settings(
+        "mongodb://unused",
+        cost_budget=rng.choice([5, 100]),
+        cost_budget_anonymous=rng.choice([3, 30]),
+        cost_window_seconds=window,
+    )
+    fast, stock = Limiter(settings), Limiter(settings)
+    stock._in_memory = False  # the `limits` strategy's hit
+    now = 6000.0
+    moves = [0.0, 0.001, window / 3, window - 1e-9, float(window), 2.0 * window]
+    for step in range(300):
+        roll = rng.random()
+        if roll < 0.3:
+            now += rng.choice([*moves, rng.random() * window])
+        elif roll < 0.35:
+            now = (int(now / window) + 1) * window  # exactly where a window starts
+        clock.now = now
+        key = rng.choice(["user:a", "user:b", "ip:1.2.3.4", "key:x"])
+        cost = rng.choice([-1, 0, 1, 2, 5, 10, 29, 30, 31, 99, 100, 101])
+        kind = rng.choice(["spend"] * 6 + ["charge", "afford"])
+        got = await getattr(fast, kind)(key, cost)
+        expected = await getattr(stock, kind)(key, cost)
+        assert got == expected, (step, now, kind, key, cost)
+        assert fast.storage.storage == stock.storage.storage, (step, now, kind, key, cost)
+        assert fast.storage.expirations == stock.storage.expirations, (step, now, key)
