@@ -16,9 +16,9 @@ from tests.conftest import serving
 
 
 def test_the_shortcut_is_pinned_to_uvicorns_send():
-    # Fails after a uvicorn upgrade: check that RequestResponseCycle.send still only
-    # asks HEADER_RE / HEADER_VALUE_RE whether a header matched, then update
-    # UVICORN_SEND_SHA256.
+    # Fails after a uvicorn upgrade: check that httptools_impl still only asks
+    # HEADER_RE / HEADER_VALUE_RE whether a header matched (RequestResponseCycle.send),
+    # then update UVICORN_HTTPTOOLS_SHA256.
     assert knows_uvicorn(), "uvicorn's RequestResponseCycle.send changed: check it again"
 
 
@@ -34,6 +34,15 @@ def test_remembered_values_pass_and_failing_ones_fail_every_time(monkeypatch):
     assert len(checks.valid) <= 3
     mutable = bytearray(b"fine")
     assert checks.search(mutable) is None and mutable not in [bytearray(v) for v in checks.valid]
+
+
+def test_a_value_seen_once_is_kept_only_as_its_hash():
+    # A cookie with a refresh token goes out once: its bytes must not stay in memory.
+    wrapped = httptools_impl.HEADER_VALUE_RE
+    checks = ValidatedOnce(wrapped.pattern if isinstance(wrapped, ValidatedOnce) else wrapped)
+    token = b"refresh_token=eyJhbGciOiJIUzI1NiJ9.secret; HttpOnly; Secure; SameSite=Strict"
+    assert checks.search(token) is None and token not in checks.valid
+    assert checks.search(token) is None and token in checks.valid  # the second time
 
 
 async def test_uvicorn_still_refuses_a_bad_header_after_good_ones(caplog):

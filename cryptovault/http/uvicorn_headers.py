@@ -5,16 +5,16 @@ every response against two regular expressions, byte by byte in Python's regex
 engine. The app's responses carry 17 headers (~700 bytes: the security headers, the
 budget's, the request id), 13 of them the same bytes on every response: their
 checks were ~7 % of the instructions of serving `{ ping }` (bench/RESULTS.md).
-`validate_headers_once()` has uvicorn check each distinct name and value once per
-process and remember the ones that passed (a bounded set: a value seen for the first
-time, e.g. a request id, is checked as before); a value that fails is never
-remembered, so it fails every time, with uvicorn's own error.
+`validate_headers_once()` has uvicorn remember the names and values that passed
+once they were seen twice (a bounded set; a value seen once, e.g. a request id or a
+cookie with a token, is kept only as its hash, never as its bytes) and check the
+rest as before; a value that fails is never remembered, so it fails every time, with
+uvicorn's own error.
 
-It replaces the two patterns in uvicorn's module only for the uvicorn source it was
-checked against (UVICORN_SEND_SHA256, the source of the function that uses them, and
-UVICORN_PATTERNS, theirs):
-with another uvicorn it does nothing, the app runs as before, and
-tests/test_uvicorn_headers.py fails until someone checks it again.
+It replaces the two patterns in uvicorn's module only for the module source it was
+checked against (UVICORN_HTTPTOOLS_SHA256: every use of the patterns, and
+UVICORN_PATTERNS, their text): with another uvicorn it does nothing, the app runs as
+before, and tests/test_uvicorn_headers.py fails until someone checks it again.
 
     validate_headers_once()  # before uvicorn serves (cryptovault serve, bench servers)
 """
@@ -26,11 +26,12 @@ import inspect
 import logging
 import re
 
-__all__ = ["UVICORN_SEND_SHA256", "ValidatedOnce", "validate_headers_once"]
+__all__ = ["UVICORN_HTTPTOOLS_SHA256", "ValidatedOnce", "validate_headers_once"]
 
 log = logging.getLogger(__name__)
 
-UVICORN_SEND_SHA256 = "abdd8601b326a8da972436918d3a954e1ef39c6bf0cd9e1c1954c2e798d0bb9c"
+# uvicorn/protocols/http/httptools_impl.py, whole.
+UVICORN_HTTPTOOLS_SHA256 = "475becbacd7474f6b0d7528db1d1a2bbc3c56af9aae42abbe18dc293f2060eeb"
 # The patterns the checks are made with, as uvicorn defines them (none matches an
 # ASCII letter or digit).
 UVICORN_PATTERNS = {
@@ -44,13 +45,16 @@ REMEMBERED = 4096
 class ValidatedOnce:
     """`pattern.search(value)` for uvicorn's header checks (it only asks whether
     something matched: a match means an invalid header), remembering the values
-    that did not match."""
+    that did not match once they were seen twice."""
 
-    __slots__ = ("pattern", "valid")
+    __slots__ = ("pattern", "seen", "valid")
 
     def __init__(self, pattern: re.Pattern[bytes]) -> None:
         self.pattern = pattern
         self.valid: set[bytes] = set()
+        # The hashes of valid values seen once: a hash never lets a value pass, it
+        # only says that the value may be worth remembering.
+        self.seen: set[int] = set()
 
     def search(self, value: bytes) -> re.Match[bytes] | None:
         if type(value) is not bytes:  # e.g. a bytearray: mutable, never remembered
@@ -61,9 +65,15 @@ class ValidatedOnce:
             return None
         found = self.pattern.search(value)
         if found is None:
-            if len(self.valid) >= REMEMBERED:
-                self.valid.clear()
-            self.valid.add(value)
+            key = hash(value)
+            if key in self.seen:
+                if len(self.valid) >= REMEMBERED:
+                    self.valid.clear()
+                self.valid.add(value)
+            else:
+                if len(self.seen) >= REMEMBERED:
+                    self.seen.clear()
+                self.seen.add(key)
         return found
 
 
@@ -71,9 +81,8 @@ def knows_uvicorn() -> bool:
     """Whether the installed uvicorn checks response headers as this module expects."""
     try:
         from uvicorn.protocols.http import httptools_impl
-        from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-        source = inspect.getsource(RequestResponseCycle.send)
+        source = inspect.getsource(httptools_impl)
     except (ImportError, OSError, TypeError):
         return False
     for name, text in UVICORN_PATTERNS.items():
@@ -82,7 +91,7 @@ def knows_uvicorn() -> bool:
             pattern = pattern.pattern
         if getattr(pattern, "pattern", None) != text:
             return False
-    return hashlib.sha256(source.encode()).hexdigest() == UVICORN_SEND_SHA256
+    return hashlib.sha256(source.encode()).hexdigest() == UVICORN_HTTPTOOLS_SHA256
 
 
 def validate_headers_once() -> bool:
