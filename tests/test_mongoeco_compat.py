@@ -133,11 +133,37 @@ def forgets_while_another_thread_learns(engine: SQLiteEngine) -> list[RuntimeErr
     return errors
 
 
+def forgets_while_a_feature_is_learned(engine: SQLiteEngine) -> None:
+    """One invalidation during which a feature of another collection is added at a
+    set point of the walk over the cache (what an executor thread does at a thread
+    switch), deterministically: a cached key's database name adds it when compared."""
+    cache = engine._collection_features_cache
+    added: list[bool] = []
+
+    class Learning(str):
+        __hash__ = str.__hash__
+
+        def __eq__(self, other: object) -> bool:
+            if not added:
+                added.append(True)
+                cache[("db", "other", "learned meanwhile")] = False
+            return str.__eq__(self, other)
+
+    cache[(Learning("db"), "kept", "f")] = True
+    cache[("db", "written", "f")] = True
+    engine._invalidate_collection_features_cache("db", "written")
+    assert added and ("db", "written", "f") not in cache
+    assert ("db", "other", "learned meanwhile") in cache
+
+
 def test_forgetting_a_collections_features_survives_other_threads_learning(tmp_path):
     """Stock mongoeco failed a write under load with "dictionary changed size during
     iteration": it iterates the features cache while executor threads add to it."""
     corrected = flat_engine(str(tmp_path / "corrected.sqlite3"))
     stock = SQLiteEngine(str(tmp_path / "stock.sqlite3"))
     assert type(corrected) is not SQLiteEngine
+    forgets_while_a_feature_is_learned(corrected)
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        forgets_while_a_feature_is_learned(stock)  # the race, at a set point
+    # And with a real thread adding as often as the interpreter switches threads.
     assert forgets_while_another_thread_learns(corrected) == []
-    assert forgets_while_another_thread_learns(stock)  # the race is real
