@@ -66,7 +66,10 @@ def connection_settings() -> Any:
     same per-connection options as the app."""
     from cryptovault.config import load_settings
 
-    return load_settings({**os.environ, "ENVIRONMENT": "test"}, env_file=None)
+    # Its own DATA_DIR: a test configuration writes the secrets it generates there,
+    # never into the working tree's ./data.
+    environ = {**os.environ, "ENVIRONMENT": "test", "DATA_DIR": tempfile.mkdtemp(prefix="bench-")}
+    return load_settings(environ, env_file=None)
 
 
 def uvicorn_server(app: object, port: int, settings: Any) -> uvicorn.Server:
