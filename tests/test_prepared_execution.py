@@ -491,15 +491,8 @@ class Outer:
 
 
 @strawberry.type
-class Background:
-    @strawberry.field
-    async def inner(self) -> Inner:
-        await asyncio.sleep(0)
-        return Inner()
-
-    @strawberry.field
-    def fails_non_null(self) -> str:
-        raise ValueError("nope, and not null")
+class Background(Outer):
+    """Outer's fields at the root, and Outer one level down."""
 
     @strawberry.field
     def outer(self) -> Outer | None:
