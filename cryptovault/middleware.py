@@ -310,22 +310,12 @@ class EdgeMiddleware:
                     if exchange.status == 0:  # nothing answered yet: the direct route failed
                         await self._server_error(scope, receive, exchange.send, exc)
                     raise
-                if answer is not None:
-                    # A direct route's answer of one body, sent as exchange.send would.
-                    request_id_header = (b"x-request-id", exchange.request_id)
+                if answer is not None and answer.plain and origin is None:
+                    # A direct route's plain answer: what exchange.send comes to for
+                    # it (CORS's Vary, the security headers, the request id).
                     headers = answer.headers
-                    if answer.plain and origin is None:
-                        # What the general case below comes to for it.
-                        headers += self._plain_tail
-                        headers.append(request_id_header)
-                    else:
-                        if origin is None and all(name != b"vary" for name, _ in headers):
-                            headers.append(_VARY_ORIGIN)  # as `_cors` does for it
-                        else:
-                            message = {"headers": headers}
-                            self._cors(message, origin, scope)
-                            headers = list(message["headers"])
-                        headers = self._secure(headers, request_id_header)
+                    headers += self._plain_tail
+                    headers.append((b"x-request-id", exchange.request_id))
                     exchange.status = answer.status_code
                     await send(
                         {
@@ -335,6 +325,8 @@ class EdgeMiddleware:
                         }
                     )
                     await send({"type": "http.response.body", "body": answer.body})
+                elif answer is not None:
+                    await answer(scope, receive, exchange.send)
         finally:
             seconds = time.perf_counter() - start
             status = exchange.status
