@@ -76,7 +76,13 @@ class _Counts:
     current_ttl: float
 
     def used(self, window: int) -> float:
-        return self.previous * self.previous_ttl / window + self.current
+        return _used(self.previous, self.previous_ttl, self.current, window)
+
+
+def _used(previous: int, previous_ttl: float, current: int, window: int) -> float:
+    """The sliding window counter's weighted count: the previous window's count
+    weighted by the share of it still inside the window, plus the current one's."""
+    return previous * previous_ttl / window + current
 
 
 def _status(limit: int, window: int, counts: _Counts, cost: int, allowed: bool) -> BudgetStatus:
@@ -106,7 +112,7 @@ def _budget(
     allowed: bool,
 ) -> BudgetStatus:
     """The status of counts (`_Counts`' fields, as they are after the operation)."""
-    used = previous * previous_ttl / window + current  # _Counts.used
+    used = _used(previous, previous_ttl, current, window)
     reset_in = current_ttl if current else previous_ttl if previous else 0.0
     return BudgetStatus(
         limit, max(0, limit - math.floor(used)), cost, window, max(0.0, reset_in), retry, allowed
@@ -264,15 +270,14 @@ class Limiter:
         current = counters.get(current_key, 0)
         previous_ttl = 0.0 if previous == 0 else (1 - (((now - expiry) / expiry) % 1)) * expiry
         current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
-        window = self.window
         if cost <= 0:
             return _budget(
-                limit, window, previous, previous_ttl, current, current_ttl, 0, 0.0, True
+                limit, expiry, previous, previous_ttl, current, current_ttl, 0, 0.0, True
             )
-        weighted = previous * previous_ttl / expiry + current
+        weighted = _used(previous, previous_ttl, current, expiry)
         if cost > limit or math.floor(weighted) + cost > limit:
             counts = _Counts(previous, previous_ttl, current, current_ttl)
-            return _status(limit, window, counts, cost, False)
+            return _status(limit, expiry, counts, cost, False)
         # As MemoryStorage.incr: a new counter lives two windows.
         counters[current_key] = current + cost
         if current == 0:
@@ -282,7 +287,7 @@ class Limiter:
             self._sweep_due = True
         # As `_after`: the counts once `cost` was added.
         return _budget(
-            limit, window, previous, previous_ttl, current + cost, current_ttl, cost, 0.0, True
+            limit, expiry, previous, previous_ttl, current + cost, current_ttl, cost, 0.0, True
         )
 
     def _after(self, counts: _Counts, cost: int) -> _Counts:
