@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cryptovault.wsprotocol import LeanWebSocketsProtocol
+
 if TYPE_CHECKING:
     from cryptovault.observability.metrics import Metrics
 
@@ -43,6 +45,7 @@ class TrackedWebSocket:
     __slots__ = (
         "_busy",
         "_on_accept",
+        "_protocol",
         "_send",
         "_waiters",
         "accepted",
@@ -57,6 +60,10 @@ class TrackedWebSocket:
     def __init__(self, send: Send, on_accept: Callable[[], None] | None = None) -> None:
         self._send = send
         self._on_accept = on_accept
+        # The server's connection, when `send` is its own (no layer in between that
+        # could see or change the frames): `write_text` writes straight to it.
+        owner = getattr(send, "__self__", None)
+        self._protocol = owner if isinstance(owner, LeanWebSocketsProtocol) else None
         # A lock of our own (asyncio.Lock costs three coroutine calls per message,
         # paid for every frame of a subscription fan-out): `_busy` while a message
         # is being handed to the server, later senders queue in `_waiters` (FIFO).
@@ -126,6 +133,16 @@ class TrackedWebSocket:
             raise
         finally:
             self._next()
+
+    def write_text(self, text: str) -> bool:
+        """`send_text` done at once, without a coroutine, when nothing would make it
+        wait: no other sender's turn, not closed, and the connection takes the frame
+        now (LeanWebSocketsProtocol.write_text). False: nothing was written, await
+        `send_text`."""
+        protocol = self._protocol
+        if protocol is None or self._busy or self.closed:
+            return False
+        return protocol.write_text(text)
 
     async def close(self, code: int, reason: str) -> None:
         if self._busy:

@@ -624,18 +624,25 @@ class LegacyWSHandler(_ConnectionSlot, BaseGraphQLWSHandler[Context, None]):
 # -- grouped subscription execution --------------------------------------------------
 
 
-def _text_sender(ws: WebSocket) -> Callable[[str], Coroutine[Any, Any, None]]:
+def _text_sender(
+    ws: WebSocket,
+) -> tuple[Callable[[str], Coroutine[Any, Any, None]], Callable[[str], bool] | None]:
     """`ws.send_text` with Starlette's state bookkeeping for text frames inlined (a
     frame after the close raises; a peer gone marks the socket disconnected), handing
     the frame straight to the connection's TrackedWebSocket (lifecycle.py) when
     there is one: three coroutines less per frame of the fan-out. (The outbox only
-    needs a write to fail, whatever the exception.)"""
+    needs a write to fail, whatever the exception.)
+
+    And, with a TrackedWebSocket, a write that completes at once or declines
+    (`Outbox`'s `write_now`: TrackedWebSocket.write_text), for a socket in Starlette's
+    connected state; otherwise None."""
     if not isinstance(ws, WebSocket):  # another adapter's socket
-        return ws.send_text  # type: ignore[no-any-return]
+        return ws.send_text, None  # type: ignore[return-value]
     connected = WebSocketState.CONNECTED
     tracked: TrackedWebSocket | None = ws.scope.get(TRACKED_SOCKET)
     if tracked is not None:
         send_frame = tracked.send_text
+        write_frame = tracked.write_text
         # As Starlette: once the peer is gone, the socket is done.
         tracked.on_lost = functools.partial(
             setattr, ws, "application_state", WebSocketState.DISCONNECTED
@@ -648,7 +655,11 @@ def _text_sender(ws: WebSocket) -> Callable[[str], Coroutine[Any, Any, None]]:
                 raise WebSocketDisconnect(1006)
             return send_frame(text)
 
-        return send_text
+        def write_now(text: str) -> bool:
+            # Past Starlette's state, send_text raises: let it.
+            return ws.application_state is connected and write_frame(text)
+
+        return send_text, write_now
     send = ws._send
 
     async def send_message_text(text: str) -> None:
@@ -660,7 +671,7 @@ def _text_sender(ws: WebSocket) -> Callable[[str], Coroutine[Any, Any, None]]:
             ws.application_state = WebSocketState.DISCONNECTED
             raise WebSocketDisconnect(1006) from None
 
-    return send_message_text
+    return send_message_text, None
 
 
 class _Grouped:
@@ -675,9 +686,8 @@ class _Grouped:
         self.groups = groups
         self.outbox: Outbox | None = None
         if groups is not None:
-            self.outbox = Outbox(
-                _text_sender(self.websocket.ws), self.websocket.close, groups.send_queue
-            )
+            send_text, write_now = _text_sender(self.websocket.ws)
+            self.outbox = Outbox(send_text, self.websocket.close, groups.send_queue, write_now)
         # Operation tasks relaying a shared (public) stream: a revoked credential
         # does not end them early (TrustedSocket). A list (at most
         # WS_MAX_SUBSCRIPTIONS), made with the first: a set is 216 B per socket.

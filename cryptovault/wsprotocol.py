@@ -15,6 +15,11 @@ What an idle connection of uvicorn's protocol keeps and this one does not
   parsed request goes too, but websockets' parser generator still holds the request
   as a local of its suspended frame.)
 
+And it can write a text frame at once (`write_text`), without the ASGI message, the
+coroutines of `send` and websockets' Frame object and its serialization: the
+subscription fan-out's path (lifecycle.TrackedWebSocket.write_text). Only when `send`
+would write the frame at once anyway; otherwise it declines and the caller awaits `send`.
+
 `cryptovault serve` and the bench's servers (the app and the floor alike) run it:
 `uvicorn.Config(..., ws=LeanWebSocketsProtocol)`. It relies on the protocol's
 attributes (`queue`, `writable`, `request`, `response`) and on `start_keepalive`
@@ -25,9 +30,17 @@ pins the uvicorn source it was checked against.
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.protocol import OPEN
+
+# A server's unmasked final text frame (RFC 6455 §5.2): 0x81, then the payload length
+# in 7 bits, or 126 and 16 bits, or 127 and 64 bits (network order).
+_SHORT_HEADS = [bytes((0x81, n)) for n in range(126)]
+_head16 = struct.Struct("!BBH").pack
+_head64 = struct.Struct("!BBQ").pack
 
 __all__ = ["Inbox", "LeanWebSocketsProtocol", "Writable"]
 
@@ -133,6 +146,38 @@ class LeanWebSocketsProtocol(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         # The scope holds the request's headers; nothing reads the request again.
         self.request = None  # type: ignore[assignment]
+
+    def write_text(self, text: str) -> bool:
+        """Write `text` as one text frame now, as `send({"type": "websocket.send",
+        "text": text})` would without waiting: True once written. False, with nothing
+        written, where `send` would wait (the transport paused), refuse (not accepted,
+        closed, gone) or do more than frame the bytes (an extension such as
+        permessage-deflate, bytes of its own still to write, frame logging on): the
+        caller then awaits `send`, which does what it does."""
+        conn = self.conn
+        if (
+            self.close_sent
+            or self.disconnected
+            or not self.writable.is_set()
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or conn.state is not OPEN
+            or conn.expect_continuation_frame
+            or conn.extensions
+            or conn.writes
+            or conn.debug
+        ):
+            return False
+        data = text.encode()
+        n = len(data)
+        if n < 126:
+            head = _SHORT_HEADS[n]
+        elif n < 65536:
+            head = _head16(0x81, 126, n)
+        else:
+            head = _head64(0x81, 127, n)
+        self.transport.write(head + data)
+        return True
 
     def start_keepalive(self) -> None:
         # Called once the handshake response (the accept) is written: nothing reads

@@ -213,8 +213,9 @@ def free_port() -> int:
 @contextlib.asynccontextmanager
 async def serving(app, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     """Run `app` on a real uvicorn server (uvicorn.Config `options` on top of the
-    WebSocket protocol `cryptovault serve` runs, cryptovault/wsprotocol.py); yields
-    its `host:port` and the server."""
+    WebSocket protocol `cryptovault serve` runs, cryptovault/wsprotocol.py, without
+    permessage-deflate unless asked, as `cryptovault serve` by default); yields its
+    `host:port` and the server."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -222,7 +223,7 @@ async def serving(app, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Serve
         port=port,
         log_config=None,
         lifespan="off",
-        **{"ws": LeanWebSocketsProtocol, **options},
+        **{"ws": LeanWebSocketsProtocol, "ws_per_message_deflate": False, **options},
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

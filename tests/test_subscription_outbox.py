@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from cryptovault import lifecycle
 from cryptovault.lifecycle import TRACKED_SOCKET, TrackedWebSocket
 from cryptovault.subscriptions.outbox import Outbox
 from cryptovault.websocket import _text_sender
@@ -206,7 +207,8 @@ async def test_the_fan_out_sender_marks_a_socket_whose_peer_is_gone_disconnected
     scope = {"type": "websocket", "path": "/graphql", "headers": [], TRACKED_SOCKET: tracked}
     ws = WebSocket(scope, receive, tracked.send)
     ws.application_state = WebSocketState.CONNECTED
-    outbox = Outbox(_text_sender(ws), tracked.close, max_frames=10)
+    send_text, write_now = _text_sender(ws)
+    outbox = Outbox(send_text, tracked.close, 10, write_now)
     outbox.push("one")
     assert sent == [{"type": "websocket.send", "text": "one"}]
     gone = True
@@ -214,4 +216,98 @@ async def test_the_fan_out_sender_marks_a_socket_whose_peer_is_gone_disconnected
     assert outbox.closed
     assert ws.application_state is WebSocketState.DISCONNECTED
     with pytest.raises(WebSocketDisconnect):
-        _text_sender(ws)("three")
+        send_text("three")
+
+
+# -- frames written at once (write_now) ----------------------------------------------------
+
+
+class AtOnceSocket(Socket):
+    """A socket that can also take a frame at once (`write_now`), unless blocked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.at_once: list[str] = []
+
+    def write_now(self, text: str) -> bool:
+        if not self.open.is_set() or self.broken:
+            return False  # it would wait, or fail: send_text does it
+        self.written.append(text)
+        self.at_once.append(text)
+        return True
+
+
+async def test_an_idle_socket_takes_frames_at_once_and_a_blocked_one_through_send_text():
+    socket = AtOnceSocket()
+    outbox = Outbox(socket.send_text, socket.close, 10, socket.write_now)
+    outbox.push("f0")
+    assert socket.written == socket.at_once == ["f0"]
+    socket.block()
+    for n in range(1, 4):
+        outbox.push(f"f{n}")
+    assert socket.written == ["f0"] and socket.waiting == 1 and len(outbox) == 2
+    socket.unblock()
+    outbox.push("f4")  # queued behind the write under way: never written at once
+    await until(lambda: len(socket.written) == 5)
+    assert socket.written == ["f0", "f1", "f2", "f3", "f4"]
+    assert socket.at_once == ["f0"]
+    outbox.push("f5")  # idle again
+    assert socket.at_once == ["f0", "f5"]
+
+
+async def test_a_write_at_once_that_fails_ends_the_queue():
+    socket = AtOnceSocket()
+
+    def gone(text: str) -> bool:
+        raise WebSocketDisconnect(1006)
+
+    outbox = Outbox(socket.send_text, socket.close, 10, gone)
+    outbox.push("a")
+    assert outbox.closed
+    outbox.push("b")
+    assert socket.written == []
+
+
+class Connection:
+    """Stands for the server's connection: `send` is its own bound method."""
+
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+        self.at_once: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def send(self, message: Any) -> None:
+        await self.gate.wait()
+        self.sent.append(message)
+
+    def write_text(self, text: str) -> bool:
+        self.at_once.append(text)
+        return True
+
+
+async def test_the_tracked_socket_writes_at_once_only_to_the_servers_own_connection(
+    monkeypatch,
+):
+    monkeypatch.setattr(lifecycle, "LeanWebSocketsProtocol", Connection)
+    connection = Connection()
+    tracked = TrackedWebSocket(connection.send)
+    assert tracked.write_text("one") and connection.at_once == ["one"]
+
+    # Another sender's message is under way: a frame must go after it.
+    connection.gate.clear()
+    sending = asyncio.ensure_future(tracked.send({"type": "websocket.send", "text": "two"}))
+    await asyncio.sleep(0)
+    assert not tracked.write_text("three")
+    connection.gate.set()
+    await asyncio.wait_for(sending, WAIT)
+    assert tracked.write_text("four") and connection.at_once == ["one", "four"]
+    await tracked.close(1000, "")
+    assert not tracked.write_text("five")
+    assert connection.at_once == ["one", "four"]
+
+    async def wrapped(message: Any) -> None:  # a layer between the server and the app
+        await connection.send(message)
+
+    assert not TrackedWebSocket(wrapped).write_text("six")
+    assert connection.at_once == ["one", "four"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
+from cryptovault.wsprotocol import LeanWebSocketsProtocol
 from tests.conftest import tick
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
@@ -96,3 +98,37 @@ async def test_subscription_to_unknown_symbol_is_an_error(live_url):
             ):
                 pass
     assert err.value.errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize("protocol", [GRAPHQL_TRANSPORT_WS, GRAPHQL_WS])
+async def test_ticks_go_out_as_frames_written_at_once(live_url, services, protocol, monkeypatch):
+    """On `cryptovault serve`'s WebSocket protocol the fan-out writes each tick's frame
+    straight to the connection (LeanWebSocketsProtocol.write_text), not through the
+    ASGI `send` coroutines."""
+    written: list[str] = []
+    write_text = LeanWebSocketsProtocol.write_text
+
+    def recorded(self: LeanWebSocketsProtocol, text: str) -> bool:
+        done = write_text(self, text)
+        if done:
+            written.append(text)
+        return done
+
+    monkeypatch.setattr(LeanWebSocketsProtocol, "write_text", recorded)
+    prices = iter(range(3000, 4000))
+
+    async def push() -> None:
+        await services.market.publish_tick(tick("SOL", f"{next(prices)}.00"))
+
+    events = await collect(
+        live_url,
+        'subscription { prices(symbols: ["SOL"]) { symbol price } }',
+        None,
+        2,
+        protocol,
+        push,
+    )
+    assert [e["prices"]["symbol"] for e in events] == ["SOL", "SOL"]
+    at_once = [json.loads(t) for t in written if '"SOL"' in t]
+    assert len(at_once) >= 2
+    assert {f["type"] for f in at_once} == {"next" if protocol == GRAPHQL_TRANSPORT_WS else "data"}

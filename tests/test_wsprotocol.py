@@ -12,13 +12,18 @@ import inspect
 from collections.abc import AsyncIterator
 from typing import Any
 
+import hypothesis
 import pytest
 import uvicorn
 import websockets
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from uvicorn.protocols.websockets import websockets_sansio_impl
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from cryptovault.cli import connection_options
 from cryptovault.wsprotocol import Inbox, LeanWebSocketsProtocol, Writable
@@ -196,3 +201,135 @@ def test_the_uvicorn_protocol_it_extends_is_the_one_it_was_checked_against():
     assert hashlib.sha256(source.encode()).hexdigest() == (
         "eea1812ddf16e62ea10c612b7a9a5cf7fbbc0360562690ae180a40a549dca7b1"
     )
+
+
+# -- a text frame written at once --------------------------------------------------------
+
+
+class Recorder:
+    """A transport that keeps what is written to it."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+
+def _open_conn() -> ServerProtocol:
+    conn = ServerProtocol()
+    conn.state = State.OPEN
+    return conn
+
+
+def accepted_connection() -> LeanWebSocketsProtocol:
+    """A protocol in the state uvicorn's leaves an accepted connection in (the
+    attributes its `send` reads; the uvicorn source is pinned above), over a transport
+    that records."""
+    protocol = object.__new__(LeanWebSocketsProtocol)
+    protocol.conn = _open_conn()
+    protocol.transport = Recorder()  # type: ignore[assignment]
+    protocol.writable = Writable()  # type: ignore[assignment]
+    protocol.writable.set()
+    protocol.close_sent = False
+    protocol.disconnected = False
+    protocol.handshake_complete = True
+    protocol.initial_response = None
+    return protocol
+
+
+def sent_by_websockets(text: str) -> bytes:
+    """The bytes uvicorn's `send` writes for a text message: websockets' frame."""
+    conn = _open_conn()
+    conn.send_text(text.encode())
+    return b"".join(conn.data_to_send())
+
+
+# Every length encoding (7, 16 and 64 bits) and both sides of each boundary, in bytes.
+TEXTS = ["", "a", "x" * 125, "x" * 126, "é" * 63, "x" * 127, "x" * 65535, "x" * 65536]
+
+
+@pytest.mark.parametrize("text", TEXTS, ids=lambda t: f"{len(t.encode())}B")
+def test_a_text_frame_written_at_once_is_the_frame_send_writes(text):
+    protocol = accepted_connection()
+    assert protocol.write_text(text) is True
+    assert protocol.transport.written == [sent_by_websockets(text)]
+
+
+@hypothesis.given(st.text(max_size=300))
+def test_any_text_is_framed_as_websockets_frames_it(text):
+    protocol = accepted_connection()
+    assert protocol.write_text(text)
+    assert protocol.transport.written == [sent_by_websockets(text)]
+
+
+def _pending_pong(protocol: LeanWebSocketsProtocol) -> None:
+    protocol.conn.send_pong(b"")  # bytes of the connection's own, not yet written
+
+
+DECLINED = {
+    "transport paused": lambda p: p.writable.clear(),
+    "close sent": lambda p: setattr(p, "close_sent", True),
+    "peer gone": lambda p: setattr(p, "disconnected", True),
+    "not accepted": lambda p: setattr(p, "handshake_complete", False),
+    "rejected with a response": lambda p: setattr(p, "initial_response", (403, [], b"")),
+    "closing": lambda p: setattr(p.conn, "state", State.CLOSING),
+    "fragment under way": lambda p: setattr(p.conn, "expect_continuation_frame", True),
+    "permessage-deflate": lambda p: p.conn.extensions.append(
+        PerMessageDeflate(False, False, 15, 15)
+    ),
+    "bytes waiting": _pending_pong,
+    "frame logging": lambda p: setattr(p.conn, "debug", True),
+}
+
+
+@pytest.mark.parametrize("condition", list(DECLINED))
+def test_it_declines_where_send_would_wait_refuse_or_do_more(condition):
+    protocol = accepted_connection()
+    DECLINED[condition](protocol)
+    assert protocol.write_text("hello") is False
+    assert protocol.transport.written == []
+
+
+class FrameApp:
+    """A bare ASGI WebSocket app (uvicorn's own `send`, no layer between) that answers
+    "<how> <bytes>" with a text of that many bytes, written at once or through `send`."""
+
+    def __init__(self) -> None:
+        self.at_once = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        protocol = send.__self__
+        while (message := await receive())["type"] == "websocket.receive":
+            how, size = message["text"].split()
+            text = "x" * int(size)
+            if how == "now" and protocol.write_text(text):
+                self.at_once += 1
+            else:
+                await send({"type": "websocket.send", "text": text})
+
+
+@pytest.mark.parametrize("deflate", [False, True], ids=["plain", "permessage-deflate"])
+async def test_frames_written_at_once_reach_a_client_between_frames_sent(deflate):
+    """With permessage-deflate negotiated, nothing is written at once: every frame is
+    compressed by `send`."""
+    app = FrameApp()
+    sizes = [0, 125, 126, 65535, 65536, 200_000]
+    async with (
+        serving(app, ws_per_message_deflate=deflate) as (address, _server),
+        websockets.connect(f"ws://{address}/", max_size=2**20) as ws,
+    ):
+        for size in sizes:
+            for how in ("now", "send"):
+                await ws.send(f"{how} {size}")
+                assert await asyncio.wait_for(ws.recv(), WAIT) == "x" * size
+        # A later `send`'s frame does not overtake one written at once.
+        for size in sizes:
+            await ws.send(f"now {size}")
+            await ws.send(f"send {size}")
+        for size in sizes:
+            for _ in range(2):
+                assert await asyncio.wait_for(ws.recv(), WAIT) == "x" * size
+    assert app.at_once == (0 if deflate else 2 * len(sizes))

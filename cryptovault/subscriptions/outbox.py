@@ -3,7 +3,8 @@ order, written by at most one task at a time.
 
 Fan-out must never wait for a slow client. `push()` does not block: when the queue is
 idle it writes at once, in the caller, without a task (a writable socket takes the
-frame synchronously: the common case costs no task and no event-loop round trip); a
+frame synchronously: the common case costs no task and no event-loop round trip;
+with `write_now`, not even a coroutine); a
 write that has to wait goes on in a task of its own, and while it does, later frames
 wait in the queue. Frames of latest-value streams carry a coalescing key: an unsent
 frame of the same owner with the same key is replaced in place, so a slow client gets
@@ -61,6 +62,7 @@ class Outbox:
         "_queue",
         "_send_text",
         "_task",
+        "_write_now",
         "closed",
         "closing",
         "coalesced",
@@ -72,8 +74,13 @@ class Outbox:
         send_text: Callable[[str], Coroutine[Any, Any, None]],
         close: Callable[[int, str], Awaitable[None]],
         max_frames: int,
+        write_now: Callable[[str], bool] | None = None,
     ) -> None:
+        """`send_text(frame)`: the write, a coroutine; `write_now(frame)`, if given:
+        the write done at once, or declined (False, nothing written) where it would
+        wait or fail, so that `send_text` does it."""
         self._send_text = send_text
+        self._write_now = write_now
         self._close = close
         self.max_frames = max_frames
         self._loop = asyncio.get_running_loop()
@@ -102,6 +109,8 @@ class Outbox:
             # wait; nothing to queue or coalesce. A task per frame (even an eager one)
             # cost each delivered message ~0.5 µs more.
             try:
+                if self._write_now is not None and self._write_now(frame):
+                    return
                 write = self._send_text(frame)
                 # Stepped by `next` with a default: a write that completes ends in
                 # C, without the StopIteration (and its traceback and frame object)
