@@ -90,7 +90,6 @@ def uvicorn_server(app: object, port: int, settings: Any) -> uvicorn.Server:
         lifespan="off",
         log_config=None,
         log_level="warning",
-        access_log=False,
         backlog=8192,
         timeout_keep_alive=300,
         **connection_options(settings),

@@ -19,6 +19,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from cryptovault import __version__
 from cryptovault.config import Settings
 from cryptovault.http.view import GraphQLView
+from cryptovault.http.whole_response import write_whole
 from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.middleware import DirectRoute, EdgeMiddleware
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
@@ -171,6 +172,7 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
                     "allow_credentials": "*" not in settings.cors_origins,
                 },
                 direct=direct,
+                write_whole=write_whole,
             ),
             Middleware(WebSocketTracking),
         ],

@@ -77,6 +77,9 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         # Forwarded headers are believed only from TRUSTED_PROXIES, by the app itself
         # (uvicorn would trust 127.0.0.1 by default).
         "proxy_headers": False,
+        # The edge logs every request, with its request id (uvicorn.access is
+        # disabled: logs.py); uvicorn would still format its own line's fields.
+        "access_log": False,
         # uvicorn's websockets-sansio protocol with less state per connection: the
         # same frames on the wire (cryptovault/wsprotocol.py).
         "ws": LeanWebSocketsProtocol,

@@ -229,9 +229,13 @@ class EdgeMiddleware:
         max_body_bytes: int,
         cors: dict[str, Any],
         direct: DirectRoute | None = None,
+        write_whole: Callable[[Send, int, list[tuple[bytes, bytes]], bytes], bool] | None = None,
     ) -> None:
         self.app = app
         self.direct = direct
+        # Writes a direct route's plain answer in one piece where the server's
+        # connection takes it (http/whole_response.py); False: send it as messages.
+        self.write_whole = write_whole
         # Starlette's server-error layer, when it was moved inside the edge
         # (`outside_errors`): the edge answers a failure of its direct route as it would.
         self.errors: ServerErrorMiddleware | None = None
@@ -317,14 +321,18 @@ class EdgeMiddleware:
                     headers += self._plain_tail
                     headers.append((b"x-request-id", exchange.request_id))
                     exchange.status = answer.status_code
-                    await send(
-                        {
-                            "type": "http.response.start",
-                            "status": answer.status_code,
-                            "headers": headers,
-                        }
-                    )
-                    await send({"type": "http.response.body", "body": answer.body})
+                    write_whole = self.write_whole
+                    if write_whole is None or not write_whole(
+                        send, answer.status_code, headers, answer.body
+                    ):
+                        await send(
+                            {
+                                "type": "http.response.start",
+                                "status": answer.status_code,
+                                "headers": headers,
+                            }
+                        )
+                        await send({"type": "http.response.body", "body": answer.body})
                 elif answer is not None:
                     await answer(scope, receive, exchange.send)
         finally:

@@ -214,8 +214,8 @@ def free_port() -> int:
 async def serving(app, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Server]]:
     """Run `app` on a real uvicorn server (uvicorn.Config `options` on top of the
     WebSocket protocol `cryptovault serve` runs, cryptovault/wsprotocol.py, without
-    permessage-deflate unless asked, as `cryptovault serve` by default); yields its
-    `host:port` and the server."""
+    permessage-deflate unless asked and without uvicorn's access log, as
+    `cryptovault serve` by default); yields its `host:port` and the server."""
     port = free_port()
     config = uvicorn.Config(
         app,
@@ -223,7 +223,12 @@ async def serving(app, **options: Any) -> AsyncIterator[tuple[str, uvicorn.Serve
         port=port,
         log_config=None,
         lifespan="off",
-        **{"ws": LeanWebSocketsProtocol, "ws_per_message_deflate": False, **options},
+        **{
+            "ws": LeanWebSocketsProtocol,
+            "ws_per_message_deflate": False,
+            "access_log": False,
+            **options,
+        },
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
