@@ -17,9 +17,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import hashlib
+import inspect
 import logging
 import socket
+import sys
 import time
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +41,48 @@ log = logging.getLogger(__name__)
 GOING_AWAY = 1001
 # The scope key under which WebSocketTracking leaves the connection's TrackedWebSocket.
 TRACKED_SOCKET = "cryptovault.tracked_socket"
+
+
+# sentry_sdk/integrations/asgi.py, whole: its `_sentry_wrapped_send` hands every
+# message to the `send` it wraps, looking only at `http.response.start`.
+SENTRY_ASGI_SHA256 = "c54535cd979cddf445b07bdf9235b02db268f42df90242e86498e1924f24b6a5"
+
+
+@functools.cache
+def _sentry_send_code() -> types.CodeType | None:
+    """The code of Sentry's ASGI send wrapper, if Sentry's module is the one checked."""
+    module = sys.modules.get("sentry_sdk.integrations.asgi")
+    if module is None:
+        return None
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return None
+    if hashlib.sha256(source.encode()).hexdigest() != SENTRY_ASGI_SHA256:
+        return None
+    for const in module.SentryAsgiMiddleware._run_app.__code__.co_consts:
+        if isinstance(const, types.CodeType) and const.co_name == "_sentry_wrapped_send":
+            return const
+    return None
+
+
+def server_connection(send: Send) -> LeanWebSocketsProtocol | None:
+    """The server connection whose own `send` this is, seen through Sentry's send
+    wrapper (a pass-through for WebSocket messages; SENTRY_DSN set); None when
+    anything else is in between."""
+    for _ in range(3):
+        owner = getattr(send, "__self__", None)
+        if isinstance(owner, LeanWebSocketsProtocol):
+            return owner
+        code = getattr(send, "__code__", None)
+        if (
+            code is None
+            or code.co_name != "_sentry_wrapped_send"
+            or code is not _sentry_send_code()
+        ):
+            return None
+        send = send.__closure__[code.co_freevars.index("send")].cell_contents  # type: ignore[attr-defined]
+    return None
 
 
 class TrackedWebSocket:
@@ -62,8 +109,7 @@ class TrackedWebSocket:
         self._on_accept = on_accept
         # The server's connection, when `send` is its own (no layer in between that
         # could see or change the frames): `write_text` writes straight to it.
-        owner = getattr(send, "__self__", None)
-        self._protocol = owner if isinstance(owner, LeanWebSocketsProtocol) else None
+        self._protocol = server_connection(send)
         # A lock of our own (asyncio.Lock costs three coroutine calls per message,
         # paid for every frame of a subscription fan-out): `_busy` while a message
         # is being handed to the server, later senders queue in `_waiters` (FIFO).
