@@ -74,14 +74,16 @@ def server_connection(send: Send) -> LeanWebSocketsProtocol | None:
         owner = getattr(send, "__self__", None)
         if isinstance(owner, LeanWebSocketsProtocol):
             return owner
-        code = getattr(send, "__code__", None)
+        code: types.CodeType | None = getattr(send, "__code__", None)
+        closure: tuple[types.CellType, ...] | None = getattr(send, "__closure__", None)
         if (
             code is None
+            or closure is None
             or code.co_name != "_sentry_wrapped_send"
             or code is not _sentry_send_code()
         ):
             return None
-        send = send.__closure__[code.co_freevars.index("send")].cell_contents  # type: ignore[attr-defined]
+        send = closure[code.co_freevars.index("send")].cell_contents
     return None
 
 
