@@ -30,35 +30,39 @@ log = logging.getLogger("cryptovault.access")
 _VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the whole id: fullmatch
 
 
-# Random bytes for request ids, drawn from os.urandom 256 ids at a time (one
-# getrandom system call per 256 requests instead of one per request), and the offset
-# of the next unused 16 bytes. Request ids are made on the event loop's thread only.
+# Request ids made 256 at a time from one os.urandom call (one getrandom system call
+# per 256 requests instead of one per request), the version and variant bits of the
+# whole batch set by two byte translations and its hex written at once; the ones not
+# handed out yet, last first. Request ids are made on the event loop's thread only.
 _ID_BYTES = 16
 _ID_BATCH = 256
-_random = b""
-_taken = 0
+# Byte -> the byte with a version-4 UUID's version bits (byte 6), variant bits (byte 8).
+_VERSION_4 = bytes(b & 0x0F | 0x40 for b in range(256))
+_VARIANT = bytes(b & 0x3F | 0x80 for b in range(256))
+_ids: list[str] = []
 
 
 def new_request_id() -> str:
     """A request id as `uuid.uuid4().hex` writes one (32 hex digits, the version and
     variant bits of a random UUID), from the same random source, without a UUID;
     never one made before, nor one a forked process makes."""
-    global _random, _taken
-    start = _taken
-    if start >= len(_random):
-        _random = os.urandom(_ID_BYTES * _ID_BATCH)
-        start = 0
-    _taken = start + _ID_BYTES
-    raw = bytearray(_random[start : start + _ID_BYTES])
-    raw[6] = raw[6] & 0x0F | 0x40
-    raw[8] = raw[8] & 0x3F | 0x80
-    return raw.hex()
+    if not _ids:
+        _ids.extend(_id_batch())
+    return _ids.pop()
+
+
+def _id_batch() -> list[str]:
+    raw = bytearray(os.urandom(_ID_BYTES * _ID_BATCH))
+    raw[6::_ID_BYTES] = raw[6::_ID_BYTES].translate(_VERSION_4)
+    raw[8::_ID_BYTES] = raw[8::_ID_BYTES].translate(_VARIANT)
+    text = raw.hex()
+    width = 2 * _ID_BYTES
+    return [text[start : start + width] for start in range(0, len(text), width)]
 
 
 def _forget_random_ids() -> None:
     """In a forked child: its ids must not be the rest of its parent's batch."""
-    global _random, _taken
-    _random, _taken = b"", 0
+    _ids.clear()
 
 
 os.register_at_fork(after_in_child=_forget_random_ids)

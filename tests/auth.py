@@ -39,6 +39,10 @@ class TestAuthenticator:
             api_key_id=f"key-{user_id}",
         )
 
+    def anonymous(self, request: HTTPConnection) -> bool:
+        # As TokenAuthenticator.anonymous: no credential header, `authenticate` says None.
+        return all(key != b"authorization" for key, _ in request.scope["headers"])
+
     async def revalidate(self, viewers: Sequence[Viewer]) -> list[Viewer | DomainError]:
         # Test tokens are stored nowhere: they stand as long as the socket does.
         return list(viewers)

@@ -220,11 +220,16 @@ async def test_a_server_error_is_a_500_with_the_edges_headers_logged_and_counted
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         with caplog.at_level(logging.INFO, logger="cryptovault.access"):
             answers = [
+                # With a credential: an anonymous request is not authenticated.
                 await c.post(
-                    "/graphql", json={"query": "{ ping }"}, headers={"X-Request-ID": "p-1"}
+                    "/graphql",
+                    json={"query": "{ ping }"},
+                    headers={"X-Request-ID": "p-1", "X-API-Key": "cv_x"},
                 ),
                 await c.get(
-                    "/graphql", params={"query": "{ ping }"}, headers={"X-Request-ID": "g-1"}
+                    "/graphql",
+                    params={"query": "{ ping }"},
+                    headers={"X-Request-ID": "g-1", "X-API-Key": "cv_x"},
                 ),
             ]
         scraped = (await c.get("/metrics")).text

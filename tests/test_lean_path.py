@@ -26,6 +26,16 @@ OPERATIONS: list[tuple[str, str, dict[str, Any] | None, dict[str, str], bool, li
     ("ok, a list", PRICES, {}, {}, True, []),
     ("ok, named, signed in", "query Prices { prices { symbol } }", None, bearer("{who}"), True, []),
     ("unauthenticated", "{ account { __typename } }", {}, {}, True, ["UNAUTHENTICATED"]),
+    ("an empty credential", "{ ping }", None, {"Authorization": ""}, True, []),
+    ("a bad credential", "{ ping }", None, {"Authorization": "Basic x"}, True, []),
+    (
+        "a bad credential, a private field",
+        "{ account { __typename } }",
+        None,
+        {"Authorization": "Basic x"},
+        True,
+        ["UNAUTHENTICATED"],
+    ),
     ("forbidden", "{ stats { users } }", {}, bearer("{who}"), True, ["FORBIDDEN"]),
     (
         "bad variables",
@@ -165,6 +175,36 @@ async def test_the_lean_path_answers_what_the_view_does(
     assert not view_run[2]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"X-API-Key": ""},
+        {"X-API-Key": "cv_nope"},
+        {"Authorization": "x"},
+    ],
+    ids=["none", "empty Authorization", "empty X-API-Key", "unknown key", "bad scheme"],
+)
+async def test_the_real_authenticator_alike(store_server, monkeypatch, headers):
+    """With the app's own authenticator (the harness's is the tests' stand-in): an
+    anonymous request (TokenAuthenticator.anonymous, no `authenticate`) and refused
+    credentials, through both paths."""
+    from cryptovault.security.authenticator import TokenAuthenticator
+
+    async with running(store_server.url) as (app, services):
+        services.authenticator = TokenAuthenticator(
+            services.identity.tokens, services.identity.sessions, services.api_keys
+        )
+        for query in ("{ ping }", "{ account { __typename } }"):
+            (lean_run, view_run) = await _both_paths(
+                app, services, monkeypatch, query, None, headers, 4
+            )
+            assert lean_run[0] == view_run[0], query
+            assert lean_run[1] == view_run[1]
+            assert lean_run[2] and not view_run[2]
+
+
 async def test_a_rate_limited_operation_is_refused_alike(store_server, monkeypatch):
     async with running(store_server.url, cost_budget_anonymous=1) as (app, services):
         (lean_run, view_run) = await _both_paths(app, services, monkeypatch, PRICES, {}, {}, 2)
@@ -201,9 +241,9 @@ DIRECT_REQUESTS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-async def _setting_headers(self: Any, real: Any, prepared: Any, context: Any) -> Any:
+def _setting_headers(self: Any, real: Any, prepared: Any, context: Any) -> Any:
     # As a resolver setting headers the edge also sets (Vary, Cache-Control).
-    result = await real(self, prepared, context)
+    result = real(self, prepared, context)
     context.response.headers["Cache-Control"] = "private, max-age=5"
     context.response.headers["Vary"] = "Accept"
     context.response.set_cookie("seen", "1")
@@ -233,11 +273,11 @@ async def test_the_edge_hands_post_graphql_to_the_view_as_the_router_would(
             await client.post("/graphql", json={"query": PRICES})  # cached
             await client.post("/graphql", json={"query": "{ ping }"})
         outcomes = []
-        real_execute = LeanPath._execute
+        real_started = LeanPath._started
         for n, direct in ((2, True), (3, False)):
             if case == "headers set by a resolver":
                 monkeypatch.setattr(
-                    LeanPath, "_execute", functools.partialmethod(_setting_headers, real_execute)
+                    LeanPath, "_started", functools.partialmethod(_setting_headers, real_started)
                 )
             if direct:
                 monkeypatch.setattr(DirectRoute, "matches", spying)

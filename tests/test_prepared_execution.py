@@ -150,6 +150,11 @@ def _outside() -> str:
     return "outside"
 
 
+async def _soon() -> str:
+    await asyncio.sleep(0)
+    return "soon"
+
+
 @strawberry.type
 class Plain:
     outside: str = strawberry.field(resolver=_outside)
@@ -197,6 +202,10 @@ class Plain:
     @strawberry.field
     def not_text(self) -> str | None:
         return {"a": 1}  # type: ignore[return-value]
+
+    @strawberry.field
+    def soon(self) -> str:
+        return _soon()  # type: ignore[return-value]  # a sync function's awaitable
 
     @strawberry.field
     def number_as_text(self) -> str:
@@ -295,7 +304,35 @@ PLAIN_CASES: list[tuple[str, set[str]]] = [
     ("{ texts thing { size } }", set()),  # none plain: the executor's own methods
     ("{ guarded text }", {"guarded", "text"}),  # a permission: Strawberry's resolver
     ("{ outside text }", {"outside", "text"}),  # a function without `self`
+    ("{ text fails number }", {"text", "fails", "number"}),  # the executor from the middle
+    ("{ text number maybe }", {"text", "number", "maybe"}),  # ...from the last field
+    ("{ text soon number }", {"text", "soon", "number"}),  # ...an awaitable in the middle
+    ("{ text failsNonNull soon }", {"text", "failsNonNull", "soon"}),  # nulled, one pending
 ]
+# The documents answered without an executor on every run but the first (every root
+# field a plain function's value of a specified scalar, no variables), and whether
+# they still need one once the values are known (a value is not the field's value).
+DIRECT: dict[str, bool] = {
+    "{ text }": False,
+    "{ text maybe }": True,
+    "{ must }": True,
+    "{ text must maybe }": True,
+    "{ fails text }": True,
+    "{ failsNonNull text }": True,
+    "{ errorValue }": True,
+    "{ number tooBig }": True,
+    "{ tooBigNonNull number }": True,
+    "{ notText numberAsText }": True,
+    "{ ratio notFinite flag ident }": True,
+    "{ a: text b: text text text }": False,
+    "{ ...F text ... on Plain { maybe } } fragment F on Plain { number text }": True,
+    "query Q { text must }": True,
+    "{ outside text }": False,
+    "{ text fails number }": True,
+    "{ text number maybe }": True,
+    "{ text soon number }": True,
+    "{ text failsNonNull soon }": True,
+}
 # The plain fields whose resolver function is called without Strawberry's resolver
 # around it (no info, arguments, extensions; sync).
 FUNCTIONS = {
@@ -318,6 +355,7 @@ FUNCTIONS = {
     "badSide",
     "blob",
     "outside",
+    "soon",
 }
 
 
@@ -340,6 +378,14 @@ async def test_plain_root_fields_answer_as_graphql_core_case_by_case(monkeypatch
         return complete_value(self, return_type, *args)
 
     monkeypatch.setattr(Executor, "complete_value", counted)
+    built: list[Any] = []
+    make_executor = module.PreparedOperation._executor
+
+    def counted_executor(self: Any, *args: Any) -> Any:
+        built.append(self)
+        return make_executor(self, *args)
+
+    monkeypatch.setattr(module.PreparedOperation, "_executor", counted_executor)
     for query, plain in PLAIN_CASES:
         document = parse(query)
         assert validate(core, document) == [], query
@@ -353,18 +399,26 @@ async def test_plain_root_fields_answer_as_graphql_core_case_by_case(monkeypatch
                     core,
                     document,
                     context_value=context,
+                    variable_values={"x": "not an Int"} if n == 1 else None,
                     executor_class=executor,
                     is_awaitable=optimized_is_awaitable,
                     operation_extensions=None,
                 )
             )
             completed.clear()
-            got = await _settled(prepared.execute(context, None, None))
+            built.clear()
+            variables = {"x": "not an Int"} if n == 1 else None
+            got = await _settled(prepared.execute(context, variables, None))
             assert got.formatted == expected.formatted, (query, n)
             assert [repr(e.original_error) for e in got.errors or ()] == [
                 repr(e.original_error) for e in expected.errors or ()
             ], query
             assert [e.path for e in got.errors or ()] == [e.path for e in expected.errors or ()]
+            if n > 0:
+                # Direct (PreparedOperation._direct): an executor only once a value is
+                # not the field's value.
+                assert bool(built) is DIRECT.get(query, True), (query, n)
+        assert (prepared._direct is not None) is (query in DIRECT), query
         roots = prepared._roots
         ran = {name for name, _, _, field in roots or () if field is not None}
         if plain is not None:

@@ -305,7 +305,12 @@ class LeanPath:
             if prepared.keeps:
                 result, memo = await self._answer(prepared, context)
             else:
-                result, memo = await self._execute(prepared, context), None
+                # _execute's work, without its coroutine.
+                started = self._started(prepared, context)
+                if optimized_is_awaitable(started):
+                    started = await started  # type: ignore[misc]
+                assert isinstance(started, ExecutionResult)
+                result, memo = started, None
             errors = result.errors or []
             if errors:
                 self.schema._process_errors(errors)

@@ -24,6 +24,11 @@ the same point, so errors, paths and null propagation are graphql-core's. Where 
 resolver is Strawberry's around a plain function (no arguments, `info`, extensions or
 permissions), the function is called as Strawberry's resolver would call it. Without
 incremental work or execution hooks, the response is built as `build_response` would.
+When every root field is such a function's value of a specified scalar (`{ ping }`)
+and there are no variables, no executor is built at all (`PreparedOperation._direct`):
+the values are the data; the first field whose function raises or returns anything
+else hands what it raised or returned to a new executor, which completes it and runs
+the fields after it, as if it had run the ones before.
 
 Invariant: `execute` answers exactly what `graphql.execute(schema, document, ...,
 executor_class=...)` would (data, errors, their paths and locations): it runs the
@@ -139,6 +144,7 @@ class PreparedOperation:
     __slots__ = (
         "_class",
         "_collected",
+        "_direct",
         "_memos",
         "_plain",
         "_plain_response",
@@ -171,6 +177,10 @@ class PreparedOperation:
         self._plain_response = self._template["hooks"] is None and _builds_response_as_known(
             self._class
         )
+        # When every root field is a plain function's value of a specified scalar
+        # and there are no variables to coerce: those fields in order, answered
+        # without an executor until one is not a value (`_RootField.value`).
+        self._direct: tuple[tuple[str, _RootField], ...] | None = None
         self._memos: dict[str, Any] = {
             "_relevant_sub_fields": {},
             "_stream_usages": RefMap(),
@@ -195,22 +205,49 @@ class PreparedOperation:
         extensions: dict[str, Any] | None,
     ) -> ExecutionResult | Awaitable[ExecutionResult]:
         """As graphql-core's `execute` of the document with these inputs."""
+        direct = self._direct
+        if direct is not None:
+            results: dict[str, Any] = {}
+            for response_name, field in direct:
+                value = field.value()
+                if type(value) is _Pending:
+                    # The executor from here on, as if it had run the fields before.
+                    return self._run(context, VariableValues({}, {}), extensions, results, value)
+                results[response_name] = value
+            # What the executor's run and build_response come to when every field's
+            # value is its function's: no error, nothing to await or to defer.
+            return ExecutionResult(results, None)
         template = self._template
-        schema = template["schema"]
         operation = template["operation"]
-        hide = template["hide_suggestions"]
         if operation.variable_definitions:
             coerced = get_variable_values(
-                schema,
+                template["schema"],
                 operation.variable_definitions,
                 variables or {},
                 max_errors=MAX_COERCION_ERRORS,
-                hide_suggestions=hide,
+                hide_suggestions=template["hide_suggestions"],
             )
             if isinstance(coerced, list):
                 return ExecutionResult(None, errors=coerced)
         else:
             coerced = VariableValues({}, {})  # what coercing no definitions gives
+        return self._run(context, coerced, extensions, None, None)
+
+    def _run(
+        self,
+        context: object,
+        coerced: VariableValues,
+        extensions: dict[str, Any] | None,
+        results: dict[str, Any] | None,
+        pending: _Pending | None,
+    ) -> ExecutionResult | Awaitable[ExecutionResult]:
+        """The operation executed with an executor: from the start, or (`results`
+        given) from the direct field whose value is `pending`, the fields before it
+        answered `results`."""
+        template = self._template
+        schema = template["schema"]
+        operation = template["operation"]
+        hide = template["hide_suggestions"]
         executor = self._executor(context, coerced, extensions)
         try:
             collected = self._collected if self._shared else None
@@ -227,9 +264,14 @@ class PreparedOperation:
                     self._collected = collected
                     if self._plain and not collected[1]:
                         self._roots = _roots(template, self.root_type, collected[0])
+                        self._direct = self._direct_fields(self._roots)
             grouped_field_set, new_defer_usages, _forbidden = collected
             roots = self._roots
-            if roots is not None:
+            if results is not None and roots is not None:
+                result = _execute_roots(
+                    executor, self.root_type, roots[len(results) :], results, pending
+                )
+            elif roots is not None:
                 result = _execute_roots(executor, self.root_type, roots)
             else:
                 result = executor.execute_collected_root_fields(
@@ -245,6 +287,27 @@ class PreparedOperation:
             response = ExecutionResult(result, executor.collected_errors.errors or None)  # type: ignore[arg-type]
             return _released(executor, executor.finish(response))
         return _released(executor, _single(executor.finish(executor.build_response(result))))  # type: ignore[arg-type]
+
+    def _direct_fields(
+        self, roots: tuple[_Root, ...] | None
+    ) -> tuple[tuple[str, _RootField], ...] | None:
+        """The root fields `execute` answers without an executor, or None: all must
+        be direct (`_RootField.direct`), there must be no variables to coerce, and
+        the response must be graphql-core's own (`_plain_response`, `finish`)."""
+        if (
+            roots is None
+            or not self._plain_response
+            or self._class.finish is not Executor.finish
+            or self._template["abort_signal"] is not None
+            or self._template["operation"].variable_definitions
+        ):
+            return None
+        direct = []
+        for response_name, _, _, field in roots:
+            if field is None or not field.direct:
+                return None
+            direct.append((response_name, field))
+        return tuple(direct)
 
     def _executor(
         self, context: object, variables: Any, extensions: dict[str, Any] | None
@@ -340,23 +403,34 @@ def _roots(
                     root_type,
                     field_def.resolve or template["field_resolver"],
                     leaf if leaf in _SPECIFIED_SCALARS else None,  # type: ignore[arg-type]
+                    template["is_awaitable"],
                 )
         roots.append((response_name, field_details_list, path, plain))
     return tuple(roots) if any(root[3] is not None for root in roots) else None
 
 
 def _execute_roots(
-    executor: Executor[Any], root_type: GraphQLObjectType, roots: tuple[_Root, ...]
+    executor: Executor[Any],
+    root_type: GraphQLObjectType,
+    roots: tuple[_Root, ...],
+    results: dict[str, Any] | None = None,
+    pending: _Pending | None = None,
 ) -> Any:
     """`Executor.execute_fields` on the root (no source, no parent path), plain
-    fields run by their `_RootField`."""
-    results: dict[str, Any] = {}
+    fields run by their `_RootField`. `results`: the values of the fields before
+    `roots` (answered without an executor); `pending`: what the first of `roots`
+    returned or raised, for the executor to complete."""
+    if results is None:
+        results = {}
     is_awaitable = executor.is_awaitable
     awaitable_fields: list[str] = []
     try:
         for response_name, field_details_list, path, plain in roots:
             if plain is None:
                 result = executor.execute_field(root_type, None, field_details_list, path, None)
+            elif pending is not None:
+                result = plain.complete(executor, pending)
+                pending = None
             else:
                 result = plain.execute(executor)
             if result is not Undefined:
@@ -402,6 +476,7 @@ class _RootField:
         "field_details_list",
         "function",
         "function_args",
+        "is_awaitable",
         "nodes",
         "parent_type",
         "path",
@@ -418,6 +493,7 @@ class _RootField:
         parent_type: GraphQLObjectType,
         resolve: Callable[..., Any],
         scalar: GraphQLLeafType | None,
+        is_awaitable: Callable[[Any], bool],
     ) -> None:
         self.field_def = field_def
         self.field_details_list = field_details_list
@@ -430,24 +506,25 @@ class _RootField:
         found = _strawberry_function(field_def)
         self.function: Callable[..., Any] | None = found[0] if found is not None else None
         self.function_args: tuple[None, ...] = found[1] if found is not None else ()
+        self.is_awaitable = is_awaitable
+
+    @property
+    def direct(self) -> bool:
+        """Whether `value` can answer it without an executor (a plain function's
+        value of a specified scalar)."""
+        return self.function is not None and self.scalar is not None
 
     def execute(self, executor: Executor[Any]) -> Any:
+        if self.function is not None:
+            value = self.value()
+            if type(value) is _Pending:
+                return self.complete(executor, value)
+            return value
         path = self.path
-        function = self.function
-        info = None
         try:
-            if function is not None:
-                result = function(*self.function_args)
-            else:
-                info = executor.build_resolve_info(
-                    self.field_def, self.nodes, self.parent_type, path
-                )
-                result = self.resolve(None, info)
+            info = executor.build_resolve_info(self.field_def, self.nodes, self.parent_type, path)
+            result = self.resolve(None, info)
             if executor.is_awaitable(result):
-                if info is None:
-                    info = executor.build_resolve_info(
-                        self.field_def, self.nodes, self.parent_type, path
-                    )
                 return executor.complete_awaitable_value(
                     self.return_type, self.field_details_list, info, path, result, None
                 )
@@ -463,16 +540,73 @@ class _RootField:
                     return coerced
             # Null (for a non-null field, graphql-core's error), an error value, a
             # value the type refuses: the executor completes it, as execute_field.
-            if info is None:
-                info = executor.build_resolve_info(
-                    self.field_def, self.nodes, self.parent_type, path
-                )
             return executor.complete_value(
                 self.return_type, self.field_details_list, info, path, result, None
             )
         except Exception as raw_error:
             executor.handle_field_error(raw_error, self.return_type, self.field_details_list, path)
             return None
+
+    def value(self) -> Any:
+        """The field's value without an executor (its resolver is a plain function):
+        what its function returns once its specified scalar serializes it to
+        something; otherwise a `_Pending` for `complete` (what it raised or returned)."""
+        try:
+            result = self.function(*self.function_args)  # type: ignore[misc]
+        except Exception as error:
+            return _Pending(None, error)
+        scalar = self.scalar
+        if (
+            scalar is not None
+            and result is not None
+            and result is not Undefined
+            and not isinstance(result, Exception)
+            and not self.is_awaitable(result)
+        ):
+            try:
+                coerced = scalar.coerce_output_value(result)
+            except Exception as error:
+                return _Pending(result, error)
+            if coerced is not None and coerced is not Undefined:
+                return coerced
+        return _Pending(result, None)
+
+    def complete(self, executor: Executor[Any], pending: _Pending) -> Any:
+        """`pending` (what `value` could not make the field's value) completed and its
+        errors handled by the executor's own methods, as `Executor.execute_field`
+        would once the resolver returned or raised it."""
+        error = pending.error
+        path = self.path
+        if error is None:
+            result = pending.result
+            try:
+                info = executor.build_resolve_info(
+                    self.field_def, self.nodes, self.parent_type, path
+                )
+                if executor.is_awaitable(result):
+                    return executor.complete_awaitable_value(
+                        self.return_type, self.field_details_list, info, path, result, None
+                    )
+                # Null (for a non-null field, graphql-core's error), an error value, a
+                # value the type refuses: completed as execute_field completes it.
+                return executor.complete_value(
+                    self.return_type, self.field_details_list, info, path, result, None
+                )
+            except Exception as raw_error:
+                error = raw_error
+        executor.handle_field_error(error, self.return_type, self.field_details_list, path)
+        return None
+
+
+class _Pending:
+    """What a plain function returned (`result`) or raised, or what its scalar raised
+    serializing the result (`error`), for the executor to complete."""
+
+    __slots__ = ("error", "result")
+
+    def __init__(self, result: Any, error: Exception | None) -> None:
+        self.result = result
+        self.error = error
 
 
 def _cells(function: Any) -> dict[str, Any]:

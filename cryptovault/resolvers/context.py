@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,10 @@ class Context:
     def budget_key(self) -> str:
         """Whose cost budget an operation spends: the user or API key, else the
         client's address."""
-        return self.viewer.rate_limit_key if self.viewer is not None else f"ip:{self.client_key}"
+        if self.viewer is not None:
+            return self.viewer.rate_limit_key
+        client = self.request.scope.get("client") if self.request is not None else None
+        return _address_budget_key(client[0] if client is not None else None)
 
     @property
     def origin(self) -> Origin:
@@ -60,6 +64,13 @@ class Context:
             user_agent=self.request.headers.get("user-agent"),
             request_id=state.get("request_id"),
         )
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_budget_key(host: str | None) -> str:
+    """An anonymous caller's budget key for its peer address `host` (what `client_key`
+    comes to for it), worked out once per address."""
+    return f"ip:{address_key(client_address(host)) or 'unknown'}"
 
 
 Info = StrawberryInfo[Context, None]

@@ -79,6 +79,15 @@ class TokenAuthenticator:
             return await self._api_key(str(api_key))
         return None
 
+    def anonymous(self, request: HTTPConnection) -> bool:
+        """Whether `authenticate(request)` answers None (an anonymous caller) without
+        reading anything: an HTTP request with neither credential header. (With an
+        empty one it may still be anonymous: `authenticate` then says so.)"""
+        for key, _ in request.scope["headers"]:
+            if key == b"authorization" or key == b"x-api-key":
+                return False
+        return True
+
     async def _bearer(self, authorization: str) -> Viewer:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
