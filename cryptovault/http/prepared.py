@@ -655,6 +655,8 @@ def _strawberry_function(
         resolve is None
         or not knows_strawberry_resolver()
         or not isinstance(field, StrawberryField)
+        # A field class of its own may change what its resolver's result is.
+        or type(field).get_result is not StrawberryField.get_result
         or getattr(resolve, "__qualname__", None) != _STRAWBERRY_RESOLVER
     ):
         return None
