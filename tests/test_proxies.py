@@ -9,10 +9,12 @@ import uuid
 from ipaddress import ip_network
 
 import httpx
+import pytest
 
 from tests.conftest import free_port
 from tests.harness import gql, http, running
 from tests.test_cli import ROOT, spawn, wait_http
+from tests.test_rate_limits import FakeClock
 
 SPEND = "{ assets { symbol } }"  # 10 points (one per asset)
 REMAINING = "{ rateLimit { remaining } }"  # free
@@ -55,7 +57,14 @@ async def test_cryptovault_serve_believes_no_forwarded_header_by_default(store_s
         await asyncio.to_thread(proc.communicate, timeout=20)
 
 
-async def test_trusted_proxies_give_the_right_most_untrusted_address(store_server):
+@pytest.fixture
+def still_clock(monkeypatch):
+    """The budget's clock held at the start of a window: a count read after a spend is
+    the spend itself, not a count weighted down by a window that ended in between."""
+    monkeypatch.setattr("limits.aio.storage.memory.time", FakeClock(6000.0))
+
+
+async def test_trusted_proxies_give_the_right_most_untrusted_address(store_server, still_clock):
     proxies = (ip_network("10.0.0.1/32"), ip_network("10.1.0.0/16"))
     limits = {"trusted_proxies": proxies, "cost_budget_anonymous": 1000}
     async with (
@@ -84,7 +93,7 @@ async def left(client) -> int:
     return (await gql(client, REMAINING)).json()["data"]["rateLimit"]["remaining"]
 
 
-async def test_ipv6_clients_share_their_64_and_mapped_ipv4_is_the_ipv4(store_server):
+async def test_ipv6_clients_share_their_64_and_mapped_ipv4_is_the_ipv4(store_server, still_clock):
     async with running(store_server.url, cost_budget_anonymous=1000) as (app, _):
         async with (
             http(app, ip=SAME_64[0]) as first,
