@@ -48,12 +48,15 @@ TRACKED_SOCKET = "cryptovault.tracked_socket"
 SENTRY_ASGI_SHA256 = "c54535cd979cddf445b07bdf9235b02db268f42df90242e86498e1924f24b6a5"
 
 
-@functools.cache
 def _sentry_send_code() -> types.CodeType | None:
-    """The code of Sentry's ASGI send wrapper, if Sentry's module is the one checked."""
+    """The code of Sentry's ASGI send wrapper, if Sentry's module is loaded and is the
+    one checked. (Not remembered while it is not loaded: it may be later.)"""
     module = sys.modules.get("sentry_sdk.integrations.asgi")
-    if module is None:
-        return None
+    return None if module is None else _wrapper_code(module)
+
+
+@functools.cache
+def _wrapper_code(module: types.ModuleType) -> types.CodeType | None:
     try:
         source = inspect.getsource(module)
     except (OSError, TypeError):

@@ -63,3 +63,14 @@ def test_a_wrapper_by_the_same_name_is_not_looked_through():
 
     assert server_connection(connection.send) is connection
     assert server_connection(outer(connection.send)) is None
+
+
+def test_sentrys_wrapper_is_recognised_even_if_asked_before_sentry_was_loaded():
+    import sys
+
+    import sentry_sdk.integrations.asgi  # noqa: F401
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(sys.modules, "sentry_sdk.integrations.asgi")
+        assert _sentry_send_code() is None
+    assert _sentry_send_code() is not None
