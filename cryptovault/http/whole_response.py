@@ -24,26 +24,24 @@ checks it again.
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Any
+import types
+from typing import Any
 
 from starlette.types import Send
 
 from cryptovault.http.uvicorn_headers import knows_uvicorn
 
-if TYPE_CHECKING:
-    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-
 __all__ = ["write_whole"]
 
 
 @functools.cache
-def _cycle_type() -> type[RequestResponseCycle] | None:
-    """uvicorn's httptools request cycle, if it is the one checked against."""
+def _httptools() -> types.ModuleType | None:
+    """uvicorn's httptools protocol module, if it is the one checked against."""
     if not knows_uvicorn():
         return None
     from uvicorn.protocols.http import httptools_impl
 
-    return httptools_impl.RequestResponseCycle
+    return httptools_impl
 
 
 def write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
@@ -54,7 +52,12 @@ def write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     header, a body that is not the Content-Length), log (uvicorn's access log) or
     frame the body (no Content-Length, HEAD, 1xx/204/304)."""
     cycle: Any = getattr(send, "__self__", None)
-    if cycle is None or type(cycle) is not _cycle_type():
+    httptools_impl = _httptools()
+    if (
+        cycle is None
+        or httptools_impl is None
+        or type(cycle) is not httptools_impl.RequestResponseCycle
+    ):
         return False
     if (
         cycle.response_started
@@ -65,8 +68,6 @@ def write_whole(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
         or cycle.scope["method"] == "HEAD"
     ):
         return False
-    from uvicorn.protocols.http import httptools_impl
-
     header_re = httptools_impl.HEADER_RE
     value_re = httptools_impl.HEADER_VALUE_RE
     content = [httptools_impl.STATUS_LINE[status]]
