@@ -434,3 +434,19 @@ async def gql_at(app) -> AsyncIterator[Any]:
     yield make
     for http in opened:
         await http.aclose()
+
+
+@pytest.fixture
+def at_once(monkeypatch) -> list[str]:
+    """The frames LeanWebSocketsProtocol.write_text wrote."""
+    written: list[str] = []
+    write_text = LeanWebSocketsProtocol.write_text
+
+    def recorded(self: LeanWebSocketsProtocol, text: str) -> bool:
+        done = write_text(self, text)
+        if done:
+            written.append(text)
+        return done
+
+    monkeypatch.setattr(LeanWebSocketsProtocol, "write_text", recorded)
+    return written

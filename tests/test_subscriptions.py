@@ -13,7 +13,6 @@ from gql import Client, gql
 from gql.transport.exceptions import TransportQueryError
 from gql.transport.websockets import WebsocketsTransport
 
-from cryptovault.wsprotocol import LeanWebSocketsProtocol
 from tests.conftest import tick
 
 GRAPHQL_TRANSPORT_WS = "graphql-transport-ws"
@@ -101,20 +100,10 @@ async def test_subscription_to_unknown_symbol_is_an_error(live_url):
 
 
 @pytest.mark.parametrize("protocol", [GRAPHQL_TRANSPORT_WS, GRAPHQL_WS])
-async def test_ticks_go_out_as_frames_written_at_once(live_url, services, protocol, monkeypatch):
+async def test_ticks_go_out_as_frames_written_at_once(live_url, services, protocol, at_once):
     """On `cryptovault serve`'s WebSocket protocol the fan-out writes each tick's frame
     straight to the connection (LeanWebSocketsProtocol.write_text), not through the
     ASGI `send` coroutines."""
-    written: list[str] = []
-    write_text = LeanWebSocketsProtocol.write_text
-
-    def recorded(self: LeanWebSocketsProtocol, text: str) -> bool:
-        done = write_text(self, text)
-        if done:
-            written.append(text)
-        return done
-
-    monkeypatch.setattr(LeanWebSocketsProtocol, "write_text", recorded)
     prices = iter(range(3000, 4000))
 
     async def push() -> None:
@@ -129,6 +118,6 @@ async def test_ticks_go_out_as_frames_written_at_once(live_url, services, protoc
         push,
     )
     assert [e["prices"]["symbol"] for e in events] == ["SOL", "SOL"]
-    at_once = [json.loads(t) for t in written if '"SOL"' in t]
-    assert len(at_once) >= 2
-    assert {f["type"] for f in at_once} == {"next" if protocol == GRAPHQL_TRANSPORT_WS else "data"}
+    ticks = [json.loads(t) for t in at_once if '"SOL"' in t]
+    assert len(ticks) >= 2
+    assert {f["type"] for f in ticks} == {"next" if protocol == GRAPHQL_TRANSPORT_WS else "data"}

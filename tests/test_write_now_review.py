@@ -28,7 +28,6 @@ from cryptovault.subscriptions import CLOSE_TOO_SLOW
 from cryptovault.subscriptions.groups import SubscriptionGroups
 from cryptovault.subscriptions.outbox import Outbox
 from cryptovault.websocket import _text_sender
-from cryptovault.wsprotocol import LeanWebSocketsProtocol
 from tests.conftest import serving
 from tests.test_subscription_groups import (
     NOTES,
@@ -38,22 +37,6 @@ from tests.test_subscription_groups import (
     subscriber,
     until,
 )
-
-
-@pytest.fixture
-def at_once(monkeypatch) -> list[str]:
-    """The frames LeanWebSocketsProtocol.write_text wrote."""
-    written: list[str] = []
-    write_text = LeanWebSocketsProtocol.write_text
-
-    def recorded(self: LeanWebSocketsProtocol, text: str) -> bool:
-        done = write_text(self, text)
-        if done:
-            written.append(text)
-        return done
-
-    monkeypatch.setattr(LeanWebSocketsProtocol, "write_text", recorded)
-    return written
 
 
 @contextlib.asynccontextmanager
@@ -155,19 +138,7 @@ def _server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 async def test_no_frame_follows_the_close_when_the_server_shuts_down_mid_fanout(services, at_once):
     async with tracked_view(services) as (url, groups, _):
-        host, port = url.split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        writer.write(
-            b"GET /graphql HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: graphql-transport-ws\r\n\r\n"
-        )
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-        assert head.startswith(b"HTTP/1.1 101")
-        init = {"type": "connection_init", "payload": {"user": "erin"}}
-        writer.write(_client_frame(1, json.dumps(init).encode()))
-        subscribe = {"id": "1", "type": "subscribe", "payload": {"query": NOTES}}
-        writer.write(_client_frame(1, json.dumps(subscribe).encode()))
+        reader, writer = await _raw_subscriber(url, "erin")
         await until(lambda: groups.stats()["subscribers"] == 1)
 
         publishing = True

@@ -17,7 +17,7 @@ from cryptovault.observability.sentry import init_sentry
 from cryptovault.wsprotocol import LeanWebSocketsProtocol
 from tests.test_sentry import CapturingTransport
 from tests.test_subscription_groups import NOTES, WAIT, subscriber, until
-from tests.test_write_now_review import at_once, tracked_view  # noqa: F401
+from tests.test_write_now_review import tracked_view
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def sentry_on(settings):
     sentry_sdk.get_global_scope().set_client(None)
 
 
-async def test_frames_go_out_at_once_with_sentry_on(sentry_on, services, at_once):  # noqa: F811
+async def test_frames_go_out_at_once_with_sentry_on(sentry_on, services, at_once):
     async with (
         tracked_view(services) as (url, groups, _),
         subscriber(url, NOTES, "fay") as ws,
