@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -132,8 +133,23 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
             "workers started",
             extra={"workers": [p.pid for p in started], "port": args.port or settings.port},
         )
+        deadline: float | None = None
         while any(p.exitcode is None for p in started):
-            wait([p.sentinel for p in started if p.exitcode is None])
+            if stopping and deadline is None:
+                deadline = time.monotonic() + _stop_bound(settings)
+            # Woken at least every second: a signal's handler does not end `wait`.
+            left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
+            wait([p.sentinel for p in started if p.exitcode is None], timeout=max(0.0, left))
+            if deadline is not None and time.monotonic() >= deadline:
+                for process in started:
+                    if process.exitcode is None:
+                        log.error(
+                            "worker did not stop in time: killed",
+                            extra={"worker": process.name, "seconds": _stop_bound(settings)},
+                        )
+                        failed = True
+                        process.kill()
+                        process.join()
             for process in started:
                 if process.exitcode is not None and not stopping:
                     log.error(
@@ -149,6 +165,15 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
         listener.close()
     return 3 if failed else 0
+
+
+def _stop_bound(settings: Settings) -> float:
+    """How long a stopping worker may take before the parent kills it: each of its
+    bounded shutdown steps (websockets closed, in-flight requests drained, the
+    lifespan's own close) at most SHUTDOWN_TIMEOUT_SECONDS, plus a margin for a
+    loaded machine. A worker stuck past that is killed, logged, and `serve` exits 3,
+    so a supervisor never waits on a hung process."""
+    return 3 * settings.shutdown_timeout_seconds + 10
 
 
 def _worker(number: int, listener: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -209,6 +210,8 @@ async def test_serve_with_two_workers_on_redis_and_a_db_server(tmp_path):
                     "REDIS_URL": REDIS_URL,
                     "DATA_DIR": str(tmp_path / "data"),
                     "TICK_INTERVAL_MS": "100",
+                    # Bounds the stop (the parent kills a worker after 3 x this + 10 s).
+                    "SHUTDOWN_TIMEOUT_SECONDS": "2",
                     "ENVIRONMENT": "development",
                     "LOG_FORMAT": "json",
                 },
@@ -244,7 +247,7 @@ async def test_serve_with_two_workers_on_redis_and_a_db_server(tmp_path):
     finally:
         if serve is not None:
             serve.terminate()
-            serve.communicate(timeout=30)
+            serve.communicate(timeout=60)  # past the parent's own bound (16 s here)
         db.terminate()
         db.communicate(timeout=20)
     assert serve.returncode == 0
@@ -252,3 +255,66 @@ async def test_serve_with_two_workers_on_redis_and_a_db_server(tmp_path):
     assert [x["message"] for x in lines if x["level"] == "ERROR"] == []
     # Both workers shut down as one `serve` does.
     assert {x["worker"] for x in lines if x["message"] == "cryptovault stopped"} == {1, 2}
+
+
+@pytest.mark.redis
+async def test_serve_kills_a_worker_that_does_not_stop_in_time(tmp_path):
+    """A worker frozen (SIGSTOP) when `serve --workers 2` is told to stop: the parent
+    does not wait on it forever; after its bound (3 x SHUTDOWN_TIMEOUT_SECONDS + 10 s)
+    it kills the worker, logs it and exits 3 for the supervisor. The other worker
+    still shuts down as usual."""
+    db_port, port = free_port(), free_port()
+    db = spawn(
+        "db", "--port", str(db_port), "--data-dir", str(tmp_path / "db"), env={}, cwd=tmp_path
+    )
+    log_path = tmp_path / "serve.log"
+    serve = None
+    try:
+        line = await asyncio.to_thread(db.stdout.readline)  # type: ignore[union-attr]
+        with log_path.open("w") as log_file:
+            serve = spawn(
+                "serve",
+                "--workers",
+                "2",
+                env={
+                    "PORT": str(port),
+                    "MONGODB_URL": line.strip().split("=", 1)[1],
+                    "MONGODB_DB": f"stuck_{os.getpid()}_{port}",
+                    "REDIS_URL": REDIS_URL,
+                    "DATA_DIR": str(tmp_path / "data"),
+                    "SHUTDOWN_TIMEOUT_SECONDS": "0.5",
+                    "ENVIRONMENT": "development",
+                    "LOG_FORMAT": "json",
+                },
+                cwd=tmp_path,
+                stderr=log_file,
+            )
+
+        def logged() -> list[dict]:
+            return [orjson.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
+
+        async with asyncio.timeout(60):  # a bound for a hung start, not a measurement
+            while {x.get("worker") for x in logged() if x["message"] == "cryptovault ready"} != {
+                1,
+                2,
+            }:
+                assert serve.poll() is None, log_path.read_text()[-2000:]
+                await asyncio.sleep(0.1)
+        started = next(x for x in logged() if x["message"] == "workers started")
+        frozen = started["workers"][0]
+        os.kill(frozen, signal.SIGSTOP)
+        serve.terminate()
+        serve.communicate(timeout=60)
+    finally:
+        if serve is not None and serve.poll() is None:
+            serve.kill()
+            serve.communicate(timeout=30)
+        db.terminate()
+        db.communicate(timeout=20)
+    assert serve.returncode == 3
+    lines = logged()
+    killed = [x for x in lines if x["message"] == "worker did not stop in time: killed"]
+    assert [x["worker"] for x in killed] == ["cryptovault-worker-1"]
+    assert {x["worker"] for x in lines if x["message"] == "cryptovault stopped"} == {2}
+    with pytest.raises(ProcessLookupError):
+        os.kill(frozen, 0)  # gone, not left stopped
