@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -141,7 +142,12 @@ def _serve_workers(settings: Settings, args: argparse.Namespace) -> int:
             left = 1.0 if deadline is None else min(1.0, deadline - time.monotonic())
             wait([p.sentinel for p in started if p.exitcode is None], timeout=max(0.0, left))
             if deadline is not None and time.monotonic() >= deadline:
-                for process in started:
+                stuck = [p for p in started if p.exitcode is None]
+                for process in stuck:
+                    if process.pid is not None:  # it logs where it is (`_log_stacks`)
+                        os.kill(process.pid, signal.SIGUSR1)
+                wait([p.sentinel for p in stuck], timeout=1.0)
+                for process in stuck:
                     if process.exitcode is None:
                         log.error(
                             "worker did not stop in time: killed",
@@ -182,12 +188,42 @@ def _worker(number: int, listener: Any) -> None:
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
     _label_logs(number)
+    signal.signal(signal.SIGUSR1, _log_stacks)
     from cryptovault.app import create_app
 
     server = _server(create_app(settings), settings, None, None)
     server.run(sockets=[listener])
     if not server.started:
         sys.exit(3)
+
+
+def _log_stacks(signum: int, frame: object) -> None:
+    """SIGUSR1 (sent by `serve --workers`' parent to a worker that does not stop in
+    time): one log line with where every thread is and what every asyncio task
+    awaits, innermost last, so a hung stop can be read from the logs."""
+    import logging
+    import traceback
+
+    threads = {
+        str(ident): traceback.format_stack(stack) for ident, stack in sys._current_frames().items()
+    }
+    tasks = {}
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    for task in asyncio.all_tasks(loop) if loop is not None else ():
+        awaiting, chain = [], task.get_coro()
+        while chain is not None:
+            code_frame = getattr(chain, "cr_frame", None) or getattr(chain, "gi_frame", None)
+            if code_frame is not None:
+                code = code_frame.f_code
+                awaiting.append(f"{code.co_filename}:{code_frame.f_lineno} {code.co_qualname}")
+            chain = getattr(chain, "cr_await", None) or getattr(chain, "gi_yieldfrom", None)
+        tasks[task.get_name()] = awaiting
+    logging.getLogger("cryptovault.workers").warning(
+        "stacks", extra={"threads": threads, "tasks": tasks}
+    )
 
 
 def _label_logs(number: int) -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import redis.asyncio as aioredis
 from gql import Client, gql
 from gql.transport.websockets import WebsocketsTransport
 
+from cryptovault import cli
 from cryptovault.security.audit import SECURITY_CHANNEL
 from cryptovault.security.origin import SYSTEM
 from cryptovault.services import start_services
@@ -250,9 +252,9 @@ async def test_serve_with_two_workers_on_redis_and_a_db_server(tmp_path):
             serve.communicate(timeout=60)  # past the parent's own bound (16 s here)
         db.terminate()
         db.communicate(timeout=20)
-    assert serve.returncode == 0
+    assert serve.returncode == 0, log_path.read_text()[-4000:]
     lines = [orjson.loads(x) for x in log_path.read_text().splitlines() if x.strip()]
-    assert [x["message"] for x in lines if x["level"] == "ERROR"] == []
+    assert [x["message"] for x in lines if x["level"] == "ERROR"] == [], lines[-10:]
     # Both workers shut down as one `serve` does.
     assert {x["worker"] for x in lines if x["message"] == "cryptovault stopped"} == {1, 2}
 
@@ -318,3 +320,30 @@ async def test_serve_kills_a_worker_that_does_not_stop_in_time(tmp_path):
     assert {x["worker"] for x in lines if x["message"] == "cryptovault stopped"} == {2}
     with pytest.raises(ProcessLookupError):
         os.kill(frozen, 0)  # gone, not left stopped
+
+
+async def test_a_worker_logs_what_its_tasks_await_on_sigusr1(caplog):
+    """What the parent asks of a worker that does not stop in time: the log says
+    where each task waits (innermost last), not only that the worker was stuck."""
+
+    async def stuck_in_close(event: asyncio.Event) -> None:
+        await event.wait()
+
+    async def closing(event: asyncio.Event) -> None:
+        await stuck_in_close(event)
+
+    event = asyncio.Event()
+    task = asyncio.create_task(closing(event), name="closing-services")
+    await asyncio.sleep(0)
+    with caplog.at_level("WARNING", logger="cryptovault.workers"):
+        cli._log_stacks(signal.SIGUSR1, None)
+    event.set()
+    await task
+    (record,) = [r for r in caplog.records if r.getMessage() == "stacks"]
+    chain = record.tasks["closing-services"]
+    assert [x.rsplit(" ", 1)[1].rsplit(".", 1)[-1] for x in chain[:3]] == [
+        "closing",
+        "stuck_in_close",
+        "wait",
+    ]
+    assert str(threading.main_thread().ident) in record.threads
