@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
@@ -102,7 +103,7 @@ class Services:
             return max(STEP_FLOOR_SECONDS, min(cap, deadline - loop.time()))
 
         async def step(
-            name: str, work: Callable[[], Awaitable[object]], bound: float | None = None
+            name: str, work: Callable[[], Coroutine[Any, Any, object]], bound: float | None = None
         ) -> None:
             # A component's own timeout (`left(cap)`, given to it) fires first; this
             # bound, a little later, is for what ignores it.
@@ -147,11 +148,12 @@ STEP_MARGIN_SECONDS = 0.5
 CONNECTION_CLOSE_SECONDS = 2.0
 
 
-async def _bounded(name: str, work: Awaitable[object], seconds: float) -> None:
+async def _bounded(name: str, work: Coroutine[Any, Any, object], seconds: float) -> None:
     """Run one shutdown step for at most `seconds` (logged if it fails or overruns).
     In a task of its own: one that ignores its cancellation is left behind, not
-    awaited."""
-    task = asyncio.ensure_future(work)
+    awaited; named `shutdown:<step>`, so a worker's `stacks` line shows what a stuck
+    step awaits (the lifespan's own chain cannot be followed into its generator)."""
+    task = asyncio.get_running_loop().create_task(work, name=f"shutdown:{name}")
     # Retrieved here, so a step that fails after it was left behind is not reported
     # as "never retrieved" at exit.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
