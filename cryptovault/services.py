@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
@@ -81,23 +82,97 @@ class Services:
     websockets: WebSocketRegistry = field(default_factory=WebSocketRegistry)
     retention: Retention | None = None
 
-    async def close(self) -> None:
+    async def close(self, timeout: float | None = None) -> None:
+        """Stop everything, in order, within `timeout` seconds (by default
+        SHUTDOWN_TIMEOUT_SECONDS): work in progress (fills, alert firings, candle
+        writes, order audit copies) gets what is left of it. A step still running when
+        its time is up is cancelled, logged, and not waited for (it may swallow the
+        cancellation): shutdown goes on, and the connections (bus, Redis, store) are
+        always closed, each within CONNECTION_CLOSE_SECONDS. An unreachable store or
+        Redis cannot hold a worker's stop up (`serve --workers` would kill it after
+        its bound and exit 3). One log line gives each step's duration."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (
+            self.settings.shutdown_timeout_seconds if timeout is None else timeout
+        )
+        took: dict[str, float] = {}
+
+        def left(cap: float = float("inf")) -> float:
+            """What a step may take: the rest of the budget (at most `cap`, a
+            component's own default), at least STEP_FLOOR_SECONDS."""
+            return max(STEP_FLOOR_SECONDS, min(cap, deadline - loop.time()))
+
+        async def step(
+            name: str, work: Callable[[], Coroutine[Any, Any, object]], bound: float | None = None
+        ) -> None:
+            # A component's own timeout (`left(cap)`, given to it) fires first; this
+            # bound, a little later, is for what ignores it.
+            start = loop.time()
+            await _bounded(name, work(), left() + STEP_MARGIN_SECONDS if bound is None else bound)
+            took[name] = round((loop.time() - start) * 1000, 1)
+
         if self.retention is not None:
-            await self.retention.close()
-        await self.identity.drain()
-        await self.credentials.close()
-        await self.trading.close()
-        await self.leader.close()
-        await self.alerts.close()
-        await self.portfolio.close()
-        await self.market.close()
+            await step("retention", self.retention.close)
+        await step("identity", lambda: self.identity.drain(left(10.0)))
+        await step("credentials", self.credentials.close)
+        await step("trading", lambda: self.trading.close(left(5.0)))
+        await step("leader", self.leader.close)
+        await step("alerts", lambda: self.alerts.close(left(5.0)))
+        await step("portfolio", lambda: self.portfolio.close(left(5.0)))
+        await step("market", lambda: self.market.close(left(5.0)))
         # Security events still being retried get a last try while the bus is open.
-        await self.audit.flush()
-        await self.bus.close()
+        await step("audit", lambda: self.audit.flush(left(2.0)))
+        await step("bus", self.bus.close, CONNECTION_CLOSE_SECONDS)
         if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.aclose()
-        await self.store.close()
+            redis = self.redis
+
+            async def close_redis() -> None:
+                with contextlib.suppress(Exception):
+                    await redis.aclose()
+
+            await step("redis", close_redis, CONNECTION_CLOSE_SECONDS)
+        # pymongo's own bound first (it then still closes its pools), ours after it.
+        await step(
+            "store",
+            lambda: self.store.close(CONNECTION_CLOSE_SECONDS),
+            CONNECTION_CLOSE_SECONDS + 1.0,
+        )
+        log.info("services closed", extra={"steps_ms": took})
+
+
+# Services.close: the least time a step gets once the shutdown budget is spent (to
+# cancel its tasks), the margin after a component's own timeout before the step is
+# cancelled, and the bound of closing each connection.
+STEP_FLOOR_SECONDS = 0.5
+STEP_MARGIN_SECONDS = 0.5
+CONNECTION_CLOSE_SECONDS = 2.0
+
+
+async def _bounded(name: str, work: Coroutine[Any, Any, object], seconds: float) -> None:
+    """Run one shutdown step for at most `seconds` (logged if it fails or overruns).
+    In a task of its own: one that ignores its cancellation is left behind, not
+    awaited; named `shutdown:<step>`, so a worker's `stacks` line shows what a stuck
+    step awaits (the lifespan's own chain cannot be followed into its generator)."""
+    task = asyncio.get_running_loop().create_task(work, name=f"shutdown:{name}")
+    # Retrieved here, so a step that fails after it was left behind is not reported
+    # as "never retrieved" at exit.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        # A moment to unwind (its finally blocks); not more.
+        await asyncio.wait({task}, timeout=min(1.0, seconds))
+        log.warning(
+            "shutdown step did not finish in time: cancelled",
+            extra={"step": name, "timeout_s": round(seconds, 2), "ended": task.done()},
+        )
+        return
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.error("shutdown step failed", extra={"step": name}, exc_info=error)
 
 
 async def start_services(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pymongo
 from beanie import init_beanie
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -72,8 +73,14 @@ class Store:
     async def ping(self) -> None:
         await self.db.command("ping")
 
-    async def close(self) -> None:
-        await self.client.close()
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the client within `timeout` seconds: pymongo's close sends
+        endSessions (and killCursors) and waits for the answers with no time limit
+        of its own, so a store that stopped answering would hold the caller (a
+        worker's shutdown) forever. Past the deadline pymongo gives those up (as it
+        ignores their errors) and still closes its pools and monitors."""
+        with pymongo.timeout(timeout):
+            await self.client.close()
         if self.embedded is not None:
             await self.embedded.close()
 

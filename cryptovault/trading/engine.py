@@ -162,6 +162,8 @@ class TradingEngine:
         self._workers: set[asyncio.Task[None]] = set()
         self._backoff: dict[str, tuple[int, float]] = {}
         self._closing = False
+        # Set by close(): the sweeper stops at once instead of after its pause.
+        self._stop_sweeping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         # Copies the orders' audit entries to the audit log: on the feed leader.
         self.order_audit = OrderAudit(store.orders, audit, lambda: market.is_leader)
@@ -808,12 +810,14 @@ class TradingEngine:
                 except Exception:
                     log.exception("trading sweep failed")
                 first = False
-            await asyncio.sleep(1.0)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_sweeping.wait(), 1.0)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop matching; let fills in progress finish (a cut fill would wait for the
         sweep), then stop the sweeper."""
         self._closing = True
+        self._stop_sweeping.set()
         self._pending_ticks.clear()
         tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
         if tasks:
