@@ -90,7 +90,9 @@ def store() -> Iterator[str]:
     processes can then run on uvloop, as they do in production."""
     port = free_port()
     data = tempfile.mkdtemp(prefix="bench-store-")
-    environ = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"}
+    # DATA_DIR too: the command's settings write the secrets a development
+    # configuration generates there (never into the working tree's ./data).
+    environ = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING", "DATA_DIR": data}
     process = subprocess.Popen(
         [sys.executable, "-m", "cryptovault", "db", "--port", str(port), "--data-dir", data],
         cwd=ROOT,

@@ -16,6 +16,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from typing import Any
 
@@ -40,6 +41,8 @@ def serve(workers: int, port: int, store_url: str) -> subprocess.Popen[bytes]:
         "PORT": str(port),
         "MARKET_FEED": "simulated",
         "LOG_LEVEL": "WARNING",
+        # The secrets a test configuration generates go here, not into ./data.
+        "DATA_DIR": tempfile.mkdtemp(prefix="bench-workers-"),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "cryptovault", "serve", "--workers", str(workers)],
