@@ -92,9 +92,8 @@ class Services:
         Redis cannot hold a worker's stop up (`serve --workers` would kill it after
         its bound and exit 3). One log line gives each step's duration."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (
-            self.settings.shutdown_timeout_seconds if timeout is None else timeout
-        )
+        budget = self.settings.shutdown_timeout_seconds if timeout is None else timeout
+        deadline = loop.time() + budget
         took: dict[str, float] = {}
 
         def left(cap: float = float("inf")) -> float:
@@ -113,7 +112,9 @@ class Services:
 
         if self.retention is not None:
             await step("retention", self.retention.close)
-        await step("identity", lambda: self.identity.drain(left(10.0)))
+        # Reset mails get a quarter of the budget at most: a slow SMTP server must not
+        # leave fills, the feed lease and pending candles only the floor.
+        await step("identity", lambda: self.identity.drain(left(min(10.0, budget / 4))))
         await step("credentials", self.credentials.close)
         await step("trading", lambda: self.trading.close(left(5.0)))
         await step("leader", self.leader.close)

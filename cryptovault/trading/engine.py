@@ -821,7 +821,14 @@ class TradingEngine:
         self._pending_ticks.clear()
         tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            try:
+                _, pending = await asyncio.wait(tasks, timeout=timeout)
+            except asyncio.CancelledError:
+                # This close was cut: no fill or sweep goes on under a closing store
+                # (what was cut waits for the next sweep, as at the timeout).
+                for task in tasks:
+                    task.cancel()
+                raise
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)

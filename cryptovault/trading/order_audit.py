@@ -181,9 +181,13 @@ class OrderAudit:
         self._stop.set()
         self._wake.set()
         if self._task is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            self._task.cancel()
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            finally:
+                # Also when this close is cancelled (a shutdown step cut): the shield
+                # must not leave the copier writing after the store is closed.
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
