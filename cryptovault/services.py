@@ -110,35 +110,39 @@ class Services:
             await _bounded(name, work(), left() + STEP_MARGIN_SECONDS if bound is None else bound)
             took[name] = round((loop.time() - start) * 1000, 1)
 
-        if self.retention is not None:
-            await step("retention", self.retention.close)
-        # Reset mails get a quarter of the budget at most: a slow SMTP server must not
-        # leave fills, the feed lease and pending candles only the floor.
-        await step("identity", lambda: self.identity.drain(left(min(10.0, budget / 4))))
-        await step("credentials", self.credentials.close)
-        await step("trading", lambda: self.trading.close(left(5.0)))
-        await step("leader", self.leader.close)
-        await step("alerts", lambda: self.alerts.close(left(5.0)))
-        await step("portfolio", lambda: self.portfolio.close(left(5.0)))
-        await step("market", lambda: self.market.close(left(5.0)))
-        # Security events still being retried get a last try while the bus is open.
-        await step("audit", lambda: self.audit.flush(left(2.0)))
-        await step("bus", self.bus.close, CONNECTION_CLOSE_SECONDS)
-        if self.redis is not None:
-            redis = self.redis
+        try:
+            if self.retention is not None:
+                await step("retention", self.retention.close)
+            # Reset mails get a quarter of the budget at most: a slow SMTP server must not
+            # leave fills, the feed lease and pending candles only the floor.
+            await step("identity", lambda: self.identity.drain(left(min(10.0, budget / 4))))
+            await step("credentials", self.credentials.close)
+            await step("trading", lambda: self.trading.close(left(5.0)))
+            await step("leader", self.leader.close)
+            await step("alerts", lambda: self.alerts.close(left(5.0)))
+            await step("portfolio", lambda: self.portfolio.close(left(5.0)))
+            await step("market", lambda: self.market.close(left(5.0)))
+            # Security events still being retried get a last try while the bus is open.
+            await step("audit", lambda: self.audit.flush(left(2.0)))
+        finally:
+            # Also when this close is itself cancelled: the connections are closed,
+            # each within its bound.
+            await step("bus", self.bus.close, CONNECTION_CLOSE_SECONDS)
+            if self.redis is not None:
+                redis = self.redis
 
-            async def close_redis() -> None:
-                with contextlib.suppress(Exception):
-                    await redis.aclose()
+                async def close_redis() -> None:
+                    with contextlib.suppress(Exception):
+                        await redis.aclose()
 
-            await step("redis", close_redis, CONNECTION_CLOSE_SECONDS)
-        # pymongo's own bound first (it then still closes its pools), ours after it.
-        await step(
-            "store",
-            lambda: self.store.close(CONNECTION_CLOSE_SECONDS),
-            CONNECTION_CLOSE_SECONDS + 1.0,
-        )
-        log.info("services closed", extra={"steps_ms": took})
+                await step("redis", close_redis, CONNECTION_CLOSE_SECONDS)
+            # pymongo's own bound first (it then still closes its pools), ours after it.
+            await step(
+                "store",
+                lambda: self.store.close(CONNECTION_CLOSE_SECONDS),
+                CONNECTION_CLOSE_SECONDS + 1.0,
+            )
+            log.info("services closed", extra={"steps_ms": took})
 
 
 # Services.close: the least time a step gets once the shutdown budget is spent (to
