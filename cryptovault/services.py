@@ -151,6 +151,8 @@ class Services:
 STEP_FLOOR_SECONDS = 0.5
 STEP_MARGIN_SECONDS = 0.5
 CONNECTION_CLOSE_SECONDS = 2.0
+# start_services failing halfway: the bound of stopping each part it started.
+STARTED_CLOSE_SECONDS = 5.0
 
 
 async def _bounded(name: str, work: Coroutine[Any, Any, object], seconds: float) -> None:
@@ -195,6 +197,8 @@ async def start_services(
         event_listeners=[*(event_listeners or []), metrics.store_listener()],
     )
     redis = None
+    # What has started running, to stop (newest first) if a later step fails.
+    started: list[tuple[str, Callable[[], Coroutine[Any, Any, object]]]] = []
     try:
         if settings.migrate_on_start:
             await _migrate_on_start(store)
@@ -236,15 +240,22 @@ async def start_services(
         portfolio = PortfolioService(settings, market, trading, bus, hub)
         await market.load_history()
         await bus.start()
+        started.append(("bus", bus.close))
         # After the bus starts: alert changes made while loading are not missed.
         await alerts.resync()
+        started.append(("alerts", alerts.close))
         trading.start()
+        started.append(("trading", trading.close))
         portfolio.start()
+        started.append(("portfolio", portfolio.close))
         credentials.start()
+        started.append(("credentials", credentials.close))
         market.start_writer()
+        started.append(("market", market.close))
         chosen = build_feed(settings) if feed == "auto" else feed
         leader = FeedLeader(chosen, lease, market)  # type: ignore[arg-type]
         leader.start()
+        started.append(("leader", leader.close))
         websockets = WebSocketRegistry(metrics)
         metrics.watch(market=market, leader=leader, websockets=websockets)
         # One instance sweeps: the holder of the feed lease.
@@ -261,6 +272,10 @@ async def start_services(
         )
         retention.start()
     except BaseException:
+        # Nothing started may go on against the connections closed below (the
+        # trading sweeper, the candle writer, the bus reader, ...).
+        for name, close in reversed(started):
+            await _bounded(name, close(), STARTED_CLOSE_SECONDS)
         if redis is not None:
             await redis.aclose()
         await store.close()

@@ -242,3 +242,26 @@ async def test_a_cancelled_trading_close_cancels_the_fills_it_waited_for(store_s
     finally:
         fill.cancel()
         await services.close()
+
+
+@pytest.mark.redis
+async def test_a_start_that_fails_halfway_stops_what_it_started(store_server, monkeypatch):
+    """start_services failing after parts of it run (here: a bad feed configuration)
+    stops those parts before it closes the connections: no trading sweeper, order
+    audit copier, portfolio, credential or candle-writer task, nor the bus reader,
+    goes on against closed connections (Redis would reconnect under them)."""
+    import cryptovault.services as services_module
+
+    def broken_feed(settings):
+        raise RuntimeError("bad feed configuration")
+
+    monkeypatch.setattr(services_module, "build_feed", broken_feed)
+    before = asyncio.all_tasks()
+    settings = make_settings(store_server.url, redis_url=REDIS_URL)
+    with pytest.raises(RuntimeError, match="bad feed configuration"):
+        await start_services(settings, feed="auto")
+    await asyncio.sleep(0.1)
+    left = sorted(t.get_name() for t in asyncio.all_tasks() - before if not t.done())
+    for task in asyncio.all_tasks() - before:
+        task.cancel()
+    assert left == []
