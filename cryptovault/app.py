@@ -24,7 +24,13 @@ from cryptovault.lifecycle import WebSocketTracking
 from cryptovault.middleware import DirectRoute, EdgeMiddleware
 from cryptovault.observability.sentry import flush_sentry, init_sentry, without_field_spans
 from cryptovault.schema import build_schema
-from cryptovault.services import Services, metrics_endpoint, readiness, start_services
+from cryptovault.services import (
+    Services,
+    bounded_step,
+    metrics_endpoint,
+    readiness,
+    start_services,
+)
 from cryptovault.web import WebApp
 from cryptovault.websocket import WebSocketTransport
 
@@ -131,7 +137,12 @@ def create_app(settings: Settings, services: Services | None = None) -> Starlett
             # (lifecycle.GracefulServer); other servers get here with them open.
             await started.websockets.close_all(timeout=settings.shutdown_timeout_seconds)
             if app.state.subscription_groups is not None:
-                await app.state.subscription_groups.close()  # before the hub they read
+                # Before the hub they read; bounded as the services' steps are.
+                await bounded_step(
+                    "subscriptions",
+                    app.state.subscription_groups.close(),
+                    settings.shutdown_timeout_seconds,
+                )
             await started.close()
             log.info("cryptovault stopped")
             flush_sentry()

@@ -107,7 +107,9 @@ class Services:
             # A component's own timeout (`left(cap)`, given to it) fires first; this
             # bound, a little later, is for what ignores it.
             start = loop.time()
-            await _bounded(name, work(), left() + STEP_MARGIN_SECONDS if bound is None else bound)
+            await bounded_step(
+                name, work(), left() + STEP_MARGIN_SECONDS if bound is None else bound
+            )
             took[name] = round((loop.time() - start) * 1000, 1)
 
         try:
@@ -155,7 +157,7 @@ CONNECTION_CLOSE_SECONDS = 2.0
 STARTED_CLOSE_SECONDS = 5.0
 
 
-async def _bounded(name: str, work: Coroutine[Any, Any, object], seconds: float) -> None:
+async def bounded_step(name: str, work: Coroutine[Any, Any, object], seconds: float) -> None:
     """Run one shutdown step for at most `seconds` (logged if it fails or overruns).
     In a task of its own: one that ignores its cancellation is left behind, not
     awaited; named `shutdown:<step>`, so a worker's `stacks` line shows what a stuck
@@ -275,7 +277,7 @@ async def start_services(
         # Nothing started may go on against the connections closed below (the
         # trading sweeper, the candle writer, the bus reader, ...).
         for name, close in reversed(started):
-            await _bounded(name, close(), STARTED_CLOSE_SECONDS)
+            await bounded_step(name, close(), STARTED_CLOSE_SECONDS)
         if redis is not None:
             await redis.aclose()
         await store.close()

@@ -6,6 +6,7 @@ money steps of their share."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from decimal import Decimal
 
@@ -265,3 +266,54 @@ async def test_a_start_that_fails_halfway_stops_what_it_started(store_server, mo
     for task in asyncio.all_tasks() - before:
         task.cancel()
     assert left == []
+
+
+async def test_the_lifespan_shutdown_goes_on_past_subscription_groups_that_do_not_stop(
+    tmp_path, caplog
+):
+    """The app's own lifespan (real services, embedded store): subscription groups
+    whose close never ends (a group task swallowing its cancellation) are cancelled
+    and logged after SHUTDOWN_TIMEOUT_SECONDS; the services still close and the
+    lifespan reports its shutdown complete."""
+    from cryptovault.app import create_app
+
+    settings = make_settings(None, data_dir=tmp_path, shutdown_timeout_seconds=1.0)
+    app = create_app(settings)
+    inbox: asyncio.Queue[dict] = asyncio.Queue()
+    sent: list[str] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message["type"])
+
+    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.ensure_future(app(scope, inbox.get, send))
+    released = asyncio.Event()
+
+    async def never_ends() -> None:
+        while not released.is_set():
+            with contextlib.suppress(asyncio.CancelledError):  # only `released` ends it
+                await released.wait()
+
+    try:
+        await inbox.put({"type": "lifespan.startup"})
+        async with asyncio.timeout(60):  # a bound for a hung start, not a measurement
+            while "lifespan.startup.complete" not in sent:
+                assert "lifespan.startup.failed" not in sent
+                await asyncio.sleep(0.05)
+        groups = app.state.subscription_groups
+        assert groups is not None
+        groups.close = never_ends
+        with caplog.at_level(logging.INFO):
+            await inbox.put({"type": "lifespan.shutdown"})
+            done, _ = await asyncio.wait({running}, timeout=30)
+        assert done, "the lifespan's shutdown still waits on the subscription groups"
+        assert "lifespan.shutdown.complete" in sent
+        overran = [r for r in caplog.records if r.message.startswith("shutdown step did not")]
+        assert [r.step for r in overran] == ["subscriptions"]  # type: ignore[attr-defined]
+        assert any(r.message == "services closed" for r in caplog.records)
+    finally:
+        released.set()
+        if not running.done():
+            running.cancel()
+        with contextlib.suppress(BaseException):
+            await running
