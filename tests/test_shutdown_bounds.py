@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from cryptovault.documents.enums import OrderType, Side
+from cryptovault.documents.enums import OrderStatus, OrderType, Side
 from cryptovault.market.assets import ASSETS
 from cryptovault.market.ticks import quote
 from cryptovault.security.origin import SYSTEM
@@ -28,39 +28,54 @@ def _tick(services, price: str, symbol: str = "BTC"):
     return t
 
 
+async def _leading(services) -> None:
+    """Until this instance holds the feed lease (the sweeps and copies run there)."""
+    async with asyncio.timeout(30):  # a bound for a lease never taken, not a pace
+        while not services.market.is_leader:
+            await asyncio.sleep(0.05)
+
+
+async def _buy(services, user_id: str, times: int, **order) -> list[OrderStatus]:
+    """`times` BTC buys by one user; what each placement answered."""
+    user = Viewer(user_id=user_id)
+    placed = [
+        await services.trading.place(
+            user, OrderRequest(symbol="BTC", side=Side.BUY, **order), SYSTEM
+        )
+        for _ in range(times)
+    ]
+    return [p.status for p in placed]
+
+
+def _warnings(caplog) -> list[tuple]:
+    return [
+        (r.name, r.levelname, r.getMessage(), getattr(r, "step", None))
+        for r in caplog.records
+        if r.levelno >= logging.WARNING
+    ]
+
+
 @pytest.mark.redis
 @pytest.mark.parametrize("budget", [2.0, 10.0])
 async def test_a_normal_close_with_fills_logs_no_warning(store_server, caplog, budget):
     settings = make_settings(store_server.url, redis_url=REDIS_URL, shutdown_timeout_seconds=budget)
     services = await start_services(settings, feed=None)
-    for _ in range(50):
-        if services.market.is_leader:
-            break
-        await asyncio.sleep(0.05)
+    await _leading(services)
     _tick(services, "100.00")
-    user = Viewer(user_id="u-review")
-    for _ in range(5):
-        await services.trading.place(
-            user,
-            OrderRequest(
-                symbol="BTC",
-                side=Side.BUY,
-                type=OrderType.LIMIT,
-                quantity=Decimal("0.1"),
-                limit_price=Decimal("99.00"),
-            ),
-            SYSTEM,
-        )
-    _tick(services, "98.00")
+    statuses = await _buy(
+        services,
+        "u-review",
+        5,
+        type=OrderType.LIMIT,
+        quantity=Decimal("0.1"),
+        limit_price=Decimal("99.00"),
+    )
+    assert statuses == [OrderStatus.OPEN] * 5  # resting, to fill on the next tick
+    _tick(services, "98.00")  # the fills start: the close finds them under way
     await asyncio.sleep(0)
     with caplog.at_level(logging.DEBUG):
         await services.close()
-    bad = [
-        (r.name, r.levelname, r.getMessage(), getattr(r, "step", None))
-        for r in caplog.records
-        if r.levelno >= logging.WARNING
-    ]
-    assert bad == []
+    assert _warnings(caplog) == []
 
 
 async def _started(store_server, **overrides):
@@ -74,12 +89,7 @@ async def test_close_twice_is_quiet(store_server, caplog):
     with caplog.at_level(logging.DEBUG):
         await services.close()
         await services.close()
-    bad = [
-        (r.name, r.getMessage(), getattr(r, "step", None))
-        for r in caplog.records
-        if r.levelno >= logging.WARNING
-    ]
-    assert bad == []
+    assert _warnings(caplog) == []
 
 
 @pytest.mark.redis
@@ -119,7 +129,7 @@ async def test_a_slow_reset_mail_does_not_starve_fills_in_progress(store_server,
     fill_done = []
 
     async def fill_in_progress() -> None:
-        while not services.trading._closing:  # a fill the stop finds under way
+        while not services.trading._closing.is_set():  # a fill the stop finds under way
             await asyncio.sleep(0.01)
         await asyncio.sleep(1.0)
         fill_done.append(True)
@@ -135,31 +145,20 @@ async def test_a_slow_reset_mail_does_not_starve_fills_in_progress(store_server,
         fill.cancel()
 
 
-@pytest.mark.parametrize("budget", [2.0])
-async def test_normal_close_with_the_embedded_store_is_quiet(tmp_path, caplog, budget):
-    settings = make_settings(None, data_dir=tmp_path, shutdown_timeout_seconds=budget)
+async def test_normal_close_with_the_embedded_store_is_quiet(tmp_path, caplog):
+    settings = make_settings(None, data_dir=tmp_path, shutdown_timeout_seconds=2.0)
     services = await start_services(settings, feed=None)
-    await asyncio.sleep(1.2)  # the leader took the lease; a sweep ran
+    await _leading(services)
     _tick(services, "100.00")
-    user = Viewer(user_id="u-embedded")
-    for _ in range(3):
-        await services.trading.place(
-            user,
-            OrderRequest(
-                symbol="BTC", side=Side.BUY, type=OrderType.MARKET, quantity=Decimal("0.01")
-            ),
-            SYSTEM,
-        )
+    statuses = await _buy(
+        services, "u-embedded", 3, type=OrderType.MARKET, quantity=Decimal("0.01")
+    )
+    assert statuses == [OrderStatus.FILLED] * 3
     with caplog.at_level(logging.DEBUG):
         await services.close()
-    bad = [
-        (r.name, r.getMessage(), getattr(r, "step", None))
-        for r in caplog.records
-        if r.levelno >= logging.WARNING
-    ]
     steps = next(r for r in caplog.records if r.message == "services closed").steps_ms  # type: ignore[attr-defined]
     assert {"trading", "market", "store"} <= set(steps)
-    assert bad == []
+    assert _warnings(caplog) == []
 
 
 @pytest.mark.redis
@@ -196,11 +195,7 @@ async def test_a_cut_trading_step_leaves_no_order_audit_copier_writing_after_the
     running (left behind) and writes after the store was closed (ERROR "copying the
     orders' audit entries failed")."""
     services = await _started(store_server, shutdown_timeout_seconds=2.0)
-    for _ in range(100):
-        if services.market.is_leader:
-            break
-        await asyncio.sleep(0.05)
-    assert services.market.is_leader
+    await _leading(services)
     copier = services.trading.order_audit
     real_copy = copier.copy
     copying = asyncio.Event()

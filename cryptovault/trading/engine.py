@@ -161,9 +161,9 @@ class TradingEngine:
         self._pending_ticks: dict[str, Tick] = {}
         self._workers: set[asyncio.Task[None]] = set()
         self._backoff: dict[str, tuple[int, float]] = {}
-        self._closing = False
-        # Set by close(): the sweeper stops at once instead of after its pause.
-        self._stop_sweeping = asyncio.Event()
+        # Set by close(): no more matching, and the sweeper stops at once instead of
+        # after its pause.
+        self._closing = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
         # Copies the orders' audit entries to the audit log: on the feed leader.
         self.order_audit = OrderAudit(store.orders, audit, lambda: market.is_leader)
@@ -595,7 +595,7 @@ class TradingEngine:
     def _on_tick(self, tick: Tick) -> None:
         """Queue the tick for matching without holding up the tick path: each symbol
         keeps only its latest unprocessed tick, matched by one worker at a time."""
-        if not self.market.is_leader or self._closing or self.resting.none(tick.symbol):
+        if not self.market.is_leader or self._closing.is_set() or self.resting.none(tick.symbol):
             return
         try:
             loop = asyncio.get_running_loop()
@@ -799,7 +799,7 @@ class TradingEngine:
 
     async def _sweep_loop(self) -> None:
         first = True
-        while not self._closing:
+        while not self._closing.is_set():
             if self.market.is_leader or first:
                 try:
                     found = await self.recover()
@@ -811,13 +811,12 @@ class TradingEngine:
                     log.exception("trading sweep failed")
                 first = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_sweeping.wait(), 1.0)
+                await asyncio.wait_for(self._closing.wait(), 1.0)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Stop matching; let fills in progress finish (a cut fill would wait for the
         sweep), then stop the sweeper."""
-        self._closing = True
-        self._stop_sweeping.set()
+        self._closing.set()
         self._pending_ticks.clear()
         tasks = [*self._workers, *([self._sweeper] if self._sweeper else [])]
         if tasks:
